@@ -1,0 +1,179 @@
+"""Every read and write of the files that are the contracts between stages.
+
+Writes are atomic (temporary file in the same folder, then ``os.replace``), so a killed process
+never leaves a half-written artifact. Readers check shapes and cross-file agreement and raise
+``ArtifactError`` with the file, what disagrees and the re-run that fixes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ArtifactError
+
+
+def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def file_hash(path: str | Path) -> str:
+    """Short sha256 of a file's bytes; ties logits to the folds file they were trained on."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- folds/<comp>.csv
+
+
+def folds_path(comp_name: str, root: str | Path = ".") -> Path:
+    return Path(root) / "folds" / f"{comp_name}.csv"
+
+
+def write_folds(path: str | Path, df: pd.DataFrame) -> Path:
+    """``id,label,fold[,group]``, one row per train image in train-CSV order."""
+    text = df.to_csv(index=False, lineterminator="\n")
+    return atomic_write_text(path, text)
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found; run: make folds COMP=input/{path.stem}")
+    df = pd.read_csv(path, dtype={"id": str, "label": str})
+    missing = {"id", "label", "fold"} - set(df.columns)
+    if missing:
+        raise ArtifactError(
+            f"{path} lacks column(s) {', '.join(sorted(missing))}; re-run: make folds COMP=input/{path.stem}"
+        )
+    return df
+
+
+# ---------------------------------------------------------------- logits npz
+
+
+def write_logits(path: str | Path, **arrays: Any) -> Path:
+    """Save a logits file (oof.npz or test.npz). Strings are stored as unicode arrays."""
+    clean = {}
+    for k, v in arrays.items():
+        a = np.asarray(v)
+        if a.dtype == object:
+            a = a.astype(str)
+        if k == "logits":
+            a = a.astype(np.float32)
+        clean[k] = a
+    buf = io.BytesIO()
+    np.savez(buf, **clean)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_logits(path: str | Path, kind: str, rerun: str) -> dict[str, np.ndarray]:
+    """Read and shape-check ``oof.npz`` (kind="oof") or ``test.npz`` (kind="test")."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found; run: {rerun}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:  # zip/npy errors have many types; all mean "corrupt file"
+        raise ArtifactError(f"{path} is unreadable ({type(e).__name__}); re-run: {rerun}") from None
+    need = {"ids", "classes", "views", "logits"} | ({"fold"} if kind == "oof" else set())
+    missing = need - set(data)
+    if missing:
+        raise ArtifactError(f"{path} lacks {', '.join(sorted(missing))}; re-run: {rerun}")
+    v, n, c = data["logits"].shape
+    if (v, n, c) != (len(data["views"]), len(data["ids"]), len(data["classes"])):
+        raise ArtifactError(
+            f"{path}: logits shape {(v, n, c)} disagrees with views/ids/classes "
+            f"({len(data['views'])}, {len(data['ids'])}, {len(data['classes'])}); re-run: {rerun}"
+        )
+    return data
+
+
+def check_logits_match(
+    data: dict[str, np.ndarray], path: Path, ids: np.ndarray, classes: np.ndarray, rerun: str,
+    folds_hash: str | None = None,
+) -> None:
+    """Refuse a logits file whose ids, classes or folds hash disagree with the folds file."""
+    if len(data["ids"]) != len(ids) or not np.array_equal(data["ids"].astype(str), ids.astype(str)):
+        raise ArtifactError(
+            f"{path} has {len(data['ids'])} ids that do not match the {len(ids)} expected "
+            f"(folds file or test set changed); re-run: {rerun}"
+        )
+    if not np.array_equal(data["classes"].astype(str), classes.astype(str)):
+        raise ArtifactError(
+            f"{path} has {len(data['classes'])} classes that differ from the {len(classes)} "
+            f"in the folds file; re-run: {rerun}"
+        )
+    if folds_hash is not None and "folds_hash" in data and str(data["folds_hash"]) != folds_hash:
+        raise ArtifactError(
+            f"{path} was trained on folds {data['folds_hash']} but the folds file is now "
+            f"{folds_hash}; re-run: {rerun}"
+        )
+
+
+# ---------------------------------------------------------------- json
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path, rerun: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found; run: {rerun}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); re-run: {rerun}") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_csv(path: str | Path, df: pd.DataFrame) -> Path:
+    return atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
+
+
+def savefig(path: str | Path, fig: Any) -> Path:
+    """Save a matplotlib figure atomically as PNG."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,155 @@
+"""Training recipes: one flat frozen dataclass, overridden by ``models/<run>.toml``."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+
+AUGMENT_PRESETS = ("none", "light", "medium", "heavy")
+TTA_VIEWS = ("none", "hflip", "vflip", "scale")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every field has a default; a recipe file overrides only what it names."""
+
+    backbone: str = "resnet18"  # any timm model name (timm.list_models())
+    pretrained: str = "none"  # "none" (random init) or "hub" (timm download; needs internet)
+    pretrained_file: str = ""  # local timm-format .safetensors/.pth; classifier re-initialised
+    image_size: int = 32  # px, square; images are resized once into the decode cache
+    epochs: int = 10  # full passes over the fold's training images
+    batch_size: int = 64  # images per optimizer step
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, nesterov)
+    lr: float = 1e-3  # peak learning rate of the backbone, per batch_size images
+    head_lr_mult: float = 1.0  # classifier LR = lr * this (the Classify Leaves winners used 10)
+    weight_decay: float = 0.05  # decoupled (AdamW) or L2 (SGD); not applied to norms/biases
+    warmup_epochs: float = 0.0  # epochs of linear warmup from lr/100 to lr
+    min_lr_ratio: float = 0.05  # cosine ends at lr * this (eta_min = lr/20 in the 0.987 solution)
+    label_smoothing: float = 0.1  # cross-entropy target smoothing
+    drop_rate: float = 0.0  # dropout before the classifier (timm drop_rate)
+    augment: str = "light"  # Albumentations preset: none | light | medium | heavy
+    tta: tuple[str, ...] = ("none", "hflip")  # test-time views: none, hflip, vflip, scale
+    seed: int = 42  # seeds torch, numpy and Albumentations for each fold
+    num_workers: int = -1  # DataLoader workers; -1 = auto (0 on CPU, min(8, cores) on CUDA)
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENT_PRESETS:
+            raise RecipeError(
+                f"augment = {self.augment!r} is not a preset; use one of {', '.join(AUGMENT_PRESETS)}"
+            )
+        bad = [v for v in self.tta if v not in TTA_VIEWS]
+        if bad or not self.tta:
+            raise RecipeError(
+                f"tta = {list(self.tta)!r}: unknown view {bad[0] if bad else '(empty list)'}; "
+                f"use views from {', '.join(TTA_VIEWS)}"
+            )
+        if self.pretrained not in ("none", "hub"):
+            raise RecipeError(f'pretrained = {self.pretrained!r}; use "none" or "hub" (or pretrained_file)')
+        if self.optimizer not in ("adamw", "sgd"):
+            raise RecipeError(f'optimizer = {self.optimizer!r}; use "adamw" or "sgd"')
+        for name in ("image_size", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise RecipeError(f"{name} = {getattr(self, name)} must be at least 1")
+        if self.lr <= 0:
+            raise RecipeError(f"lr = {self.lr} must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tta"] = list(self.tta)
+        return d
+
+
+def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Build a Recipe; unknown keys and wrong types are errors naming ``source``."""
+    valid = {f.name: f for f in fields(Recipe)}
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise RecipeError(
+            f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}"
+        )
+    clean: dict[str, Any] = {}
+    defaults = Recipe()
+    for key, value in values.items():
+        want = type(getattr(defaults, key))
+        if want is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise RecipeError(f"{source}: {key} must be a list of strings, got {value!r}")
+            value = tuple(str(v) for v in value)
+        elif want is float and isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value)
+        elif want is int and isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        elif want is float and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise RecipeError(f"{source}: {key} must be a number, got {value!r}") from None
+        if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+            raise RecipeError(
+                f"{source}: {key} must be {want.__name__}, got {value!r} ({type(value).__name__})"
+            )
+        clean[key] = value
+    try:
+        return Recipe(**clean)
+    except RecipeError as e:
+        raise RecipeError(f"{source}: {e}") from None
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """Parse ``"epochs=2 image_size=32"`` (the Makefile's SET=) into raw values."""
+    out: dict[str, Any] = {}
+    for item in text.split():
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} must look like key=value, e.g. epochs=2")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value  # bare strings: backbone=resnet18
+    return out
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read ``models/<run>.toml`` and apply overrides (later wins)."""
+    path = Path(path)
+    if not path.is_file():
+        avail = sorted(p.stem for p in path.parent.glob("*.toml")) if path.parent.is_dir() else []
+        raise RecipeError(
+            f"{path} not found; recipes available in {path.parent}/: {', '.join(avail) or 'none'}"
+        )
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML ({e}); fix the line it names") from None
+    values.update(overrides or {})
+    return recipe_from_dict(values, source=str(path))
+
+
+def to_toml(d: dict[str, Any]) -> str:
+    """Write a flat (one level of tables) dict as TOML; enough for resolved recipes."""
+    scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if v is None:
+        return '""'
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
