@@ -120,7 +120,11 @@ def read_logits(path: str | Path, kind: str, rerun: str) -> dict[str, np.ndarray
 
 
 def check_logits_match(
-    data: dict[str, np.ndarray], path: Path, ids: np.ndarray, classes: np.ndarray, rerun: str,
+    data: dict[str, np.ndarray],
+    path: Path,
+    ids: np.ndarray,
+    classes: np.ndarray,
+    rerun: str,
     folds_hash: str | None = None,
 ) -> None:
     """Refuse a logits file whose ids, classes or folds hash disagree with the folds file."""

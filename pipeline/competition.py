@@ -70,14 +70,25 @@ def load_competition(root: str | Path) -> Competition:
             )
     train_df = _clean_train(train_csv, train_df, id_col, target_col)
     test_ids = _clean_ids(sample_path, sample[id_col])
-    train_paths = resolve_images(root, train_df[id_col].tolist(), "train", settings.get("train_images"))
+    train_paths = resolve_images(
+        root, train_df[id_col].tolist(), "train", settings.get("train_images")
+    )
     test_paths = resolve_images(root, test_ids, "test", settings.get("test_images"))
-    train = pd.DataFrame({"id": train_df[id_col], "label": train_df[target_col], "path": train_paths})
+    train = pd.DataFrame(
+        {"id": train_df[id_col], "label": train_df[target_col], "path": train_paths}
+    )
     test = pd.DataFrame({"id": test_ids, "path": test_paths})
     return Competition(
-        root=root, name=root.name, slug=settings.get("slug", root.name), id_col=id_col,
-        target_col=target_col, sample_path=sample_path, train_csv=train_csv, train=train,
-        test=test, classes=sorted(train["label"].unique().tolist()),
+        root=root,
+        name=root.name,
+        slug=settings.get("slug", root.name),
+        id_col=id_col,
+        target_col=target_col,
+        sample_path=sample_path,
+        train_csv=train_csv,
+        train=train,
+        test=test,
+        classes=sorted(train["label"].unique().tolist()),
     )
 
 
@@ -103,7 +114,9 @@ def _read_settings(root: Path) -> dict[str, str]:
         raise CompetitionError(f"{path} is not valid TOML ({e})") from None
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        raise CompetitionError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(SETTINGS)}")
+        raise CompetitionError(
+            f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(SETTINGS)}"
+        )
     return {k: str(v) for k, v in settings.items()}
 
 
@@ -111,7 +124,9 @@ def _find_sample(root: Path, csvs: list[Path], settings: dict[str, str]) -> Path
     if "sample_submission" in settings:
         path = root / settings["sample_submission"]
         if not path.is_file():
-            raise CompetitionError(f"{root}/competition.toml names sample_submission {path.name!r}, which does not exist")
+            raise CompetitionError(
+                f"{root}/competition.toml names sample_submission {path.name!r}, which does not exist"
+            )
         return path
     found = [p for p in csvs if re.search(r"sample.?submission", p.name, re.I)]
     if len(found) != 1:
@@ -139,13 +154,19 @@ def _sample_columns(path: Path, sample: pd.DataFrame, settings: dict[str, str]) 
 
 
 def _find_train_csv(
-    root: Path, csvs: list[Path], sample_path: Path, id_col: str, target_col: str,
+    root: Path,
+    csvs: list[Path],
+    sample_path: Path,
+    id_col: str,
+    target_col: str,
     settings: dict[str, str],
 ) -> Path:
     if "train_csv" in settings:
         path = root / settings["train_csv"]
         if not path.is_file():
-            raise CompetitionError(f"{root}/competition.toml names train_csv {path.name!r}, which does not exist")
+            raise CompetitionError(
+                f"{root}/competition.toml names train_csv {path.name!r}, which does not exist"
+            )
         return path
     found = []
     for p in csvs:
@@ -173,7 +194,9 @@ def read_csv_header(path: Path) -> list[str]:
 
 def _clean_train(path: Path, df: pd.DataFrame, id_col: str, target_col: str) -> pd.DataFrame:
     if len(df) == 0:
-        raise CompetitionError(f"{path} has a header but no rows; re-download the competition files")
+        raise CompetitionError(
+            f"{path} has a header but no rows; re-download the competition files"
+        )
     _clean_ids(path, df[id_col])
     empty = np.flatnonzero(df[target_col].eq("").to_numpy())
     if len(empty):
@@ -209,17 +232,23 @@ def resolve_images(root: Path, ids: list[str], split: str, folder: str | None = 
         rel, missing = [], []
         for i in ids:
             name = index.get(i)
-            (missing.append(i) if name is None else rel.append(f"{sub}/{name}" if sub != "." else name))
+            (
+                missing.append(i)
+                if name is None
+                else rel.append(f"{sub}/{name}" if sub != "." else name)
+            )
         if missing:
             raise CompetitionError(
                 f"{root}/{sub}: {len(missing)} of {len(ids)} {split} ids have no image "
                 f"(first: {missing[0]!r}, looked for {missing[0]}.<{'|'.join(e[1:] for e in IMAGE_EXTS)}>); "
                 f'add the files or set {split}_images = "<folder>" in {root}/competition.toml'
             )
-    for i, r in zip(ids, rel):
+    for i, r in zip(ids, rel, strict=True):
         p = (root / r).resolve()
         if not p.is_relative_to(base):
-            raise CompetitionError(f"{split} id {i!r} points outside {root}; ids must stay inside the competition folder")
+            raise CompetitionError(
+                f"{split} id {i!r} points outside {root}; ids must stay inside the competition folder"
+            )
     missing = [r for r in rel if not (root / r).is_file()]
     if missing:
         raise CompetitionError(

@@ -49,7 +49,9 @@ class Recipe:
                 f"use views from {', '.join(TTA_VIEWS)}"
             )
         if self.pretrained not in ("none", "hub"):
-            raise RecipeError(f'pretrained = {self.pretrained!r}; use "none" or "hub" (or pretrained_file)')
+            raise RecipeError(
+                f'pretrained = {self.pretrained!r}; use "none" or "hub" (or pretrained_file)'
+            )
         if self.optimizer not in ("adamw", "sgd"):
             raise RecipeError(f'optimizer = {self.optimizer!r}; use "adamw" or "sgd"')
         for name in ("image_size", "epochs", "batch_size"):
@@ -69,9 +71,7 @@ def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
     valid = {f.name: f for f in fields(Recipe)}
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise RecipeError(
-            f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}"
-        )
+        raise RecipeError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
     clean: dict[str, Any] = {}
     defaults = Recipe()
     for key, value in values.items():

@@ -1,0 +1,117 @@
+"""Thin CLI: ``python -m pipeline <stage> ...``; each subcommand calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import PipelineError
+
+
+def _split(text: str) -> list[str]:
+    return [t for t in text.replace(",", " ").split() if t]
+
+
+def _folds(text: str) -> list[int] | None:
+    try:
+        return [int(t) for t in _split(text)] or None
+    except ValueError:
+        raise PipelineError(f"FOLDS={text!r}: use fold numbers like FOLDS=0,1") from None
+
+
+def cmd_folds(a):
+    from .competition import load_competition
+    from .folds import folds_stage
+
+    folds_stage(load_competition(a.comp), k=a.k, seed=a.seed)
+
+
+def cmd_train(a):
+    from .competition import load_competition
+    from .config import parse_overrides
+    from .train import train_stage
+
+    runs = _split(a.runs)
+    if not runs:
+        raise PipelineError("no recipes to train: put one in models/<run>.toml or pass RUNS=<run>")
+    train_stage(load_competition(a.comp), runs, _folds(a.folds), parse_overrides(a.set), a.device)
+
+
+def cmd_ensemble(a):
+    from .competition import load_competition
+    from .ensemble import ensemble_stage
+
+    ensemble_stage(load_competition(a.comp), _split(a.runs), method=a.method, name=a.name)
+
+
+def cmd_report(a):
+    from .competition import load_competition
+    from .report import report_stage
+
+    report_stage(load_competition(a.comp), name=a.name)
+
+
+def cmd_submit(a):
+    from .competition import load_competition
+    from .submit import submit_stage
+
+    comp = load_competition(a.comp)
+    return submit_stage(comp, Path("submissions") / comp.name / a.name, dry_run=a.dry_run)
+
+
+def cmd_demo_data(a):
+    from .demo import write_digits
+
+    write_digits(Path(a.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def stage(name, fn, help_):
+        s = sub.add_parser(name, help=help_)
+        s.set_defaults(fn=fn)
+        if name != "demo-data":
+            s.add_argument("--comp", required=True, help="competition folder, e.g. input/leaves")
+        return s
+
+    s = stage("folds", cmd_folds, "write folds/<comp>.csv")
+    s.add_argument("--k", type=int, default=5)
+    s.add_argument("--seed", type=int, default=42)
+    s = stage("train", cmd_train, "train every (run, fold) not yet done")
+    s.add_argument(
+        "--runs", default="", help="recipe names from models/<run>.toml, comma/space separated"
+    )
+    s.add_argument("--folds", default="", help="subset of folds, e.g. 0,1 (default: all)")
+    s.add_argument("--set", default="", help='recipe overrides, e.g. "epochs=1 image_size=32"')
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    s = stage("ensemble", cmd_ensemble, "fit ensembles on OOF logits, write submission.csv")
+    s.add_argument("--runs", default="", help="members (default: every trained run)")
+    s.add_argument("--method", default="auto", help="auto, hard, soft, weighted")
+    s.add_argument("--name", default="ensemble")
+    s = stage("report", cmd_report, "per-class report of an ensemble")
+    s.add_argument("--name", default="ensemble")
+    s = stage("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
+    s.add_argument("--name", default="ensemble")
+    s.add_argument("--dry-run", action="store_true", help="print the kaggle command, send nothing")
+    s = stage("demo-data", cmd_demo_data, "write the embedded digits competition")
+    s.add_argument("--out", default="input/digits")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Ensemble estimators on hand-computed cases, and ensemble_stage end-to-end on synthetic files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import artifacts
+from pipeline.competition import Competition
+from pipeline.ensemble import (
+    METHODS,
+    HardVote,
+    SoftVote,
+    WeightedSoftVote,
+    combine_views,
+    ensemble_stage,
+    softmax,
+)
+from pipeline.errors import ArtifactError, PipelineError
+from pipeline.report import report_stage
+
+CLASSES = ["cat", "dog", "fox"]
+
+# 3 members x 4 rows x 3 classes. Row 0: votes 0,0,1 -> 0. Row 1: all vote 2. Row 2: one vote
+# each; member 1 is by far the most confident (class 1), so the summed probability picks 1.
+# Row 3: one vote each with mirror-image logits: exact tie everywhere -> lowest index 0.
+LOGITS = np.array(
+    [
+        [[2.0, 1.0, 0.0], [0.0, 0.0, 1.0], [2.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
+        [[3.0, 0.0, 0.0], [0.0, 1.0, 2.0], [0.0, 5.0, 0.0], [0.0, 1.0, 0.0]],
+        [[0.0, 1.0, 0.0], [1.0, 0.0, 3.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],
+    ]
+)
+
+
+def test_softmax_is_stable_and_normalised():
+    p = softmax(np.array([[1000.0, 1000.0, -1000.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(p, [[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]], atol=1e-12)
+
+
+def test_combine_views_is_log_mean_of_probs():
+    logits = np.array([[[2.0, 0.0]], [[0.0, 2.0]]])  # two views that disagree symmetrically
+    np.testing.assert_allclose(np.exp(combine_views(logits)), [[0.5, 0.5]], atol=1e-12)
+    x = np.random.default_rng(0).normal(size=(3, 5, 4)) * 50
+    expected = np.log(softmax(x).mean(axis=0))
+    np.testing.assert_allclose(combine_views(x), expected, rtol=1e-9)
+    np.testing.assert_allclose(softmax(combine_views(x[:1])), softmax(x[0]), atol=1e-12)
+
+
+def test_hard_vote_majority_and_ties():
+    est = HardVote().fit(LOGITS, np.zeros(4, dtype=int))
+    np.testing.assert_allclose(est.weights_, [1 / 3] * 3)
+    p = est.predict_proba(LOGITS)
+    assert p.argmax(axis=1).tolist() == [0, 2, 1, 0]
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(p[0], [2 / 3, 1 / 3, 0.0], atol=1e-8)  # vote share
+    summed = softmax(LOGITS[:, 2]).sum(axis=0)
+    assert summed.argmax() == 1  # the hand-made tie really is decided by summed probability
+
+
+def test_hard_vote_weights_change_the_winner():
+    # Row 0 votes are 0,0,1; giving member 2 more weight than the other two together flips it.
+    p = HardVote(weights=[1, 1, 3]).fit(LOGITS, np.zeros(4, dtype=int)).predict_proba(LOGITS)
+    assert p[0].argmax() == 1
+    with pytest.raises(ValueError, match="non-negative"):
+        HardVote(weights=[1, -1, 1]).fit(LOGITS, np.zeros(4, dtype=int))
+
+
+def test_soft_vote_is_mean_of_softmax():
+    est = SoftVote().fit(LOGITS, np.zeros(4, dtype=int))
+    np.testing.assert_allclose(est.predict_proba(LOGITS), softmax(LOGITS).mean(axis=0))
+    np.testing.assert_allclose(est.weights_, [1 / 3] * 3)
+
+
+def test_weighted_soft_vote_finds_the_perfect_member():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=60)
+    perfect = 5.0 * np.eye(3)[y]
+    noise = rng.normal(size=(2, 60, 3)) * 2
+    oof = np.concatenate([noise[:1], perfect[None], noise[1:]])
+    est = WeightedSoftVote().fit(oof, y)
+    assert est.weights_.min() >= 0 and est.weights_.sum() == pytest.approx(1.0)
+    assert est.weights_[1] > 0.95
+    again = WeightedSoftVote().fit(oof, y)
+    np.testing.assert_array_equal(est.weights_, again.weights_)  # deterministic
+    np.testing.assert_allclose(est.predict_proba(oof).sum(axis=1), 1.0)
+
+
+def test_one_member_works_for_every_method():
+    for cls in METHODS.values():
+        est = cls().fit(LOGITS[:1], np.zeros(4, dtype=int))
+        assert est.weights_.tolist() == [1.0]
+        assert est.predict_proba(LOGITS[:1]).argmax(axis=1).tolist() == [0, 2, 0, 0]
+
+
+# ---------------------------------------------------------------- ensemble_stage end to end
+
+N, T = 30, 8
+TEST_IDS = ["s5", "s2", "s7", "s0", "s1", "s3", "s6", "s4"]  # sample order, deliberately unsorted
+TEST_Y = np.arange(T) % 3
+
+
+def _logits(y: np.ndarray, strength: float, seed: int, views: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return strength * np.eye(3)[y][None] + rng.normal(size=(views, len(y), 3))
+
+
+def make_toy(tmp_path: Path, runs: dict[str, float] | None = None) -> Competition:
+    """Competition, folds file and one oof/test pair per run (name -> signal strength)."""
+    comp_root = tmp_path / "input" / "toy"
+    comp_root.mkdir(parents=True)
+    sample = comp_root / "sample_submission.csv"
+    pd.DataFrame({"image": TEST_IDS, "label": "cat"}).to_csv(sample, index=False)
+    ids = [f"t{i}" for i in range(N)]
+    y = np.arange(N) % 3
+    labels = [CLASSES[i] for i in y]
+    folds = pd.DataFrame({"id": ids, "label": labels, "fold": np.arange(N) % 3})
+    fpath = artifacts.write_folds(artifacts.folds_path("toy", tmp_path), folds)
+    fhash = artifacts.file_hash(fpath)
+    runs = {"a": 4.0, "b": 1.0} if runs is None else runs
+    for k, (run, strength) in enumerate(runs.items()):
+        d = tmp_path / "models" / "toy" / run
+        common = {"classes": CLASSES, "views": ["none", "hflip"], "folds_hash": np.array(fhash)}
+        artifacts.write_logits(
+            d / "oof.npz", ids=ids, fold=folds["fold"], logits=_logits(y, strength, k), **common
+        )
+        artifacts.write_logits(
+            d / "test.npz", ids=TEST_IDS, logits=_logits(TEST_Y, 8.0, 10 + k), **common
+        )
+    train = pd.DataFrame({"id": ids, "label": labels, "path": [f"{i}.png" for i in ids]})
+    test = pd.DataFrame({"id": TEST_IDS, "path": [f"{i}.png" for i in TEST_IDS]})
+    return Competition(
+        root=comp_root, name="toy", slug="toy", id_col="image", target_col="label",
+        sample_path=sample, train_csv=comp_root / "train.csv", train=train, test=test,
+        classes=list(CLASSES),
+    )  # fmt: skip
+
+
+def test_ensemble_stage_end_to_end(tmp_path, capsys):
+    comp = make_toy(tmp_path)
+    summary = ensemble_stage(comp, [], root=tmp_path)
+    out = tmp_path / "submissions" / "toy" / "ensemble"
+    on_disk = json.loads((out / "ensemble.json").read_text())
+    assert on_disk == summary
+    for key in ("name", "comp", "method", "score", "members", "weights", "methods",
+                "oof_accuracy", "oof_log_loss", "folds_hash", "n_train", "n_test", "n_classes",
+                "created"):  # fmt: skip
+        assert key in summary, key
+    assert summary["score"] == "in-sample OOF"
+    assert [m["run"] for m in summary["members"]] == ["a", "b"]
+    assert set(summary["members"][0]["views"]) == {"none", "hflip"}
+    assert set(summary["methods"]) == set(METHODS)
+    assert summary["method"] in METHODS
+    assert sum(summary["weights"].values()) == pytest.approx(1.0)
+    assert (summary["n_train"], summary["n_test"], summary["n_classes"]) == (N, T, 3)
+    best = max(s["oof_accuracy"] for s in summary["methods"].values())
+    assert summary["oof_accuracy"] == best
+
+    sub = pd.read_csv(out / "submission.csv", dtype=str)
+    assert list(sub.columns) == ["image", "label"]
+    assert sub["image"].tolist() == TEST_IDS
+    assert sub["label"].tolist() == [CLASSES[i] for i in TEST_Y]
+
+    with np.load(out / "oof_ensemble.npz") as z:
+        assert z["probs"].shape == (N, 3) and z["probs"].dtype == np.float32
+        assert z["ids"].tolist() == [f"t{i}" for i in range(N)]
+    for f in ("per_class.csv", "confused_pairs.csv", "per_class_accuracy.png",
+              "confusion_matrix.png"):  # fmt: skip
+        assert (out / "report" / f).stat().st_size > 0, f
+    assert "acc_a" in pd.read_csv(out / "report" / "per_class.csv").columns
+    printed = capsys.readouterr().out
+    assert "<- chosen" in printed and "tta" in printed
+
+    again = report_stage(comp, root=tmp_path)  # make report rebuilds from oof_ensemble.npz
+    assert again["accuracy"] == pytest.approx(summary["oof_accuracy"])
+
+
+def test_ensemble_stage_named_method_and_one_run(tmp_path):
+    comp = make_toy(tmp_path)
+    summary = ensemble_stage(comp, ["b"], method="weighted", name="only_b", root=tmp_path)
+    assert summary["method"] == "weighted" and summary["weights"] == {"b": 1.0}
+    assert (tmp_path / "submissions" / "toy" / "only_b" / "submission.csv").is_file()
+
+
+def test_unknown_method(tmp_path):
+    comp = make_toy(tmp_path)
+    with pytest.raises(
+        PipelineError, match=r"unknown method 'best'; valid: auto, hard, soft, weighted"
+    ):
+        ensemble_stage(comp, [], method="best", root=tmp_path)
+
+
+def test_no_runs(tmp_path):
+    comp = make_toy(tmp_path, runs={})
+    with pytest.raises(
+        ArtifactError, match=r"no trained runs in .*models/toy/; run: make train COMP="
+    ):
+        ensemble_stage(comp, [], root=tmp_path)
+
+
+def test_missing_run(tmp_path):
+    comp = make_toy(tmp_path)
+    with pytest.raises(ArtifactError, match=r"zzz/oof\.npz not found; run: make train .*RUNS=zzz"):
+        ensemble_stage(comp, ["a", "zzz"], root=tmp_path)
+
+
+def test_oof_ids_mismatch(tmp_path):
+    comp = make_toy(tmp_path)
+    path = tmp_path / "models" / "toy" / "a" / "oof.npz"
+    with np.load(path) as z:
+        data = {k: z[k] for k in z.files}
+    data["ids"], data["fold"], data["logits"] = (
+        data["ids"][1:],
+        data["fold"][1:],
+        data["logits"][:, 1:],
+    )
+    artifacts.write_logits(path, **data)
+    with pytest.raises(ArtifactError, match=r"a/oof\.npz has 29 ids .* make train COMP=.* RUNS=a"):
+        ensemble_stage(comp, [], root=tmp_path)
+
+
+def test_stale_folds_hash(tmp_path):
+    comp = make_toy(tmp_path)
+    fpath = artifacts.folds_path("toy", tmp_path)
+    fpath.write_text(fpath.read_text() + "\n")  # same rows, different bytes
+    with pytest.raises(ArtifactError, match=r"was trained on folds .* make train COMP=.* RUNS=a"):
+        ensemble_stage(comp, [], root=tmp_path)
+
+
+def test_classes_mismatch(tmp_path):
+    comp = make_toy(tmp_path)
+    comp.classes = [*CLASSES, "emu"]
+    with pytest.raises(ArtifactError, match=r"toy\.csv has 3 classes .* has 4.*make folds COMP="):
+        ensemble_stage(comp, [], root=tmp_path)
+
+
+def test_sample_with_extra_columns(tmp_path):
+    comp = make_toy(tmp_path)
+    pd.DataFrame({"image": TEST_IDS, "label": "cat", "x": 0}).to_csv(comp.sample_path, index=False)
+    with pytest.raises(PipelineError, match=r"sample_submission\.csv has columns .*'x'"):
+        ensemble_stage(comp, [], root=tmp_path)
+
+
+def test_submission_keeps_sample_column_order(tmp_path):
+    comp = make_toy(tmp_path)
+    pd.DataFrame({"label": "cat", "image": TEST_IDS}).to_csv(comp.sample_path, index=False)
+    ensemble_stage(comp, [], method="hard", root=tmp_path)
+    sub = pd.read_csv(tmp_path / "submissions" / "toy" / "ensemble" / "submission.csv", dtype=str)
+    assert list(sub.columns) == ["label", "image"] and sub["image"].tolist() == TEST_IDS
