@@ -298,7 +298,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             a = np.asarray(im, dtype=np.float64)
             hi = a.max() or 1.0
-            im = Image.fromarray((a * (255.0 / hi)).astype(np.uint8))
+            im = Image.fromarray(np.rint(a * (255.0 / hi)).astype(np.uint8))
         elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

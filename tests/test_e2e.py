@@ -1,0 +1,102 @@
+"""One end-to-end run through the CLI: folds -> train -> ensemble -> report -> submit (dry run)."""
+
+import json
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.__main__ import main
+from pipeline.submit import validate_submission
+
+from .conftest import CLASSES, write_cifar
+
+RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none", "hflip", "vflip", "scale"]\n'
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_cifar(tmp_path / "input" / "toy")
+    (tmp_path / "models").mkdir()
+    for run, b in (("a", "test_resnet"), ("b", "test_efficientnet")):
+        (tmp_path / "models" / f"{run}.toml").write_text(RECIPE.format(b=b))
+    return tmp_path
+
+
+def test_cli_end_to_end(workdir, capsys):
+    comp = ["--comp", "input/toy"]
+    assert main(["folds", *comp, "--k", "2"]) == 0
+    assert main(["train", *comp, "--runs", "a,b"]) == 0
+    for run in ("a", "b"):
+        rdir = workdir / "models" / "toy" / run
+        cfg = tomllib.loads((rdir / "config.toml").read_text())
+        assert cfg["recipe"]["epochs"] == 1 and len(cfg["folds_hash"]) == 16
+        for f in (0, 1):
+            fdir = rdir / f"fold{f}"
+            for name in (
+                "best.pt",
+                "metrics.csv",
+                "curves.png",
+                "oof.npz",
+                "test.npz",
+                "done.json",
+            ):
+                assert (fdir / name).stat().st_size > 0, fdir / name
+            assert not (fdir / "last.pt").exists()
+            m = pd.read_csv(fdir / "metrics.csv")
+            assert {"epoch", "train_loss", "val_acc", "lr", "img_per_s"} <= set(m.columns)
+        with np.load(rdir / "oof.npz") as z:
+            assert z["logits"].shape == (4, 18, 3) and z["logits"].dtype == np.float32
+            assert z["ids"].tolist() == [str(i) for i in range(1, 19)]
+            assert z["classes"].tolist() == CLASSES and sorted(set(z["fold"])) == [0, 1]
+            assert z["views"].tolist() == ["none", "hflip", "vflip", "scale"]
+            assert np.isfinite(z["logits"]).all()
+        with np.load(rdir / "test.npz") as z:
+            assert z["logits"].shape == (4, 5, 3)
+    out = capsys.readouterr().out
+    assert "OOF accuracy by view" in out
+
+    assert main(["train", *comp, "--runs", "a"]) == 0  # finished folds are skipped
+    assert "fold 0: done, skipped" in capsys.readouterr().out
+
+    assert main(["ensemble", *comp, "--runs", "a b"]) == 0
+    sub = workdir / "submissions" / "toy" / "ensemble"
+    ens = json.loads((sub / "ensemble.json").read_text())
+    assert ens["method"] in ("hard", "soft", "weighted") and 0 <= ens["oof_accuracy"] <= 1
+    assert [m["run"] for m in ens["members"]] == ["a", "b"]
+    df = validate_submission(
+        sub / "submission.csv", workdir / "input/toy/sampleSubmission.csv", CLASSES, "id", "label"
+    )
+    assert len(df) == 5
+    for name in ("per_class.csv", "per_class_accuracy.png", "confusion_matrix.png"):
+        assert (sub / "report" / name).stat().st_size > 0
+
+    assert main(["report", *comp]) == 0
+    assert main(["submit", *comp, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "competitions submit -c toy -f" in out and "OOF=" in out
+
+
+def test_cli_errors_are_one_line(workdir, capsys):
+    assert main(["train", "--comp", "input/toy", "--runs", "a"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "folds/toy.csv not found; run: make folds" in err
+    assert main(["folds", "--comp", "input/nothere"]) == 2
+    assert "competition folder input/nothere not found" in capsys.readouterr().err
+    main(["folds", "--comp", "input/toy", "--k", "2"])
+    assert main(["train", "--comp", "input/toy", "--runs", "zzz"]) == 2
+    assert (
+        "models/zzz.toml not found; recipes available in models/: a, b" in capsys.readouterr().err
+    )
+    assert main(["train", "--comp", "input/toy", "--runs", "a", "--folds", "7"]) == 2
+    assert "FOLDS has fold 7" in capsys.readouterr().err
+
+
+def test_changed_recipe_is_refused(workdir, capsys):
+    main(["folds", "--comp", "input/toy", "--k", "2"])
+    assert main(["train", "--comp", "input/toy", "--runs", "a", "--folds", "0"]) == 0
+    assert "1 of 2 folds done" in capsys.readouterr().out
+    assert main(["train", "--comp", "input/toy", "--runs", "a", "--set", "lr=0.1"]) == 2
+    assert "recipe field 'lr' changed" in capsys.readouterr().err
