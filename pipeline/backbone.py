@@ -87,17 +87,35 @@ def data_config(model: torch.nn.Module, recipe: Recipe) -> dict:
 
 
 def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict]:
-    """Backbone and head groups (head LR x head_lr_mult); no weight decay on norms and biases."""
+    """Groups by (head?, no-decay?, layer scale): head LR x ``head_lr_mult``, blocks scaled by
+    timm's layer-wise decay, and no weight decay on norms and biases."""
     head_ids = {id(p) for p in model.get_classifier().parameters()}
-    groups: dict[tuple[bool, bool], list] = {}
+    scale = _layer_scales(model, recipe.layer_decay)
+    groups: dict[tuple[bool, bool, float], list] = {}
     for p in model.parameters():
-        if p.requires_grad:
-            groups.setdefault((id(p) in head_ids, p.ndim <= 1), []).append(p)
+        key = (id(p) in head_ids, p.ndim <= 1, scale.get(id(p), 1.0))
+        groups.setdefault(key, []).append(p)
     out = []
-    for (is_head, no_decay), params in sorted(groups.items()):
-        lr = recipe.lr * (recipe.head_lr_mult if is_head else 1.0)
+    for (is_head, no_decay, s), params in sorted(groups.items(), key=lambda kv: kv[0]):
+        lr = recipe.lr * s * (recipe.head_lr_mult if is_head else 1.0)
         wd = 0.0 if no_decay else recipe.weight_decay
         out.append(
             {"params": params, "lr": lr, "initial_lr": lr, "weight_decay": wd, "is_head": is_head}
         )
     return out
+
+
+def _layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[int, float]:
+    """``id(param) -> lr scale`` from timm's ``param_groups_layer_decay`` (empty when off)."""
+    if layer_decay >= 1.0:
+        return {}
+    from timm.optim import param_groups_layer_decay
+
+    try:
+        groups = param_groups_layer_decay(model, layer_decay=layer_decay)
+    except (AttributeError, NotImplementedError):
+        raise RecipeError(
+            f"layer_decay needs a timm model with group_matcher; {type(model).__name__} has none; "
+            "set layer_decay = 1.0"
+        ) from None
+    return {id(p): g.get("lr_scale", 1.0) for g in groups for p in g["params"]}

@@ -32,10 +32,23 @@ class Recipe:
     min_lr_ratio: float = 0.05  # cosine ends at lr * this (eta_min = lr/20 in the 0.987 solution)
     label_smoothing: float = 0.1  # cross-entropy target smoothing
     drop_rate: float = 0.0  # dropout before the classifier (timm drop_rate)
-    augment: str = "light"  # Albumentations preset: none | light | medium | heavy
+    augment: str = "light"  # Albumentations preset: none, light, medium or heavy
     tta: tuple[str, ...] = ("none", "hflip")  # test-time views: none, hflip, vflip, scale
     seed: int = 42  # seeds torch, numpy and Albumentations for each fold
     num_workers: int = -1  # DataLoader workers; -1 = auto (0 on CPU, min(8, cores) on CUDA)
+    layer_decay: float = 1.0  # LR x this per block from the head down (timm groups); 1.0 = off
+    ema_decay: float = 0.0  # EMA of weights per step, e.g. 0.999; EMA model evaluated and saved
+    mixup_alpha: float = 0.0  # timm Mixup beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0  # timm CutMix beta(alpha, alpha); 0 = off
+    mix_prob: float = 1.0  # fraction of batches mixed when mixup/cutmix is on
+    accum_steps: int = 1  # gradient accumulation: one optimizer step per this many batches
+    clip_grad: float = 0.0  # max global gradient norm; 0 = off
+    patience: int = 0  # stop after this many epochs without a val-accuracy gain; 0 = off
+    freeze_epochs: int = 0  # first N epochs train only the head (linear probe), then everything
+    amp: str = "auto"  # CUDA mixed precision: auto (bf16 if supported, else fp16), bf16, fp16, off
+    channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the model on CUDA (ignored on CPU)
+    custom_augment: tuple = ()  # extra Albumentations ops after the preset: [{name = "CLAHE", p = 0.3}]
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_PRESETS:
@@ -57,12 +70,21 @@ class Recipe:
         for name in ("image_size", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} = {getattr(self, name)} must be at least 1")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise RecipeError(f'amp = {self.amp!r}; use "auto", "bf16", "fp16" or "off"')
+        if not 0 < self.layer_decay <= 1 or not 0 <= self.ema_decay < 1:
+            raise RecipeError("layer_decay must be in (0, 1] and ema_decay in [0, 1)")
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:
+            raise RecipeError(f"batch_size = {self.batch_size} must be even for mixup/cutmix")
+        if self.accum_steps < 1:
+            raise RecipeError(f"accum_steps = {self.accum_steps} must be at least 1")
         if self.lr <= 0:
             raise RecipeError(f"lr = {self.lr} must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["tta"] = list(self.tta)
+        d["custom_augment"] = [dict(t) for t in self.custom_augment]
         return d
 
 
@@ -76,7 +98,9 @@ def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
     defaults = Recipe()
     for key, value in values.items():
         want = type(getattr(defaults, key))
-        if want is tuple:
+        if key == "custom_augment":
+            value = _custom_augment(value, source)
+        elif want is tuple:
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list | tuple):
@@ -100,6 +124,24 @@ def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
         return Recipe(**clean)
     except RecipeError as e:
         raise RecipeError(f"{source}: {e}") from None
+
+
+def _custom_augment(value: Any, source: str) -> tuple:
+    """A list of ``{name = "<Albumentations class>", ...kwargs}`` tables."""
+    import albumentations as A
+
+    if not isinstance(value, list | tuple):
+        raise RecipeError(
+            f'{source}: custom_augment must be a list like [{{name = "CLAHE", p = 0.3}}]'
+        )
+    for t in value:
+        name = t.get("name") if isinstance(t, dict) else None
+        if not isinstance(name, str) or not isinstance(getattr(A, name, None), type):
+            raise RecipeError(
+                f"{source}: custom_augment entry {t!r} needs name = an Albumentations transform "
+                "class, e.g. CLAHE, RandomBrightnessContrast"
+            )
+    return tuple(dict(t) for t in value)
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
@@ -149,6 +191,8 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     if v is None:
         return '""'
     s = str(v).replace("\\", "\\\\").replace('"', '\\"')

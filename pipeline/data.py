@@ -64,11 +64,20 @@ def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -
     return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
 
 
-def train_transform(preset: str, size: int) -> A.Compose | None:
-    """Albumentations presets on uint8 images already at ``size``; normalisation is on device."""
+def train_transform(preset: str, size: int, custom: tuple = ()) -> A.Compose | None:
+    """Albumentations preset, then the recipe's ``custom_augment`` ops, on uint8 images at ``size``.
+
+    Normalisation happens later on the device (``to_input``), so workers move uint8 only.
+    """
+    extra = [getattr(A, t["name"])(**{k: v for k, v in t.items() if k != "name"}) for t in custom]
+    ops = _preset(preset, size) + extra
+    return A.Compose(ops) if ops else None
+
+
+def _preset(preset: str, size: int) -> list:
     rrc = {"light": (0.7, 1.0), "medium": (0.5, 1.0), "heavy": (0.35, 1.0)}
     if preset == "none":
-        return None
+        return []
     ops: list[A.BasicTransform] = [
         A.RandomResizedCrop(size=(size, size), scale=rrc[preset], ratio=(0.8, 1.25)),
         A.HorizontalFlip(p=0.5),
@@ -90,7 +99,7 @@ def train_transform(preset: str, size: int) -> A.Compose | None:
                 p=0.5,
             ),
         ]
-    return A.Compose(ops)
+    return ops
 
 
 class CachedImages(torch.utils.data.Dataset):

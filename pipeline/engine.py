@@ -1,19 +1,81 @@
-"""Optimizer, schedule, one training epoch, evaluation and TTA prediction."""
+"""Optimizer, schedule, mixed precision, EMA, mixup, one training epoch, TTA prediction."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from .backbone import param_groups
 from .config import Recipe
 from .data import to_input
 from .tta import apply_view
+
+
+@dataclass
+class Loop:
+    """Everything one fold's training updates, saved whole in ``last.pt`` for resume."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEmaV3 | None
+    mixup: Mixup | None
+    recipe: Recipe
+    norm: tuple[torch.Tensor, torch.Tensor]
+    device: torch.device
+    forward: Any = None  # the compiled model when recipe.compile on CUDA, else the model
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+
+def make_loop(
+    model, recipe: Recipe, norm, device: torch.device, steps_per_epoch: int, num_classes: int
+) -> Loop:
+    if device.type == "cuda" and recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, recipe)
+    sched = make_scheduler(opt, recipe, math.ceil(steps_per_epoch / recipe.accum_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(recipe, device) == torch.float16)
+    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay > 0 else None
+    mixup = None
+    if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
+        mixup = Mixup(
+            mixup_alpha=recipe.mixup_alpha,
+            cutmix_alpha=recipe.cutmix_alpha,
+            prob=recipe.mix_prob,
+            label_smoothing=recipe.label_smoothing,
+            num_classes=num_classes,
+        )
+    compiled = torch.compile(model) if recipe.compile and device.type == "cuda" else model
+    return Loop(model, opt, sched, scaler, ema, mixup, recipe, norm, device, compiled)
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -26,8 +88,9 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
 def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
     """Per-step linear warmup then cosine to ``lr * min_lr_ratio``.
 
-    LambdaLR multiplies each group's own LR, so the head keeps its ``head_lr_mult`` ratio through
-    the whole schedule; timm's CosineLRScheduler takes one absolute ``lr_min`` for all groups.
+    LambdaLR multiplies each group's own LR, so the head keeps its ``head_lr_mult`` ratio (and
+    each block its layer-decay scale) through the whole schedule; timm's CosineLRScheduler takes
+    one absolute ``lr_min`` for all groups.
     """
     total = max(1, recipe.epochs * steps_per_epoch)
     warm = int(recipe.warmup_epochs * steps_per_epoch)
@@ -41,26 +104,44 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 on CPU (CPU autocast is slower for these convs)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
+    """bf16/fp16 autocast on CUDA only; CPU trains in fp32 (CPU autocast is slower here)."""
+    if device.type != "cuda" or recipe.amp == "off":
+        return None
+    if recipe.amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if recipe.amp == "bf16" else torch.float16
 
 
-def train_one_epoch(model, loader, opt, sched, recipe: Recipe, norm, device, desc: str) -> dict:
+def set_frozen(model: torch.nn.Module, frozen: bool) -> None:
+    """Freeze everything but the classifier (linear probe) or unfreeze all."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head or not frozen)
+
+
+def train_one_epoch(loop: Loop, loader, desc: str) -> dict:
     """One pass over ``loader``; returns mean loss, accuracy, images/s and the last LR."""
-    model.train()
+    r, dev = loop.recipe, loop.device
+    dtype = amp_dtype(r, dev)
+    loop.model.train()
     loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
-    for images, labels in bar:
-        x = to_input(images, *norm, device)
-        y = labels.to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    for i, (images, labels) in enumerate(bar):
+        x = to_input(images, *loop.norm, dev, dev.type == "cuda" and r.channels_last)
+        y = labels.to(dev, non_blocking=True)
+        target = loop.mixup(x, y) if loop.mixup is not None else None
+        if target is not None:
+            x, target = target
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = loop.forward(x)
+            if target is not None:
+                loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            else:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+        loop.scaler.scale(loss / r.accum_steps).backward()
+        if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
+            step(loop)
         n = len(y)
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == y).sum().item()
@@ -70,9 +151,22 @@ def train_one_epoch(model, loader, opt, sched, recipe: Recipe, norm, device, des
     return {
         "train_loss": loss_sum / max(1, seen),
         "train_acc": correct / max(1, seen),
-        "lr": opt.param_groups[0]["lr"],
+        "lr": loop.opt.param_groups[0]["lr"],
         "img_per_s": seen / max(secs, 1e-9),
     }
+
+
+def step(loop: Loop) -> None:
+    """Optimizer step with optional clipping, then schedule and EMA updates."""
+    if loop.recipe.clip_grad > 0:
+        loop.scaler.unscale_(loop.opt)
+        torch.nn.utils.clip_grad_norm_(loop.model.parameters(), loop.recipe.clip_grad)
+    loop.scaler.step(loop.opt)
+    loop.scaler.update()
+    loop.opt.zero_grad(set_to_none=True)
+    loop.sched.step()
+    if loop.ema is not None:
+        loop.ema.update(loop.model)
 
 
 @torch.inference_mode()
@@ -85,6 +179,7 @@ def predict(
     device: torch.device,
     batch_size: int,
     desc: str = "predict",
+    dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """Logits ``(V, len(rows), C) float32`` for each TTA view, in ``rows`` order."""
     model.eval()
@@ -94,7 +189,7 @@ def predict(
     ):
         batch = torch.from_numpy(np.ascontiguousarray(images[rows[start : start + batch_size]]))
         x = to_input(batch, *norm, device)
-        with autocast(device):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = [model(apply_view(v, x)).float() for v in views]
         chunks.append(torch.stack(out).cpu().numpy())
     return np.concatenate(chunks, axis=1).astype(np.float32)

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from scipy.special import log_softmax, logsumexp
 from scipy.special import softmax as _softmax
 from sklearn.metrics import accuracy_score, log_loss
 
 from . import artifacts, report
 from .competition import Competition, read_csv
-from .errors import ArtifactError, PipelineError
+from .errors import PipelineError
+from .members import choose_view, find_runs, load_folds, load_member
 
 # Vote shares are rounded to this many decimals so float noise in summed weights cannot break a
 # tie; the tie-break (at most 2 * _TIE_EPS) stays below one rounding step so it never outvotes.
@@ -32,14 +32,6 @@ _CLIP = 1e-15
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax along ``axis`` (any shape in, same shape out)."""
     return _softmax(np.asarray(logits, dtype=np.float64), axis=axis)
-
-
-def combine_views(logits: np.ndarray) -> np.ndarray:
-    """``(V, N, C)`` view logits -> ``(N, C)`` log of the mean over views of softmax probs."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.ndim != 3 or logits.shape[0] == 0:
-        raise ValueError(f"expected logits of shape (V, N, C) with V >= 1, got {logits.shape}")
-    return logsumexp(log_softmax(logits, axis=-1), axis=0) - np.log(logits.shape[0])
 
 
 def _check_members(logits: np.ndarray, n_members: int | None = None) -> np.ndarray:
@@ -132,63 +124,6 @@ METHODS: dict[str, type] = {"hard": HardVote, "soft": SoftVote, "weighted": Weig
 _AUTO_ORDER = ("soft", "hard", "weighted")  # tie order when method="auto"
 
 
-def _load_folds(comp: Competition, root: Path) -> tuple[pd.DataFrame, np.ndarray, str]:
-    """Folds file, ``y (N,)`` class indices into ``comp.classes``, and the file's hash."""
-    path = artifacts.folds_path(comp.name, root)
-    folds = artifacts.read_folds(path)
-    labels = sorted(folds["label"].unique().tolist())
-    if labels != list(comp.classes):
-        raise ArtifactError(
-            f"{path} has {len(labels)} classes but {comp.train_csv} has {len(comp.classes)} "
-            f"(labels changed since the folds were made); re-run: make folds COMP={comp.root}"
-        )
-    y = pd.Index(comp.classes).get_indexer(folds["label"])
-    return folds, y, artifacts.file_hash(path)
-
-
-def _find_runs(comp: Competition, runs: list[str], root: Path) -> list[str]:
-    if runs:
-        return list(runs)
-    found = sorted(p.parent.name for p in (root / "models" / comp.name).glob("*/oof.npz"))
-    if not found:
-        raise ArtifactError(
-            f"no trained runs in {root / 'models' / comp.name}/; run: make train COMP={comp.root}"
-        )
-    return found
-
-
-def _load_member(
-    comp: Competition, run: str, root: Path, folds: pd.DataFrame, folds_hash: str
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Read and cross-check one run's ``oof.npz`` and ``test.npz``."""
-    rerun = f"make train COMP={comp.root} RUNS={run}"
-    run_dir = root / "models" / comp.name / run
-    data = {}
-    for kind, ids in (("oof", folds["id"]), ("test", comp.test["id"])):
-        path = run_dir / f"{kind}.npz"
-        data[kind] = artifacts.read_logits(path, kind, rerun)
-        artifacts.check_logits_match(
-            data[kind], path, ids.to_numpy(), np.array(comp.classes), rerun, folds_hash
-        )
-    oof, test = data["oof"], data["test"]
-    if list(test["views"].astype(str)) != list(oof["views"].astype(str)):
-        raise ArtifactError(
-            f"{run_dir / 'test.npz'} has views {list(test['views'])} but oof.npz has "
-            f"{list(oof['views'])}; re-run: {rerun}"
-        )
-    return oof, test
-
-
-def _member_summary(run: str, oof: dict[str, np.ndarray], y: np.ndarray) -> dict[str, Any]:
-    """OOF accuracy of each TTA view and of their mean ("tta")."""
-    views = {
-        str(v): float(accuracy_score(y, oof["logits"][i].argmax(axis=1)))
-        for i, v in enumerate(oof["views"])
-    }
-    tta = float(accuracy_score(y, combine_views(oof["logits"]).argmax(axis=1)))
-    return {"run": run, "views": views, "tta_accuracy": tta}
-
-
 def _fit_methods(oof: np.ndarray, y: np.ndarray) -> tuple[dict[str, Any], dict[str, dict]]:
     """Fit every method on ``oof (M, N, C)``; return fitted estimators and in-sample scores."""
     fitted, scores = {}, {}
@@ -261,18 +196,21 @@ def ensemble_stage(
 ) -> dict[str, Any]:
     """Fit the ensemble on OOF logits, predict test, write ``submissions/<comp>/<name>/``.
 
-    Members are runs; each member's logits are its TTA views combined by ``combine_views``.
+    Members are runs; each uses the TTA view (or the mean of its views) best on its OOF rows.
     Returns the ``ensemble.json`` content (scores are in-sample on the OOF rows).
     """
     if method != "auto" and method not in METHODS:
         raise PipelineError(f"unknown method {method!r}; valid: auto, {', '.join(METHODS)}")
     root = Path(root)
-    folds, y, folds_hash = _load_folds(comp, root)
-    runs = _find_runs(comp, runs, root)
-    loaded = [_load_member(comp, run, root, folds, folds_hash) for run in runs]
-    members = [_member_summary(run, oof, y) for run, (oof, _) in zip(runs, loaded, strict=True)]
-    oof = np.stack([combine_views(o["logits"]) for o, _ in loaded])  # (M, N, C)
-    test = np.stack([combine_views(t["logits"]) for _, t in loaded])  # (M, T, C)
+    folds, y, folds_hash = load_folds(comp, root)
+    runs = find_runs(comp, runs, root)
+    loaded = [load_member(comp, run, root, folds, folds_hash) for run in runs]
+    chosen_views = [
+        choose_view(run, oof, test, y) for run, (oof, test) in zip(runs, loaded, strict=True)
+    ]
+    members = [m for m, _, _ in chosen_views]
+    oof = np.stack([o for _, o, _ in chosen_views])  # (M, N, C)
+    test = np.stack([t for _, _, t in chosen_views])  # (M, T, C)
     fitted, scores = _fit_methods(oof, y)
     chosen = _choose(method, scores)
     report.print_ensemble(members, scores, chosen)

@@ -152,7 +152,8 @@ def print_ensemble(members: list[dict], scores: dict[str, dict], chosen: str) ->
     print("members (OOF accuracy per TTA view):")
     for m in members:
         views = "  ".join(f"{v} {a:.4f}" for v, a in m["views"].items())
-        print(f"  {m['run']:<{width}}  {views}  tta {m['tta_accuracy']:.4f}")
+        used = f"  -> uses {m['view']}" if "view" in m else ""
+        print(f"  {m['run']:<{width}}  {views}  tta {m['tta_accuracy']:.4f}{used}")
     print("methods (in-sample OOF):")
     for name, s in scores.items():
         mark = "  <- chosen" if name == chosen else ""

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import artifacts, engine
+from .assemble import assemble_run
 from .backbone import create_model, data_config
 from .competition import Competition
 from .config import Recipe, load_recipe, to_toml
@@ -106,67 +107,57 @@ def train_fold(
     device: torch.device,
 ) -> None:
     fdir = rdir / f"fold{fold}"
-    torch.manual_seed(recipe.seed + fold)
-    classes = comp.classes
-    y_all = folds_df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    model = create_model(recipe, len(classes)).to(device)
+    torch.manual_seed(recipe.seed + fold)  # same initial weights on every (re)start
+    y_all = folds_df["label"].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
+    model = create_model(recipe, len(comp.classes)).to(device)
     cfg = data_config(model, recipe)
     norm = (torch.tensor(cfg["mean"], device=device), torch.tensor(cfg["std"], device=device))
-    cache_dir = root_of(rdir) / ".cache"
     train_imgs = build_cache(
         comp.root,
         comp.train["path"].tolist(),
         recipe.image_size,
-        cache_dir / f"train_{recipe.image_size}.u8",
+        rdir.parent / ".cache" / f"train_{recipe.image_size}.u8",
     )
     tr_rows = np.flatnonzero(folds_df["fold"].to_numpy() != fold)
     va_rows = np.flatnonzero(folds_df["fold"].to_numpy() == fold)
-    workers = auto_workers(recipe, device)
-    ds = CachedImages(
-        train_imgs,
-        tr_rows,
-        y_all,
-        train_transform(recipe.augment, recipe.image_size),
-        seed=recipe.seed + fold,
+    aug = train_transform(recipe.augment, recipe.image_size, recipe.custom_augment)
+    ds = CachedImages(train_imgs, tr_rows, y_all, aug, seed=recipe.seed + fold)
+    loader = make_loader(
+        ds, recipe.batch_size, True, recipe.seed + fold, auto_workers(recipe, device), device
     )
-    loader = make_loader(ds, recipe.batch_size, True, recipe.seed + fold, workers, device)
-    opt = engine.make_optimizer(model, recipe)
-    sched = engine.make_scheduler(opt, recipe, len(loader))
-    state = load_resume(fdir / "last.pt", model, opt, sched)
+    loop = engine.make_loop(model, recipe, norm, device, len(loader), len(comp.classes))
+    state = load_resume(fdir / "last.pt", loop)
     history: list[dict] = state.get("history", [])
     best = max((h["val_acc"] for h in history), default=-1.0)
     for epoch in range(state.get("epoch", -1) + 1, recipe.epochs):
+        if stale := epochs_since_best(history, recipe.patience):
+            tqdm.write(f"{run} fold {fold}: early stop, no val gain for {stale} epochs")
+            break
+        seed_epoch(recipe.seed + fold, epoch)
         loader.sampler.set_epoch(epoch)
+        engine.set_frozen(model, epoch < recipe.freeze_epochs)
         row = engine.train_one_epoch(
-            model,
-            loader,
-            opt,
-            sched,
-            recipe,
-            norm,
-            device,
-            f"{run} fold {fold} epoch {epoch + 1}/{recipe.epochs}",
+            loop, loader, f"{run} fold {fold} epoch {epoch + 1}/{recipe.epochs}"
         )
         va = engine.predict(
-            model, train_imgs, va_rows, ("none",), norm, device, recipe.batch_size * 2, "val"
+            loop.eval_model(),
+            train_imgs,
+            va_rows,
+            ("none",),
+            norm,
+            device,
+            recipe.batch_size * 2,
+            "val",
+            engine.amp_dtype(recipe, device),
         )[0]
         row.update(zip(("val_loss", "val_acc"), engine.score(va, y_all[va_rows]), strict=True))
         history.append({"epoch": epoch + 1, **row})
-        improved = row["val_acc"] > best
-        if improved:
+        if improved := row["val_acc"] > best:
             best = row["val_acc"]
-            save_torch(fdir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1})
-        save_torch(
-            fdir / "last.pt",
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "rng": torch.get_rng_state(),
-            },
-        )
+            save_torch(
+                fdir / "best.pt", {"model": loop.eval_model().state_dict(), "epoch": epoch + 1}
+            )
+        save_torch(fdir / "last.pt", {**loop.state_dict(), "epoch": epoch, "history": history})
         tqdm.write(format_epoch(run, fold, history[-1], recipe.epochs, improved))
     finish_fold(
         comp,
@@ -184,6 +175,23 @@ def train_fold(
         run,
         fold,
     )
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed torch (dropout, mixup masks) and numpy (timm Mixup) from (seed, epoch): a run resumed
+    at an epoch boundary draws exactly what an uninterrupted run would."""
+    s = (seed * 1_000_003 + epoch * 7919) % 2**32
+    torch.manual_seed(s)
+    np.random.seed(s)
+
+
+def epochs_since_best(history: list[dict], patience: int) -> int:
+    """Epochs since the best val accuracy when that reaches ``patience`` (> 0), else 0."""
+    if patience <= 0 or not history:
+        return 0
+    accs = [h["val_acc"] for h in history]
+    stale = len(accs) - 1 - int(np.argmax(accs))
+    return stale if stale >= patience else 0
 
 
 def finish_fold(
@@ -209,7 +217,7 @@ def finish_fold(
         comp.root,
         comp.test["path"].tolist(),
         recipe.image_size,
-        root_of(fdir.parent) / ".cache" / f"test_{recipe.image_size}.u8",
+        fdir.parent.parent / ".cache" / f"test_{recipe.image_size}.u8",
     )
     bs = recipe.batch_size * 2
     oof = engine.predict(
@@ -254,54 +262,11 @@ def finish_fold(
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint
 
 
-def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, run: str) -> None:
-    """Stitch fold OOF rows into ``oof.npz`` (folds-file order) and average fold test logits."""
-    done = [f for f in range(k) if (rdir / f"fold{f}" / "done.json").is_file()]
-    if len(done) < k:
-        missing = ",".join(str(f) for f in range(k) if f not in done)
-        print(
-            f"{run}: {len(done)} of {k} folds done; oof.npz/test.npz are written when all are: "
-            f"make train COMP={comp.root} RUNS={run} FOLDS={missing}"
-        )
-        return
-    rerun = f"make train COMP={comp.root} RUNS={run}"
-    ids = folds_df["id"].to_numpy().astype(str)
-    pos = {i: n for n, i in enumerate(ids)}
-    parts = [artifacts.read_logits(rdir / f"fold{f}" / "oof.npz", "oof", rerun) for f in range(k)]
-    tests = [artifacts.read_logits(rdir / f"fold{f}" / "test.npz", "test", rerun) for f in range(k)]
-    v, _, c = parts[0]["logits"].shape
-    logits = np.full((v, len(ids), c), np.nan, dtype=np.float32)
-    for p in parts:
-        logits[:, [pos[i] for i in p["ids"].astype(str)]] = p["logits"]
-    if np.isnan(logits).any():
-        raise ArtifactError(
-            f"{rdir}: fold OOF files do not cover every row of the folds file; re-run: {rerun}"
-        )
-    common = {
-        "classes": parts[0]["classes"],
-        "views": parts[0]["views"],
-        "folds_hash": np.array(fhash),
-    }
-    artifacts.write_logits(
-        rdir / "oof.npz", ids=ids, fold=folds_df["fold"].to_numpy(), logits=logits, **common
-    )
-    test = np.mean([t["logits"] for t in tests], axis=0)
-    artifacts.write_logits(rdir / "test.npz", ids=tests[0]["ids"], logits=test, **common)
-    y = folds_df["label"].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
-    accs = "  ".join(
-        f"{view} {(logits[j].argmax(1) == y).mean():.4f}" for j, view in enumerate(common["views"])
-    )
-    print(f"{run}: wrote {rdir}/oof.npz and test.npz; OOF accuracy by view: {accs}")
-
-
-def load_resume(path: Path, model, opt, sched) -> dict:
+def load_resume(path: Path, loop: engine.Loop) -> dict:
     if not path.is_file():
         return {}
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    torch.set_rng_state(state["rng"])
+    state = torch.load(path, map_location=loop.device, weights_only=True)
+    loop.load_state_dict(state)
     print(f"resuming {path.parent} after epoch {state['epoch'] + 1}")
     return state
 
@@ -318,10 +283,6 @@ def auto_workers(recipe: Recipe, device: torch.device) -> int:
     import os
 
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-
-
-def root_of(rdir: Path) -> Path:
-    return rdir.parent  # models/<comp>/<run> -> models/<comp>
 
 
 def format_epoch(run: str, fold: int, h: dict, epochs: int, improved: bool) -> str:

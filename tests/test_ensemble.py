@@ -16,11 +16,11 @@ from pipeline.ensemble import (
     HardVote,
     SoftVote,
     WeightedSoftVote,
-    combine_views,
     ensemble_stage,
     softmax,
 )
 from pipeline.errors import ArtifactError, PipelineError
+from pipeline.members import combine_views
 from pipeline.report import report_stage
 
 CLASSES = ["cat", "dog", "fox"]
