@@ -19,6 +19,7 @@ real epoch). c/b and e/d say how much of the model's bare speed the real loops k
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,7 @@ def bench_stage(
     r, bs = recipe, recipe.batch_size
     pbs = bs * 2  # train_fold predicts val/OOF/test with batch_size * 2
     torch.manual_seed(r.seed)
+    load_start = os.getloadavg()[0]
 
     cache_path = root / "models" / comp.name / ".cache" / f"train_{r.image_size}.u8"
     images, build_s = _cache(comp, r.image_size, cache_path)
@@ -80,12 +82,14 @@ def bench_stage(
         "train_images": len(images),
         "cache_path": str(cache_path),
         "cache_build_s": build_s,
+        "cores": len(os.sched_getaffinity(0)),
     }
     res["loader_ips"] = _loader_ips(loader, loop, warmup, batches)
     res["bare_train_ips"] = _bare_train_ips(loop, bs, len(comp.classes), warmup, batches)
     res["train_ips"] = _train_ips(loop, loader, warmup, batches)
     res["bare_predict_ips"] = _bare_predict_ips(loop, pbs, warmup, batches)
     res["predict_ips"] = _predict_ips(loop, images, pbs, warmup, batches)
+    res["load_avg"] = (load_start, os.getloadavg()[0])
     res["train_ratio"] = res["train_ips"] / res["bare_train_ips"]
     res["predict_ratio"] = res["predict_ips"] / res["bare_predict_ips"]
     print(format_bench(res))
@@ -102,6 +106,12 @@ def format_bench(res: dict) -> str:
         f"  {res['batches']} batches timed after {res['warmup']} warm-up, amp {res['amp']}, "
         f"predict batch {res['predict_batch_size']} views {','.join(res['views'])}"
     )
+    busy = max(res["load_avg"])
+    if busy > res["cores"] + 0.5:  # ours counts for about 1 (or ``threads``)
+        sub += (
+            f"\n  ! load average {busy:.1f} on {res['cores']} cores: other processes compete for "
+            "the CPU, so these figures (and their ratios) are not reliable"
+        )
     if res["cache_build_s"] is not None:
         sub += (
             f"\n  decode cache built in {res['cache_build_s']:.1f} s "

@@ -28,7 +28,7 @@ class Recipe:
     lr: float = 1e-3  # peak learning rate of the backbone, per batch_size images
     head_lr_mult: float = 1.0  # classifier LR = lr * this (the Classify Leaves winners used 10)
     weight_decay: float = 0.05  # decoupled (AdamW) or L2 (SGD); not applied to norms/biases
-    warmup_epochs: float = 0.0  # epochs of linear warmup from lr/100 to lr
+    warmup_epochs: float = 0.0  # epochs of linear warmup from lr/100 to lr (at most half the run)
     min_lr_ratio: float = 0.05  # cosine ends at lr * this (eta_min = lr/20 in the 0.987 solution)
     label_smoothing: float = 0.1  # cross-entropy target smoothing
     drop_rate: float = 0.0  # dropout before the classifier (timm drop_rate)

@@ -64,7 +64,10 @@ def make_loop(
     opt = make_optimizer(model, recipe)
     sched = make_scheduler(opt, recipe, math.ceil(steps_per_epoch / recipe.accum_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(recipe, device) == torch.float16)
-    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema_decay > 0 else None
+    # warmup: decay ramps up from 0, so early epochs do not evaluate mostly-initial weights
+    ema = (
+        ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
+    )
     mixup = None
     if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
         mixup = Mixup(
@@ -93,7 +96,8 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: 
     one absolute ``lr_min`` for all groups.
     """
     total = max(1, recipe.epochs * steps_per_epoch)
-    warm = int(recipe.warmup_epochs * steps_per_epoch)
+    # warmup never takes more than half the schedule (e.g. SET="epochs=1" on a 1-epoch warmup)
+    warm = min(int(recipe.warmup_epochs * steps_per_epoch), total // 2)
 
     def factor(step: int) -> float:
         if step < warm:
@@ -166,7 +170,7 @@ def step(loop: Loop) -> None:
     loop.opt.zero_grad(set_to_none=True)
     loop.sched.step()
     if loop.ema is not None:
-        loop.ema.update(loop.model)
+        loop.ema.update(loop.model, step=loop.sched.last_epoch)
 
 
 @torch.inference_mode()
