@@ -100,8 +100,8 @@ def write_logits(path: str | Path, **arrays: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def read_logits(path: str | Path, kind: str, rerun: str) -> dict[str, np.ndarray]:
-    """Read and shape-check ``oof.npz`` (kind="oof") or ``test.npz`` (kind="test")."""
+def read_npz(path: str | Path, need: set[str], rerun: str) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` artifact; missing, corrupt or incomplete is an error."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path} not found; run: {rerun}")
@@ -110,10 +110,16 @@ def read_logits(path: str | Path, kind: str, rerun: str) -> dict[str, np.ndarray
             data = {k: z[k] for k in z.files}
     except Exception as e:  # zip/npy errors have many types; all mean "corrupt file"
         raise ArtifactError(f"{path} is unreadable ({type(e).__name__}); re-run: {rerun}") from None
-    need = {"ids", "classes", "views", "logits"} | ({"fold"} if kind == "oof" else set())
     missing = need - set(data)
     if missing:
         raise ArtifactError(f"{path} lacks {', '.join(sorted(missing))}; re-run: {rerun}")
+    return data
+
+
+def read_logits(path: str | Path, kind: str, rerun: str) -> dict[str, np.ndarray]:
+    """Read and shape-check ``oof.npz`` (kind="oof") or ``test.npz`` (kind="test")."""
+    need = {"ids", "classes", "views", "logits"} | ({"fold"} if kind == "oof" else set())
+    data = read_npz(path, need, rerun)
     v, n, c = data["logits"].shape
     if (v, n, c) != (len(data["views"]), len(data["ids"]), len(data["classes"])):
         raise ArtifactError(

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from .errors import CompetitionError
 
@@ -290,17 +289,3 @@ def _best_folder(root: Path, ids: list[str], split: str) -> str:
             f'set {split}_images = "<folder>" in {root}/competition.toml'
         )
     return best[2]
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode any common image to ``(H, W, 3) uint8`` RGB (grayscale, RGBA, palette, 16-bit)."""
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im, dtype=np.float64)
-            hi = a.max() or 1.0
-            im = Image.fromarray(np.rint(a * (255.0 / hi)).astype(np.uint8))
-        elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, rgba)
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)

@@ -204,26 +204,12 @@ def write_report(
     }
 
 
-def _read_oof_ensemble(path: Path, rerun: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise ArtifactError(f"{path} not found; run: {rerun}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as e:  # zip/npy errors have many types; all mean "corrupt file"
-        raise ArtifactError(f"{path} is unreadable ({type(e).__name__}); re-run: {rerun}") from None
-    missing = {"ids", "classes", "probs"} - set(data)
-    if missing:
-        raise ArtifactError(f"{path} lacks {', '.join(sorted(missing))}; re-run: {rerun}")
-    return data
-
-
 def report_stage(comp: Competition, name: str = "ensemble", root: Path = Path(".")) -> dict:
     """Rebuild ``submissions/<comp>/<name>/report/`` from ``oof_ensemble.npz`` and the folds."""
     root = Path(root)
     out = root / "submissions" / comp.name / name
     path, rerun = out / "oof_ensemble.npz", f"make ensemble COMP={comp.root}"
-    data = _read_oof_ensemble(path, rerun)
+    data = artifacts.read_npz(path, {"ids", "classes", "probs"}, rerun)
     folds = artifacts.read_folds(artifacts.folds_path(comp.name, root))
     classes = [str(c) for c in data["classes"]]
     same_ids = np.array_equal(data["ids"].astype(str), folds["id"].to_numpy().astype(str))

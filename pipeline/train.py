@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -96,9 +97,29 @@ def check_config(rdir: Path, recipe: Recipe, fhash: str, run: str, comp: Competi
     artifacts.atomic_write_text(path, to_toml(meta))
 
 
+@dataclass
+class FoldJob:
+    """One (run, fold): what its setup, epochs and final predictions share."""
+
+    comp: Competition
+    folds_df: pd.DataFrame
+    fhash: str
+    run: str
+    recipe: Recipe
+    fold: int
+    fdir: Path
+    device: torch.device
+    model: torch.nn.Module | None = None
+    cfg: dict = field(default_factory=dict)
+    norm: tuple = ()
+    train_imgs: np.ndarray | None = None
+    va_rows: np.ndarray | None = None
+    y_all: np.ndarray | None = None
+
+
 def train_fold(
     comp,
-    folds_df: pd.DataFrame,
+    folds_df,
     fhash: str,
     run: str,
     recipe: Recipe,
@@ -106,51 +127,63 @@ def train_fold(
     rdir: Path,
     device: torch.device,
 ) -> None:
-    fdir = rdir / f"fold{fold}"
-    torch.manual_seed(recipe.seed + fold)  # same initial weights on every (re)start
-    y_all = folds_df["label"].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
-    model = create_model(recipe, len(comp.classes)).to(device)
-    cfg = data_config(model, recipe)
-    norm = (torch.tensor(cfg["mean"], device=device), torch.tensor(cfg["std"], device=device))
-    train_imgs = build_cache(
-        comp.root,
-        comp.train["path"].tolist(),
-        recipe.image_size,
-        rdir.parent / ".cache" / f"train_{recipe.image_size}.u8",
+    job = FoldJob(comp, folds_df, fhash, run, recipe, fold, rdir / f"fold{fold}", device)
+    loop, loader = setup_fold(job)
+    history = run_epochs(job, loop, loader)
+    finish_fold(job, history)
+
+
+def setup_fold(job: FoldJob) -> tuple[engine.Loop, torch.utils.data.DataLoader]:
+    """Model (same initial weights on every restart), decode cache, loader, optimizer state."""
+    r, dev, fold = job.recipe, job.device, job.fold
+    torch.manual_seed(r.seed + fold)
+    job.y_all = job.folds_df["label"].map({c: i for i, c in enumerate(job.comp.classes)}).to_numpy()
+    job.model = create_model(r, len(job.comp.classes)).to(dev)
+    job.cfg = data_config(job.model, r)
+    job.norm = (torch.tensor(job.cfg["mean"], device=dev), torch.tensor(job.cfg["std"], device=dev))
+    cache = job.fdir.parent.parent / ".cache" / f"train_{r.image_size}.u8"
+    job.train_imgs = build_cache(
+        job.comp.root, job.comp.train["path"].tolist(), r.image_size, cache
     )
-    tr_rows = np.flatnonzero(folds_df["fold"].to_numpy() != fold)
-    va_rows = np.flatnonzero(folds_df["fold"].to_numpy() == fold)
-    aug = train_transform(recipe.augment, recipe.image_size, recipe.custom_augment)
-    ds = CachedImages(train_imgs, tr_rows, y_all, aug, seed=recipe.seed + fold)
-    loader = make_loader(
-        ds, recipe.batch_size, True, recipe.seed + fold, auto_workers(recipe, device), device
+    folds = job.folds_df["fold"].to_numpy()
+    job.va_rows = np.flatnonzero(folds == fold)
+    aug = train_transform(r.augment, r.image_size, r.custom_augment)
+    ds = CachedImages(
+        job.train_imgs, np.flatnonzero(folds != fold), job.y_all, aug, seed=r.seed + fold
     )
-    loop = engine.make_loop(model, recipe, norm, device, len(loader), len(comp.classes))
+    loader = make_loader(ds, r.batch_size, True, r.seed + fold, auto_workers(r, dev), dev)
+    loop = engine.make_loop(job.model, r, job.norm, dev, len(loader), len(job.comp.classes))
+    return loop, loader
+
+
+def run_epochs(job: FoldJob, loop: engine.Loop, loader) -> list[dict]:
+    """Train from the last finished epoch; keep the best epoch; checkpoint every epoch."""
+    r, fdir, tag = job.recipe, job.fdir, f"{job.run} fold {job.fold}"
     state = load_resume(fdir / "last.pt", loop)
     history: list[dict] = state.get("history", [])
     best = max((h["val_acc"] for h in history), default=-1.0)
-    for epoch in range(state.get("epoch", -1) + 1, recipe.epochs):
-        if stale := epochs_since_best(history, recipe.patience):
-            tqdm.write(f"{run} fold {fold}: early stop, no val gain for {stale} epochs")
+    for epoch in range(state.get("epoch", -1) + 1, r.epochs):
+        if stale := epochs_since_best(history, r.patience):
+            tqdm.write(f"{tag}: early stop, no val gain for {stale} epochs")
             break
-        seed_epoch(recipe.seed + fold, epoch)
+        seed_epoch(r.seed + job.fold, epoch)
         loader.sampler.set_epoch(epoch)
-        engine.set_frozen(model, epoch < recipe.freeze_epochs)
-        row = engine.train_one_epoch(
-            loop, loader, f"{run} fold {fold} epoch {epoch + 1}/{recipe.epochs}"
-        )
+        engine.set_frozen(job.model, epoch < r.freeze_epochs)
+        row = engine.train_one_epoch(loop, loader, f"{tag} epoch {epoch + 1}/{r.epochs}")
         va = engine.predict(
             loop.eval_model(),
-            train_imgs,
-            va_rows,
+            job.train_imgs,
+            job.va_rows,
             ("none",),
-            norm,
-            device,
-            recipe.batch_size * 2,
+            job.norm,
+            job.device,
+            r.batch_size * 2,
             "val",
-            engine.amp_dtype(recipe, device),
+            engine.amp_dtype(r, job.device),
         )[0]
-        row.update(zip(("val_loss", "val_acc"), engine.score(va, y_all[va_rows]), strict=True))
+        row.update(
+            zip(("val_loss", "val_acc"), engine.score(va, job.y_all[job.va_rows]), strict=True)
+        )
         history.append({"epoch": epoch + 1, **row})
         if improved := row["val_acc"] > best:
             best = row["val_acc"]
@@ -158,23 +191,8 @@ def train_fold(
                 fdir / "best.pt", {"model": loop.eval_model().state_dict(), "epoch": epoch + 1}
             )
         save_torch(fdir / "last.pt", {**loop.state_dict(), "epoch": epoch, "history": history})
-        tqdm.write(format_epoch(run, fold, history[-1], recipe.epochs, improved))
-    finish_fold(
-        comp,
-        fdir,
-        model,
-        recipe,
-        cfg,
-        norm,
-        device,
-        train_imgs,
-        va_rows,
-        folds_df,
-        history,
-        fhash,
-        run,
-        fold,
-    )
+        tqdm.write(format_epoch(job.run, job.fold, history[-1], r.epochs, improved))
+    return history
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -194,72 +212,62 @@ def epochs_since_best(history: list[dict], patience: int) -> int:
     return stale if stale >= patience else 0
 
 
-def finish_fold(
-    comp,
-    fdir,
-    model,
-    recipe,
-    cfg,
-    norm,
-    device,
-    train_imgs,
-    va_rows,
-    folds_df,
-    history,
-    fhash,
-    run,
-    fold,
-) -> None:
+def finish_fold(job: FoldJob, history: list[dict]) -> None:
     """Best weights -> OOF and test logits under every TTA view, metrics, curves, done marker."""
-    best = torch.load(fdir / "best.pt", map_location=device, weights_only=True)
-    model.load_state_dict(best["model"])
+    best = torch.load(job.fdir / "best.pt", map_location=job.device, weights_only=True)
+    job.model.load_state_dict(best["model"])
     test_imgs = build_cache(
-        comp.root,
-        comp.test["path"].tolist(),
-        recipe.image_size,
-        fdir.parent.parent / ".cache" / f"test_{recipe.image_size}.u8",
+        job.comp.root,
+        job.comp.test["path"].tolist(),
+        job.recipe.image_size,
+        job.fdir.parent.parent / ".cache" / f"test_{job.recipe.image_size}.u8",
     )
-    bs = recipe.batch_size * 2
-    oof = engine.predict(
-        model, train_imgs, va_rows, recipe.tta, norm, device, bs, f"{run} fold {fold} oof"
-    )
-    test = engine.predict(
-        model,
-        test_imgs,
-        np.arange(len(test_imgs)),
-        recipe.tta,
-        norm,
-        device,
-        bs,
-        f"{run} fold {fold} test",
-    )
+    oof = _predict(job, job.train_imgs, job.va_rows, "oof")
+    test = _predict(job, test_imgs, np.arange(len(test_imgs)), "test")
     common = {
-        "classes": np.array(comp.classes),
-        "views": np.array(recipe.tta),
-        "folds_hash": np.array(fhash),
+        "classes": np.array(job.comp.classes),
+        "views": np.array(job.recipe.tta),
+        "folds_hash": np.array(job.fhash),
     }
     artifacts.write_logits(
-        fdir / "oof.npz",
-        ids=folds_df["id"].to_numpy()[va_rows],
-        fold=folds_df["fold"].to_numpy()[va_rows],
+        job.fdir / "oof.npz",
+        ids=job.folds_df["id"].to_numpy()[job.va_rows],
+        fold=job.folds_df["fold"].to_numpy()[job.va_rows],
         logits=oof,
         **common,
     )
-    artifacts.write_logits(fdir / "test.npz", ids=comp.test["id"].to_numpy(), logits=test, **common)
+    artifacts.write_logits(
+        job.fdir / "test.npz", ids=job.comp.test["id"].to_numpy(), logits=test, **common
+    )
     metrics = pd.DataFrame(history)
-    artifacts.write_csv(fdir / "metrics.csv", metrics)
-    plot_curves(metrics, fdir / "curves.png", f"{comp.name} / {run} / fold {fold}")
+    artifacts.write_csv(job.fdir / "metrics.csv", metrics)
+    plot_curves(metrics, job.fdir / "curves.png", f"{job.comp.name} / {job.run} / fold {job.fold}")
     artifacts.write_json(
-        fdir / "done.json",
+        job.fdir / "done.json",
         {
             "best_epoch": int(best["epoch"]),
             "val_acc": float(metrics["val_acc"].max()),
-            "mean": cfg["mean"],
-            "std": cfg["std"],
+            "mean": job.cfg["mean"],
+            "std": job.cfg["std"],
             "epochs": len(metrics),
         },
     )
-    (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint
+    (job.fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint
+
+
+def _predict(job: FoldJob, images: np.ndarray, rows: np.ndarray, what: str) -> np.ndarray:
+    r = job.recipe
+    return engine.predict(
+        job.model,
+        images,
+        rows,
+        r.tta,
+        job.norm,
+        job.device,
+        r.batch_size * 2,
+        f"{job.run} fold {job.fold} {what}",
+        engine.amp_dtype(r, job.device),
+    )
 
 
 def load_resume(path: Path, loop: engine.Loop) -> dict:

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.competition import load_competition, load_rgb
+from pipeline.competition import load_competition
+from pipeline.data import load_rgb
 from pipeline.errors import CompetitionError, PipelineError
 
 from .conftest import CLASSES, SHARED
