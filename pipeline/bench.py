@@ -236,14 +236,16 @@ def _train_ips(loop: engine.Loop, loader, warmup: int, batches: int) -> float:
 
 
 def _bare_predict_ips(loop: engine.Loop, pbs: int, warmup: int, batches: int) -> float:
-    """(d) Forward of every TTA view on random device tensors, as ``engine.predict`` runs them
-    (no autocast: ``finish_fold`` predicts OOF/test without ``dtype``)."""
+    """(d) Forward of every TTA view on random device tensors, under the same autocast as
+    ``finish_fold``'s OOF/test prediction."""
     dev, s = loop.device, loop.recipe.image_size
+    dtype = engine.amp_dtype(loop.recipe, dev)
     model = loop.eval_model()
     model.eval()
     x = torch.randn(pbs, 3, s, s, device=dev)
     t0 = 0.0
-    with torch.inference_mode():
+    amp = torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    with torch.inference_mode(), amp:
         for i in range(warmup + batches):
             if i == warmup:
                 _sync(dev)
@@ -257,14 +259,17 @@ def _bare_predict_ips(loop: engine.Loop, pbs: int, warmup: int, batches: int) ->
 def _predict_ips(loop: engine.Loop, images: np.ndarray, pbs: int, warmup: int, batches: int):
     """(e) ``engine.predict`` with every TTA view over cached train images (wrapping around)."""
     dev, views = loop.device, loop.recipe.tta
+    dtype = engine.amp_dtype(loop.recipe, dev)
     model = loop.eval_model()
     rows = np.arange((warmup + batches) * pbs) % len(images)
     if warmup:
-        engine.predict(model, images, rows[: warmup * pbs], views, loop.norm, dev, pbs, "warm-up")
+        engine.predict(
+            model, images, rows[: warmup * pbs], views, loop.norm, dev, pbs, "warm-up", dtype
+        )
     timed = rows[warmup * pbs :]
     _sync(dev)
     t0 = time.perf_counter()
-    engine.predict(model, images, timed, views, loop.norm, dev, pbs, "bench predict")
+    engine.predict(model, images, timed, views, loop.norm, dev, pbs, "bench predict", dtype)
     _sync(dev)
     return len(timed) / max(time.perf_counter() - t0, 1e-9)
 
