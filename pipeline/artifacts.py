@@ -82,6 +82,11 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def label_indices(labels: pd.Series, classes: list[str]) -> np.ndarray:
+    """``(N,)`` int64 index of each label in the sorted ``classes`` (the logits' class axis)."""
+    return pd.Index(classes).get_indexer(labels).astype(np.int64)
+
+
 # ---------------------------------------------------------------- logits npz
 
 

@@ -44,7 +44,7 @@ def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, r
     )
     test = np.mean([t["logits"] for t in tests], axis=0)
     artifacts.write_logits(rdir / "test.npz", ids=tests[0]["ids"], logits=test, **common)
-    y = folds_df["label"].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
+    y = artifacts.label_indices(folds_df["label"], comp.classes)
     accs = "  ".join(
         f"{view} {(logits[j].argmax(1) == y).mean():.4f}" for j, view in enumerate(common["views"])
     )

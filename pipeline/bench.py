@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import engine
+from . import artifacts, engine
 from .backbone import create_model, data_config
 from .config import Recipe
 from .data import CachedImages, build_cache, make_loader, to_input, train_transform
@@ -54,7 +54,7 @@ def bench_stage(
 
     cache_path = root / "models" / comp.name / ".cache" / f"train_{r.image_size}.u8"
     images, build_s = _cache(comp, r.image_size, cache_path)
-    labels = comp.train["label"].map({c: i for i, c in enumerate(comp.classes)}).to_numpy(np.int64)
+    labels = artifacts.label_indices(comp.train["label"], comp.classes)
 
     model = create_model(r, len(comp.classes)).to(device)
     cfg = data_config(model, r)

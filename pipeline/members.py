@@ -34,7 +34,7 @@ def load_folds(comp: Competition, root: Path) -> tuple[pd.DataFrame, np.ndarray,
             f"{path} has {len(labels)} classes but {comp.train_csv} has {len(comp.classes)} "
             f"(labels changed since the folds were made); re-run: make folds COMP={comp.root}"
         )
-    y = pd.Index(comp.classes).get_indexer(folds["label"])
+    y = artifacts.label_indices(folds["label"], comp.classes)
     return folds, y, artifacts.file_hash(path)
 
 

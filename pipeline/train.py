@@ -10,8 +10,10 @@ are assembled.
 from __future__ import annotations
 
 import io
+import os
 import platform
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,8 +73,6 @@ def check_config(rdir: Path, recipe: Recipe, fhash: str, run: str, comp: Competi
     """Write the resolved recipe once; refuse to mix folds trained with another recipe/folds."""
     path = rdir / "config.toml"
     if path.is_file():
-        import tomllib
-
         old = tomllib.loads(path.read_text())
         diff = [k for k, v in recipe.to_dict().items() if old.get("recipe", {}).get(k) != v]
         if diff or old.get("folds_hash") != fhash:
@@ -137,7 +137,7 @@ def setup_fold(job: FoldJob) -> tuple[engine.Loop, torch.utils.data.DataLoader]:
     """Model (same initial weights on every restart), decode cache, loader, optimizer state."""
     r, dev, fold = job.recipe, job.device, job.fold
     torch.manual_seed(r.seed + fold)
-    job.y_all = job.folds_df["label"].map({c: i for i, c in enumerate(job.comp.classes)}).to_numpy()
+    job.y_all = artifacts.label_indices(job.folds_df["label"], job.comp.classes)
     job.model = create_model(r, len(job.comp.classes)).to(dev)
     job.cfg = data_config(job.model, r)
     job.norm = (torch.tensor(job.cfg["mean"], device=dev), torch.tensor(job.cfg["std"], device=dev))
@@ -288,8 +288,6 @@ def save_torch(path: Path, obj: dict) -> None:
 def auto_workers(recipe: Recipe, device: torch.device) -> int:
     if recipe.num_workers >= 0:
         return recipe.num_workers
-    import os
-
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
