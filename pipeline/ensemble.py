@@ -1,8 +1,10 @@
-"""Combine trained runs into one prediction: TTA views, vote/average estimators, submission.
+"""Combine trained runs into one prediction: TTA views, every blending method, nested scores.
 
 Reads ``folds/<comp>.csv`` and ``models/<comp>/<run>/{oof,test}.npz``; writes
-``submissions/<comp>/<name>/{ensemble.json, submission.csv, oof_ensemble.npz, report/}``.
-Scores are in-sample on the OOF logits the weights were fitted on (nested CV comes later).
+``submissions/<comp>/<name>/{ensemble.json, leaderboard.csv, submission.csv, oof_ensemble.npz,
+report/}``. The estimators live in ``blend`` (fixed rules), ``optimise`` (searched weights) and
+``stacking``; ``nested`` scores each one by nested CV over the folds, and "auto" picks the best
+nested accuracy.
 """
 
 from __future__ import annotations
@@ -13,135 +15,40 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.special import softmax as _softmax
-from sklearn.metrics import accuracy_score, log_loss
 
 from . import artifacts, report
+from .blend import (
+    GeometricMean,
+    HardVote,
+    MeanLogits,
+    RankAverage,
+    SoftVote,
+    TemperatureSoftVote,
+    softmax,
+)
 from .competition import Competition, read_csv
 from .errors import PipelineError
 from .members import choose_view, find_runs, load_folds, load_member
+from .nested import choose, leaderboard, print_leaderboard
+from .optimise import AccuracyWeights, Caruana, WeightedSoftVote
+from .stacking import Stacking
 
-# Vote shares are rounded to this many decimals so float noise in summed weights cannot break a
-# tie; the tie-break (at most 2 * _TIE_EPS) stays below one rounding step so it never outvotes.
-_VOTE_DECIMALS = 9
-_TIE_EPS = 1e-10
-_CLIP = 1e-15
+__all__ = ["METHODS", "ensemble_stage", "softmax", "HardVote", "SoftVote", "WeightedSoftVote"]
 
-
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax along ``axis`` (any shape in, same shape out)."""
-    return _softmax(np.asarray(logits, dtype=np.float64), axis=axis)
-
-
-def _check_members(logits: np.ndarray, n_members: int | None = None) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.ndim != 3 or (n_members is not None and logits.shape[0] != n_members):
-        raise ValueError(f"expected logits (M={n_members or 'M'}, N, C), got {logits.shape}")
-    return logits
-
-
-class HardVote:
-    """Weighted majority of member argmaxes; ties go to the larger summed softmax probability."""
-
-    def __init__(self, weights: list[float] | np.ndarray | None = None) -> None:
-        self.weights = weights
-
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> HardVote:
-        """``oof_logits (M, N, C)``, ``y (N,)``: only checks and normalises the weights."""
-        m = _check_members(oof_logits).shape[0]
-        w = np.ones(m) if self.weights is None else np.asarray(self.weights, dtype=np.float64)
-        if w.shape != (m,) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights must be {m} non-negative numbers with a positive sum: {w}")
-        self.weights_ = w / w.sum()
-        return self
-
-    def predict_proba(self, logits: np.ndarray) -> np.ndarray:
-        """``(M, N, C)`` -> ``(N, C)`` vote shares plus a tiny tie-break; argmax is the winner."""
-        logits = _check_members(logits, len(self.weights_))
-        _, n, c = logits.shape
-        share = np.zeros((n, c))
-        for w, vote in zip(self.weights_, logits.argmax(axis=2), strict=True):
-            share[np.arange(n), vote] += w  # one vote per row per member
-        share = np.round(share, _VOTE_DECIMALS)
-        mean_p = softmax(logits).mean(axis=0)
-        tied = share == share.max(axis=1, keepdims=True)
-        winner = np.where(tied, mean_p, -1.0).argmax(axis=1)  # lowest index on an exact tie
-        # The bump on the winner keeps argmax exact where mean probs differ below float precision.
-        out = share + _TIE_EPS * (mean_p + np.eye(c)[winner])
-        return out / out.sum(axis=1, keepdims=True)
-
-
-class SoftVote:
-    """Unweighted mean of member softmax probabilities."""
-
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> SoftVote:
-        m = _check_members(oof_logits).shape[0]
-        self.weights_ = np.full(m, 1.0 / m)
-        return self
-
-    def predict_proba(self, logits: np.ndarray) -> np.ndarray:
-        """``(M, N, C)`` -> ``(N, C)`` mean of softmax probs."""
-        return softmax(_check_members(logits, len(self.weights_))).mean(axis=0)
-
-
-class WeightedSoftVote:
-    """Weighted mean of member probs; weights on the simplex minimising OOF log loss (SLSQP)."""
-
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> WeightedSoftVote:
-        """``oof_logits (M, N, C)``, ``y (N,)`` int class indices."""
-        probs = softmax(_check_members(oof_logits))
-        m, n, _ = probs.shape
-        p_true = probs[:, np.arange(n), np.asarray(y)]  # (M, N): log loss only needs these
-
-        def loss(w: np.ndarray) -> float:
-            return float(-np.log(np.clip(w @ p_true, _CLIP, None)).mean())
-
-        def grad(w: np.ndarray) -> np.ndarray:
-            return -(p_true / np.clip(w @ p_true, _CLIP, None)).mean(axis=1)
-
-        uniform = np.full(m, 1.0 / m)
-        self.weights_ = uniform
-        if m == 1:
-            return self
-        sum_one = {"type": "eq", "fun": lambda w: w.sum() - 1.0}
-        bounds = [(0.0, 1.0)] * m
-        res = minimize(
-            loss, uniform, jac=grad, method="SLSQP", bounds=bounds, constraints=[sum_one]
-        )
-        w = np.clip(res.x, 0.0, 1.0)
-        w = w / w.sum() if w.sum() > 0 else uniform
-        if loss(w) <= loss(uniform):  # never worse than the plain mean, even if SLSQP stalls
-            self.weights_ = w
-        return self
-
-    def predict_proba(self, logits: np.ndarray) -> np.ndarray:
-        """``(M, N, C)`` -> ``(N, C)`` weighted mean of softmax probs."""
-        return np.tensordot(self.weights_, softmax(_check_members(logits, len(self.weights_))), 1)
-
-
-METHODS: dict[str, type] = {"hard": HardVote, "soft": SoftVote, "weighted": WeightedSoftVote}
-_AUTO_ORDER = ("soft", "hard", "weighted")  # tie order when method="auto"
-
-
-def _fit_methods(oof: np.ndarray, y: np.ndarray) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Fit every method on ``oof (M, N, C)``; return fitted estimators and in-sample scores."""
-    fitted, scores = {}, {}
-    for name, cls in METHODS.items():
-        est = cls().fit(oof, y)
-        probs = est.predict_proba(oof)
-        fitted[name] = est
-        scores[name] = {
-            "oof_accuracy": float(accuracy_score(y, probs.argmax(axis=1))),
-            "oof_log_loss": float(log_loss(y, probs, labels=np.arange(oof.shape[2]))),
-        }
-    return fitted, scores
-
-
-def _choose(method: str, scores: dict[str, dict]) -> str:
-    """``method`` itself, or for "auto" the best OOF accuracy (ties: soft, hard, weighted)."""
-    auto = max(_AUTO_ORDER, key=lambda m: (scores[m]["oof_accuracy"], -_AUTO_ORDER.index(m)))
-    return auto if method == "auto" else method
+# name -> estimator class, in the order ties are broken (simpler first). Every class takes
+# (M, N, C) member logits: fit(oof_logits, y) -> self, predict_proba(logits) -> (N, C).
+METHODS: dict[str, type] = {
+    "soft": SoftVote,  # mean of probabilities
+    "hard": HardVote,  # majority of argmaxes
+    "logit": MeanLogits,  # softmax of the mean logit
+    "geo": GeometricMean,  # normalised geometric mean of probabilities
+    "rank": RankAverage,  # mean percentile rank per class column
+    "temp": TemperatureSoftVote,  # per-member temperature, then mean of probabilities
+    "weighted": WeightedSoftVote,  # simplex weights minimising OOF log loss (SLSQP)
+    "accuracy": AccuracyWeights,  # weights by coordinate ascent on OOF accuracy
+    "caruana": Caruana,  # greedy selection with replacement, bagged
+    "stack": Stacking,  # logistic regression on member logits, L2 by inner CV
+}
 
 
 def _write_submission(comp: Competition, path: Path, pred: np.ndarray) -> Path:
@@ -187,21 +94,8 @@ def _write_outputs(
     return oof_probs
 
 
-def ensemble_stage(
-    comp: Competition,
-    runs: list[str],
-    method: str = "auto",
-    name: str = "ensemble",
-    root: Path = Path("."),
-) -> dict[str, Any]:
-    """Fit the ensemble on OOF logits, predict test, write ``submissions/<comp>/<name>/``.
-
-    Members are runs; each uses the TTA view (or the mean of its views) best on its OOF rows.
-    Returns the ``ensemble.json`` content (scores are in-sample on the OOF rows).
-    """
-    if method != "auto" and method not in METHODS:
-        raise PipelineError(f"unknown method {method!r}; valid: auto, {', '.join(METHODS)}")
-    root = Path(root)
+def _load(comp: Competition, runs: list[str], root: Path) -> tuple:
+    """Folds, labels, hash, runs, member summaries and stacked ``(M, N, C)``/``(M, T, C)`` logits."""
     folds, y, folds_hash = load_folds(comp, root)
     runs = find_runs(comp, runs, root)
     loaded = [load_member(comp, run, root, folds, folds_hash) for run in runs]
@@ -209,23 +103,55 @@ def ensemble_stage(
         choose_view(run, oof, test, y) for run, (oof, test) in zip(runs, loaded, strict=True)
     ]
     members = [m for m, _, _ in chosen_views]
-    oof = np.stack([o for _, o, _ in chosen_views])  # (M, N, C)
-    test = np.stack([t for _, _, t in chosen_views])  # (M, T, C)
-    fitted, scores = _fit_methods(oof, y)
-    chosen = _choose(method, scores)
-    report.print_ensemble(members, scores, chosen)
+    oof = np.stack([o for _, o, _ in chosen_views]).astype(np.float32)  # (M, N, C)
+    test = np.stack([t for _, _, t in chosen_views]).astype(np.float32)  # (M, T, C)
+    return folds, y, folds_hash, runs, members, oof, test
+
+
+def ensemble_stage(
+    comp: Competition,
+    runs: list[str],
+    method: str = "auto",
+    name: str = "ensemble",
+    root: Path = Path("."),
+    methods: list[str] | None = None,
+) -> dict[str, Any]:
+    """Fit every method on the OOF logits, score it by nested CV, write ``submissions/<comp>/<name>/``.
+
+    Members are runs; each uses the TTA view (or the mean of its views) best on its OOF rows.
+    ``method`` "auto" takes the best nested accuracy; ``methods`` limits which are tried.
+    Returns the ``ensemble.json`` content.
+    """
+    tried = list(methods or METHODS)
+    for m in [*tried, *([] if method == "auto" else [method])]:
+        if m not in METHODS:
+            raise PipelineError(f"unknown method {m!r}; valid: auto, {', '.join(METHODS)}")
+    if method != "auto" and method not in tried:
+        tried.append(method)
+    root = Path(root)
+    folds, y, folds_hash, runs, members, oof, test = _load(comp, runs, root)
+    fold = folds["fold"].to_numpy()
+    table, fitted, _ = leaderboard(runs, oof, y, fold, {m: METHODS[m] for m in tried})
+    chosen = choose(table, method)
+    report.print_members(members)
+    print("leaderboard (nested = fitted on K-1 folds, scored on the held-out fold):")
+    print_leaderboard(table, chosen)
     out = root / "submissions" / comp.name / name
+    artifacts.write_csv(out / "leaderboard.csv", table)
     _write_outputs(comp, out, folds, y, runs, oof, test, fitted[chosen], folds_hash)
+    row = table.set_index("name").loc[chosen]
     summary = {
         "name": name,
         "comp": comp.name,
         "method": chosen,
-        "score": "in-sample OOF",
+        "chosen_by": "nested accuracy" if method == "auto" else "user",
         "members": members,
         "weights": {run: float(w) for run, w in zip(runs, fitted[chosen].weights_, strict=True)},
-        "methods": scores,
-        "oof_accuracy": scores[chosen]["oof_accuracy"],
-        "oof_log_loss": scores[chosen]["oof_log_loss"],
+        "leaderboard": table.to_dict(orient="records"),
+        "oof_accuracy": float(row["oof_accuracy"]),
+        "oof_log_loss": float(row["oof_log_loss"]),
+        "nested_accuracy": float(row["nested_accuracy"]),
+        "nested_log_loss": float(row["nested_log_loss"]),
         "folds_hash": folds_hash,
         "n_train": len(folds),
         "n_test": len(comp.test),
@@ -233,5 +159,7 @@ def ensemble_stage(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
-    print(f"wrote {out}/: ensemble.json, submission.csv, oof_ensemble.npz, report/")
+    print(
+        f"wrote {out}/: ensemble.json, leaderboard.csv, submission.csv, oof_ensemble.npz, report/"
+    )
     return summary

@@ -146,19 +146,14 @@ def _print_worst(table: pd.DataFrame) -> None:
         print(f"  {r[0]:<{w}}  {r.support:>7}  {r.accuracy:>8.4f}  {other}")
 
 
-def print_ensemble(members: list[dict], scores: dict[str, dict], chosen: str) -> None:
-    """Print each member's per-view and TTA OOF accuracy, then each method's scores."""
-    width = max(len(m["run"]) for m in [*members, {"run": "weighted"}])
+def print_members(members: list[dict]) -> None:
+    """Print each member's per-view and TTA OOF accuracy and the view it uses."""
+    width = max(len(m["run"]) for m in members)
     print("members (OOF accuracy per TTA view):")
     for m in members:
         views = "  ".join(f"{v} {a:.4f}" for v, a in m["views"].items())
         used = f"  -> uses {m['view']}" if "view" in m else ""
         print(f"  {m['run']:<{width}}  {views}  tta {m['tta_accuracy']:.4f}{used}")
-    print("methods (in-sample OOF):")
-    for name, s in scores.items():
-        mark = "  <- chosen" if name == chosen else ""
-        acc, loss = s["oof_accuracy"], s["oof_log_loss"]
-        print(f"  {name:<{width}}  OOF acc {acc:.4f}  log loss {loss:.4f}{mark}")
 
 
 def write_report(

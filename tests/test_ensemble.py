@@ -91,10 +91,11 @@ def test_weighted_soft_vote_finds_the_perfect_member():
 
 
 def test_one_member_works_for_every_method():
-    for cls in METHODS.values():
+    for name, cls in METHODS.items():
         est = cls().fit(LOGITS[:1], np.zeros(4, dtype=int))
         assert est.weights_.tolist() == [1.0]
-        assert est.predict_proba(LOGITS[:1]).argmax(axis=1).tolist() == [0, 2, 0, 0]
+        if name not in ("rank", "stack"):  # these two re-score classes, the others keep argmax
+            assert est.predict_proba(LOGITS[:1]).argmax(axis=1).tolist() == [0, 2, 0, 0], name
 
 
 # ---------------------------------------------------------------- ensemble_stage end to end
@@ -146,19 +147,22 @@ def test_ensemble_stage_end_to_end(tmp_path, capsys):
     out = tmp_path / "submissions" / "toy" / "ensemble"
     on_disk = json.loads((out / "ensemble.json").read_text())
     assert on_disk == summary
-    for key in ("name", "comp", "method", "score", "members", "weights", "methods",
-                "oof_accuracy", "oof_log_loss", "folds_hash", "n_train", "n_test", "n_classes",
-                "created"):  # fmt: skip
+    for key in ("name", "comp", "method", "chosen_by", "members", "weights", "leaderboard",
+                "oof_accuracy", "oof_log_loss", "nested_accuracy", "nested_log_loss",
+                "folds_hash", "n_train", "n_test", "n_classes", "created"):  # fmt: skip
         assert key in summary, key
-    assert summary["score"] == "in-sample OOF"
+    assert summary["chosen_by"] == "nested accuracy"
     assert [m["run"] for m in summary["members"]] == ["a", "b"]
     assert set(summary["members"][0]["views"]) == {"none", "hflip"}
-    assert set(summary["methods"]) == set(METHODS)
+    board = pd.read_csv(out / "leaderboard.csv")
+    pd.testing.assert_frame_equal(board, pd.DataFrame(summary["leaderboard"]))
+    assert set(board["name"]) == {"a", "b", *METHODS}
     assert summary["method"] in METHODS
     assert sum(summary["weights"].values()) == pytest.approx(1.0)
     assert (summary["n_train"], summary["n_test"], summary["n_classes"]) == (N, T, 3)
-    best = max(s["oof_accuracy"] for s in summary["methods"].values())
-    assert summary["oof_accuracy"] == best
+    methods = board[board["kind"] == "method"]
+    assert summary["nested_accuracy"] == methods["nested_accuracy"].max()
+    assert summary["method"] == methods["name"].iloc[0]
 
     sub = pd.read_csv(out / "submission.csv", dtype=str)
     assert list(sub.columns) == ["image", "label"]
@@ -173,7 +177,7 @@ def test_ensemble_stage_end_to_end(tmp_path, capsys):
         assert (out / "report" / f).stat().st_size > 0, f
     assert "acc_a" in pd.read_csv(out / "report" / "per_class.csv").columns
     printed = capsys.readouterr().out
-    assert "<- chosen" in printed and "tta" in printed
+    assert "<- chosen" in printed and "tta" in printed and "nested acc" in printed
 
     again = report_stage(comp, root=tmp_path)  # make report rebuilds from oof_ensemble.npz
     assert again["accuracy"] == pytest.approx(summary["oof_accuracy"])
@@ -183,15 +187,25 @@ def test_ensemble_stage_named_method_and_one_run(tmp_path):
     comp = make_toy(tmp_path)
     summary = ensemble_stage(comp, ["b"], method="weighted", name="only_b", root=tmp_path)
     assert summary["method"] == "weighted" and summary["weights"] == {"b": 1.0}
+    assert summary["chosen_by"] == "user"
     assert (tmp_path / "submissions" / "toy" / "only_b" / "submission.csv").is_file()
 
 
 def test_unknown_method(tmp_path):
     comp = make_toy(tmp_path)
     with pytest.raises(
-        PipelineError, match=r"unknown method 'best'; valid: auto, hard, soft, weighted"
+        PipelineError, match=r"unknown method 'best'; valid: auto, soft, hard, logit, geo, rank"
     ):
         ensemble_stage(comp, [], method="best", root=tmp_path)
+    with pytest.raises(PipelineError, match=r"unknown method 'vote'; valid: auto, soft"):
+        ensemble_stage(comp, [], methods=["soft", "vote"], root=tmp_path)
+
+
+def test_methods_subset_and_named_method(tmp_path):
+    comp = make_toy(tmp_path)
+    summary = ensemble_stage(comp, [], method="caruana", methods=["soft"], root=tmp_path)
+    assert summary["method"] == "caruana" and summary["chosen_by"] == "user"
+    assert {r["name"] for r in summary["leaderboard"]} == {"a", "b", "soft", "caruana"}
 
 
 def test_no_runs(tmp_path):

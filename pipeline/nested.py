@@ -1,0 +1,117 @@
+"""Honest ensemble scores: nested cross-validation over the folds, and the leaderboard table.
+
+An ensemble fitted on all OOF rows and scored on the same rows reports its own overfitting as
+skill (weights, selections and stacking coefficients were chosen to fit exactly those rows).
+Nested CV fits the ensemble on the OOF rows of K-1 folds and scores the held-out fold, for each
+fold in turn, so no row ever influences the weights it is scored with.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss
+from tqdm.auto import tqdm
+
+from .blend import softmax
+
+
+def nested_predict(
+    est: Any, oof: np.ndarray, y: np.ndarray, fold: np.ndarray
+) -> tuple[np.ndarray, list[Any]]:
+    """``(N, C)`` probs where each fold's rows come from a copy of ``est`` fitted on the others.
+
+    ``oof (M, N, C)``, ``y (N,)``, ``fold (N,)``. Also returns the fitted copies, fold order."""
+    probs = np.zeros(oof.shape[1:], dtype=np.float64)
+    fitted = []
+    for k in np.unique(fold):
+        held = fold == k
+        model = copy.deepcopy(est).fit(oof[:, ~held], y[~held])
+        probs[held] = model.predict_proba(oof[:, held])
+        fitted.append(model)
+    return probs, fitted
+
+
+def _scores(y: np.ndarray, probs: np.ndarray, fold: np.ndarray) -> dict[str, float]:
+    """Accuracy and log loss of ``probs (N, C)``, plus the spread of accuracy over folds."""
+    hit = probs.argmax(axis=1) == y
+    per_fold = [hit[fold == k].mean() for k in np.unique(fold)]
+    clipped = np.clip(probs, 1e-15, 1.0)
+    return {
+        "accuracy": float(hit.mean()),
+        "log_loss": float(
+            log_loss(y, clipped / clipped.sum(1, keepdims=True), labels=np.arange(probs.shape[1]))
+        ),
+        "fold_std": float(np.std(per_fold)),
+    }
+
+
+def leaderboard(
+    members: list[str],
+    oof: np.ndarray,
+    y: np.ndarray,
+    fold: np.ndarray,
+    methods: dict[str, Callable[[], Any]],
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
+    """Score every member and every method; return the table, fitted methods, nested probs.
+
+    Members are single models, so their OOF score already is held-out. Each method gets an
+    in-sample score (fitted on all rows, scored on them) and a nested score. Rows are sorted by
+    nested accuracy, then nested log loss; ``fitted`` maps method to the all-rows fit.
+    """
+    rows, fitted, nested = [], {}, {}
+    for name, logits in zip(members, oof, strict=True):
+        s = _scores(y, softmax(logits), fold)
+        rows.append(_row(name, "member", s, s))
+    bar = tqdm(methods.items(), desc="nested CV", unit="method", disable=not progress)
+    for name, make in bar:
+        bar.set_postfix_str(name)
+        fitted[name] = make().fit(oof, y)
+        inside = _scores(y, fitted[name].predict_proba(oof), fold)
+        nested[name], _ = nested_predict(make(), oof, y, fold)
+        rows.append(_row(name, "method", inside, _scores(y, nested[name], fold)))
+    table = pd.DataFrame(rows).sort_values(  # stable: ties keep members first, then METHODS order
+        ["nested_accuracy", "nested_log_loss"], ascending=[False, True], kind="stable"
+    )
+    return table.reset_index(drop=True), fitted, nested
+
+
+def _row(name: str, kind: str, inside: dict, held: dict) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "oof_accuracy": inside["accuracy"],
+        "oof_log_loss": inside["log_loss"],
+        "nested_accuracy": held["accuracy"],
+        "nested_log_loss": held["log_loss"],
+        "nested_fold_std": held["fold_std"],
+    }
+
+
+def choose(table: pd.DataFrame, method: str) -> str:
+    """``method`` itself, or for "auto" the method with the best nested score (table order)."""
+    if method != "auto":
+        return method
+    return str(table.loc[table["kind"] == "method", "name"].iloc[0])
+
+
+def print_leaderboard(table: pd.DataFrame, chosen: str) -> None:
+    """Console table, best nested accuracy first; gap = in-sample minus nested accuracy."""
+    w = max(8, *(len(n) for n in table["name"]))
+    print(
+        f"  {'name':<{w}}  {'kind':<6}  {'OOF acc':>7}  {'OOF loss':>8}  "
+        f"{'nested acc':>10}  {'± folds':>7}  {'nested loss':>11}  {'gap':>7}"
+    )
+    for r in table.itertuples(index=False):
+        mark = "  <- chosen" if r.name == chosen else ""
+        gap = r.oof_accuracy - r.nested_accuracy
+        print(
+            f"  {r.name:<{w}}  {r.kind:<6}  {r.oof_accuracy:>7.4f}  {r.oof_log_loss:>8.4f}  "
+            f"{r.nested_accuracy:>10.4f}  {r.nested_fold_std:>7.4f}  {r.nested_log_loss:>11.4f}  "
+            f"{gap:>+7.4f}{mark}"
+        )

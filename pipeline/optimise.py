@@ -1,0 +1,184 @@
+"""Ensembles whose member weights are searched on OOF rows (sklearn-style estimators).
+
+``WeightedSoftVote`` minimises log loss with SLSQP, ``AccuracyWeights`` climbs OOF accuracy one
+weight at a time, ``Caruana`` is greedy forward selection with replacement (Caruana et al. 2004,
+"Ensemble selection from libraries of models") with best-N initialisation and bagged rounds.
+All predict the weighted mean of member softmax probabilities. Log-loss searches only need each
+member's probability of the true label, ``(M, N)``, which is what makes them fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+
+from .blend import CLIP, check_members, normalise, softmax32, true_class_probs
+
+
+class _WeightedMean:
+    """Base: predict the ``weights_``-weighted mean of member softmax probabilities."""
+
+    def predict_proba(self, logits: np.ndarray) -> np.ndarray:
+        """``(M, N, C)`` -> ``(N, C)``."""
+        probs = softmax32(check_members(logits, len(self.weights_)))
+        return normalise(np.tensordot(self.weights_.astype(np.float32), probs, 1))
+
+
+def _log_loss(w: np.ndarray, p_true: np.ndarray) -> float:
+    return float(-np.log(np.clip(w @ p_true, CLIP, None)).mean())
+
+
+class WeightedSoftVote(_WeightedMean):
+    """Weights on the simplex minimising OOF log loss (SLSQP); never worse than equal weights."""
+
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> WeightedSoftVote:
+        """``oof_logits (M, N, C)``, ``y (N,)`` int class indices."""
+        p_true = true_class_probs(check_members(oof_logits), y)  # (M, N)
+        m = len(p_true)
+        uniform = np.full(m, 1.0 / m)
+        self.weights_ = uniform
+        if m == 1:
+            return self
+
+        def grad(w: np.ndarray, p_true: np.ndarray) -> np.ndarray:
+            return -(p_true / np.clip(w @ p_true, CLIP, None)).mean(axis=1)
+
+        res = minimize(
+            _log_loss,
+            uniform,
+            args=(p_true,),
+            jac=grad,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * m,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+        )
+        w = np.clip(res.x, 0.0, 1.0)
+        w = w / w.sum() if w.sum() > 0 else uniform
+        if _log_loss(w, p_true) <= _log_loss(uniform, p_true):  # guard against a stalled SLSQP
+            self.weights_ = w
+        return self
+
+
+def _accuracy_curve(
+    rest: np.ndarray, member: np.ndarray, bmax: np.ndarray, y: np.ndarray, grid: np.ndarray
+) -> np.ndarray:
+    """Exact OOF accuracy of ``argmax(rest + t * member)`` for each ``t`` in ``grid`` (t >= 0).
+
+    Rows whose outcome cannot change over the grid are decided from two bounds on the best rival
+    class, ``max_c rest_c + t * max_c member_c`` and ``rest_c* + t * member_c*``; only the
+    remaining rows are evaluated in full. ``bmax (N,)`` is the member's best rival probability.
+    """
+    n = len(y)
+    rows = np.arange(n)
+    a_y, b_y = rest[rows, y], member[rows, y]
+    rival = rest.copy()
+    rival[rows, y] = -np.inf
+    c_star = rival.argmax(axis=1)
+    a_max = rival[rows, c_star]
+    t = grid[:, None]
+    surely_right = (a_y + t * b_y > a_max + t * bmax).all(axis=0)
+    surely_wrong = (a_y + t * b_y < a_max + t * member[rows, c_star]).all(axis=0)
+    open_rows = np.flatnonzero(~surely_right & ~surely_wrong)
+    hits = np.full(len(grid), surely_right.sum(), dtype=np.int64)
+    if len(open_rows):
+        r, m, yo = rest[open_rows], member[open_rows], y[open_rows]
+        for i, ti in enumerate(grid):
+            hits[i] += int(((r + ti * m).argmax(axis=1) == yo).sum())
+    return hits / n
+
+
+class AccuracyWeights(_WeightedMean):
+    """Coordinate ascent on OOF accuracy: each member's weight in turn takes the grid value that
+    maximises accuracy with the others fixed, until a full pass changes nothing. Accuracy is a
+    step function, so gradients are useless; ties keep the current weight (fewest changes)."""
+
+    def __init__(self, grid: tuple[float, ...] = (0, 0.25, 0.5, 1, 1.5, 2, 3, 4), passes: int = 3):
+        self.grid = grid
+        self.passes = passes
+
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> AccuracyWeights:
+        probs = softmax32(check_members(oof_logits))  # (M, N, C)
+        y = np.asarray(y)
+        w = np.ones(len(probs), dtype=np.float32)
+        total = probs.sum(axis=0)
+        bmax = np.empty(probs.shape[:2], dtype=np.float32)
+        for j, member in enumerate(probs):  # each member's best rival probability, once
+            rival = member.copy()
+            rival[np.arange(len(y)), y] = -np.inf
+            bmax[j] = rival.max(axis=1)
+        grid = np.asarray(self.grid, dtype=np.float32)
+        for _ in range(self.passes):
+            changed = False
+            for j, member in enumerate(probs):
+                rest = total - w[j] * member
+                acc = _accuracy_curve(rest, member, bmax[j], y, np.append(grid, w[j]))
+                here, acc = acc[-1], acc[:-1]
+                if w.sum() - w[j] <= 0:  # all others at 0: this weight must stay positive
+                    acc = np.where(grid > 0, acc, -1.0)
+                best = int(np.argmax(acc))
+                if acc[best] > here:
+                    total = rest + grid[best] * member
+                    w[j], changed = grid[best], True
+            if not changed:
+                break
+        self.weights_ = w.astype(np.float64) / w.sum()
+        return self
+
+
+class Caruana(_WeightedMean):
+    """Greedy ensemble selection with replacement on OOF log loss.
+
+    Each of ``bags`` rounds draws a random ``bag_fraction`` of the members, starts from the
+    ``n_init`` best of them (by their own log loss), then adds, up to ``max_steps`` times, the
+    member (repeats allowed) that most lowers the bag's log loss, stopping ``patience`` steps after
+    the last improvement; the bag keeps the prefix with the lowest loss. Weights are the selection counts averaged over bags. Bagging and best-N init are
+    the paper's cures for overfitting the hill-climb to the OOF rows.
+    """
+
+    def __init__(
+        self,
+        n_init: int = 3,
+        max_steps: int = 40,
+        patience: int = 5,
+        bags: int = 20,
+        bag_fraction: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        self.n_init, self.max_steps, self.bags = n_init, max_steps, bags
+        self.patience = patience
+        self.bag_fraction, self.seed = bag_fraction, seed
+
+    def _one_bag(self, p_true: np.ndarray, members: np.ndarray) -> np.ndarray:
+        """``p_true (M, N)`` clipped away from 0; returns this bag's ``(M,)`` weights."""
+        bag = p_true[members]  # (B, N)
+        log_bag = np.log(bag)
+        counts = np.zeros(len(p_true))
+        for j in np.argsort(-log_bag.mean(axis=1), kind="stable")[: self.n_init]:
+            counts[members[j]] += 1
+        total = counts[members].astype(np.float32) @ bag  # (N,) summed true-class probs
+        k = counts.sum()
+        best_loss, best_counts, since_best = -np.log(total / k).mean(), counts.copy(), 0
+        for _ in range(self.max_steps):
+            if since_best >= self.patience:
+                break
+            # Mean log of (total + p) / (k + 1): the constant 1 / (k + 1) cannot change the pick.
+            j = int(np.argmax(np.log(total[None, :] + bag).mean(axis=1)))  # lowest index on ties
+            counts[members[j]] += 1
+            total, k = total + bag[j], k + 1
+            loss, since_best = -np.log(total / k).mean(), since_best + 1
+            if loss < best_loss - 1e-9:
+                best_loss, best_counts, since_best = loss, counts.copy(), 0
+        return best_counts / best_counts.sum()
+
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> Caruana:
+        p_true = true_class_probs(check_members(oof_logits), y)  # (M, N)
+        p_true = np.clip(p_true, CLIP, None).astype(np.float32)  # float32 keeps 1e-15 (> 1e-38)
+        m = len(p_true)
+        rng = np.random.default_rng(self.seed)
+        size = min(m, max(2, round(self.bag_fraction * m)))  # a one-member bag teaches nothing
+        weights = np.zeros(m)
+        for _ in range(self.bags if m > 1 else 1):
+            members = np.sort(rng.choice(m, size=size, replace=False))
+            weights += self._one_bag(p_true, members)
+        self.weights_ = weights / weights.sum()
+        return self

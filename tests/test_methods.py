@@ -1,0 +1,197 @@
+"""Each ensemble method on a hand-computed case; nested CV never scores a row with its own fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.blend import (
+    GeometricMean,
+    MeanLogits,
+    RankAverage,
+    TemperatureSoftVote,
+    fit_temperature,
+    softmax,
+)
+from pipeline.ensemble import METHODS
+from pipeline.nested import choose, leaderboard, nested_predict
+from pipeline.optimise import AccuracyWeights, Caruana, _accuracy_curve
+from pipeline.stacking import Stacking
+
+
+def _logit(p: float) -> list[float]:
+    """Two-class logits whose softmax is ``[p, 1 - p]``."""
+    return [np.log(p), np.log(1 - p)]
+
+
+def test_mean_logits_by_hand():
+    logits = np.array([[[2.0, 0.0]], [[0.0, 1.0]]])  # mean logits [1, 0.5]
+    p = MeanLogits().fit(logits, np.array([0])).predict_proba(logits)
+    np.testing.assert_allclose(p[0, 0], 1 / (1 + np.exp(-0.5)), rtol=1e-12)
+
+
+def test_geometric_mean_by_hand():
+    # member probs [0.9, 0.1] and [0.2, 0.8]: sqrt products 0.4243 and 0.2828 -> 0.6 / 0.4
+    logits = np.array([[_logit(0.9)], [_logit(0.2)]])
+    p = GeometricMean().fit(logits, np.array([0])).predict_proba(logits)
+    np.testing.assert_allclose(p[0], [0.6, 0.4], rtol=1e-6)
+    shifted = logits + np.array([[[5.0]], [[-3.0]]])  # a per-row shift of a member changes nothing
+    np.testing.assert_allclose(GeometricMean().fit(shifted, [0]).predict_proba(shifted), p)
+
+
+def test_rank_average_by_hand():
+    # member 0 class-0 column [3, 1, 2] -> ranks [3, 1, 2]/3; class 1 [0, 0, 5] -> [1, 2, 3]/3
+    # member 1 class-0 column [0, 9, 1] -> [1, 3, 2]/3;     class 1 [1, 2, 3] -> [1, 2, 3]/3
+    logits = np.array([[[3, 0], [1, 0], [2, 5]], [[0, 1], [9, 2], [1, 3]]], dtype=float)
+    p = RankAverage().fit(logits, np.zeros(3, int)).predict_proba(logits)
+    totals = np.array([[4, 2], [4, 4], [4, 6]]) / 3  # summed ranks per row, then normalised
+    np.testing.assert_allclose(p, totals / totals.sum(1, keepdims=True), rtol=1e-6)
+    assert p.argmax(1).tolist() == [0, 0, 1]  # row 1 ties, lowest index wins
+
+
+def test_temperature_recovers_an_overconfident_member():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 4)) * 1.5
+    y = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
+    assert fit_temperature(true_logits * 10, y) == pytest.approx(10, rel=0.15)
+    oof = np.stack([true_logits * 10, true_logits])
+    est = TemperatureSoftVote().fit(oof, y)
+    np.testing.assert_allclose(est.temperatures_, [10, 1], rtol=0.15)
+    p = est.predict_proba(oof)
+    np.testing.assert_allclose(p, softmax(true_logits), atol=0.05)  # both members now agree
+
+
+def test_accuracy_curve_matches_brute_force():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        rest, member = rng.random((50, 5)), rng.random((50, 5))
+        y = rng.integers(0, 5, 50)
+        rival = member.copy()
+        rival[np.arange(50), y] = -np.inf
+        grid = np.array([0, 0.25, 0.5, 1, 2, 4])
+        got = _accuracy_curve(rest, member, rival.max(1), y, grid)
+        want = [((rest + t * member).argmax(1) == y).mean() for t in grid]
+        np.testing.assert_allclose(got, want)
+
+
+def test_accuracy_weights_by_hand():
+    # y = 0 everywhere. Member 0 is right on rows 0-2 by a hair, wrong on row 3 by a hair;
+    # member 1 is confidently wrong on rows 0-1 and right on row 3. Equal weights: rows 2, 3
+    # right (0.5). Dropping member 1 (weight 0): rows 0-2 right (0.75), the best possible.
+    oof = np.array(
+        [
+            [_logit(0.55), _logit(0.55), _logit(0.55), _logit(0.45)],
+            [_logit(0.05), _logit(0.05), _logit(0.50), _logit(0.95)],
+        ]
+    )
+    y = np.zeros(4, int)
+    est = AccuracyWeights().fit(oof, y)
+    np.testing.assert_allclose(est.weights_, [1.0, 0.0])
+    assert (est.predict_proba(oof).argmax(1) == y).mean() == 0.75
+
+
+def test_caruana_by_hand():
+    # p(true): member A [0.9, 0.5], member B [0.5, 0.9]. Init with the best one alone (a tie:
+    # A, the lower index); adding B gives [0.7, 0.7], loss 0.357 < 0.399; then A or B both give
+    # 0.361 (worse), so the best prefix is {A, B}: weights 1/2, 1/2.
+    oof = np.array([[_logit(0.9), _logit(0.5)], [_logit(0.5), _logit(0.9)]])
+    est = Caruana(n_init=1, bags=1, bag_fraction=1.0).fit(oof, np.zeros(2, int))
+    np.testing.assert_allclose(est.weights_, [0.5, 0.5])
+
+
+def test_caruana_finds_the_perfect_member_with_replacement():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    oof = rng.normal(size=(4, 90, 3)) * 2
+    oof[2] = 3.0 * np.eye(3)[y]
+    est = Caruana(seed=1).fit(oof, y)
+    assert est.weights_.argmax() == 2 and est.weights_[2] > 0.5
+    np.testing.assert_array_equal(est.weights_, Caruana(seed=1).fit(oof, y).weights_)
+
+
+def test_stacking_learns_a_negative_weight():
+    # A member that is reliably wrong (the label is its argmin) is useless to every average but
+    # perfect information for a stacker, which must learn a negative weight.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    oof = (-4.0 * np.eye(3)[y] + rng.normal(size=(300, 3)) * 0.5)[None]
+    est = Stacking(lambdas=(1e-4,)).fit(oof, y)
+    assert (est.coef_ < 0).all()
+    assert (est.predict_proba(oof).argmax(1) == y).mean() > 0.95
+    assert METHODS["soft"]().fit(oof, y).predict_proba(oof).argmax(1).tolist() != y.tolist()
+
+
+def test_stacking_inner_cv_prefers_the_penalty_that_generalises():
+    # 10 noisy members, 100 rows, 5 classes: 55 coefficients overfit without a penalty.
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 5, 100)
+        oof = np.eye(5)[y][None] + rng.normal(size=(10, 100, 5))
+        assert Stacking(lambdas=(1e-2, 1e-6)).fit(oof, y).lambda_ == 1e-2
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_is_sklearn_style(name):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 40)
+    oof = 2.0 * np.eye(4)[y][None] + rng.normal(size=(3, 40, 4))
+    est = METHODS[name]()
+    assert est.fit(oof, y) is est
+    assert est.weights_.shape == (3,) and est.weights_.sum() == pytest.approx(1.0)
+    p = est.predict_proba(oof[:, :7])
+    assert p.shape == (7, 4) and np.allclose(p.sum(1), 1.0) and (p >= 0).all()
+    with pytest.raises(ValueError, match="expected logits"):
+        est.predict_proba(oof[:2])
+
+
+class Memorise:
+    """1-nearest-neighbour on the concatenated member logits: perfect on rows it was fitted on,
+    chance on pure-noise rows it has not seen. In-sample it looks perfect; nested CV must not."""
+
+    def fit(self, oof, y):
+        self.x_, self.y_ = oof.transpose(1, 0, 2).reshape(oof.shape[1], -1), np.asarray(y)
+        self.weights_ = np.full(len(oof), 1 / len(oof))
+        self.rows_seen_ = {tuple(r) for r in self.x_.round(9)}
+        return self
+
+    def predict_proba(self, logits):
+        x = logits.transpose(1, 0, 2).reshape(logits.shape[1], -1)
+        near = ((x[:, None] - self.x_[None]) ** 2).sum(-1).argmin(1)
+        self.asked_ = {tuple(r) for r in x.round(9)}
+        return np.eye(logits.shape[2])[self.y_[near]]
+
+
+def test_nested_cv_never_fits_on_the_rows_it_scores():
+    rng = np.random.default_rng(0)
+    n, c = 200, 4
+    y = rng.integers(0, c, n)
+    oof = rng.normal(size=(2, n, c))  # noise: nothing real to learn
+    fold = np.arange(n) % 5
+    _, fitted = nested_predict(Memorise(), oof, y, fold)
+    for k, model in enumerate(fitted):
+        held = {tuple(r) for r in oof[:, fold == k].transpose(1, 0, 2).reshape(-1, 2 * c).round(9)}
+        assert not (held & model.rows_seen_), f"fold {k} rows leaked into their own fit"
+        assert len(model.rows_seen_) == (fold != k).sum()
+
+    table, _, nested = leaderboard(["a", "b"], oof, y, fold, {"memorise": Memorise}, False)
+    row = table.set_index("name").loc["memorise"]
+    assert row["oof_accuracy"] == 1.0  # the planted leak: in-sample it is perfect
+    assert row["nested_accuracy"] < 0.4  # honest: about chance (0.25)
+    assert nested["memorise"].shape == (n, c)
+
+
+def test_leaderboard_orders_by_nested_score_and_auto_picks_a_method():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    oof = np.stack([3.0 * np.eye(3)[y] + rng.normal(size=(120, 3)) * s for s in (1.0, 2.0)])
+    fold = np.arange(120) % 4
+    methods = {"soft": METHODS["soft"], "memorise": Memorise}
+    table, fitted, _ = leaderboard(["a", "b"], oof, y, fold, methods, False)
+    assert list(table.columns) == [
+        "name", "kind", "oof_accuracy", "oof_log_loss", "nested_accuracy", "nested_log_loss",
+        "nested_fold_std",
+    ]  # fmt: skip
+    assert table["nested_accuracy"].is_monotonic_decreasing
+    assert choose(table, "auto") == "soft"  # memorise wins in-sample, loses nested
+    assert choose(table, "memorise") == "memorise"
+    assert set(fitted) == {"soft", "memorise"}
