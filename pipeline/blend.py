@@ -106,7 +106,7 @@ class SoftVote(_Uniform):
 
 
 class MeanLogits(_Uniform):
-    """Softmax of the mean of member logits (sensitive to each member's logit scale)."""
+    """Softmax of the mean of member logits: a member with larger logits (sharper) counts more."""
 
     def _combine(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits.mean(axis=0, dtype=np.float64))
@@ -115,8 +115,10 @@ class MeanLogits(_Uniform):
 class GeometricMean(_Uniform):
     """Normalised geometric mean of member probabilities: softmax of the mean log-probability.
 
-    Unlike MeanLogits it is invariant to a per-row shift of any member's logits; one confident
-    "no" from any member vetoes a class."""
+    One confident "no" from any member vetoes a class. Mathematically this is the same ranking
+    and the same probabilities as MeanLogits (log-softmax differs from the logits by a per-row
+    constant, which softmax removes); it is computed from log-probabilities and kept under its
+    own name because practitioners ask for both. The tests check the identity."""
 
     def _combine(self, logits: np.ndarray) -> np.ndarray:
         z = torch.log_softmax(torch.as_tensor(np.asarray(logits, dtype=np.float32)), dim=2)

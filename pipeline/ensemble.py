@@ -76,6 +76,7 @@ def _write_outputs(
     test: np.ndarray,
     est: Any,
     folds_hash: str,
+    board: pd.DataFrame,
 ) -> np.ndarray:
     """Write submission.csv, oof_ensemble.npz and report/; return ``(N, C)`` ensemble OOF probs."""
     oof_probs = est.predict_proba(oof)
@@ -90,7 +91,11 @@ def _write_outputs(
         folds_hash=np.array(folds_hash),
     )
     members = dict(zip(runs, oof, strict=True))  # logits are fine: the report uses argmax only
-    report.write_report(out / "report", y, oof_probs, list(comp.classes), members)
+    ids = folds["id"].to_numpy()
+    paths = report.image_paths(comp)
+    report.write_report(
+        out / "report", y, oof_probs, list(comp.classes), members, ids, paths, board
+    )
     return oof_probs
 
 
@@ -138,7 +143,7 @@ def ensemble_stage(
     print_leaderboard(table, chosen)
     out = root / "submissions" / comp.name / name
     artifacts.write_csv(out / "leaderboard.csv", table)
-    _write_outputs(comp, out, folds, y, runs, oof, test, fitted[chosen], folds_hash)
+    _write_outputs(comp, out, folds, y, runs, oof, test, fitted[chosen], folds_hash, table)
     row = table.set_index("name").loc[chosen]
     summary = {
         "name": name,

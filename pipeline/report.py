@@ -1,7 +1,10 @@
-"""Error analysis of OOF predictions: per-class table, confused pairs, and two plots.
+"""The report of an ensemble's OOF predictions: CSVs, plots, contact sheets and one HTML page.
 
-Writes into ``out_dir``: ``per_class.csv``, ``confused_pairs.csv``, ``per_class_accuracy.png``
-and ``confusion_matrix.png``. ``report_stage`` rebuilds them from ``oof_ensemble.npz``.
+Writes into ``out_dir``: ``per_class.csv`` (metrics with bootstrap 95 % intervals, each member's
+accuracy, the ensemble's gain), ``confused_pairs.csv``, ``worst_mistakes.csv``,
+``label_issues.csv`` (cleanlab), ``per_class_accuracy.png``, ``confusion_matrix.png``,
+``worst_mistakes.png``, ``label_issues.png`` and ``report.html`` (self-contained).
+``report_stage`` rebuilds them from ``oof_ensemble.npz``.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from . import artifacts  # noqa: E402
+from . import analyze, artifacts  # noqa: E402
 from .competition import Competition  # noqa: E402
 from .errors import ArtifactError  # noqa: E402
+from .html_report import report_page  # noqa: E402
+from .sheets import contact_sheet  # noqa: E402
 
 N_PAIRS = 50  # rows kept in confused_pairs.csv
 N_PRINT = 10  # worst classes printed
@@ -32,34 +37,13 @@ def per_class_table(
     """One row per class (``y``, ``pred``: ``(N,)`` indices), worst accuracy first."""
     c = len(classes)
     cm = confusion_matrix(y, pred, labels=np.arange(c))
-    support = cm.sum(axis=1)
-    correct = np.diag(cm)
-    off = cm - np.diag(correct)
+    off = cm - np.diag(np.diag(cm))
     n_off, top_off = off.max(axis=1), np.array(classes)[off.argmax(axis=1)]
-    prec, rec, f1, _ = precision_recall_fscore_support(
-        y, pred, labels=np.arange(c), zero_division=0
-    )
-    df = pd.DataFrame(
-        {
-            "class": classes,
-            "support": support,
-            "correct": correct,
-            "accuracy": np.divide(correct, support, out=np.full(c, np.nan), where=support > 0),
-            "precision": prec,
-            "recall": rec,
-            "f1": f1,
-            "confused_with": np.where(n_off > 0, top_off, ""),
-            "confused_count": n_off,
-        }
-    )
-    if member_preds:
-        acc = {}
-        for run, mp in member_preds.items():
-            hits = np.bincount(y, weights=(mp == y).astype(float), minlength=c)
-            acc[run] = np.divide(hits, support, out=np.full(c, np.nan), where=support > 0)
-            df[f"acc_{run}"] = acc[run]
-        table = np.nan_to_num(np.stack(list(acc.values()), axis=1), nan=-1.0)
-        df["best_member"] = np.array(list(acc))[table.argmax(axis=1)]  # first run wins ties
+    df = analyze.per_class_metrics(y, pred, c)
+    df.insert(0, "class", classes)
+    df["confused_with"] = np.where(n_off > 0, top_off, "")
+    df["confused_count"] = n_off
+    df = pd.concat([df, analyze.member_table(y, pred, member_preds, c)], axis=1)
     return df.sort_values(["accuracy", "class"], kind="stable").reset_index(drop=True)
 
 
@@ -89,15 +73,19 @@ def plot_accuracy(table: pd.DataFrame, top: int) -> plt.Figure:
     n = len(shown)
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * n))
     pos = np.arange(n)
-    ax.barh(pos, shown["accuracy"].fillna(0), color="tab:blue")
+    acc = shown["accuracy"].fillna(0).to_numpy()
+    err = None
+    if "accuracy_lo" in shown:  # bootstrap 95 % interval as whiskers
+        err = [acc - shown["accuracy_lo"].fillna(0), shown["accuracy_hi"].fillna(0) - acc]
+    ax.barh(pos, acc, color="tab:blue", xerr=err, error_kw={"lw": 0.8, "capsize": 2})
     ax.set_yticks(pos, shown["class"], fontsize=8 if n > 20 else 10)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.12)
+    ax.set_xlim(0, 1.25)
     ax.set_xlabel("OOF accuracy")
     for i, (a, s) in enumerate(zip(shown["accuracy"], shown["support"], strict=True)):
-        ax.text(min(np.nan_to_num(a), 1.0) + 0.01, i, f"{a:.2f} (n={s})", va="center", fontsize=7)
+        ax.text(1.02, i, f"{a:.2f} (n={s})", va="center", fontsize=7)
     what = f"the {n} worst of {len(table)} classes" if n < len(table) else f"all {n} classes"
-    ax.set_title(f"Per-class OOF accuracy, {what}")
+    ax.set_title(f"Per-class OOF accuracy with bootstrap 95 % intervals, {what}")
     fig.tight_layout()
     return fig
 
@@ -156,47 +144,83 @@ def print_members(members: list[dict]) -> None:
         print(f"  {m['run']:<{width}}  {views}  tta {m['tta_accuracy']:.4f}{used}")
 
 
+def _preds(member_preds: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """run -> ``(N,)`` argmax, from ``(N,)`` predictions or ``(N, C)`` probs/logits."""
+    return {
+        r: (p.argmax(axis=1) if np.ndim(p) == 2 else np.asarray(p))
+        for r, p in (member_preds or {}).items()
+    }
+
+
+def _write_sheets(
+    out_dir: Path, mistakes: pd.DataFrame, issues: pd.DataFrame, paths: dict[str, Path], n: int
+) -> None:
+    """``worst_mistakes.png`` and ``label_issues.png``: the first ``n`` rows of each table."""
+    sheets = (
+        ("worst_mistakes.png", mistakes, "Most confident wrong OOF predictions",
+         lambda r: f"{r['id']}\ngiven {r['given_label']}\npred {r['predicted']} {r['confidence']:.2f}"),
+        ("label_issues.png", issues, "Label-issue candidates (cleanlab), most suspicious first",
+         lambda r: f"{r['id']}\ngiven {r['given_label']} {r['self_confidence']:.2f}"
+         f"\nsuggest {r['suggested_label']}"),
+    )  # fmt: skip
+    for fname, rows, title, caption in sheets:
+        fig = contact_sheet(
+            rows.head(n), paths, caption, f"{title} ({min(n, len(rows))} of {len(rows)})"
+        )
+        artifacts.savefig(out_dir / fname, fig)
+        plt.close(fig)
+
+
 def write_report(
     out_dir: Path,
     y: np.ndarray,
     probs: np.ndarray,
     classes: list[str],
-    member_probs: dict[str, np.ndarray] | None = None,
+    member_preds: dict[str, np.ndarray] | None = None,
+    ids: np.ndarray | None = None,
+    paths: dict[str, Path] | None = None,
+    leaderboard: pd.DataFrame | None = None,
     top: int = 30,
+    n_sheet: int = 40,
 ) -> dict[str, Any]:
     """Write the report for ``y (N,)`` class indices and ``probs (N, C)``; return a summary.
 
-    ``member_probs`` maps run name to that member's ``(N, C)`` probs (or logits: only the argmax
-    is used) and adds an ``acc_<run>`` column per member and ``best_member`` to ``per_class.csv``.
-    """
+    ``member_preds`` maps run -> ``(N,)`` predictions (or ``(N, C)`` probs/logits) and adds each
+    member's per-class accuracy, the best member and the ensemble's gain. ``ids (N,)`` name the
+    rows and ``paths`` maps id -> image file for the contact sheets."""
     out_dir = Path(out_dir)
-    y, pred = np.asarray(y), np.asarray(probs).argmax(axis=1)
-    members = {run: np.asarray(p).argmax(axis=1) for run, p in (member_probs or {}).items()}
-    table = per_class_table(y, pred, classes, members)
-    artifacts.write_csv(out_dir / "per_class.csv", table)
-    artifacts.write_csv(out_dir / "confused_pairs.csv", confused_pairs(y, pred, classes))
+    y, probs = np.asarray(y), np.asarray(probs, dtype=np.float64)
+    pred = probs.argmax(axis=1)
+    ids = np.arange(len(y)).astype(str) if ids is None else np.asarray(ids).astype(str)
+    table = per_class_table(y, pred, classes, _preds(member_preds))
+    pairs = confused_pairs(y, pred, classes)
+    mistakes = analyze.worst_mistakes(ids, y, probs, classes, 200)
+    issues = analyze.label_issues(ids, y, probs, classes)
+    for fname, df in (("per_class.csv", table), ("confused_pairs.csv", pairs),
+                      ("worst_mistakes.csv", mistakes), ("label_issues.csv", issues)):  # fmt: skip
+        artifacts.write_csv(out_dir / fname, df.drop(columns="row", errors="ignore"))
     for fname, fig in (
         ("per_class_accuracy.png", plot_accuracy(table, top)),
         ("confusion_matrix.png", plot_confusion(y, pred, classes, top)),
     ):
         artifacts.savefig(out_dir / fname, fig)
         plt.close(fig)
-    _print_worst(table)
-    worst = table.head(N_PRINT)
-    return {
+    _write_sheets(out_dir, mistakes, issues, paths or {}, n_sheet)
+    summary = {
         "accuracy": float((pred == y).mean()),
         "n": len(y),
         "n_classes": len(classes),
-        "worst_classes": [
-            {
-                "class": r["class"],
-                "support": int(r["support"]),
-                "accuracy": float(r["accuracy"]),
-                "confused_with": r["confused_with"],
-            }
-            for _, r in worst.iterrows()
-        ],
+        "n_label_issues": len(issues),
+        "worst_classes": table.head(N_PRINT)[["class", "support", "accuracy", "confused_with"]]
+        .astype({"support": int, "accuracy": float})
+        .to_dict(orient="records"),
     }
+    page = report_page(out_dir, summary, table, pairs, mistakes, issues, leaderboard)
+    artifacts.atomic_write_bytes(out_dir / "report.html", page.encode("utf-8"))
+    _print_worst(table)
+    print(f"{len(issues)} label-issue candidates -> {out_dir / 'label_issues.csv'}; report: "
+          f"{out_dir / 'report.html'}")  # fmt: skip
+    return summary
 
 
 def report_stage(comp: Competition, name: str = "ensemble", root: Path = Path(".")) -> dict:
@@ -215,8 +239,19 @@ def report_stage(comp: Competition, name: str = "ensemble", root: Path = Path(".
         )
     y = pd.Index(classes).get_indexer(folds["label"])
     members = None
-    if "member_preds" in data:  # one-hot rows: write_report only uses each member's argmax
-        eye = np.eye(len(classes), dtype=np.float32)
-        preds = zip(data["members"], data["member_preds"], strict=True)
-        members = {str(run): eye[p] for run, p in preds}
-    return write_report(out / "report", y, data["probs"], classes, members)
+    if "member_preds" in data:
+        members = dict(zip(data["members"].astype(str), data["member_preds"], strict=True))
+    board = None
+    if (out / "leaderboard.csv").is_file():
+        board = pd.read_csv(out / "leaderboard.csv")
+    return write_report(
+        out / "report", y, data["probs"], classes, members, folds["id"].to_numpy(),
+        image_paths(comp), board,
+    )  # fmt: skip
+
+
+def image_paths(comp: Competition) -> dict[str, Path]:
+    """Train id -> image file, for the contact sheets."""
+    return {
+        str(i): comp.root / p for i, p in zip(comp.train["id"], comp.train["path"], strict=True)
+    }

@@ -37,6 +37,12 @@ def test_geometric_mean_by_hand():
     np.testing.assert_allclose(p[0], [0.6, 0.4], rtol=1e-6)
     shifted = logits + np.array([[[5.0]], [[-3.0]]])  # a per-row shift of a member changes nothing
     np.testing.assert_allclose(GeometricMean().fit(shifted, [0]).predict_proba(shifted), p)
+    z = np.random.default_rng(0).normal(size=(3, 20, 5)) * 3  # identical to softmax(mean logit)
+    np.testing.assert_allclose(
+        GeometricMean().fit(z, [0]).predict_proba(z),
+        MeanLogits().fit(z, [0]).predict_proba(z),
+        rtol=1e-5,
+    )
 
 
 def test_rank_average_by_hand():

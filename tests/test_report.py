@@ -88,3 +88,75 @@ def test_report_stage_rebuilds_and_checks_ids(tmp_path):
         match=r"has 10 ids / 3 classes that do not match .*toy\.csv; re-run: make ensemble",
     ):
         report_stage(comp, root=tmp_path)
+
+
+# ---------------------------------------------------------------- analyzer
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_shrink_with_data():
+    from pipeline.analyze import per_class_metrics
+
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (200, 5000):
+        y = rng.integers(0, 4, n)
+        pred = np.where(rng.random(n) < 0.7, y, rng.integers(0, 4, n))
+        df = per_class_metrics(y, pred, 4)
+        for m in ("accuracy", "precision", "recall", "f1"):
+            assert (df[f"{m}_lo"] <= df[m] + 1e-9).all() and (df[m] <= df[f"{m}_hi"] + 1e-9).all()
+        widths.append((df["accuracy_hi"] - df["accuracy_lo"]).mean())
+    assert widths[1] < widths[0] / 3  # about 1/sqrt(25) = 1/5 as wide
+
+
+def test_member_gains_by_hand():
+    from pipeline.analyze import member_table
+
+    # ensemble = PRED (a 4/4, b 1/4, c 1/2); m1 = PRED; m2 always "b" (a 0, b 1, c 0)
+    members = {"m1": PRED, "m2": np.ones(10, dtype=int)}
+    df = member_table(Y, PRED, members, 3)
+    assert df["best_member"].tolist() == ["m1", "m2", "m1"]
+    np.testing.assert_allclose(df["gain_vs_best_member"], [0.0, -0.75, 0.0])
+    np.testing.assert_allclose(df["gain_vs_top_model"], [0.0, 0.0, 0.0])  # m1 is the top model
+
+
+def test_label_issues_find_planted_flips():
+    from pipeline.analyze import label_issues, worst_mistakes
+
+    rng = np.random.default_rng(0)
+    n, c = 600, 4
+    y = rng.integers(0, c, n)
+    probs = np.full((n, c), 0.02)
+    probs[np.arange(n), y] = 0.94
+    flipped = rng.choice(n, 12, replace=False)
+    given = y.copy()
+    given[flipped] = (y[flipped] + 1) % c  # the model is confident in the true class
+    ids = np.array([f"r{i}" for i in range(n)])
+    issues = label_issues(ids, given, probs, list("abcd"))
+    assert set(issues["row"]) == set(flipped)
+    assert (issues["suggested_label"].to_numpy() == np.array(list("abcd"))[y[issues["row"]]]).all()
+    worst = worst_mistakes(ids, given, probs, list("abcd"), 5)
+    assert len(worst) == 5 and worst["confidence"].is_monotonic_decreasing
+
+
+def test_report_stage_html_is_self_contained_with_images(tmp_path):
+    from pipeline.competition import load_competition
+    from tests.conftest import write_leaves
+
+    comp = load_competition(write_leaves(tmp_path / "input", n_per_class=4))
+    ids = comp.train["id"].to_numpy()
+    y = artifacts.label_indices(comp.train["label"], comp.classes)
+    folds = pd.DataFrame({"id": ids, "label": comp.train["label"], "fold": np.arange(len(ids)) % 2})
+    artifacts.write_folds(artifacts.folds_path(comp.name, tmp_path), folds)
+    probs = np.roll(np.eye(len(comp.classes))[y], 1, axis=0)[: len(y)] * 0.7 + 0.1  # mistakes
+    npz = tmp_path / "submissions" / comp.name / "ensemble" / "oof_ensemble.npz"
+    artifacts.write_logits(npz, ids=ids, classes=comp.classes, probs=probs)
+    summary = report_stage(comp, root=tmp_path)
+    out = npz.parent / "report"
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4  # accuracy, confusion, two sheets
+    assert "http" not in page.replace("http-equiv", "") and 'src="/' not in page
+    for section in ("Per-class accuracy", "Confusions", "Worst mistakes", "Label-issue candidates"):
+        assert section in page
+    for f in ("worst_mistakes.csv", "label_issues.csv", "worst_mistakes.png", "label_issues.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert summary["n_label_issues"] == len(pd.read_csv(out / "label_issues.csv"))
