@@ -20,11 +20,25 @@ def _folds(text: str) -> list[int] | None:
         raise PipelineError(f"FOLDS={text!r}: use fold numbers like FOLDS=0,1") from None
 
 
+def cmd_check(a):
+    from .check import check_stage
+    from .competition import load_competition
+
+    check_stage(load_competition(a.comp, strict=False), workers=a.workers)
+
+
 def cmd_folds(a):
     from .competition import load_competition
+    from .duplicates import NEAR_DISTANCE
     from .folds import folds_stage
 
-    folds_stage(load_competition(a.comp), k=a.k, seed=a.seed)
+    folds_stage(
+        load_competition(a.comp),
+        k=a.k,
+        seed=a.seed,
+        groups=not a.no_groups,
+        near_distance=NEAR_DISTANCE if a.near_distance is None else a.near_distance,
+    )
 
 
 def cmd_train(a):
@@ -42,7 +56,14 @@ def cmd_ensemble(a):
     from .competition import load_competition
     from .ensemble import ensemble_stage
 
-    ensemble_stage(load_competition(a.comp), _split(a.runs), method=a.method, name=a.name)
+    ensemble_stage(
+        load_competition(a.comp),
+        _split(a.runs),
+        method=a.method,
+        name=a.name,
+        methods=_split(a.methods) or None,
+        dup_labels=a.dup_labels,
+    )
 
 
 def cmd_report(a):
@@ -73,13 +94,32 @@ def cmd_bench(a):
     from .train import resolve_device
 
     recipe = load_recipe(Path("models") / f"{a.run}.toml", parse_overrides(a.set))
-    bench_stage(load_competition(a.comp), recipe, resolve_device(a.device), batches=a.batches)
+    comp = load_competition(a.comp)
+    res = bench_stage(comp, recipe, resolve_device(a.device), batches=a.batches)
+    if a.whole:
+        from .bench_whole import whole_train
+
+        whole_train(comp, a.run, recipe, res, fold=a.fold, sets=a.set)
+
+
+def cmd_bench_ensemble(a):
+    from .bench_ensemble import bench_ensemble
+
+    bench_ensemble(a.members, a.rows, a.classes)
 
 
 def cmd_demo_data(a):
     from .demo import write_digits
 
     write_digits(Path(a.out))
+
+
+def cmd_soak(a):
+    from .soak import soak_stage
+
+    comp = Path(a.comp) if a.comp else None
+    work = Path(a.work) if a.work else None
+    return soak_stage(comp, _split(a.runs), a.times, a.k, a.seed, a.set, a.device, work)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,13 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name, fn, help_):
         s = sub.add_parser(name, help=help_)
         s.set_defaults(fn=fn)
-        if name not in ("demo-data", "weights"):
+        if name not in ("demo-data", "weights", "bench-ensemble"):
             s.add_argument("--comp", required=True, help="competition folder, e.g. input/leaves")
         return s
 
-    s = stage("folds", cmd_folds, "write folds/<comp>.csv")
+    s = stage("check", cmd_check, "validate the CSVs and decode every image; list all problems")
+    s.add_argument("--workers", type=int, default=2, help="decoding threads")
+    s = stage("folds", cmd_folds, "write folds/<comp>.csv and folds/<comp>.duplicates.csv")
     s.add_argument("--k", type=int, default=5)
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument(
+        "--no-groups",
+        action="store_true",
+        help="plain StratifiedKFold: do not keep duplicate clusters inside one fold",
+    )
+    s.add_argument(
+        "--near-distance",
+        type=int,
+        default=None,
+        help="max phash Hamming distance (of 64 bits) of near duplicates; -1: exact only "
+        "(default: duplicates.NEAR_DISTANCE)",
+    )
     s = stage("train", cmd_train, "train every (run, fold) not yet done")
     s.add_argument(
         "--runs", default="", help="recipe names from models/<run>.toml, comma/space separated"
@@ -105,8 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     s = stage("ensemble", cmd_ensemble, "fit ensembles on OOF logits, write submission.csv")
     s.add_argument("--runs", default="", help="members (default: every trained run)")
-    s.add_argument("--method", default="auto", help="auto, hard, soft, weighted")
+    s.add_argument(
+        "--method",
+        default="auto",
+        help="auto (best nested accuracy), soft, hard, logit, geo, rank, temp, weighted, "
+        "accuracy, caruana, stack",
+    )
     s.add_argument("--name", default="ensemble")
+    s.add_argument("--methods", default="", help="methods to try (default all): 'soft caruana'")
+    s.add_argument(
+        "--dup-labels",
+        action="store_true",
+        help="test images that duplicate train images of one label get that label",
+    )
     s = stage("report", cmd_report, "per-class report of an ensemble")
     s.add_argument("--name", default="ensemble")
     s = stage("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
@@ -117,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", default="", help="recipe overrides")
     s.add_argument("--device", default="auto")
     s.add_argument("--batches", type=int, default=20, help="timed batches per figure")
+    s.add_argument("--whole", action="store_true", help="also time a real train of one fold")
+    s.add_argument("--fold", type=int, default=0, help="the fold --whole trains")
+    s = stage("bench-ensemble", cmd_bench_ensemble, "seconds per ensemble method, synthetic logits")
+    s.add_argument("--members", type=int, default=20)
+    s.add_argument("--rows", type=int, default=18353)
+    s.add_argument("--classes", type=int, default=176)
     s = stage("weights", cmd_weights, "import offline pretrained weights: weights import <name>")
     s.add_argument("action", choices=["import"])
     s.add_argument("name", help="efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
@@ -124,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default="", help="a .pth to convert instead of the PyPI package's")
     s = stage("demo-data", cmd_demo_data, "write the embedded digits competition")
     s.add_argument("--out", default="input/digits")
+    s = sub.add_parser("soak", help="kill train at random moments; resume; compare")
+    s.set_defaults(fn=cmd_soak)
+    s.add_argument("--comp", default="", help="competition folder (default: the built-in digits)")
+    s.add_argument("--runs", default="", help="recipes in models/ (default: a tiny built-in one)")
+    s.add_argument("--times", type=int, default=20, help="experiments, each in a fresh folder")
+    s.add_argument("--k", type=int, default=2, help="folds")
+    s.add_argument("--seed", type=int, default=0, help="folds seed and kill-moment RNG seed")
+    s.add_argument("--set", default="", help="recipe overrides for train")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--work", default="", help="work folder (default: a new temp folder)")
     return p
 
 

@@ -1,4 +1,8 @@
-"""Stitch a run's fold outputs into ``oof.npz`` (folds-file order) and ``test.npz`` (fold mean)."""
+"""Stitch a run's fold outputs into ``oof.npz`` (folds-file order) and ``test.npz`` (fold mean).
+
+``train_rows`` maps folds-file rows to train-CSV rows by id: a folds file made with relabel.csv
+lacks dropped images and may carry labels that differ from the train CSV.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,24 @@ import pandas as pd
 
 from . import artifacts
 from .errors import ArtifactError
+
+
+def train_rows(comp, folds_df: pd.DataFrame, path: Path) -> np.ndarray:
+    """``(N,)`` row in ``comp.train`` (and in the decode cache) of each of the N folds rows."""
+    rows = pd.Index(comp.train["id"]).get_indexer(folds_df["id"])
+    rerun = f"re-run: make folds COMP={comp.root}"
+    if (rows < 0).any():
+        bad = folds_df["id"][rows < 0]
+        raise ArtifactError(
+            f"{path} has id {bad.iloc[0]!r} that is not in {comp.train_csv} "
+            f"({len(bad)} such rows); {rerun}"
+        )
+    stray = folds_df["label"][~folds_df["label"].isin(comp.classes)]
+    if len(stray):
+        raise ArtifactError(
+            f"{path} has label {stray.iloc[0]!r} that is not a class of {comp.train_csv}; {rerun}"
+        )
+    return rows.astype(np.int64)
 
 
 def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, run: str) -> None:

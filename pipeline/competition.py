@@ -14,12 +14,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from . import check
+from .check import IMAGE_EXTS, read_csv, read_csv_header
 from .errors import CompetitionError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 SETTINGS = {
     "slug": "Kaggle competition slug for `kaggle competitions submit -c` (default: folder name)",
     "train_csv": "train CSV file name, e.g. trainLabels.csv",
@@ -45,9 +45,16 @@ class Competition:
     train: pd.DataFrame
     test: pd.DataFrame
     classes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # only with strict=False; else raised
 
 
-def load_competition(root: str | Path) -> Competition:
+def load_competition(root: str | Path, strict: bool = True) -> Competition:
+    """Parse a competition folder without opening any image (``make check`` decodes them).
+
+    ``strict``: the first problem raises ``CompetitionError``; otherwise problems a user can fix
+    row by row are collected in ``problems`` (unusable rows get no path) and only problems that
+    stop parsing raise. ``train``: id, label, path; ``test``: id, path in sample order.
+    """
     root = Path(root)
     if not root.is_dir():
         raise CompetitionError(
@@ -56,27 +63,31 @@ def load_competition(root: str | Path) -> Competition:
         )
     settings = _read_settings(root)
     csvs = sorted(p for p in root.glob("*.csv") if p.is_file())
-    sample_path = _find_sample(root, csvs, settings)
-    sample = read_csv(sample_path)
-    id_col, target_col = _sample_columns(sample_path, sample, settings)
-    train_csv = _find_train_csv(root, csvs, sample_path, id_col, target_col, settings)
-    train_df = read_csv(train_csv)
-    for col in (id_col, target_col):
-        if col not in train_df.columns:
-            raise CompetitionError(
-                f"{train_csv} has no column {col!r} (columns: {', '.join(train_df.columns)}); "
-                f"set id_column/target_column in {root}/competition.toml"
-            )
-    train_df = _clean_train(train_csv, train_df, id_col, target_col)
-    test_ids = _clean_ids(sample_path, sample[id_col])
-    train_paths = resolve_images(
-        root, train_df[id_col].tolist(), "train", settings.get("train_images")
+    sample_path, sample, train_csv, train_df, id_col, target_col = _read_tables(
+        root, csvs, settings
     )
-    test_paths = resolve_images(root, test_ids, "test", settings.get("test_images"))
+    test_ids = sample[id_col]
+    problems = check.train_problems(train_csv, train_df, id_col, target_col)
+    problems += check.id_problems(sample_path, test_ids)
+    problems += check.test_csv_problems(
+        csvs, (sample_path, train_csv), sample_path, test_ids, id_col
+    )
+    if problems and strict:
+        raise CompetitionError(check.first_problem(root, problems))
+    paths = {}
+    for split, csv_path, ids in (
+        ("train", train_csv, train_df[id_col].tolist()),
+        ("test", sample_path, test_ids.tolist()),
+    ):
+        paths[split], bad, sub = resolve_images(root, ids, split, settings.get(f"{split}_images"))
+        problems += check.image_problems(root, split, csv_path, bad, sub)
+    problems += check.overlap_problems(root, paths["train"], paths["test"])
+    if problems and strict:
+        raise CompetitionError(check.first_problem(root, problems))
     train = pd.DataFrame(
-        {"id": train_df[id_col], "label": train_df[target_col], "path": train_paths}
+        {"id": train_df[id_col], "label": train_df[target_col], "path": paths["train"]}
     )
-    test = pd.DataFrame({"id": test_ids, "path": test_paths})
+    test = pd.DataFrame({"id": test_ids, "path": paths["test"]})
     return Competition(
         root=root,
         name=root.name,
@@ -88,19 +99,28 @@ def load_competition(root: str | Path) -> Competition:
         train=train,
         test=test,
         classes=sorted(train["label"].unique().tolist()),
+        problems=problems,
     )
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """Read every column as text; strip a BOM and stray whitespace from names and values."""
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        raise CompetitionError(f"{path} is empty; re-download the competition files") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise CompetitionError(f"{path} is not a readable CSV ({str(e).splitlines()[0]})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    return df.apply(lambda s: s.str.strip())
+def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tuple:
+    """``(sample_path, sample, train_csv, train_df, id_col, target_col)``; CSVs read as text."""
+    sample_path = _find_sample(root, csvs, settings)
+    sample = read_csv(sample_path)
+    id_col, target_col = _sample_columns(sample_path, sample, settings)
+    if len(sample) == 0:
+        raise CompetitionError(
+            f"{sample_path} has a header but no rows; re-download the competition files"
+        )
+    train_csv = _find_train_csv(root, csvs, sample_path, id_col, target_col, settings)
+    train_df = read_csv(train_csv)
+    for col in (id_col, target_col):
+        if col not in train_df.columns:
+            raise CompetitionError(
+                f"{train_csv} has no column {col!r} (columns: {', '.join(train_df.columns)}); "
+                f"set id_column/target_column in {root}/competition.toml"
+            )
+    return sample_path, sample, train_csv, train_df, id_col, target_col
 
 
 def _read_settings(root: Path) -> dict[str, str]:
@@ -176,6 +196,9 @@ def _find_train_csv(
             found.append(p)
     if len(found) > 1:
         found = [p for p in found if "train" in p.name.lower()] or found
+    for p in csvs if not found else []:
+        if p != sample_path:
+            read_csv(p)  # says why if the train CSV is empty, ';'-separated, not UTF-8, ...
     if len(found) != 1:
         listing = "; ".join(f"{p.name}: {', '.join(read_csv_header(p))}" for p in csvs)
         raise CompetitionError(
@@ -186,83 +209,50 @@ def _find_train_csv(
     return found[0]
 
 
-def read_csv_header(path: Path) -> list[str]:
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        return [c.strip() for c in f.readline().rstrip("\r\n").split(",")]
+def resolve_images(
+    root: Path, ids: list[str], split: str, folder: str | None = None
+) -> tuple[list[str | None], list[tuple[int, str, str]], str | None]:
+    """Map ids to image paths relative to ``root``: ``(paths, bad, folder)``.
 
-
-def _clean_train(path: Path, df: pd.DataFrame, id_col: str, target_col: str) -> pd.DataFrame:
-    if len(df) == 0:
-        raise CompetitionError(
-            f"{path} has a header but no rows; re-download the competition files"
-        )
-    _clean_ids(path, df[id_col])
-    empty = np.flatnonzero(df[target_col].eq("").to_numpy())
-    if len(empty):
-        raise CompetitionError(
-            f"{path} row {empty[0] + 2}: empty {target_col!r} for id {df[id_col].iloc[empty[0]]!r} "
-            f"({len(empty)} such rows); fill in or delete those rows"
-        )
-    return df.reset_index(drop=True)
-
-
-def _clean_ids(path: Path, ids: pd.Series) -> list[str]:
-    empty = np.flatnonzero(ids.eq("").to_numpy())
-    if len(empty):
-        raise CompetitionError(f"{path} row {empty[0] + 2}: empty id; fill in or delete that row")
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        row = int(dup.index[0]) + 2
-        raise CompetitionError(
-            f"{path} row {row}: duplicate id {dup.iloc[0]!r} ({len(dup)} duplicates); "
-            "each id must appear once"
-        )
-    return ids.tolist()
-
-
-def resolve_images(root: Path, ids: list[str], split: str, folder: str | None = None) -> list[str]:
-    """Map ids to image paths relative to ``root``, refusing any path outside it."""
-    base = root.resolve()
+    ``paths[n]`` is None where id ``n`` has no usable file, and ``bad`` holds ``(n, why, path)``
+    with why ``outside`` (a ../, absolute or symlinked path leaving ``root``), ``missing`` or
+    ``no_image``. A file whose name differs from the id only in letter case is used.
+    ``folder`` is None when ids are paths (``images/0.jpg``), else the folder of ``<id>.<ext>``.
+    """
     if folder is None and _is_path_layout(root, ids):
-        rel = ids
+        rel: list[str | None] = list(ids)
     else:
-        sub = folder if folder is not None else _best_folder(root, ids, split)
-        index = _stem_index(root / sub)
-        rel, missing = [], []
-        for i in ids:
-            name = index.get(i)
-            (
-                missing.append(i)
-                if name is None
-                else rel.append(f"{sub}/{name}" if sub != "." else name)
-            )
-        if missing:
-            raise CompetitionError(
-                f"{root}/{sub}: {len(missing)} of {len(ids)} {split} ids have no image "
-                f"(first: {missing[0]!r}, looked for {missing[0]}.<{'|'.join(e[1:] for e in IMAGE_EXTS)}>); "
-                f'add the files or set {split}_images = "<folder>" in {root}/competition.toml'
-            )
-    for i, r in zip(ids, rel, strict=True):
-        p = (root / r).resolve()
-        if not p.is_relative_to(base):
-            raise CompetitionError(
-                f"{split} id {i!r} points outside {root}; ids must stay inside the competition folder"
-            )
-    missing = [r for r in rel if not (root / r).is_file()]
-    if missing:
-        raise CompetitionError(
-            f"{root}: {len(missing)} of {len(ids)} {split} images are missing (first: {missing[0]}); "
-            "re-download or unzip the competition images"
-        )
-    return list(rel)
+        folder = folder if folder is not None else _best_folder(root, ids, split)
+        index = _stem_index(root / folder)
+        lower = check.unique_lower(index)
+        prefix = "" if folder == "." else f"{folder}/"
+        names = [index.get(i) or lower.get(i.lower()) for i in ids]
+        rel = [None if n is None else prefix + n for n in names]
+    base, listings = os.path.realpath(root), {}
+    paths, bad = [], []
+    for n, r in enumerate(rel):
+        if not ids[n]:  # an empty id is reported with the CSV rows
+            paths.append(None)
+            continue
+        why = "no_image" if r is None else check.file_problem(root, base, r)
+        if why == "missing":
+            fixed = check.case_match(root, r, listings)
+            if fixed is not None and check.file_problem(root, base, fixed) is None:
+                r, why = fixed, None
+        paths.append(None if why else r)
+        if why:
+            bad.append((n, why, r or ids[n]))
+    return paths, bad, folder
 
 
 def _is_path_layout(root: Path, ids: list[str]) -> bool:
     """Ids are file paths (``images/0.jpg``) when they carry an image extension."""
-    return bool(ids) and all(os.path.splitext(i)[1].lower() in IMAGE_EXTS for i in ids[:50])
+    some = [i for i in ids[:100] if i][:50]
+    return bool(some) and all(os.path.splitext(i)[1].lower() in IMAGE_EXTS for i in some)
 
 
 def _stem_index(folder: Path) -> dict[str, str]:
+    """``{stem: file name}`` of the image files in ``folder``."""
     if not folder.is_dir():
         return {}
     return {
@@ -274,12 +264,12 @@ def _stem_index(folder: Path) -> dict[str, str]:
 
 def _best_folder(root: Path, ids: list[str], split: str) -> str:
     """The folder holding most of ``ids`` as ``<id>.<ext>``; ties go to a name with the split."""
-    wanted = set(ids)
+    wanted = {i.lower() for i in ids}
     best: tuple[int, int, str] | None = None
     for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        hits = len(wanted & _stem_index(Path(dirpath)).keys())
+        hits = len(wanted & {k.lower() for k in _stem_index(Path(dirpath))})
         if hits:
             key = (hits, int(split in rel.lower()), rel)
             best = key if best is None or key[:2] > best[:2] else best

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,24 +19,98 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import artifacts
+from .errors import CompetitionError
+
+# decode_image refuses images over PIL's limit itself, with a message naming the file, so PIL's
+# own warning (raised between the limit and twice it) would only add a second, unclear line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+MAGIC = {b"\xff\xd8": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP"}
+
+
+class ImageError(CompetitionError):
+    """An image file that cannot be decoded; ``reason`` says why, without the file name."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(
+            f"{path}: {reason}; replace it with a good copy (re-download the competition), "
+            "or delete its row from the train CSV if it is a train image"
+        )
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode any common image to ``(H, W, 3) uint8`` RGB (grayscale, RGBA, palette, 16-bit)."""
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im, dtype=np.float64)
-            hi = a.max() or 1.0
-            im = Image.fromarray(np.rint(a * (255.0 / hi)).astype(np.uint8))
-        elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    """Decode any common image to ``(H, W, 3) uint8`` RGB; ``ImageError`` names a bad file."""
+    return decode_image(path)[0]
+
+
+def decode_image(path: str | Path) -> tuple[np.ndarray, str]:
+    """``(H, W, 3) uint8`` RGB and the file's own PIL mode (``L``, ``I;16``, ``CMYK``, ...).
+
+    Grayscale, 1-bit, palette and CMYK go through PIL's conversion; transparent images are
+    composited on white; 16-bit images are scaled by 255/65535 (PIL alone would clip them).
+    """
+    im, mode = _open_loaded(Path(path))
+    try:
+        if mode in HIGH_BIT_MODES:
+            im = Image.fromarray(_to_8bit(np.asarray(im), mode))
+        elif mode in ALPHA_MODES or (mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, rgba)
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8), mode
+    except ValueError as e:  # a mode PIL cannot turn into RGB (LAB, HSV, ...)
+        raise ImageError(path, f"colour mode {mode} cannot be converted to RGB ({e})") from None
+
+
+def _to_8bit(a: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit (and 32-bit int / float) pixels to uint8 by scaling the range, never clipping."""
+    a = a.astype(np.float64)
+    top = float(a.max(initial=0.0))
+    if mode.startswith("I;16") or 255.0 < top <= 65535.0:
+        a = a * (255.0 / 65535.0)
+    elif top > 65535.0:
+        a = a * (255.0 / top)
+    elif mode == "F" and top <= 1.0:
+        a = a * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _open_loaded(path: Path) -> tuple[Image.Image, str]:
+    """Open and fully decode ``path`` (header checks alone miss truncated files)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > (Image.MAX_IMAGE_PIXELS or float("inf")):
+                raise Image.DecompressionBombError(f"{w}x{h} ({w * h} pixels)")
+            im.load()
+            return im, im.mode
+    except FileNotFoundError:
+        reason = "file not found"
+    except IsADirectoryError:
+        reason = "is a folder, not an image file"
+    except PermissionError:
+        reason = "cannot be read (permission denied; chmod a+r it)"
+    except UnidentifiedImageError:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        size, kind = path.stat().st_size, [k for m, k in MAGIC.items() if head.startswith(m)]
+        reason = f"not an image ({size} bytes: {head!r}...)"
+        if kind or not size:
+            reason = f"truncated or corrupt {kind[0]} ({size} bytes)" if size else "empty (0 bytes)"
+    except Image.DecompressionBombError as e:  # ours above, or PIL's own beyond twice the limit
+        n = re.search(r"\((\d+) pixels", str(e))
+        reason = (
+            f"{int(n[1]) if n else 0:,} pixels is over PIL's decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+    except Exception as e:  # any other decoder failure means a truncated or corrupt file
+        reason = f"truncated or corrupt ({type(e).__name__}: {e})"
+    raise ImageError(path, reason)
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
@@ -57,25 +133,32 @@ def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_name(f".{cache_path.name}.tmp")
     out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+    try:
+        _decode_into(out, root, rel_paths, size, f"decode {cache_path.stem} @{size}px")
+        out.flush()
+    except BaseException:  # a bad image or Ctrl-C: leave no partial cache behind
+        del out
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(cache_path)
+    artifacts.atomic_write_text(meta_path, json.dumps({"key": key, "shape": list(shape)}))
+    return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
+
+
+def _decode_into(out: np.ndarray, root: Path, rel_paths: list[str], size: int, desc: str) -> None:
+    """Fill ``out (N, S, S, 3)``; the first bad image stops every pending decode."""
 
     def decode(i: int) -> None:
         out[i] = resize_square(load_rgb(root / rel_paths[i]), size)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        desc = f"decode {cache_path.stem} @{size}px"
-        list(
-            tqdm(
-                pool.map(decode, range(len(rel_paths))),
-                total=len(rel_paths),
-                desc=desc,
-                leave=False,
-                disable=None,
-            )
-        )
-    out.flush()
-    tmp.replace(cache_path)
-    artifacts.atomic_write_text(meta_path, json.dumps({"key": key, "shape": list(shape)}))
-    return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
+    pool = ThreadPoolExecutor(max_workers=4)
+    try:
+        jobs = pool.map(decode, range(len(rel_paths)))
+        list(tqdm(jobs, total=len(rel_paths), desc=desc, leave=False, disable=None))
+    except ImageError as e:
+        raise CompetitionError(f"{e}; `make check COMP={root}` lists every bad image") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def train_transform(preset: str, size: int, custom: tuple = ()) -> A.Compose | None:

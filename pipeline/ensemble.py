@@ -78,9 +78,9 @@ def _write_outputs(
     folds_hash: str,
     board: pd.DataFrame,
 ) -> np.ndarray:
-    """Write submission.csv, oof_ensemble.npz and report/; return ``(N, C)`` ensemble OOF probs."""
+    """Write submission.csv (``test (T,)`` class indices), oof_ensemble.npz and report/."""
     oof_probs = est.predict_proba(oof)
-    _write_submission(comp, out / "submission.csv", est.predict_proba(test).argmax(axis=1))
+    _write_submission(comp, out / "submission.csv", test)
     artifacts.write_logits(
         out / "oof_ensemble.npz",
         ids=folds["id"].to_numpy(),
@@ -97,6 +97,24 @@ def _write_outputs(
         out / "report", y, oof_probs, list(comp.classes), members, ids, paths, board
     )
     return oof_probs
+
+
+def _dup_labels(comp: Competition, root: Path, pred: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The opt-in test-label trick: a test image that duplicates train images of one label gets
+    that label (``folds/<comp>.duplicates.csv`` from make folds). Returns new ``pred (T,)`` and
+    what changed, for ensemble.json."""
+    from .duplicates import duplicate_test_labels
+
+    known = duplicate_test_labels(comp, root)
+    pos = pd.Index(comp.test["id"].astype(str)).get_indexer(list(known))
+    new = artifacts.label_indices(pd.Series(list(known.values())), comp.classes)
+    out = pred.copy()
+    out[pos] = new
+    changed = [str(i) for i, p, n in zip(known, pred[pos], new, strict=True) if p != n]
+    print(
+        f"test-label trick: {len(known)} test images duplicate a train image; {len(changed)} changed"
+    )
+    return out, {"enabled": True, "n_test_duplicates": len(known), "changed_ids": changed}
 
 
 def _load(comp: Competition, runs: list[str], root: Path) -> tuple:
@@ -120,11 +138,13 @@ def ensemble_stage(
     name: str = "ensemble",
     root: Path = Path("."),
     methods: list[str] | None = None,
+    dup_labels: bool = False,
 ) -> dict[str, Any]:
     """Fit every method on the OOF logits, score it by nested CV, write ``submissions/<comp>/<name>/``.
 
     Members are runs; each uses the TTA view (or the mean of its views) best on its OOF rows.
     ``method`` "auto" takes the best nested accuracy; ``methods`` limits which are tried.
+    ``dup_labels`` turns on the test-label trick (see ``_dup_labels``).
     Returns the ``ensemble.json`` content.
     """
     tried = list(methods or METHODS)
@@ -143,7 +163,11 @@ def ensemble_stage(
     print_leaderboard(table, chosen)
     out = root / "submissions" / comp.name / name
     artifacts.write_csv(out / "leaderboard.csv", table)
-    _write_outputs(comp, out, folds, y, runs, oof, test, fitted[chosen], folds_hash, table)
+    test_pred = fitted[chosen].predict_proba(test).argmax(axis=1)
+    trick = {"enabled": False}
+    if dup_labels:
+        test_pred, trick = _dup_labels(comp, root, test_pred)
+    _write_outputs(comp, out, folds, y, runs, oof, test_pred, fitted[chosen], folds_hash, table)
     row = table.set_index("name").loc[chosen]
     summary = {
         "name": name,
@@ -157,6 +181,7 @@ def ensemble_stage(
         "oof_log_loss": float(row["oof_log_loss"]),
         "nested_accuracy": float(row["nested_accuracy"]),
         "nested_log_loss": float(row["nested_log_loss"]),
+        "test_label_trick": trick,
         "folds_hash": folds_hash,
         "n_train": len(folds),
         "n_test": len(comp.test),

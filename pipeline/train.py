@@ -2,9 +2,8 @@
 
 One (run, fold) is the unit of work. Its folder ``models/<comp>/<run>/fold<k>/`` holds
 ``last.pt`` (resume state, rewritten atomically each epoch), ``best.pt`` (weights of the best
-epoch), ``metrics.csv``, ``curves.png``, ``oof.npz``, ``test.npz`` and finally ``done.json``; a
-fold with ``done.json`` is skipped. When every fold is done the run's ``oof.npz``/``test.npz``
-are assembled.
+epoch), ``metrics.csv``, ``curves.png``, ``oof.npz``, ``test.npz``, then ``done.json`` (skip on re-run).
+Once every fold is done the run's ``oof.npz``/``test.npz`` are assembled.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from . import artifacts, engine
-from .assemble import assemble_run
+from .assemble import assemble_run, train_rows
 from .backbone import create_model, data_config
 from .competition import Competition
 from .config import Recipe, load_recipe, to_toml
@@ -51,6 +50,7 @@ def train_stage(
 ) -> None:
     fpath = artifacts.folds_path(comp.name, root)
     folds_df = artifacts.read_folds(fpath)
+    folds_df["row"] = train_rows(comp, folds_df, fpath)  # folds rows may be relabelled/dropped
     fhash = artifacts.file_hash(fpath)
     k = int(folds_df["fold"].max()) + 1
     todo = folds if folds is not None else list(range(k))
@@ -64,6 +64,8 @@ def train_stage(
         for fold in todo:
             if (rdir / f"fold{fold}" / "done.json").is_file():
                 print(f"{run} fold {fold}: done, skipped (delete {rdir}/fold{fold} to retrain)")
+                # left when a kill fell between done.json and its removal in finish_fold
+                (rdir / f"fold{fold}" / "last.pt").unlink(missing_ok=True)
                 continue
             train_fold(comp, folds_df, fhash, run, recipe, fold, rdir, dev)
         assemble_run(rdir, folds_df, comp, fhash, k, run)
@@ -137,7 +139,9 @@ def setup_fold(job: FoldJob) -> tuple[engine.Loop, torch.utils.data.DataLoader]:
     """Model (same initial weights on every restart), decode cache, loader, optimizer state."""
     r, dev, fold = job.recipe, job.device, job.fold
     torch.manual_seed(r.seed + fold)
-    job.y_all = artifacts.label_indices(job.folds_df["label"], job.comp.classes)
+    rows, folds = job.folds_df["row"].to_numpy(), job.folds_df["fold"].to_numpy()
+    job.y_all = np.full(len(job.comp.train), -1, dtype=np.int64)  # by train row; -1: not in folds
+    job.y_all[rows] = artifacts.label_indices(job.folds_df["label"], job.comp.classes)
     job.model = create_model(r, len(job.comp.classes)).to(dev)
     job.cfg = data_config(job.model, r)
     job.norm = (torch.tensor(job.cfg["mean"], device=dev), torch.tensor(job.cfg["std"], device=dev))
@@ -145,12 +149,9 @@ def setup_fold(job: FoldJob) -> tuple[engine.Loop, torch.utils.data.DataLoader]:
     job.train_imgs = build_cache(
         job.comp.root, job.comp.train["path"].tolist(), r.image_size, cache
     )
-    folds = job.folds_df["fold"].to_numpy()
-    job.va_rows = np.flatnonzero(folds == fold)
+    job.va_rows = rows[folds == fold]  # rows of the decode cache, i.e. of comp.train
     aug = train_transform(r.augment, r.image_size, r.custom_augment)
-    ds = CachedImages(
-        job.train_imgs, np.flatnonzero(folds != fold), job.y_all, aug, seed=r.seed + fold
-    )
+    ds = CachedImages(job.train_imgs, rows[folds != fold], job.y_all, aug, seed=r.seed + fold)
     loader = make_loader(ds, r.batch_size, True, r.seed + fold, auto_workers(r, dev), dev)
     loop = engine.make_loop(job.model, r, job.norm, dev, len(loader), len(job.comp.classes))
     return loop, loader
@@ -231,8 +232,8 @@ def finish_fold(job: FoldJob, history: list[dict]) -> None:
     }
     artifacts.write_logits(
         job.fdir / "oof.npz",
-        ids=job.folds_df["id"].to_numpy()[job.va_rows],
-        fold=job.folds_df["fold"].to_numpy()[job.va_rows],
+        ids=job.comp.train["id"].to_numpy()[job.va_rows],
+        fold=np.full(len(job.va_rows), job.fold),
         logits=oof,
         **common,
     )

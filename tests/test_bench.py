@@ -38,3 +38,36 @@ def test_bench_stage_reports_every_figure(tmp_path, monkeypatch, capsys):
     again = bench_stage(comp, recipe, torch.device("cpu"), batches=1, warmup=0)
     assert again["cache_build_s"] is None  # reused
     assert all(math.isfinite(again[k]) and again[k] > 0 for k in FIGURES)
+
+
+def test_bench_ensemble_small(capsys):
+    from pipeline.bench_ensemble import bench_ensemble
+    from pipeline.ensemble import METHODS
+
+    out = bench_ensemble(members=3, rows=200, classes=5)
+    assert {f"fit_{m}" for m in METHODS} <= set(out)
+    assert out["caruana + weighted"] == out["fit_caruana"] + out["fit_weighted"]
+    printed = capsys.readouterr().out
+    assert "3 members x 200 rows x 5 classes" in printed and "target <= 2 s" in printed
+
+
+def test_whole_train_times_a_real_fold(tmp_path, monkeypatch, capsys):
+    from pipeline.bench_whole import whole_train
+    from pipeline.config import load_recipe
+    from pipeline.folds import folds_stage
+
+    monkeypatch.chdir(tmp_path)
+    comp = load_competition(write_leaves(tmp_path / "input" / "leaves"))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.toml").write_text(
+        'backbone = "test_resnet"\nimage_size = 16\nepochs = 1\nbatch_size = 8\n'
+        'tta = ["none", "hflip"]\n'
+    )
+    folds_stage(comp, k=2, root=tmp_path)
+    recipe = load_recipe(tmp_path / "models" / "tiny.toml")
+    res = bench_stage(comp, recipe, torch.device("cpu"), batches=2, warmup=1, root=tmp_path)
+    out = whole_train(comp, "tiny", recipe, res, fold=1, root=tmp_path)
+    assert out["n_train"] + out["n_val"] == len(comp.train) and out["views"] == 2
+    assert out["wall_s"] > 0 and out["whole_ratio"] == out["wall_s"] / out["ideal_s"]
+    assert not (tmp_path / "models" / "leaves" / "tiny").exists()  # ran in a scratch folder
+    assert "wall/ideal = " in capsys.readouterr().out

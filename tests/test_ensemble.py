@@ -265,3 +265,21 @@ def test_submission_keeps_sample_column_order(tmp_path):
     ensemble_stage(comp, [], method="hard", root=tmp_path)
     sub = pd.read_csv(tmp_path / "submissions" / "toy" / "ensemble" / "submission.csv", dtype=str)
     assert list(sub.columns) == ["label", "image"] and sub["image"].tolist() == TEST_IDS
+
+
+def test_test_label_trick_is_opt_in_and_recorded(tmp_path, monkeypatch):
+    import pipeline.duplicates as dup
+
+    comp = make_toy(tmp_path)
+    plain = ensemble_stage(comp, [], method="soft", root=tmp_path)
+    assert plain["test_label_trick"] == {"enabled": False}
+    # s5 (predicted cat) duplicates a train "fox"; s7 (predicted fox) a fox: one change
+    monkeypatch.setattr(dup, "duplicate_test_labels", lambda c, r: {"s5": "fox", "s7": "fox"})
+    summary = ensemble_stage(comp, [], method="soft", name="trick", dup_labels=True, root=tmp_path)
+    assert summary["test_label_trick"] == {
+        "enabled": True, "n_test_duplicates": 2, "changed_ids": ["s5"]
+    }  # fmt: skip
+    sub = pd.read_csv(tmp_path / "submissions" / "toy" / "trick" / "submission.csv", dtype=str)
+    expected = [CLASSES[i] for i in TEST_Y]
+    expected[0] = "fox"
+    assert sub["label"].tolist() == expected
