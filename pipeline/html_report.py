@@ -13,7 +13,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #555; font-size: 0.9em; }
 .kpi { display: inline-block; margin-right: 2em; } .kpi b { font-size: 1.4em; display: block; }
@@ -87,7 +87,12 @@ def _hints(table: pd.DataFrame, pairs: pd.DataFrame, issues: pd.DataFrame, n: in
             f"On {worse} of {len(table)} classes the ensemble is below its best member for that "
             "class; per-class stacking (method stack) can use that."
         )
-    if n and len(issues) / n > 0.01:
+    if n and len(issues) / n > 0.2:
+        tips.append(
+            f"cleanlab flags {len(issues) / n:.0%} of the rows: with models this weak that says "
+            "more about the models than the labels; train stronger members before relabelling."
+        )
+    elif n and len(issues) / n > 0.01:
         tips.append(
             f"cleanlab flags {len(issues)} rows ({len(issues) / n:.1%}) as possible label errors: "
             "review label_issues.csv and put confirmed fixes in input/<comp>/relabel.csv."
