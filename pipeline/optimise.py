@@ -175,9 +175,11 @@ class Caruana(_WeightedMean):
         p_true = np.clip(p_true, CLIP, None).astype(np.float32)  # float32 keeps 1e-15 (> 1e-38)
         m = len(p_true)
         rng = np.random.default_rng(self.seed)
-        size = min(m, max(2, round(self.bag_fraction * m)))  # a one-member bag teaches nothing
+        # Bagging is for libraries of many models; with 5 or fewer, a bag without the best member
+        # only forces weight onto weak ones (3 members: every bag of 2 lacks one of them).
+        size = m if m <= 5 else max(2, round(self.bag_fraction * m))
         weights = np.zeros(m)
-        for _ in range(self.bags if m > 1 else 1):
+        for _ in range(self.bags if size < m else 1):  # bags of everyone would all be equal
             members = np.sort(rng.choice(m, size=size, replace=False))
             weights += self._one_bag(p_true, members)
         self.weights_ = weights / weights.sum()
