@@ -248,11 +248,12 @@ def submit_stage(comp: Competition, sub_dir: Path, dry_run: bool) -> int:
     path, ledger = sub_dir / "submission.csv", sub_dir.parent / "ledger.csv"
     info = _read_ensemble(sub_dir / "ensemble.json", f"make ensemble COMP={comp.root}")
     sub = validate_submission(path, comp.sample_path, comp.classes, comp.id_col, comp.target_col)
-    message = f"{info['name']} {info['method']} OOF={info['oof_accuracy']:.4f}"
-    print(
-        f"{path}: valid - {len(sub)} rows, {sub[comp.target_col].nunique()} of "
-        f"{len(comp.classes)} classes used, OOF accuracy {info['oof_accuracy']:.4f}"
-    )
+    nested = info.get("nested_accuracy")  # the honest score; OOF is in-sample for fitted methods
+    honest = f" nested={nested:.4f}" if isinstance(nested, int | float) else ""
+    message = f"{info['name']} {info['method']} OOF={info['oof_accuracy']:.4f}{honest}"
+    used = f"{sub[comp.target_col].nunique()} of {len(comp.classes)} classes used"
+    tail = f", nested CV {nested:.4f}" if honest else ""
+    print(f"{path}: valid - {len(sub)} rows, {used}, OOF accuracy {info['oof_accuracy']:.4f}{tail}")
     if dry_run:
         try:
             cmd = kaggle_command(comp.slug, path, message)

@@ -446,6 +446,15 @@ def read_ledger(sub_dir: Path) -> pd.DataFrame:
     return pd.read_csv(sub_dir.parent / "ledger.csv", dtype=str, keep_default_na=False)
 
 
+def test_submit_message_carries_the_nested_score(comp, sub_dir, capsys) -> None:
+    info = {"name": "ens1", "method": "stack", "oof_accuracy": 0.99, "nested_accuracy": 0.98543}
+    write(sub_dir / "ensemble.json", json.dumps(info))
+    submit_stage(comp, sub_dir, dry_run=True)
+    out = capsys.readouterr().out
+    assert "OOF accuracy 0.9900, nested CV 0.9854" in out
+    assert "-m 'ens1 stack OOF=0.9900 nested=0.9854'" in out
+
+
 def test_submit_stage_dry_run(comp: Competition, sub_dir: Path, capsys) -> None:
     assert submit_stage(comp, sub_dir, dry_run=True) == 0
     out = capsys.readouterr().out
