@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--comp", required=True, help="competition folder, e.g. input/leaves")
         return s
 
+    _data_stages(stage)
+    _model_stages(stage)
+    _tool_stages(stage, sub)
+    return p
+
+
+def _data_stages(stage) -> None:
+    """check, folds."""
     s = stage("check", cmd_check, "validate the CSVs and decode every image; list all problems")
     s.add_argument("--workers", type=int, default=2, help="decoding threads")
     s = stage("folds", cmd_folds, "write folds/<comp>.csv and folds/<comp>.duplicates.csv")
@@ -150,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="max phash Hamming distance (of 64 bits) of near duplicates; -1: exact only "
         "(default: duplicates.NEAR_DISTANCE)",
     )
+
+
+def _model_stages(stage) -> None:
+    """train, ensemble, report, submit."""
     s = stage("train", cmd_train, "train every (run, fold) not yet done")
     s.add_argument(
         "--runs", default="", help="recipe names from models/<run>.toml, comma/space separated"
@@ -177,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = stage("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
     s.add_argument("--name", default="ensemble")
     s.add_argument("--dry-run", action="store_true", help="print the kaggle command, send nothing")
+
+
+def _tool_stages(stage, sub) -> None:
+    """bench, bench-ensemble, weights, demo-data, soak."""
     s = stage("bench", cmd_bench, "images/s of loader, bare model, real loop, and prediction")
     s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
     s.add_argument("--set", default="", help="recipe overrides")
@@ -205,7 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", default="", help="recipe overrides for train")
     s.add_argument("--device", default="cpu")
     s.add_argument("--work", default="", help="work folder (default: a new temp folder)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

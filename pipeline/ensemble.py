@@ -131,6 +131,38 @@ def _load(comp: Competition, runs: list[str], root: Path) -> tuple:
     return folds, y, folds_hash, runs, members, oof, test
 
 
+def _summary(
+    comp: Competition,
+    name: str,
+    chosen: str,
+    method: str,
+    members: list[dict],
+    runs: list[str],
+    est: Any,
+    table: pd.DataFrame,
+    folds: pd.DataFrame,
+) -> dict[str, Any]:
+    """The ``ensemble.json`` content (without the trick record and folds hash)."""
+    row = table.set_index("name").loc[chosen]
+    return {
+        "name": name,
+        "comp": comp.name,
+        "method": chosen,
+        "chosen_by": "nested accuracy" if method == "auto" else "user",
+        "members": members,
+        "weights": {run: float(w) for run, w in zip(runs, est.weights_, strict=True)},
+        "leaderboard": table.to_dict(orient="records"),
+        "oof_accuracy": float(row["oof_accuracy"]),
+        "oof_log_loss": float(row["oof_log_loss"]),
+        "nested_accuracy": float(row["nested_accuracy"]),
+        "nested_log_loss": float(row["nested_log_loss"]),
+        "n_train": len(folds),
+        "n_test": len(comp.test),
+        "n_classes": len(comp.classes),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def ensemble_stage(
     comp: Competition,
     runs: list[str],
@@ -168,26 +200,8 @@ def ensemble_stage(
     if dup_labels:
         test_pred, trick = _dup_labels(comp, root, test_pred)
     _write_outputs(comp, out, folds, y, runs, oof, test_pred, fitted[chosen], folds_hash, table)
-    row = table.set_index("name").loc[chosen]
-    summary = {
-        "name": name,
-        "comp": comp.name,
-        "method": chosen,
-        "chosen_by": "nested accuracy" if method == "auto" else "user",
-        "members": members,
-        "weights": {run: float(w) for run, w in zip(runs, fitted[chosen].weights_, strict=True)},
-        "leaderboard": table.to_dict(orient="records"),
-        "oof_accuracy": float(row["oof_accuracy"]),
-        "oof_log_loss": float(row["oof_log_loss"]),
-        "nested_accuracy": float(row["nested_accuracy"]),
-        "nested_log_loss": float(row["nested_log_loss"]),
-        "test_label_trick": trick,
-        "folds_hash": folds_hash,
-        "n_train": len(folds),
-        "n_test": len(comp.test),
-        "n_classes": len(comp.classes),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    summary = _summary(comp, name, chosen, method, members, runs, fitted[chosen], table, folds)
+    summary.update(test_label_trick=trick, folds_hash=folds_hash)
     artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
     print(
         f"wrote {out}/: ensemble.json, leaderboard.csv, submission.csv, oof_ensemble.npz, report/"
