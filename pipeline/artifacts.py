@@ -126,8 +126,14 @@ def read_folds(path: str | Path) -> pd.DataFrame:
 
 
 def label_indices(labels: pd.Series, classes: list[str]) -> np.ndarray:
-    """``(N,)`` int64 index of each label in the sorted ``classes`` (the logits' class axis)."""
-    return pd.Index(classes).get_indexer(labels).astype(np.int64)
+    """``(N,)`` int64 index of each label in the sorted ``classes`` (the logits' class axis).
+
+    An unknown label is an internal error (callers validate labels first), never a silent -1."""
+    idx = pd.Index(classes).get_indexer(labels).astype(np.int64)
+    if (idx < 0).any():
+        bad = pd.Series(labels)[idx < 0].iloc[0]
+        raise ValueError(f"label {bad!r} is not one of the {len(classes)} classes")
+    return idx
 
 
 # ---------------------------------------------------------------- logits npz
