@@ -80,25 +80,33 @@ def member_table(
     return df
 
 
+def _row_table(
+    rows: np.ndarray, ids: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str]
+) -> pd.DataFrame:
+    """One line per picked row: id, given label, the ensemble's argmax and both probabilities."""
+    rows = np.asarray(rows, dtype=np.int64)
+    pred = probs.argmax(axis=1)[rows]
+    names = np.asarray(classes, dtype=object)
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "id": np.asarray(ids)[rows],
+            "given_label": names[y[rows]],
+            "predicted": names[pred],
+            "confidence": probs[rows, pred],
+            "prob_given": probs[rows, y[rows]],
+        }
+    )
+
+
 def worst_mistakes(
     ids: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], n: int
 ) -> pd.DataFrame:
     """The ``n`` wrong OOF predictions made with the highest confidence, most confident first."""
     pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(pred != y)
-    conf = probs[wrong, pred[wrong]]
-    pick = wrong[np.argsort(-conf, kind="stable")[:n]]
-    names = np.asarray(classes, dtype=object)
-    return pd.DataFrame(
-        {
-            "row": pick,
-            "id": np.asarray(ids)[pick],
-            "given_label": names[y[pick]],
-            "predicted": names[pred[pick]],
-            "confidence": probs[pick, pred[pick]],
-            "prob_given": probs[pick, y[pick]],
-        }
-    )
+    pick = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")[:n]]
+    return _row_table(pick, ids, y, probs, classes)
 
 
 def label_issues(
@@ -112,24 +120,18 @@ def label_issues(
 
     probs = np.asarray(probs, dtype=np.float64)
     probs = probs / probs.sum(axis=1, keepdims=True)
-    present = np.unique(y)
-    cols = np.flatnonzero(np.isin(np.arange(probs.shape[1]), present))
-    if len(present) < 2:  # cleanlab needs two classes; nothing to contrast
-        return worst_mistakes(ids, y, probs, classes, 0)
-    sub = probs[:, cols] / probs[:, cols].sum(axis=1, keepdims=True)
-    y_sub = np.searchsorted(cols, y)
-    ranked = find_label_issues(
-        labels=y_sub, pred_probs=sub, return_indices_ranked_by="self_confidence", n_jobs=1
-    )
-    pred = probs.argmax(axis=1)
-    names = np.asarray(classes, dtype=object)
-    return pd.DataFrame(
-        {
-            "row": ranked,
-            "id": np.asarray(ids)[ranked],
-            "given_label": names[y[ranked]],
-            "suggested_label": names[pred[ranked]],
-            "self_confidence": probs[ranked, y[ranked]],
-            "suggested_confidence": probs[ranked, pred[ranked]],
-        }
-    )
+    present = np.unique(y)  # cleanlab wants every column it is given to be a label seen in y
+    ranked = np.zeros(0, dtype=np.int64)
+    if len(present) >= 2:  # with one class there is nothing to contrast
+        sub = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
+        ranked = find_label_issues(
+            labels=np.searchsorted(present, y),
+            pred_probs=sub,
+            return_indices_ranked_by="self_confidence",
+            n_jobs=1,
+        )
+    names = {"predicted": "suggested_label", "prob_given": "self_confidence",
+             "confidence": "suggested_confidence"}  # fmt: skip
+    return _row_table(ranked, ids, y, probs, classes).rename(columns=names)[
+        ["row", "id", "given_label", "suggested_label", "self_confidence", "suggested_confidence"]
+    ]

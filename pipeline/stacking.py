@@ -6,7 +6,8 @@ is a multinomial logistic regression whose design is restricted to same-class lo
 full one (every class reading all M*C logits): with 20 members and 176 classes it has 620,000
 weights for 18,353 rows, overfits, and takes minutes per fit; the restricted one has M*C + C
 weights, contains per-member temperature scaling and weighted logit averaging as special cases,
-and fits in seconds. The L2 (ridge, as sklearn's LogisticRegression) strength is chosen by an inner stratified K-fold on (at most ``inner_rows`` randomly drawn of) the rows it is
+and fits in seconds. The L2 (ridge, as sklearn's LogisticRegression) strength is chosen by an
+inner stratified K-fold on (at most ``inner_rows`` randomly drawn of) the rows it is
 given: each evaluation streams all M*N*C logits through memory (0.25 s for 20 x 18,353 x 176
 here), so the inner fits run on a subsample and only the final fit sees every row. Fitted with
 torch L-BFGS in float32.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from .blend import check_members, normalise
 
@@ -80,9 +81,9 @@ class Stacking:
         if len(self.lambdas) == 1 or k < 2:
             return self.lambdas[0], None
         counts = np.bincount(y)
-        strat = y if counts[counts > 0].min() >= k else None  # rare classes: plain K-fold split
-        splitter = StratifiedKFold(k, shuffle=True, random_state=self.seed)
-        splits = list(splitter.split(np.zeros(len(y)), strat if strat is not None else y * 0))
+        stratify = counts[counts > 0].min() >= k  # a class rarer than k: plain K-fold split
+        splitter = (StratifiedKFold if stratify else KFold)(k, shuffle=True, random_state=self.seed)
+        splits = list(splitter.split(np.zeros(len(y)), y))
         losses, fits = np.zeros(len(self.lambdas)), [None] * len(self.lambdas)
         yt = torch.from_numpy(y)
         for tr, va in splits:
