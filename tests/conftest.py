@@ -4,69 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-from PIL import Image
 
-CLASSES = ["cat", "dog", "owl"]
-
-
-def _image(rng: np.random.Generator, label: int, size: int = 16) -> np.ndarray:
-    """A coloured blob whose channel encodes the class, so tiny models can learn it."""
-    img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-    img[4:12, 4:12, label] = 220
-    return img
-
-
-def write_leaves(root: Path, n_per_class: int = 6, n_test: int = 5, seed: int = 0) -> Path:
-    """Classify Leaves layout: ids are relative paths ``images/<n>.jpg``."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rows, n = [], 0
-    for k, c in enumerate(CLASSES):
-        for _ in range(n_per_class):
-            Image.fromarray(_image(rng, k)).save(root / "images" / f"{n}.jpg", quality=95)
-            rows.append((f"images/{n}.jpg", c))
-            n += 1
-    test = []
-    for j in range(n_test):
-        img = _image(rng, j % 3)
-        Image.fromarray(img).save(root / "images" / f"{n}.jpg")
-        test.append(f"images/{n}.jpg")
-        n += 1
-    pd.DataFrame(rows, columns=["image", "label"]).to_csv(root / "train.csv", index=False)
-    pd.DataFrame({"image": test}).to_csv(root / "test.csv", index=False)
-    pd.DataFrame({"image": test, "label": CLASSES[0]}).to_csv(
-        root / "sample_submission.csv", index=False
-    )
-    return root
-
-
-def write_cifar(root: Path, n_per_class: int = 6, n_test: int = 5, seed: int = 1) -> Path:
-    """CIFAR-10 layout: bare ids, ``train/<id>.png`` and ``test/<id>.png`` with overlapping ids.
-
-    One train image is grayscale and one RGBA, as real downloads sometimes contain.
-    """
-    rng = np.random.default_rng(seed)
-    (root / "train").mkdir(parents=True, exist_ok=True)
-    (root / "test").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for k, c in enumerate(CLASSES):
-        for _ in range(n_per_class):
-            i = len(rows) + 1
-            img = Image.fromarray(_image(rng, k))
-            img = img.convert("L") if i == 2 else img.convert("RGBA") if i == 3 else img
-            img.save(root / "train" / f"{i}.png")
-            rows.append((str(i), c))
-    for i in range(1, n_test + 1):
-        Image.fromarray(_image(rng, i % 3)).save(root / "test" / f"{i}.png")
-    pd.DataFrame(rows, columns=["id", "label"]).to_csv(root / "trainLabels.csv", index=False)
-    ids = [str(i) for i in range(1, n_test + 1)]
-    pd.DataFrame({"id": ids, "label": CLASSES[0]}).to_csv(
-        root / "sampleSubmission.csv", index=False
-    )
-    return root
+from .fakes import write_cifar, write_leaves
 
 
 @pytest.fixture
@@ -77,6 +17,3 @@ def leaves(tmp_path: Path) -> Path:
 @pytest.fixture
 def cifar(tmp_path: Path) -> Path:
     return write_cifar(tmp_path / "input" / "cifar")
-
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -4,11 +4,12 @@ import math
 
 import torch
 
-from pipeline.bench import bench_stage
 from pipeline.competition import load_competition
 from pipeline.config import Recipe
+from pipeline.layout import Workspace
+from pipeline.tools.bench import bench_stage
 
-from .conftest import write_leaves
+from .fakes import write_leaves
 
 FIGURES = (
     "loader_ips",
@@ -41,8 +42,8 @@ def test_bench_stage_reports_every_figure(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_ensemble_small(capsys):
-    from pipeline.bench_ensemble import bench_ensemble
-    from pipeline.ensemble import METHODS
+    from pipeline.ensemble.methods import METHODS
+    from pipeline.tools.bench_ensemble import bench_ensemble
 
     out = bench_ensemble(members=3, rows=200, classes=5)
     assert {f"fit_{m}" for m in METHODS} <= set(out)
@@ -52,9 +53,9 @@ def test_bench_ensemble_small(capsys):
 
 
 def test_whole_train_times_a_real_fold(tmp_path, monkeypatch, capsys):
-    from pipeline.bench_whole import whole_train
     from pipeline.config import load_recipe
-    from pipeline.folds import folds_stage
+    from pipeline.folds.stage import folds_stage
+    from pipeline.tools.bench_whole import whole_train
 
     monkeypatch.chdir(tmp_path)
     comp = load_competition(write_leaves(tmp_path / "input" / "leaves"))
@@ -63,10 +64,11 @@ def test_whole_train_times_a_real_fold(tmp_path, monkeypatch, capsys):
         'backbone = "test_resnet"\nimage_size = 16\nepochs = 1\nbatch_size = 8\n'
         'tta = ["none", "hflip"]\n'
     )
-    folds_stage(comp, k=2, root=tmp_path)
-    recipe = load_recipe(tmp_path / "models" / "tiny.toml")
-    res = bench_stage(comp, recipe, torch.device("cpu"), batches=2, warmup=1, root=tmp_path)
-    out = whole_train(comp, "tiny", recipe, res, fold=1, root=tmp_path)
+    ws = Workspace.under(tmp_path, comp.name)
+    folds_stage(comp, ws, k=2)
+    recipe = load_recipe(ws.recipe("tiny"))
+    res = bench_stage(comp, recipe, torch.device("cpu"), batches=2, warmup=1, ws=ws)
+    out = whole_train(comp, "tiny", recipe, res, fold=1, ws=ws)
     assert out["n_train"] + out["n_val"] == len(comp.train) and out["views"] == 2
     assert out["wall_s"] > 0 and out["whole_ratio"] == out["wall_s"] / out["ideal_s"]
     assert not (tmp_path / "models" / "leaves" / "tiny").exists()  # ran in a scratch folder

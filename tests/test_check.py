@@ -1,8 +1,8 @@
 """The corpus of malformed competitions: each kind is refused with one clear line, or handled.
 
-Every kind builds a tiny competition with the conftest writers, damages it, and runs both the cheap
-path every stage takes (``load_competition``) and ``make check`` (``check_stage``). The README
-section "Malformed competitions" lists the same kinds.
+Every kind builds a tiny competition with the writers of ``fakes.py``, damages it, and runs both
+the cheap path every stage takes (``load_competition``) and ``make check`` (``check_stage``). The
+README section "Malformed competitions" lists the same kinds.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.__main__ import main
-from pipeline.check import check_stage
+from pipeline.cli import main
 from pipeline.competition import load_competition
-from pipeline.data import build_cache, decode_image, load_rgb
+from pipeline.competition.check import check_stage
+from pipeline.competition.images import decode_image, load_rgb
 from pipeline.errors import CompetitionError, PipelineError
+from pipeline.train.data import build_cache
 
-from .conftest import CLASSES, write_cifar, write_leaves
+from .fakes import CLASSES, write_cifar, write_leaves
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,7 +275,7 @@ def test_stage_names_the_first_problem_and_counts_the_rest(tmp_path):
 
 
 def test_class_smaller_than_k_is_refused_by_folds(tmp_path):
-    from pipeline.folds import make_folds
+    from pipeline.folds.stage import make_folds
 
     root = write_leaves(tmp_path / "input" / "leaves", n_per_class=2)
     comp = load_competition(root)

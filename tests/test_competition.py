@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from pipeline.competition import load_competition
-from pipeline.data import load_rgb
+from pipeline.competition.images import load_rgb
 from pipeline.errors import CompetitionError, PipelineError
 
-from .conftest import CLASSES, SHARED
+from .fakes import CLASSES, SHARED
 
 
 def test_leaves_layout(leaves):

@@ -22,11 +22,17 @@ def test_defaults_and_file(tmp_path):
     [
         ({"lrate": 1}, r"unknown key 'lrate'; valid keys: backbone, pretrained"),
         ({"epochs": "many"}, r"epochs must be int, got 'many'"),
-        ({"augment": "extreme"}, r"augment = 'extreme' is not a preset; use one of none, light"),
+        (
+            {"augment": "extreme"},
+            r"augment = 'extreme'; use one of \"none\", \"light\", \"medium\", \"heavy\"",
+        ),
         ({"tta": ["none", "rot90"]}, r"unknown view rot90"),
         ({"optimizer": "lion"}, r"optimizer = 'lion'"),
         ({"epochs": 0}, r"epochs = 0 must be at least 1"),
-        ({"pretrained": "yes"}, r'use "none" or "hub"'),
+        (
+            {"pretrained": "yes"},
+            r'pretrained = \'yes\'; use one of "none", "hub" \(or pretrained_file\)',
+        ),
     ],
 )
 def test_bad_recipes(values, message):

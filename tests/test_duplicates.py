@@ -10,13 +10,16 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance
 
-from pipeline import artifacts, duplicates
-from pipeline.__main__ import main
+from pipeline import artifacts
+from pipeline.cli import main
 from pipeline.competition import load_competition
+from pipeline.ensemble.members import duplicate_test_labels
 from pipeline.errors import PipelineError
-from pipeline.folds import folds_stage, make_folds
+from pipeline.folds import duplicates
+from pipeline.folds.stage import folds_stage, make_folds
+from pipeline.layout import Workspace
 
-from .conftest import CLASSES, SHARED
+from .fakes import CLASSES, SHARED
 
 
 def _smooth(rng: np.random.Generator, size: int = 32) -> Image.Image:
@@ -60,6 +63,10 @@ def write_dups(root: Path) -> Path:
 @pytest.fixture
 def dups(tmp_path: Path) -> Path:
     return write_dups(tmp_path / "input" / "dups")
+
+
+def _ws(comp, tmp_path: Path) -> Workspace:
+    return Workspace.under(tmp_path, comp.name)
 
 
 def _report(comp, tmp_path, max_distance=duplicates.NEAR_DISTANCE):
@@ -122,26 +129,26 @@ def test_hash_cache_skips_unchanged_files(dups, tmp_path, monkeypatch):
 
 def test_folds_keep_clusters_together_and_are_byte_identical(dups, tmp_path, capsys):
     comp = load_competition(dups)
-    path = folds_stage(comp, k=2, seed=0, root=tmp_path)
+    path = folds_stage(comp, _ws(comp, tmp_path), k=2, seed=0)
     first = path.read_bytes()
     df = pd.read_csv(path, dtype=str)
     assert list(df.columns) == ["id", "label", "fold", "group"] and len(df) == 21
     assert df.groupby("group")["fold"].nunique().max() == 1
     assert (df["group"] == "images/0.jpg").sum() == 2 and (df["group"] == df["id"]).sum() == 18
-    folds_stage(comp, k=2, seed=0, root=tmp_path)
+    folds_stage(comp, _ws(comp, tmp_path), k=2, seed=0)
     assert path.read_bytes() == first
     out = capsys.readouterr().out
     assert "duplicate clusters kept in one fold" in out
     assert "4 duplicate clusters (7 train, 2 test images; phash distance <= 4)" in out
     assert "1 clusters with conflicting train labels" in out and "images/12.jpg: cat, owl" in out
     assert "2 test images duplicate a train image" in out
-    rep = pd.read_csv(duplicates.duplicates_path("dups", tmp_path), dtype=str)
+    rep = pd.read_csv(Workspace.under(tmp_path, "dups").duplicates_csv, dtype=str)
     assert rep["cluster"].nunique() == 4
 
 
 def test_no_groups_is_plain_stratified_kfold(dups, tmp_path):
     comp = load_competition(dups)
-    path = folds_stage(comp, k=2, seed=0, root=tmp_path, groups=False)
+    path = folds_stage(comp, _ws(comp, tmp_path), k=2, seed=0, groups=False)
     plain = make_folds(comp.train["label"], comp.train["id"], k=2, seed=0)
     assert path.read_bytes() == plain.to_csv(index=False, lineterminator="\n").encode()
 
@@ -155,11 +162,11 @@ def test_too_few_groups_for_k():
 
 def test_no_duplicates_keeps_the_old_folds(leaves, tmp_path, capsys):
     comp = load_competition(leaves)
-    path = folds_stage(comp, k=3, seed=0, root=tmp_path)
+    path = folds_stage(comp, _ws(comp, tmp_path), k=3, seed=0)
     plain = make_folds(comp.train["label"], comp.train["id"], k=3, seed=0)
     assert path.read_bytes() == plain.to_csv(index=False, lineterminator="\n").encode()
     assert "leaves.duplicates.csv: no duplicates (phash distance <= 4)" in capsys.readouterr().out
-    assert pd.read_csv(duplicates.duplicates_path("leaves", tmp_path)).empty
+    assert pd.read_csv(Workspace.under(tmp_path, "leaves").duplicates_csv).empty
 
 
 def test_grouped_folds_stay_stratified():
@@ -179,15 +186,15 @@ def test_grouped_folds_stay_stratified():
 
 def test_duplicate_test_labels_skip_conflicts(dups, tmp_path):
     comp = load_competition(dups)
-    folds_stage(comp, k=2, seed=0, root=tmp_path)
-    assert duplicates.duplicate_test_labels(comp, root=tmp_path) == {"images/21.jpg": "dog"}
+    folds_stage(comp, _ws(comp, tmp_path), k=2, seed=0)
+    assert duplicate_test_labels(comp, _ws(comp, tmp_path)) == {"images/21.jpg": "dog"}
 
 
 def test_duplicate_test_labels_follow_relabel(dups, tmp_path):
     (dups / "relabel.csv").write_text("id,new_label\nimages/20.jpg,owl\n")
     comp = load_competition(dups)
-    folds_stage(comp, k=2, seed=0, root=tmp_path)
-    got = duplicates.duplicate_test_labels(comp, root=tmp_path)
+    folds_stage(comp, _ws(comp, tmp_path), k=2, seed=0)
+    got = duplicate_test_labels(comp, _ws(comp, tmp_path))
     assert got == {"images/21.jpg": "dog", "images/22.jpg": "owl"}
 
 
@@ -196,19 +203,19 @@ def test_report_errors(dups, tmp_path):
     with pytest.raises(
         PipelineError, match=r"dups.duplicates.csv not found; run: make folds COMP="
     ):
-        duplicates.duplicate_test_labels(comp, root=tmp_path)
-    path = duplicates.duplicates_path("dups", tmp_path)
-    folds_stage(comp, k=2, seed=0, root=tmp_path)
+        duplicate_test_labels(comp, _ws(comp, tmp_path))
+    path = Workspace.under(tmp_path, "dups").duplicates_csv
+    folds_stage(comp, _ws(comp, tmp_path), k=2, seed=0)
     rep = pd.read_csv(path, dtype=str, keep_default_na=False)
     artifacts.write_csv(path, rep.replace({"images/21.jpg": "images/99.jpg"}))
     with pytest.raises(PipelineError, match=r"test id 'images/99.jpg' is not in .* stale"):
-        duplicates.duplicate_test_labels(comp, root=tmp_path)
+        duplicate_test_labels(comp, _ws(comp, tmp_path))
     artifacts.write_csv(path, rep.replace({"dog": "wolf"}))
     with pytest.raises(PipelineError, match=r"label 'wolf' is not a class of .*train.csv"):
-        duplicates.duplicate_test_labels(comp, root=tmp_path)
+        duplicate_test_labels(comp, _ws(comp, tmp_path))
     artifacts.write_csv(path, rep.drop(columns="kind"))
     with pytest.raises(PipelineError, match=r"lacks column\(s\) kind; re-run: make folds"):
-        duplicates.duplicate_test_labels(comp, root=tmp_path)
+        duplicate_test_labels(comp, _ws(comp, tmp_path))
 
 
 def test_bad_distance_and_unreadable_image(dups, tmp_path):

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.__main__ import main
-from pipeline.ensemble import METHODS
-from pipeline.submit import validate_submission
+from pipeline.cli import main
+from pipeline.competition.submission import validate_submission
+from pipeline.ensemble.methods import METHODS
 
-from .conftest import CLASSES, write_cifar
+from .fakes import CLASSES, write_cifar
 
 RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none", "hflip", "vflip", "scale"]\n'
 

@@ -3,12 +3,12 @@ import pytest
 import timm
 import torch
 
-from pipeline import engine
-from pipeline.backbone import param_groups
 from pipeline.config import Recipe
-from pipeline.data import CachedImages, make_loader, train_transform
 from pipeline.errors import RecipeError
-from pipeline.train import epochs_since_best
+from pipeline.train import loop
+from pipeline.train.backbone import param_groups
+from pipeline.train.data import CachedImages, make_loader, train_transform
+from pipeline.train.fold import epochs_since_best
 
 
 def _model():
@@ -29,8 +29,8 @@ def test_head_multiplier_and_layer_decay():
 def test_schedule_warmup_then_cosine_keeps_group_ratio():
     m = _model()
     r = Recipe(lr=1.0, head_lr_mult=10, epochs=2, warmup_epochs=1, min_lr_ratio=0.1)
-    opt = engine.make_optimizer(m, r)
-    sched = engine.make_scheduler(opt, r, steps_per_epoch=10)
+    opt = loop.make_optimizer(m, r)
+    sched = loop.make_scheduler(opt, r, steps_per_epoch=10)
     lrs = []
     for _ in range(20):
         lrs.append([g["lr"] for g in opt.param_groups])
@@ -44,10 +44,10 @@ def test_schedule_warmup_then_cosine_keeps_group_ratio():
 
 def test_freeze_trains_only_head():
     m = _model()
-    engine.set_frozen(m, True)
+    loop.set_frozen(m, True)
     trainable = {id(p) for p in m.parameters() if p.requires_grad}
     assert trainable == {id(p) for p in m.get_classifier().parameters()}
-    engine.set_frozen(m, False)
+    loop.set_frozen(m, False)
     assert all(p.requires_grad for p in m.parameters())
 
 
@@ -83,16 +83,16 @@ def test_epoch_with_accumulation_clipping_ema_mixup_and_custom_augment():
     loader = make_loader(ds, 4, True, 1, 0, dev)
     norm = (torch.zeros(3), torch.ones(3))
     m = _model()
-    loop = engine.make_loop(m, r, norm, dev, len(loader), 3)
-    before = [p.detach().clone() for p in loop.ema.module.parameters()]
-    row = engine.train_one_epoch(loop, loader, "t")
-    assert np.isfinite(row["train_loss"]) and loop.sched.last_epoch == 3  # 6 batches / 2
+    state = loop.make_state(m, r, norm, dev, len(loader), 3)
+    before = [p.detach().clone() for p in state.ema.module.parameters()]
+    row = loop.train_one_epoch(state, loader, "t")
+    assert np.isfinite(row["train_loss"]) and state.sched.last_epoch == 3  # 6 batches / 2
     assert any(
-        not torch.equal(a, b) for a, b in zip(before, loop.ema.module.parameters(), strict=True)
+        not torch.equal(a, b) for a, b in zip(before, state.ema.module.parameters(), strict=True)
     )
-    out = engine.predict(loop.eval_model(), images, np.arange(5), ("none", "hflip"), norm, dev, 2)
+    out = loop.predict(state.eval_model(), images, np.arange(5), ("none", "hflip"), norm, dev, 2)
     assert out.shape == (2, 5, 3) and out.dtype == np.float32
-    assert engine.amp_dtype(r, dev) is None
+    assert loop.amp_dtype(r, dev) is None
 
 
 def test_recipe_knob_errors():

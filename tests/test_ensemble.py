@@ -11,17 +11,14 @@ import pytest
 
 from pipeline import artifacts
 from pipeline.competition import Competition
-from pipeline.ensemble import (
-    METHODS,
-    HardVote,
-    SoftVote,
-    WeightedSoftVote,
-    ensemble_stage,
-    softmax,
-)
+from pipeline.ensemble.blend import HardVote, SoftVote, softmax
+from pipeline.ensemble.members import combine_views
+from pipeline.ensemble.methods import METHODS, method_class
+from pipeline.ensemble.optimise import WeightedSoftVote
+from pipeline.ensemble.stage import ensemble_stage
 from pipeline.errors import ArtifactError, PipelineError
-from pipeline.members import combine_views
-from pipeline.report import report_stage
+from pipeline.layout import Workspace
+from pipeline.report.stage import report_stage
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -91,8 +88,8 @@ def test_weighted_soft_vote_finds_the_perfect_member():
 
 
 def test_one_member_works_for_every_method():
-    for name, cls in METHODS.items():
-        est = cls().fit(LOGITS[:1], np.zeros(4, dtype=int))
+    for name in METHODS:
+        est = method_class(name)().fit(LOGITS[:1], np.zeros(4, dtype=int))
         assert est.weights_.tolist() == [1.0]
         if name not in ("rank", "stack"):  # these two re-score classes, the others keep argmax
             assert est.predict_proba(LOGITS[:1]).argmax(axis=1).tolist() == [0, 2, 0, 0], name
@@ -120,7 +117,7 @@ def make_toy(tmp_path: Path, runs: dict[str, float] | None = None) -> Competitio
     y = np.arange(N) % 3
     labels = [CLASSES[i] for i in y]
     folds = pd.DataFrame({"id": ids, "label": labels, "fold": np.arange(N) % 3})
-    fpath = artifacts.write_folds(artifacts.folds_path("toy", tmp_path), folds)
+    fpath = artifacts.write_folds(Workspace.under(tmp_path, "toy").folds_csv, folds)
     fhash = artifacts.file_hash(fpath)
     runs = {"a": 4.0, "b": 1.0} if runs is None else runs
     for k, (run, strength) in enumerate(runs.items()):
@@ -141,9 +138,13 @@ def make_toy(tmp_path: Path, runs: dict[str, float] | None = None) -> Competitio
     )  # fmt: skip
 
 
+def _ws(tmp_path: Path) -> Workspace:
+    return Workspace.under(tmp_path, "toy")
+
+
 def test_ensemble_stage_end_to_end(tmp_path, capsys):
     comp = make_toy(tmp_path)
-    summary = ensemble_stage(comp, [], root=tmp_path)
+    summary = ensemble_stage(comp, _ws(tmp_path), [])
     out = tmp_path / "submissions" / "toy" / "ensemble"
     on_disk = json.loads((out / "ensemble.json").read_text())
     assert on_disk == summary
@@ -172,20 +173,24 @@ def test_ensemble_stage_end_to_end(tmp_path, capsys):
     with np.load(out / "oof_ensemble.npz") as z:
         assert z["probs"].shape == (N, 3) and z["probs"].dtype == np.float32
         assert z["ids"].tolist() == [f"t{i}" for i in range(N)]
+    printed = capsys.readouterr().out
+    assert "<- chosen" in printed and "tta" in printed and "nested acc" in printed
+
+    assert not (out / "report").exists()  # the report is its own stage (the CLI chains it)
+    report = report_stage(comp, _ws(tmp_path))
+    assert report["accuracy"] == pytest.approx(summary["oof_accuracy"])
     for f in ("per_class.csv", "confused_pairs.csv", "per_class_accuracy.png",
               "confusion_matrix.png"):  # fmt: skip
         assert (out / "report" / f).stat().st_size > 0, f
     assert "acc_a" in pd.read_csv(out / "report" / "per_class.csv").columns
-    printed = capsys.readouterr().out
-    assert "<- chosen" in printed and "tta" in printed and "nested acc" in printed
 
-    again = report_stage(comp, root=tmp_path)  # make report rebuilds from oof_ensemble.npz
+    again = report_stage(comp, _ws(tmp_path))  # make report rebuilds from oof_ensemble.npz
     assert again["accuracy"] == pytest.approx(summary["oof_accuracy"])
 
 
 def test_ensemble_stage_named_method_and_one_run(tmp_path):
     comp = make_toy(tmp_path)
-    summary = ensemble_stage(comp, ["b"], method="weighted", name="only_b", root=tmp_path)
+    summary = ensemble_stage(comp, _ws(tmp_path), ["b"], method="weighted", name="only_b")
     assert summary["method"] == "weighted" and summary["weights"] == {"b": 1.0}
     assert summary["chosen_by"] == "user"
     assert (tmp_path / "submissions" / "toy" / "only_b" / "submission.csv").is_file()
@@ -194,16 +199,17 @@ def test_ensemble_stage_named_method_and_one_run(tmp_path):
 def test_unknown_method(tmp_path):
     comp = make_toy(tmp_path)
     with pytest.raises(
-        PipelineError, match=r"unknown method 'best'; valid: auto, soft, hard, logit, geo, rank"
+        PipelineError,
+        match=r"unknown method 'best'; valid: auto, soft, hard, logit, rank, .*, geo \(= logit\)",
     ):
-        ensemble_stage(comp, [], method="best", root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), [], method="best")
     with pytest.raises(PipelineError, match=r"unknown method 'vote'; valid: auto, soft"):
-        ensemble_stage(comp, [], methods=["soft", "vote"], root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), [], methods=["soft", "vote"])
 
 
 def test_methods_subset_and_named_method(tmp_path):
     comp = make_toy(tmp_path)
-    summary = ensemble_stage(comp, [], method="caruana", methods=["soft"], root=tmp_path)
+    summary = ensemble_stage(comp, _ws(tmp_path), [], method="caruana", methods=["soft"])
     assert summary["method"] == "caruana" and summary["chosen_by"] == "user"
     assert {r["name"] for r in summary["leaderboard"]} == {"a", "b", "soft", "caruana"}
 
@@ -213,13 +219,13 @@ def test_no_runs(tmp_path):
     with pytest.raises(
         ArtifactError, match=r"no trained runs in .*models/toy/; run: make train COMP="
     ):
-        ensemble_stage(comp, [], root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), [])
 
 
 def test_missing_run(tmp_path):
     comp = make_toy(tmp_path)
     with pytest.raises(ArtifactError, match=r"zzz/oof\.npz not found; run: make train .*RUNS=zzz"):
-        ensemble_stage(comp, ["a", "zzz"], root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), ["a", "zzz"])
 
 
 def test_oof_ids_mismatch(tmp_path):
@@ -234,48 +240,48 @@ def test_oof_ids_mismatch(tmp_path):
     )
     artifacts.write_logits(path, **data)
     with pytest.raises(ArtifactError, match=r"a/oof\.npz has 29 ids .* make train COMP=.* RUNS=a"):
-        ensemble_stage(comp, [], root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), [])
 
 
 def test_stale_folds_hash(tmp_path):
     comp = make_toy(tmp_path)
-    fpath = artifacts.folds_path("toy", tmp_path)
+    fpath = _ws(tmp_path).folds_csv
     fpath.write_text(fpath.read_text() + "\n")  # same rows, different bytes
     with pytest.raises(ArtifactError, match=r"was trained on folds .* make train COMP=.* RUNS=a"):
-        ensemble_stage(comp, [], root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), [])
 
 
 def test_classes_mismatch(tmp_path):
     comp = make_toy(tmp_path)
     comp.classes = [*CLASSES, "emu"]
     with pytest.raises(ArtifactError, match=r"toy\.csv has 3 classes .* has 4.*make folds COMP="):
-        ensemble_stage(comp, [], root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), [])
 
 
 def test_sample_with_extra_columns(tmp_path):
     comp = make_toy(tmp_path)
     pd.DataFrame({"image": TEST_IDS, "label": "cat", "x": 0}).to_csv(comp.sample_path, index=False)
     with pytest.raises(PipelineError, match=r"sample_submission\.csv has columns .*'x'"):
-        ensemble_stage(comp, [], root=tmp_path)
+        ensemble_stage(comp, _ws(tmp_path), [])
 
 
 def test_submission_keeps_sample_column_order(tmp_path):
     comp = make_toy(tmp_path)
     pd.DataFrame({"label": "cat", "image": TEST_IDS}).to_csv(comp.sample_path, index=False)
-    ensemble_stage(comp, [], method="hard", root=tmp_path)
+    ensemble_stage(comp, _ws(tmp_path), [], method="hard")
     sub = pd.read_csv(tmp_path / "submissions" / "toy" / "ensemble" / "submission.csv", dtype=str)
     assert list(sub.columns) == ["label", "image"] and sub["image"].tolist() == TEST_IDS
 
 
 def test_test_label_trick_is_opt_in_and_recorded(tmp_path, monkeypatch):
-    import pipeline.duplicates as dup
+    import pipeline.ensemble.stage as stage
 
     comp = make_toy(tmp_path)
-    plain = ensemble_stage(comp, [], method="soft", root=tmp_path)
+    plain = ensemble_stage(comp, _ws(tmp_path), [], method="soft")
     assert plain["test_label_trick"] == {"enabled": False}
     # s5 (predicted cat) duplicates a train "fox"; s7 (predicted fox) a fox: one change
-    monkeypatch.setattr(dup, "duplicate_test_labels", lambda c, r: {"s5": "fox", "s7": "fox"})
-    summary = ensemble_stage(comp, [], method="soft", name="trick", dup_labels=True, root=tmp_path)
+    monkeypatch.setattr(stage, "duplicate_test_labels", lambda c, ws: {"s5": "fox", "s7": "fox"})
+    summary = ensemble_stage(comp, _ws(tmp_path), [], method="soft", name="trick", dup_labels=True)
     assert summary["test_label_trick"] == {
         "enabled": True, "n_test_duplicates": 2, "changed_ids": ["s5"]
     }  # fmt: skip

@@ -1,9 +1,9 @@
 """Kill ``make train`` at random moments and at named write points; the re-run loses nothing.
 
-``pipeline/soak.py`` runs the experiment (``python -m pipeline soak`` repeats it); here it runs
-once on a tiny competition: a real ``make train`` killed (whole process group) at a random
-moment, seven forked ``python -m pipeline train`` equivalents killed at seeded random moments or
-just before/after an artifact's rename, then ``make train`` to the end.
+``pipeline/tools/soak.py`` runs the experiment (``python -m pipeline.tools soak`` repeats it);
+here it runs once on a tiny competition: a real ``make train`` killed (whole process group) at a
+random moment, seven forked ``python -m pipeline train`` equivalents killed at seeded random
+moments or just before/after an artifact's rename, then ``make train`` to the end.
 """
 
 import os
@@ -14,9 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import artifacts, soak
+from pipeline import artifacts
+from pipeline.tools import soak
 
-from .conftest import write_leaves
+from .fakes import write_leaves
 
 # the soak's recipe, 3 epochs of 2 batches per fold on 30 blob images
 RECIPE = soak.SOAK_RECIPE.replace("epochs = 2", "epochs = 3").replace("= 64", "= 8")

@@ -5,7 +5,8 @@ import pytest
 from pipeline import artifacts
 from pipeline.competition import load_competition
 from pipeline.errors import PipelineError
-from pipeline.folds import folds_stage, make_folds
+from pipeline.folds.stage import folds_stage, make_folds
+from pipeline.layout import Workspace
 
 
 def test_stratified_sizes_and_ratios():
@@ -22,11 +23,12 @@ def test_stratified_sizes_and_ratios():
 
 def test_byte_identical_rerun_and_seed_changes(leaves, tmp_path):
     comp = load_competition(leaves)
-    p = folds_stage(comp, k=3, seed=42, root=tmp_path)
+    ws = Workspace.under(tmp_path, comp.name)
+    p = folds_stage(comp, ws, k=3, seed=42)
     first = p.read_bytes()
-    folds_stage(comp, k=3, seed=42, root=tmp_path)
+    folds_stage(comp, ws, k=3, seed=42)
     assert p.read_bytes() == first
-    folds_stage(comp, k=3, seed=7, root=tmp_path)
+    folds_stage(comp, ws, k=3, seed=7)
     assert p.read_bytes() != first
     df = artifacts.read_folds(p)
     assert (

@@ -5,18 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.blend import (
-    GeometricMean,
+from pipeline.ensemble.blend import (
     MeanLogits,
     RankAverage,
     TemperatureSoftVote,
     fit_temperature,
     softmax,
 )
-from pipeline.ensemble import METHODS
-from pipeline.nested import choose, leaderboard, nested_predict
-from pipeline.optimise import AccuracyWeights, Caruana, _accuracy_curve
-from pipeline.stacking import Stacking
+from pipeline.ensemble.methods import ALIASES, METHODS, canonical, method_class
+from pipeline.ensemble.nested import choose, leaderboard, nested_predict
+from pipeline.ensemble.optimise import AccuracyWeights, Caruana, _accuracy_curve
+from pipeline.ensemble.stacking import Stacking
 
 
 def _logit(p: float) -> list[float]:
@@ -30,17 +29,25 @@ def test_mean_logits_by_hand():
     np.testing.assert_allclose(p[0, 0], 1 / (1 + np.exp(-0.5)), rtol=1e-12)
 
 
-def test_geometric_mean_by_hand():
+def test_geo_is_an_alias_of_mean_logits_which_is_the_geometric_mean_by_hand():
+    # "geo" names the same estimator as "logit" and is no leaderboard row of its own
+    assert ALIASES == {"geo": "logit"} and canonical("geo") == "logit" and "geo" not in METHODS
+    assert method_class("geo") is MeanLogits is method_class("logit")
     # member probs [0.9, 0.1] and [0.2, 0.8]: sqrt products 0.4243 and 0.2828 -> 0.6 / 0.4
     logits = np.array([[_logit(0.9)], [_logit(0.2)]])
-    p = GeometricMean().fit(logits, np.array([0])).predict_proba(logits)
+    p = method_class("geo")().fit(logits, np.array([0])).predict_proba(logits)
     np.testing.assert_allclose(p[0], [0.6, 0.4], rtol=1e-6)
     shifted = logits + np.array([[[5.0]], [[-3.0]]])  # a per-row shift of a member changes nothing
-    np.testing.assert_allclose(GeometricMean().fit(shifted, [0]).predict_proba(shifted), p)
-    z = np.random.default_rng(0).normal(size=(3, 20, 5)) * 3  # identical to softmax(mean logit)
+    np.testing.assert_allclose(MeanLogits().fit(shifted, [0]).predict_proba(shifted), p)
+    z = np.random.default_rng(0).normal(size=(3, 20, 5)) * 3  # softmax of the mean log-softmax
+    log_softmax = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    geometric = np.exp(log_softmax).prod(0) ** (1 / len(z))  # the geometric mean of the probs
     np.testing.assert_allclose(
-        GeometricMean().fit(z, [0]).predict_proba(z),
+        MeanLogits().fit(z, [0]).predict_proba(z), softmax(log_softmax.mean(0)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
         MeanLogits().fit(z, [0]).predict_proba(z),
+        geometric / geometric.sum(-1, keepdims=True),
         rtol=1e-5,
     )
 
@@ -124,7 +131,7 @@ def test_stacking_learns_a_negative_weight():
     est = Stacking(lambdas=(1e-4,)).fit(oof, y)
     assert (est.coef_ < 0).all()
     assert (est.predict_proba(oof).argmax(1) == y).mean() > 0.95
-    assert METHODS["soft"]().fit(oof, y).predict_proba(oof).argmax(1).tolist() != y.tolist()
+    assert method_class("soft")().fit(oof, y).predict_proba(oof).argmax(1).tolist() != y.tolist()
 
 
 def test_stacking_inner_cv_prefers_the_penalty_that_generalises():
@@ -141,7 +148,7 @@ def test_every_method_is_sklearn_style(name):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 40)
     oof = 2.0 * np.eye(4)[y][None] + rng.normal(size=(3, 40, 4))
-    est = METHODS[name]()
+    est = method_class(name)()
     assert est.fit(oof, y) is est
     assert est.weights_.shape == (3,) and est.weights_.sum() == pytest.approx(1.0)
     p = est.predict_proba(oof[:, :7])
@@ -191,7 +198,7 @@ def test_leaderboard_orders_by_nested_score_and_auto_picks_a_method():
     y = rng.integers(0, 3, 120)
     oof = np.stack([3.0 * np.eye(3)[y] + rng.normal(size=(120, 3)) * s for s in (1.0, 2.0)])
     fold = np.arange(120) % 4
-    methods = {"soft": METHODS["soft"], "memorise": Memorise}
+    methods = {"soft": method_class("soft"), "memorise": Memorise}
     table, fitted, _ = leaderboard(["a", "b"], oof, y, fold, methods, False)
     assert list(table.columns) == [
         "name", "kind", "oof_accuracy", "oof_log_loss", "nested_accuracy", "nested_log_loss",

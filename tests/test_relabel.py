@@ -6,15 +6,17 @@ import pytest
 import torch
 
 from pipeline import artifacts
-from pipeline.__main__ import main
+from pipeline.cli import main
 from pipeline.competition import load_competition
 from pipeline.config import load_recipe
+from pipeline.ensemble.members import load_folds
 from pipeline.errors import PipelineError
-from pipeline.folds import folds_stage
-from pipeline.members import load_folds
-from pipeline.train import FoldJob, setup_fold, train_stage
+from pipeline.folds.stage import folds_stage
+from pipeline.layout import Workspace
+from pipeline.train.fold import FoldJob, setup_fold
+from pipeline.train.stage import train_stage
 
-from .conftest import CLASSES, write_cifar
+from .fakes import CLASSES, write_cifar
 
 RECIPE = 'backbone = "test_resnet"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none"]\n'
 
@@ -24,7 +26,8 @@ def _relabel(comp_dir, *rows: str) -> None:
 
 
 def _folds(comp_dir, tmp_path, k=3):
-    path = folds_stage(load_competition(comp_dir), k=k, seed=0, root=tmp_path)
+    comp = load_competition(comp_dir)
+    path = folds_stage(comp, Workspace.under(tmp_path, comp.name), k=k, seed=0)
     return path, artifacts.file_hash(path)
 
 
@@ -123,21 +126,24 @@ def toy(tmp_path, monkeypatch):
 
 
 def test_fold_rows_are_looked_up_by_id(toy, tmp_path):
-    folds = artifacts.read_folds(artifacts.folds_path("toy", tmp_path))
+    ws = Workspace.under(tmp_path, "toy")
+    folds = artifacts.read_folds(ws.folds_csv)
     folds["row"] = np.arange(len(folds)) + (np.arange(len(folds)) >= 7)  # id 8 is train row 7
-    job = FoldJob(toy, folds, "h", "r", load_recipe(tmp_path / "models" / "r.toml"), 0,
-                  tmp_path / "models" / "toy" / "r" / "fold0", torch.device("cpu"))  # fmt: skip
-    _, loader = setup_fold(job)
+    job = FoldJob(toy, ws, folds, "h", "r", load_recipe(ws.recipe("r")), 0, torch.device("cpu"))
+    assert job.fdir == tmp_path / "models" / "toy" / "r" / "fold0"
+    setup = setup_fold(job)
     ids = toy.train["id"].to_numpy()
-    assert ids[job.va_rows].tolist() == folds["id"][folds["fold"] == 0].tolist()
-    assert sorted(ids[loader.dataset.rows]) == sorted(folds["id"][folds["fold"] == 1])
-    assert job.y_all[0] == CLASSES.index("dog") and job.y_all[7] == -1
-    assert len(job.train_imgs) == 18  # the decode cache keeps every train image
+    assert ids[setup.va_rows].tolist() == folds["id"][folds["fold"] == 0].tolist()
+    assert sorted(ids[setup.loader.dataset.rows]) == sorted(folds["id"][folds["fold"] == 1])
+    assert setup.y_all[0] == CLASSES.index("dog") and setup.y_all[7] == -1
+    assert len(setup.train_imgs) == 18  # the decode cache keeps every train image
 
 
 def test_training_honours_dropped_and_relabelled_rows(toy, tmp_path):
-    train_stage(toy, ["r"], device="cpu", root=tmp_path)
-    folds, y, fhash = load_folds(toy, tmp_path)
+    ws = Workspace.under(tmp_path, "toy")
+    train_stage(toy, ws, ["r"], device="cpu")
+    oof = load_folds(toy, ws)
+    folds, y, fhash = oof.folds, oof.y, oof.folds_hash
     assert len(folds) == 17 and "8" not in set(folds["id"])
     assert y[folds["id"].tolist().index("1")] == CLASSES.index("dog")
     for f in (0, 1):
@@ -157,10 +163,11 @@ def test_training_honours_dropped_and_relabelled_rows(toy, tmp_path):
     ],
 )
 def test_train_refuses_folds_that_do_not_match_the_train_csv(toy, tmp_path, edit, match):
-    path = artifacts.folds_path("toy", tmp_path)
+    ws = Workspace.under(tmp_path, "toy")
+    path = ws.folds_csv
     df = artifacts.read_folds(path)
     for col, value in edit.items():
         df.loc[3, col] = value
     artifacts.write_folds(path, df)
     with pytest.raises(PipelineError, match=match + "; re-run: make folds COMP="):
-        train_stage(toy, ["r"], device="cpu", root=tmp_path)
+        train_stage(toy, ws, ["r"], device="cpu")

@@ -9,7 +9,8 @@ import pytest
 from pipeline import artifacts
 from pipeline.competition import Competition
 from pipeline.errors import ArtifactError
-from pipeline.report import report_stage, write_report
+from pipeline.layout import Workspace
+from pipeline.report.stage import Predictions, report_stage, write_report
 
 # a: 4/4 right. b: 1/4 right, 3 called c. c: 1/2 right, 1 called a.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
@@ -19,7 +20,8 @@ PRED = np.array([0, 0, 0, 0, 1, 2, 2, 2, 2, 0])
 def test_per_class_numbers_and_order(tmp_path, capsys):
     probs = np.eye(3)[PRED] * 0.8 + 0.1
     members = {"m1": np.eye(3)[PRED], "m2": np.eye(3)[np.ones(10, dtype=int)]}  # m2 always "b"
-    summary = write_report(tmp_path, Y, probs, ["a", "b", "c"], members)
+    members = {m: p.argmax(1) for m, p in members.items()}  # (N,) argmax per member
+    summary = write_report(tmp_path, Predictions(Y, probs, ["a", "b", "c"], member_preds=members))
     df = pd.read_csv(tmp_path / "per_class.csv", keep_default_na=False)
     assert df["class"].tolist() == ["b", "c", "a"]  # worst accuracy first
     assert df["support"].tolist() == [4, 2, 4]
@@ -49,7 +51,7 @@ def test_many_classes_plots(tmp_path):
     classes = [f"species_{i:03d}_name" for i in range(c)]
     y = np.repeat(np.arange(c), 5)
     pred = np.where(rng.random(len(y)) < 0.7, y, rng.integers(0, c, len(y)))
-    summary = write_report(tmp_path, y, np.eye(c)[pred], classes)
+    summary = write_report(tmp_path, Predictions(y, np.eye(c)[pred], classes))
     assert len(pd.read_csv(tmp_path / "per_class.csv")) == c
     assert len(pd.read_csv(tmp_path / "confused_pairs.csv")) == 50
     for f in ("per_class_accuracy.png", "confusion_matrix.png"):
@@ -70,31 +72,32 @@ def test_report_stage_missing_file(tmp_path):
     with pytest.raises(
         ArtifactError, match=r"oof_ensemble\.npz not found; run: make ensemble COMP="
     ):
-        report_stage(_comp(tmp_path), root=tmp_path)
+        report_stage(_comp(tmp_path), Workspace.under(tmp_path, "toy"))
 
 
 def test_report_stage_rebuilds_and_checks_ids(tmp_path):
     comp = _comp(tmp_path)
+    ws = Workspace.under(tmp_path, "toy")
     ids = [f"t{i}" for i in range(10)]
     folds = pd.DataFrame({"id": ids, "label": [comp.classes[i] for i in Y], "fold": 0})
-    artifacts.write_folds(artifacts.folds_path("toy", tmp_path), folds)
+    artifacts.write_folds(ws.folds_csv, folds)
     npz = tmp_path / "submissions" / "toy" / "ensemble" / "oof_ensemble.npz"
     artifacts.write_logits(npz, ids=ids, classes=comp.classes, probs=np.eye(3)[PRED])
-    assert report_stage(comp, root=tmp_path)["accuracy"] == pytest.approx(0.6)
+    assert report_stage(comp, ws)["accuracy"] == pytest.approx(0.6)
     assert (npz.parent / "report" / "confusion_matrix.png").is_file()
     artifacts.write_logits(npz, ids=ids[::-1], classes=comp.classes, probs=np.eye(3)[PRED])
     with pytest.raises(
         ArtifactError,
         match=r"has 10 ids / 3 classes that do not match .*toy\.csv; re-run: make ensemble",
     ):
-        report_stage(comp, root=tmp_path)
+        report_stage(comp, ws)
 
 
 # ---------------------------------------------------------------- analyzer
 
 
 def test_bootstrap_intervals_bracket_the_estimate_and_shrink_with_data():
-    from pipeline.analyze import per_class_metrics
+    from pipeline.report.analyze import per_class_metrics
 
     rng = np.random.default_rng(0)
     widths = []
@@ -109,7 +112,7 @@ def test_bootstrap_intervals_bracket_the_estimate_and_shrink_with_data():
 
 
 def test_member_gains_by_hand():
-    from pipeline.analyze import member_table
+    from pipeline.report.analyze import member_table
 
     # ensemble = PRED (a 4/4, b 1/4, c 1/2); m1 = PRED; m2 always "b" (a 0, b 1, c 0)
     members = {"m1": PRED, "m2": np.ones(10, dtype=int)}
@@ -120,7 +123,7 @@ def test_member_gains_by_hand():
 
 
 def test_label_issues_find_planted_flips():
-    from pipeline.analyze import label_issues, worst_mistakes
+    from pipeline.report.analyze import label_issues, worst_mistakes
 
     rng = np.random.default_rng(0)
     n, c = 600, 4
@@ -140,17 +143,19 @@ def test_label_issues_find_planted_flips():
 
 def test_report_stage_html_is_self_contained_with_images(tmp_path):
     from pipeline.competition import load_competition
-    from tests.conftest import write_leaves
+
+    from .fakes import write_leaves
 
     comp = load_competition(write_leaves(tmp_path / "input", n_per_class=4))
     ids = comp.train["id"].to_numpy()
     y = artifacts.label_indices(comp.train["label"], comp.classes)
     folds = pd.DataFrame({"id": ids, "label": comp.train["label"], "fold": np.arange(len(ids)) % 2})
-    artifacts.write_folds(artifacts.folds_path(comp.name, tmp_path), folds)
+    ws = Workspace.under(tmp_path, comp.name)
+    artifacts.write_folds(ws.folds_csv, folds)
     probs = np.roll(np.eye(len(comp.classes))[y], 1, axis=0)[: len(y)] * 0.7 + 0.1  # mistakes
     npz = tmp_path / "submissions" / comp.name / "ensemble" / "oof_ensemble.npz"
     artifacts.write_logits(npz, ids=ids, classes=comp.classes, probs=probs)
-    summary = report_stage(comp, root=tmp_path)
+    summary = report_stage(comp, ws)
     out = npz.parent / "report"
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 4  # accuracy, confusion, two sheets

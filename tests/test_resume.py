@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .conftest import write_leaves
+from .fakes import write_leaves
 
 RECIPE = """backbone = "test_resnet"
 image_size = 24

@@ -1,4 +1,4 @@
-"""Tests for pipeline.submit: validation messages, credentials, the kaggle CLI call, the stage."""
+"""Tests for pipeline.submit and pipeline.competition.submission: validation messages, credentials, the kaggle CLI call, the stage."""
 
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import submit
+from pipeline import artifacts
 from pipeline.competition import Competition
+from pipeline.competition.submission import validate_submission
 from pipeline.errors import ArtifactError, SubmissionError
-from pipeline.submit import (
-    has_kaggle_credentials,
-    kaggle_command,
-    send,
-    submit_stage,
-    validate_submission,
-)
+from pipeline.layout import Workspace
+from pipeline.submit import kaggle
+from pipeline.submit.kaggle import has_kaggle_credentials, kaggle_command, send
+from pipeline.submit.stage import submit_stage
 
 CLASSES = ["bird", "cat", "dog"]
 IDS = ["001", "002", "003", "004"]
@@ -387,9 +385,9 @@ def test_send_missing_executable(tmp_path: Path) -> None:
 
 def test_send_timeout(tmp_path: Path, monkeypatch) -> None:
     def slow(*args, **kwargs):
-        raise submit.subprocess.TimeoutExpired(args[0], 300)
+        raise kaggle.subprocess.TimeoutExpired(args[0], 300)
 
-    monkeypatch.setattr(submit.subprocess, "run", slow)
+    monkeypatch.setattr(kaggle.subprocess, "run", slow)
     with pytest.raises(SubmissionError, match=r"timed out after 300 s; no network connection"):
         send(fake_cmd(tmp_path, "exit 0"), env=base_env())
 
@@ -427,8 +425,14 @@ def comp(tmp_path: Path, sample: Path) -> Competition:
 
 
 @pytest.fixture
-def sub_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "submissions" / "demo" / "ens1"
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace.under(tmp_path, "demo")
+
+
+@pytest.fixture
+def sub_dir(ws: Workspace, tmp_path: Path) -> Path:
+    folder = ws.submission_dir("ens1")
+    assert folder == tmp_path / "submissions" / "demo" / "ens1"
     write(folder / "submission.csv", VALID)
     info = {"name": "ens1", "method": "mean", "oof_accuracy": 0.91234, "runs": ["r1"]}
     write(folder / "ensemble.json", json.dumps(info))
@@ -442,98 +446,105 @@ def no_credentials(monkeypatch, home: Path) -> None:
     monkeypatch.setenv("HOME", str(home))
 
 
-def read_ledger(sub_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(sub_dir.parent / "ledger.csv", dtype=str, keep_default_na=False)
+def read_ledger(ws: Workspace) -> pd.DataFrame:
+    assert ws.ledger == ws.output / "submissions" / "demo" / "ledger.csv"
+    return pd.read_csv(ws.ledger, dtype=str, keep_default_na=False)
 
 
-def test_submit_message_carries_the_nested_score(comp, sub_dir, capsys) -> None:
+def test_submit_message_carries_the_nested_score(comp, ws, sub_dir, capsys) -> None:
     info = {"name": "ens1", "method": "stack", "oof_accuracy": 0.99, "nested_accuracy": 0.98543}
     write(sub_dir / "ensemble.json", json.dumps(info))
-    submit_stage(comp, sub_dir, dry_run=True)
+    submit_stage(comp, ws, "ens1", dry_run=True)
     out = capsys.readouterr().out
     assert "OOF accuracy 0.9900, nested CV 0.9854" in out
     assert "-m 'ens1 stack OOF=0.9900 nested=0.9854'" in out
 
 
-def test_submit_stage_dry_run(comp: Competition, sub_dir: Path, capsys) -> None:
-    assert submit_stage(comp, sub_dir, dry_run=True) == 0
+def test_submit_stage_dry_run(comp: Competition, ws: Workspace, sub_dir: Path, capsys) -> None:
+    assert submit_stage(comp, ws, "ens1", dry_run=True) == 0
     out = capsys.readouterr().out
     assert "valid - 4 rows, 3 of 3 classes used, OOF accuracy 0.9123" in out
     assert "DRY_RUN: would run: " in out
     assert f"competitions submit -c demo-slug -f {sub_dir / 'submission.csv'}" in out
     assert "-m 'ens1 mean OOF=0.9123'" in out
-    ledger = read_ledger(sub_dir)
-    assert list(ledger.columns) == submit.LEDGER_COLUMNS
+    ledger = read_ledger(ws)
+    assert list(ledger.columns) == artifacts.LEDGER_COLUMNS
     row = ledger.iloc[0]
     assert (row["name"], row["method"], row["status"]) == ("ens1", "mean", "dry-run")
     assert row["message"] == "ens1 mean OOF=0.9123"
     assert row["sha256"] == hashlib.sha256((sub_dir / "submission.csv").read_bytes()).hexdigest()
-    submit_stage(comp, sub_dir, dry_run=True)
-    assert len(read_ledger(sub_dir)) == 2  # appended, not overwritten
+    submit_stage(comp, ws, "ens1", dry_run=True)
+    assert len(read_ledger(ws)) == 2  # appended, not overwritten
 
 
 def test_submit_stage_dry_run_needs_no_credentials(
-    comp: Competition, sub_dir: Path, tmp_path: Path, monkeypatch
+    comp: Competition, ws: Workspace, sub_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     no_credentials(monkeypatch, tmp_path / "home")
-    assert submit_stage(comp, sub_dir, dry_run=True) == 0
+    assert submit_stage(comp, ws, "ens1", dry_run=True) == 0
 
 
 def test_submit_stage_without_credentials(
-    comp: Competition, sub_dir: Path, tmp_path: Path, monkeypatch
+    comp: Competition, ws: Workspace, sub_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     no_credentials(monkeypatch, tmp_path / "home")
     with pytest.raises(SubmissionError, match=r"^no Kaggle credentials: .*kaggle\.json.*DRY_RUN=1"):
-        submit_stage(comp, sub_dir, dry_run=False)
-    assert not (sub_dir.parent / "ledger.csv").exists()
+        submit_stage(comp, ws, "ens1", dry_run=False)
+    assert not ws.ledger.exists()
 
 
 def test_submit_stage_sends_and_logs(
-    comp: Competition, sub_dir: Path, tmp_path: Path, monkeypatch, capsys
+    comp: Competition, ws: Workspace, sub_dir: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     fake_exe(tmp_path / "bin" / "kaggle", 'echo "Successfully submitted to $4 with message: $8"')
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setenv("KAGGLE_USERNAME", "u")
     monkeypatch.setenv("KAGGLE_KEY", HEX_KEY)
-    assert submit_stage(comp, sub_dir, dry_run=False) == 0
+    assert submit_stage(comp, ws, "ens1", dry_run=False) == 0
     out = capsys.readouterr().out
     assert "Successfully submitted to demo-slug with message: ens1 mean OOF=0.9123" in out
-    assert read_ledger(sub_dir)["status"].tolist() == ["submitted"]
+    assert read_ledger(ws)["status"].tolist() == ["submitted"]
 
 
 def test_submit_stage_send_failure_is_not_logged(
-    comp: Competition, sub_dir: Path, tmp_path: Path, monkeypatch
+    comp: Competition, ws: Workspace, sub_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     fake_exe(tmp_path / "bin" / "kaggle", 'echo "403 Client Error: Forbidden"; exit 1')
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
     monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_x")
     with pytest.raises(SubmissionError, match="competition rules"):
-        submit_stage(comp, sub_dir, dry_run=False)
-    assert not (sub_dir.parent / "ledger.csv").exists()
+        submit_stage(comp, ws, "ens1", dry_run=False)
+    assert not ws.ledger.exists()
 
 
-def test_submit_stage_missing_ensemble_json(comp: Competition, sub_dir: Path) -> None:
+def test_submit_stage_missing_ensemble_json(
+    comp: Competition, ws: Workspace, sub_dir: Path
+) -> None:
     (sub_dir / "ensemble.json").unlink()
     with pytest.raises(
         ArtifactError, match=rf"ensemble\.json not found; run: make ensemble COMP={comp.root}"
     ):
-        submit_stage(comp, sub_dir, dry_run=True)
+        submit_stage(comp, ws, "ens1", dry_run=True)
 
 
-def test_submit_stage_bad_ensemble_json(comp: Competition, sub_dir: Path) -> None:
+def test_submit_stage_bad_ensemble_json(comp: Competition, ws: Workspace, sub_dir: Path) -> None:
     write(sub_dir / "ensemble.json", json.dumps({"name": "e", "method": "mean"}))
     with pytest.raises(ArtifactError, match=r"needs keys name, method and a numeric oof_accuracy"):
-        submit_stage(comp, sub_dir, dry_run=True)
+        submit_stage(comp, ws, "ens1", dry_run=True)
 
 
-def test_submit_stage_rejects_invalid_submission(comp: Competition, sub_dir: Path) -> None:
+def test_submit_stage_rejects_invalid_submission(
+    comp: Competition, ws: Workspace, sub_dir: Path
+) -> None:
     write(sub_dir / "submission.csv", "id,label\n001,0\n002,1\n003,2\n004,0\n")
     with pytest.raises(SubmissionError, match="class index"):
-        submit_stage(comp, sub_dir, dry_run=True)
-    assert not (sub_dir.parent / "ledger.csv").exists()
+        submit_stage(comp, ws, "ens1", dry_run=True)
+    assert not ws.ledger.exists()
 
 
-def test_submit_stage_refuses_foreign_ledger(comp: Competition, sub_dir: Path) -> None:
-    write(sub_dir.parent / "ledger.csv", "a,b\n1,2\n")
+def test_submit_stage_refuses_foreign_ledger(
+    comp: Competition, ws: Workspace, sub_dir: Path
+) -> None:
+    write(ws.ledger, "a,b\n1,2\n")
     with pytest.raises(ArtifactError, match=r"ledger\.csv is not a ledger CSV"):
-        submit_stage(comp, sub_dir, dry_run=True)
+        submit_stage(comp, ws, "ens1", dry_run=True)

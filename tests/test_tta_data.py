@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from pipeline.data import CachedImages, EpochSampler, build_cache, train_transform
-from pipeline.tta import VIEWS, apply_view
+from pipeline.train.data import CachedImages, EpochSampler, build_cache, train_transform
+from pipeline.train.tta import VIEWS, apply_view
 
 
 def test_flips_are_invertible():

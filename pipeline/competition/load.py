@@ -1,0 +1,281 @@
+"""Read a competition folder exactly as Kaggle ships it.
+
+Finds the sample submission, the train CSV, the id and target columns, and each image file,
+whether ids are relative paths (Classify Leaves: ``images/0.jpg``) or bare ids whose files sit in
+a folder (CIFAR-10: ``train/<id>.png``). Where detection cannot decide, an optional
+``competition.toml`` in the folder says it; the error lists what was found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import CompetitionError
+from . import rules
+from .rules import IMAGE_EXTS, read_csv, read_csv_header
+
+SETTINGS = {
+    "slug": "Kaggle competition slug for `kaggle competitions submit -c` (default: folder name)",
+    "train_csv": "train CSV file name, e.g. trainLabels.csv",
+    "sample_submission": "sample submission CSV file name",
+    "id_column": "id column name (shared by train CSV and sample submission)",
+    "target_column": "label column name",
+    "train_images": "folder (relative to the competition) holding train images named <id>.<ext>",
+    "test_images": "folder holding test images named <id>.<ext>",
+}
+
+
+@dataclass
+class Competition:
+    """A parsed competition. ``train``: id, label, path; ``test``: id, path in sample order."""
+
+    root: Path
+    name: str
+    slug: str
+    id_col: str
+    target_col: str
+    sample_path: Path
+    train_csv: Path
+    train: pd.DataFrame
+    test: pd.DataFrame
+    classes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # only with strict=False; else raised
+
+
+def load_competition(root: str | Path, strict: bool = True) -> Competition:
+    """Parse a competition folder without opening any image (``make check`` decodes them).
+
+    ``strict``: the first problem raises ``CompetitionError``; otherwise problems a user can fix
+    row by row are collected in ``problems`` (unusable rows get no path) and only problems that
+    stop parsing raise. ``train``: id, label, path; ``test``: id, path in sample order.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CompetitionError(
+            f"competition folder {root} not found; download it with "
+            f"`kaggle competitions download -c <slug>` and unzip it into {root}/"
+        )
+    settings = _read_settings(root)
+    csvs = sorted(p for p in root.glob("*.csv") if p.is_file())
+    sample_path, sample, train_csv, train_df, id_col, target_col = _read_tables(
+        root, csvs, settings
+    )
+    test_ids = sample[id_col]
+    problems = rules.train_problems(train_csv, train_df, id_col, target_col)
+    problems += rules.id_problems(sample_path, test_ids)
+    problems += rules.test_csv_problems(
+        csvs, (sample_path, train_csv), sample_path, test_ids, id_col
+    )
+    if problems and strict:
+        raise CompetitionError(rules.first_problem(root, problems))
+    paths = {}
+    for split, csv_path, ids in (
+        ("train", train_csv, train_df[id_col].tolist()),
+        ("test", sample_path, test_ids.tolist()),
+    ):
+        paths[split], bad, sub = resolve_images(root, ids, split, settings.get(f"{split}_images"))
+        problems += rules.image_problems(root, split, csv_path, bad, sub)
+    problems += rules.overlap_problems(root, paths["train"], paths["test"])
+    if problems and strict:
+        raise CompetitionError(rules.first_problem(root, problems))
+    train = pd.DataFrame(
+        {"id": train_df[id_col], "label": train_df[target_col], "path": paths["train"]}
+    )
+    test = pd.DataFrame({"id": test_ids, "path": paths["test"]})
+    return Competition(
+        root=root,
+        name=root.name,
+        slug=settings.get("slug", root.name),
+        id_col=id_col,
+        target_col=target_col,
+        sample_path=sample_path,
+        train_csv=train_csv,
+        train=train,
+        test=test,
+        classes=sorted(train["label"].unique().tolist()),
+        problems=problems,
+    )
+
+
+def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tuple:
+    """``(sample_path, sample, train_csv, train_df, id_col, target_col)``; CSVs read as text."""
+    sample_path = _find_sample(root, csvs, settings)
+    sample = read_csv(sample_path)
+    id_col, target_col = _sample_columns(sample_path, sample, settings)
+    if len(sample) == 0:
+        raise CompetitionError(
+            f"{sample_path} has a header but no rows; re-download the competition files"
+        )
+    train_csv = _find_train_csv(root, csvs, sample_path, id_col, target_col, settings)
+    train_df = read_csv(train_csv)
+    for col in (id_col, target_col):
+        if col not in train_df.columns:
+            raise CompetitionError(
+                f"{train_csv} has no column {col!r} (columns: {', '.join(train_df.columns)}); "
+                f"set id_column/target_column in {root}/competition.toml"
+            )
+    return sample_path, sample, train_csv, train_df, id_col, target_col
+
+
+def _read_settings(root: Path) -> dict[str, str]:
+    path = root / "competition.toml"
+    if not path.is_file():
+        return {}
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise CompetitionError(f"{path} is not valid TOML ({e})") from None
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise CompetitionError(
+            f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(SETTINGS)}"
+        )
+    return {k: str(v) for k, v in settings.items()}
+
+
+def _find_sample(root: Path, csvs: list[Path], settings: dict[str, str]) -> Path:
+    if "sample_submission" in settings:
+        path = root / settings["sample_submission"]
+        if not path.is_file():
+            raise CompetitionError(
+                f"{root}/competition.toml names sample_submission {path.name!r}, which does not exist"
+            )
+        return path
+    found = [p for p in csvs if re.search(r"sample.?submission", p.name, re.I)]
+    if len(found) != 1:
+        what = "no sample submission" if not found else f"{len(found)} sample submissions"
+        raise CompetitionError(
+            f"{root}: found {what} among CSVs [{', '.join(p.name for p in csvs) or 'none'}]; "
+            f'set sample_submission = "<file>.csv" in {root}/competition.toml'
+        )
+    return found[0]
+
+
+def _sample_columns(path: Path, sample: pd.DataFrame, settings: dict[str, str]) -> tuple[str, str]:
+    cols = list(sample.columns)
+    id_col = settings.get("id_column", cols[0] if cols else "")
+    target = settings.get("target_column", cols[1] if len(cols) == 2 else "")
+    if not target:
+        raise CompetitionError(
+            f"{path} has columns {cols}; cannot tell the label column (expected id,label); "
+            f'set target_column = "<name>" in {path.parent}/competition.toml'
+        )
+    for col in (id_col, target):
+        if col not in cols:
+            raise CompetitionError(f"{path} has no column {col!r} (columns: {', '.join(cols)})")
+    return id_col, target
+
+
+def _find_train_csv(
+    root: Path,
+    csvs: list[Path],
+    sample_path: Path,
+    id_col: str,
+    target_col: str,
+    settings: dict[str, str],
+) -> Path:
+    if "train_csv" in settings:
+        path = root / settings["train_csv"]
+        if not path.is_file():
+            raise CompetitionError(
+                f"{root}/competition.toml names train_csv {path.name!r}, which does not exist"
+            )
+        return path
+    found = []
+    for p in csvs:
+        if p == sample_path:
+            continue
+        cols = [c.strip() for c in read_csv_header(p)]
+        if id_col in cols and target_col in cols:
+            found.append(p)
+    if len(found) > 1:
+        found = [p for p in found if "train" in p.name.lower()] or found
+    for p in csvs if not found else []:
+        if p != sample_path:
+            read_csv(p)  # says why if the train CSV is empty, ';'-separated, not UTF-8, ...
+    if len(found) != 1:
+        listing = "; ".join(f"{p.name}: {', '.join(read_csv_header(p))}" for p in csvs)
+        raise CompetitionError(
+            f"{root}: expected one train CSV with columns {id_col!r} and {target_col!r} "
+            f"(from {sample_path.name}), found {len(found)} [{listing}]; "
+            f'set train_csv = "<file>.csv" in {root}/competition.toml'
+        )
+    return found[0]
+
+
+def resolve_images(
+    root: Path, ids: list[str], split: str, folder: str | None = None
+) -> tuple[list[str | None], list[tuple[int, str, str]], str | None]:
+    """Map ids to image paths relative to ``root``: ``(paths, bad, folder)``.
+
+    ``paths[n]`` is None where id ``n`` has no usable file, and ``bad`` holds ``(n, why, path)``
+    with why ``outside`` (a ../, absolute or symlinked path leaving ``root``), ``missing`` or
+    ``no_image``. A file whose name differs from the id only in letter case is used.
+    ``folder`` is None when ids are paths (``images/0.jpg``), else the folder of ``<id>.<ext>``.
+    """
+    if folder is None and _is_path_layout(root, ids):
+        rel: list[str | None] = list(ids)
+    else:
+        folder = folder if folder is not None else _best_folder(root, ids, split)
+        index = _stem_index(root / folder)
+        lower = rules.unique_lower(index)
+        prefix = "" if folder == "." else f"{folder}/"
+        names = [index.get(i) or lower.get(i.lower()) for i in ids]
+        rel = [None if n is None else prefix + n for n in names]
+    base, listings = os.path.realpath(root), {}
+    paths, bad = [], []
+    for n, r in enumerate(rel):
+        if not ids[n]:  # an empty id is reported with the CSV rows
+            paths.append(None)
+            continue
+        why = "no_image" if r is None else rules.file_problem(root, base, r)
+        if why == "missing":
+            fixed = rules.case_match(root, r, listings)
+            if fixed is not None and rules.file_problem(root, base, fixed) is None:
+                r, why = fixed, None
+        paths.append(None if why else r)
+        if why:
+            bad.append((n, why, r or ids[n]))
+    return paths, bad, folder
+
+
+def _is_path_layout(root: Path, ids: list[str]) -> bool:
+    """Ids are file paths (``images/0.jpg``) when they carry an image extension."""
+    some = [i for i in ids[:100] if i][:50]
+    return bool(some) and all(os.path.splitext(i)[1].lower() in IMAGE_EXTS for i in some)
+
+
+def _stem_index(folder: Path) -> dict[str, str]:
+    """``{stem: file name}`` of the image files in ``folder``."""
+    if not folder.is_dir():
+        return {}
+    return {
+        os.path.splitext(e.name)[0]: e.name
+        for e in os.scandir(folder)
+        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
+    }
+
+
+def _best_folder(root: Path, ids: list[str], split: str) -> str:
+    """The folder holding most of ``ids`` as ``<id>.<ext>``; ties go to a name with the split."""
+    wanted = {i.lower() for i in ids}
+    best: tuple[int, int, str] | None = None
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        hits = len(wanted & {k.lower() for k in _stem_index(Path(dirpath))})
+        if hits:
+            key = (hits, int(split in rel.lower()), rel)
+            best = key if best is None or key[:2] > best[:2] else best
+    if best is None:
+        raise CompetitionError(
+            f"{root}: no image file named <id>.<ext> for any {split} id (first id: {ids[0]!r}); "
+            f'set {split}_images = "<folder>" in {root}/competition.toml'
+        )
+    return best[2]

@@ -1,0 +1,119 @@
+"""The submission format: the sample submission's exact columns and id order, in and out.
+
+``write_submission`` fills the sample's columns from predicted class indices; ``validate_submission``
+checks a file against the sample and the train classes. Every failure is one ``SubmissionError``
+line naming the file, the row or value, and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import artifacts
+from ..errors import CompetitionError, SubmissionError
+from .load import Competition
+from .rules import read_csv
+
+REWRITE = "re-run the ensemble stage (make ensemble) to rewrite it"
+
+
+def write_submission(comp: Competition, path: Path, pred: np.ndarray) -> Path:
+    """``pred (T,)`` class indices -> CSV with the sample submission's columns and id order."""
+    cols = list(read_csv(comp.sample_path).columns)
+    if sorted(cols) != sorted([comp.id_col, comp.target_col]):
+        raise SubmissionError(
+            f"{comp.sample_path} has columns {cols}; only an id column and a label column "
+            f"({comp.id_col!r}, {comp.target_col!r}) can be filled in"
+        )
+    values = {
+        comp.id_col: comp.test["id"].to_numpy(),
+        comp.target_col: np.array(comp.classes)[pred],
+    }
+    return artifacts.write_csv(path, pd.DataFrame({c: values[c] for c in cols}))
+
+
+def validate_submission(
+    sub_path: Path, sample_path: Path, classes: list[str], id_col: str, target_col: str
+) -> pd.DataFrame:
+    """Check ``sub_path`` against ``sample_path`` and the train classes; return it parsed."""
+    sub_path, sample_path = Path(sub_path), Path(sample_path)
+    sub = _read_submission(sub_path)
+    sample = read_csv(sample_path)
+    sname, want, got = sample_path.name, list(sample.columns), list(sub.columns)
+    if got != want:
+        missing, extra = [c for c in want if c not in got], [c for c in got if c not in want]
+        what = f"missing [{', '.join(missing)}], extra [{', '.join(extra)}]"
+        what = what if missing or extra else "same names, wrong order"
+        raise SubmissionError(
+            f"{sub_path}: columns differ from {sname} ({what}): expected [{', '.join(want)}], "
+            f"found [{', '.join(got)}]; write the header exactly as: {','.join(want)}"
+        )
+    if len(sub) != len(sample) or len(sub) == 0:
+        what = "a header but no rows" if len(sub) == 0 else f"{len(sub)} rows"
+        raise SubmissionError(
+            f"{sub_path} has {what}; {sname} has {len(sample)} rows; "
+            f"write exactly one row per id of {sname} ({REWRITE})"
+        )
+    _check_ids(sub_path, sname, sub[id_col].tolist(), sample[id_col].tolist())
+    _check_labels(sub_path, sub, classes, id_col, target_col)
+    return sub
+
+
+def _read_submission(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise SubmissionError(f"{path} not found; {REWRITE}, or pass the right submission folder")
+    if not path.read_bytes().removeprefix(b"\xef\xbb\xbf").strip():
+        raise SubmissionError(f"{path} is empty (no header, no rows); {REWRITE}")
+    try:
+        return read_csv(path)
+    except CompetitionError as e:
+        raise SubmissionError(f"{' '.join(str(e).split())}; {REWRITE}") from None
+
+
+def _check_ids(path: Path, sname: str, ids: list[str], sample_ids: list[str]) -> None:
+    """Empty, duplicate and unknown ids (first offending row), then the sample's order."""
+    known, first_row = set(sample_ids), {}
+    for row, value in enumerate(ids, start=2):
+        if value == "":
+            problem, fix = "empty id", f"every row needs an id from {sname}"
+        elif value in first_row:
+            problem = f"duplicate id {value!r} (first at row {first_row[value]})"
+            fix = "each id must appear exactly once"
+        elif value not in known:
+            problem = f"id {value!r} is not in {sname}"
+            fix = f"use the ids of {sname} unchanged (same spelling, leading zeros, extension)"
+        else:
+            first_row[value] = row
+            continue
+        raise SubmissionError(f"{path} row {row}: {problem}; {fix}")
+    for row, (value, expected) in enumerate(zip(ids, sample_ids, strict=True), start=2):
+        if value != expected:
+            raise SubmissionError(
+                f"{path} row {row}: ids are in a different order from {sname}: expected "
+                f"{expected!r}, found {value!r}; write the rows in {sname} order"
+            )
+
+
+def _check_labels(path: Path, sub: pd.DataFrame, classes: list[str], id_col: str, col: str) -> None:
+    labels, valid = sub[col].tolist(), set(classes)
+    bad = [i for i, v in enumerate(labels) if v not in valid]
+    empty = [i for i in bad if labels[i] == ""]
+    if empty:
+        raise SubmissionError(
+            f"{path} row {empty[0] + 2}: empty {col!r} for id {sub[id_col].iloc[empty[0]]!r} "
+            f"({len(empty)} such rows); every row needs a predicted class"
+        )
+    if not bad:
+        return
+    shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+    index_like = all(labels[i].isdigit() for i in bad) and not all(c.isdigit() for c in classes)
+    fix = "write one of the train labels exactly"
+    if index_like:
+        fix = "it looks like a class index: map index k to classes[k] (the sorted train labels)"
+    raise SubmissionError(
+        f"{path} row {bad[0] + 2}: label {labels[bad[0]]!r} is not a train class "
+        f"({len(bad)} such rows; valid: {shown} - {len(classes)} in all); {fix}"
+    )

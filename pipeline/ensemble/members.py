@@ -1,0 +1,175 @@
+"""Ensemble members: find trained runs, read and cross-check their logits, pick each one's view.
+
+``load_members`` returns the folds (``OOF``) and the members' logits under their chosen views
+(``Members``): the two values every later step of the ensemble stage works on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss
+
+from .. import artifacts
+from ..competition import Competition
+from ..errors import ArtifactError
+from ..layout import Workspace
+from .blend import softmax
+
+
+@dataclass(frozen=True)
+class OOF:
+    """The folds file as the ensemble sees it: ``folds`` table, ``y (N,)`` class indices into
+    ``comp.classes``, ``fold (N,)``, and the file's hash that every member must carry."""
+
+    folds: pd.DataFrame
+    y: np.ndarray
+    fold: np.ndarray
+    folds_hash: str
+
+
+@dataclass(frozen=True)
+class Members:
+    """Trained runs under their chosen views: ``oof (M, N, C)`` and ``test (M, T, C)`` logits,
+    and one summary per member (per-view accuracies, the view used)."""
+
+    runs: list[str]
+    summaries: list[dict[str, Any]]
+    oof: np.ndarray
+    test: np.ndarray
+
+
+def combine_views(logits: np.ndarray) -> np.ndarray:
+    """``(V, N, C)`` view logits -> ``(N, C)`` log of the mean over views of softmax probs."""
+    from scipy.special import log_softmax, logsumexp
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 3 or logits.shape[0] == 0:
+        raise ValueError(f"expected logits of shape (V, N, C) with V >= 1, got {logits.shape}")
+    return logsumexp(log_softmax(logits, axis=-1), axis=0) - np.log(logits.shape[0])
+
+
+def load_folds(comp: Competition, ws: Workspace) -> OOF:
+    """The folds file, checked against the competition's classes."""
+    path = ws.folds_csv
+    folds = artifacts.read_folds(path, comp.root)
+    labels = sorted(folds["label"].unique().tolist())
+    if labels != list(comp.classes):
+        raise ArtifactError(
+            f"{path} has {len(labels)} classes but {comp.train_csv} has {len(comp.classes)} "
+            f"(labels changed since the folds were made); re-run: make folds COMP={comp.root}"
+        )
+    y = artifacts.label_indices(folds["label"], comp.classes)
+    return OOF(folds, y, folds["fold"].to_numpy(), artifacts.file_hash(path))
+
+
+def find_runs(comp: Competition, ws: Workspace, runs: list[str]) -> list[str]:
+    """``runs``, or every trained run when empty."""
+    if runs:
+        return list(runs)
+    found = ws.trained_runs()
+    if not found:
+        raise ArtifactError(f"no trained runs in {ws.runs_dir}/; run: make train COMP={comp.root}")
+    return found
+
+
+def load_members(comp: Competition, ws: Workspace, runs: list[str]) -> tuple[OOF, Members]:
+    """Read every member's logits, cross-check them with the folds, choose each one's view."""
+    oof = load_folds(comp, ws)
+    runs = find_runs(comp, ws, runs)
+    chosen = [choose_view(run, *load_member(comp, ws, run, oof), oof.y) for run in runs]
+    return oof, Members(
+        runs=runs,
+        summaries=[m for m, _, _ in chosen],
+        oof=np.stack([o for _, o, _ in chosen]).astype(np.float32),  # (M, N, C)
+        test=np.stack([t for _, _, t in chosen]).astype(np.float32),  # (M, T, C)
+    )
+
+
+def load_member(
+    comp: Competition, ws: Workspace, run: str, oof: OOF
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Read and cross-check one run's ``oof.npz`` and ``test.npz``."""
+    rerun = f"make train COMP={comp.root} RUNS={run}"
+    run_dir = ws.run_dir(run)
+    data = {}
+    for kind, ids in (("oof", oof.folds["id"]), ("test", comp.test["id"])):
+        path = run_dir / f"{kind}.npz"
+        data[kind] = artifacts.read_logits(path, kind, rerun)
+        artifacts.check_logits_match(
+            data[kind], path, ids.to_numpy(), np.array(comp.classes), rerun, oof.folds_hash
+        )
+    oof, test = data["oof"], data["test"]
+    if list(test["views"].astype(str)) != list(oof["views"].astype(str)):
+        raise ArtifactError(
+            f"{run_dir / 'test.npz'} has views {list(test['views'])} but oof.npz has "
+            f"{list(oof['views'])}; re-run: {rerun}"
+        )
+    return oof, test
+
+
+def choose_view(
+    run: str, oof: dict[str, np.ndarray], test: dict[str, np.ndarray], y: np.ndarray
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Score each TTA view and the mean of all views ("tta") on the OOF rows; keep the best.
+
+    Best = highest OOF accuracy, ties to "tta" (then lower log loss). Returns the member summary,
+    and its ``(N, C)`` OOF and ``(T, C)`` test logits under the chosen view.
+    """
+    names = [str(v) for v in oof["views"]]
+    cands = {v: (oof["logits"][i], test["logits"][i]) for i, v in enumerate(names)}
+    if len(names) > 1:
+        cands["tta"] = (combine_views(oof["logits"]), combine_views(test["logits"]))
+    labels = np.arange(oof["logits"].shape[2])
+    score = {}
+    for v, (o, _) in cands.items():
+        p = softmax(o, axis=1)
+        score[v] = (
+            float(accuracy_score(y, o.argmax(1))),
+            v == "tta",
+            -float(log_loss(y, p, labels=labels)),
+        )
+    best = max(score, key=lambda v: score[v])
+    summary = {
+        "run": run,
+        "views": {v: score[v][0] for v in names},
+        "tta_accuracy": score.get("tta", score[names[0]])[0],
+        "view": best,
+        "oof_accuracy": score[best][0],
+    }
+    return summary, cands[best][0], cands[best][1]
+
+
+def print_members(members: list[dict]) -> None:
+    """Print each member's per-view and TTA OOF accuracy and the view it uses."""
+    width = max(len(m["run"]) for m in members)
+    print("members (OOF accuracy per TTA view):")
+    for m in members:
+        views = "  ".join(f"{v} {a:.4f}" for v, a in m["views"].items())
+        used = f"  -> uses {m['view']}" if "view" in m else ""
+        print(f"  {m['run']:<{width}}  {views}  tta {m['tta_accuracy']:.4f}{used}")
+
+
+def duplicate_test_labels(comp: Competition, ws: Workspace) -> dict[str, str]:
+    """``{test_id: train_label}`` for test images that duplicate train images of one label.
+
+    Reads ``folds/<comp>.duplicates.csv`` (written by ``make folds``, labels after relabel.csv).
+    Clusters whose train images disagree on the label are skipped. The caller decides whether
+    to overwrite predictions with these labels (the opt-in "test-label trick").
+    """
+    df = artifacts.read_duplicates(
+        ws.duplicates_csv,
+        set(comp.train["id"]),
+        set(comp.test["id"]),
+        comp.classes,
+        f"make folds COMP={comp.root}",
+        train_csv=comp.train_csv,
+    )
+    train = df[df["split"] == "train"]
+    labels = train.groupby("cluster")["label"].unique()
+    sure = {c: v[0] for c, v in labels.items() if len(v) == 1}
+    test = df[(df["split"] == "test") & df["cluster"].isin(sure)]
+    return {i: str(sure[c]) for i, c in zip(test["id"], test["cluster"], strict=True)}

@@ -1,0 +1,126 @@
+"""The ensemble stage: combine trained runs into one prediction, every method scored honestly.
+
+Reads ``folds/<comp>.csv`` and ``models/<comp>/<run>/{oof,test}.npz``; writes
+``submissions/<comp>/<name>/{leaderboard.csv, submission.csv, oof_ensemble.npz, ensemble.json}``.
+The estimators live in ``blend`` (fixed rules), ``optimise`` (searched weights) and
+``stacking``; ``nested`` scores each one by nested CV over the folds, and "auto" picks the best
+nested accuracy. The report stage reads ``oof_ensemble.npz`` afterwards (the CLI chains it).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import artifacts
+from ..competition import Competition
+from ..competition.submission import write_submission
+from ..layout import Workspace
+from .members import OOF, Members, duplicate_test_labels, load_members, print_members
+from .methods import METHODS, canonical, method_class
+from .nested import choose, leaderboard, print_leaderboard
+
+OUTPUTS = ("ensemble.json", "leaderboard.csv", "submission.csv", "oof_ensemble.npz")
+
+
+def ensemble_stage(
+    comp: Competition,
+    ws: Workspace,
+    runs: list[str] | None = None,
+    method: str = "auto",
+    name: str = "ensemble",
+    methods: list[str] | None = None,
+    dup_labels: bool = False,
+) -> dict[str, Any]:
+    """Fit every method on the OOF logits, score it by nested CV, write ``submissions/<comp>/<name>/``.
+
+    Members are ``runs`` (default: every trained run); each uses the TTA view (or the mean of its
+    views) best on its OOF rows. ``method`` "auto" takes the best nested accuracy; ``methods``
+    limits which are tried (aliases such as "geo" count as their method). ``dup_labels`` turns
+    on the test-label trick (see ``_dup_labels``). Returns the ``ensemble.json`` content.
+    """
+    tried = list(dict.fromkeys(canonical(m) for m in (methods or METHODS)))
+    if method != "auto":
+        method = canonical(method)
+        tried += [] if method in tried else [method]
+    oof, members = load_members(comp, ws, list(runs or []))
+    table, fitted, _ = leaderboard(
+        members.runs, members.oof, oof.y, oof.fold, {m: method_class(m) for m in tried}
+    )
+    chosen = choose(table, method)
+    print_members(members.summaries)
+    print("leaderboard (nested = fitted on K-1 folds, scored on the held-out fold):")
+    print_leaderboard(table, chosen)
+    out = ws.submission_dir(name)
+    artifacts.write_csv(out / "leaderboard.csv", table)
+    est = fitted[chosen]
+    test_pred = est.predict_proba(members.test).argmax(axis=1)
+    trick = {"enabled": False}
+    if dup_labels:
+        test_pred, trick = _dup_labels(comp, ws, test_pred)
+    write_submission(comp, out / "submission.csv", test_pred)
+    _write_oof(comp, ws, name, oof, members, est)
+    summary = _summary(comp, name, chosen, method, members, est, table)
+    summary.update(test_label_trick=trick, folds_hash=oof.folds_hash)
+    artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
+    print(f"wrote {out}/: {', '.join(OUTPUTS)}")
+    return summary
+
+
+def _write_oof(
+    comp: Competition, ws: Workspace, name: str, oof: OOF, members: Members, est: Any
+) -> None:
+    """``oof_ensemble.npz``: the chosen method's OOF probs and each member's OOF argmax, which
+    is all the report stage needs."""
+    artifacts.write_logits(
+        ws.submission_dir(name) / "oof_ensemble.npz",
+        ids=oof.folds["id"].to_numpy(),
+        classes=np.array(comp.classes),
+        probs=est.predict_proba(members.oof).astype(np.float32),
+        members=np.array(members.runs),
+        member_preds=members.oof.argmax(axis=2).astype(np.int32),
+        folds_hash=np.array(oof.folds_hash),
+    )
+
+
+def _dup_labels(comp: Competition, ws: Workspace, pred: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The opt-in test-label trick: a test image that duplicates train images of one label gets
+    that label (``folds/<comp>.duplicates.csv`` from make folds). Returns new ``pred (T,)`` and
+    what changed, for ensemble.json."""
+    known = duplicate_test_labels(comp, ws)
+    pos = pd.Index(comp.test["id"].astype(str)).get_indexer(list(known))
+    new = artifacts.label_indices(pd.Series(list(known.values())), comp.classes)
+    out = pred.copy()
+    out[pos] = new
+    changed = [str(i) for i, p, n in zip(known, pred[pos], new, strict=True) if p != n]
+    print(
+        f"test-label trick: {len(known)} test images duplicate a train image; {len(changed)} changed"
+    )
+    return out, {"enabled": True, "n_test_duplicates": len(known), "changed_ids": changed}
+
+
+def _summary(
+    comp: Competition, name: str, chosen: str, method: str, members: Members, est: Any, table
+) -> dict[str, Any]:
+    """The ``ensemble.json`` content (without the trick record and folds hash)."""
+    row = table.set_index("name").loc[chosen]
+    return {
+        "name": name,
+        "comp": comp.name,
+        "method": chosen,
+        "chosen_by": "nested accuracy" if method == "auto" else "user",
+        "members": members.summaries,
+        "weights": {run: float(w) for run, w in zip(members.runs, est.weights_, strict=True)},
+        "leaderboard": table.to_dict(orient="records"),
+        "oof_accuracy": float(row["oof_accuracy"]),
+        "oof_log_loss": float(row["oof_log_loss"]),
+        "nested_accuracy": float(row["nested_accuracy"]),
+        "nested_log_loss": float(row["nested_log_loss"]),
+        "n_train": members.oof.shape[1],
+        "n_test": len(comp.test),
+        "n_classes": len(comp.classes),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

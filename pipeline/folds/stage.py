@@ -1,0 +1,98 @@
+"""Stratified K folds, written once so every model sees the same splits.
+
+``make folds`` applies the user's fix list ``input/<comp>/relabel.csv`` (``id,new_label``, where
+new_label is a class or ``drop``), keeps each duplicate cluster (``duplicates.py``) inside one
+fold, and writes ``folds/<comp>.csv`` plus ``folds/<comp>.duplicates.csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from .. import artifacts
+from ..competition import Competition
+from ..errors import PipelineError
+from ..layout import Workspace
+from . import duplicates
+from .relabel import RELABEL, apply_relabel
+
+
+def make_folds(
+    labels: pd.Series,
+    ids: pd.Series,
+    k: int = 5,
+    seed: int = 42,
+    groups: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Assign each row a fold in ``0..k-1``; ``(n_rows,)`` in, same order out.
+
+    With ``groups`` ``(n_rows,)`` that put some rows together (duplicate clusters), rows of a
+    group share a fold (StratifiedGroupKFold) and the result has a ``group`` column. Without
+    any group of 2 or more rows it is plain StratifiedKFold, so a competition without duplicates
+    gets the same folds file as before groups existed.
+    """
+    if k < 2:
+        raise PipelineError(f"K={k}: need at least 2 folds")
+    counts = labels.value_counts()
+    small = counts[counts < k]
+    if len(small):
+        raise PipelineError(
+            f"class {small.index[0]!r} has {small.iloc[0]} image(s) but K={k} folds need at least "
+            f"{k} per class ({len(small)} such classes); use K={max(2, int(counts.min()))} or add images"
+        )
+    grouped = groups is not None and pd.Series(groups).duplicated().any()
+    if grouped and len(set(groups)) < k:
+        raise PipelineError(
+            f"the {len(labels)} images form only {len(set(groups))} groups of duplicates, too few "
+            f"for K={k} folds; use a smaller K, or GROUPS=0 to split duplicates apart"
+        )
+    fold = np.full(len(labels), -1, dtype=np.int64)
+    if grouped:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    split = splitter.split(np.zeros(len(labels)), labels.to_numpy(), groups if grouped else None)
+    for f, (_, held) in enumerate(split):
+        fold[held] = f
+    df = pd.DataFrame({"id": ids.to_numpy(), "label": labels.to_numpy(), "fold": fold})
+    return df.assign(group=groups) if grouped else df
+
+
+def folds_stage(
+    comp: Competition,
+    ws: Workspace,
+    k: int = 5,
+    seed: int = 42,
+    groups: bool = True,
+    near_distance: int = duplicates.NEAR_DISTANCE,
+) -> Path:
+    """Write ``folds/<comp>.csv`` (byte-identical for the same inputs), the duplicates report,
+    and print fold sizes and the duplicate summary.
+
+    The folds file has ``id,label,fold``, then ``group`` when duplicate clusters were kept
+    together, then ``relabel_sha`` when relabel.csv exists: that column repeats the file's sha
+    so any edit of relabel.csv changes the folds hash that trained runs are tied to.
+    """
+    train, sha = apply_relabel(comp, k)
+    report = duplicates.find_duplicates(comp.root, train, comp.test, ws.hash_cache, near_distance)
+    group = duplicates.train_groups(report, train["id"]) if groups else None
+    df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group)
+    if sha:
+        df["relabel_sha"] = sha
+    dpath = artifacts.write_csv(ws.duplicates_csv, report)
+    path = artifacts.write_folds(ws.folds_csv, df)
+    sizes = df["fold"].value_counts().sort_index().tolist()
+    before = comp.train.set_index("id")["label"][df["id"]].to_numpy()
+    changed, dropped = int((df["label"].to_numpy() != before).sum()), len(comp.train) - len(df)
+    fixed = f" ({changed} relabelled, {dropped} dropped by {RELABEL})" if sha else ""
+    kept = ", duplicate clusters kept in one fold" if "group" in df else ""
+    print(
+        f"wrote {path}: {len(df)} images{fixed}, {len(comp.classes)} classes, K={k} folds of "
+        f"{min(sizes)}..{max(sizes)} images{kept}, seed {seed}, hash {artifacts.file_hash(path)}"
+    )
+    print(duplicates.summarize(report, dpath, near_distance))
+    return path

@@ -1,0 +1,93 @@
+"""Every path of the artifact tree, owned by one value: ``Workspace``.
+
+Three roots, separate because they live in different places on a Kaggle notebook (the
+competition input is read-only, trained models come from a dataset folder, outputs go to the
+working folder):
+
+- the **input**: the competition folder itself (``Competition.root``), never written;
+- **models**: recipes ``<run>.toml`` and trained runs ``<comp>/<run>/`` (default ``models``);
+- **output**: ``folds/`` and ``submissions/`` (default ``.``, the repository root).
+
+Decode and hash caches go to ``cache`` (default ``<models>/<comp>/.cache``), which must be
+writable. No other module builds a path of the artifact tree by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where one competition's artifacts live. ``comp`` is the competition's name (folder name)."""
+
+    comp: str
+    models: Path = Path("models")
+    output: Path = Path(".")
+    cache_root: Path | None = None
+
+    @classmethod
+    def under(cls, root: str | Path, comp: str) -> Workspace:
+        """Today's layout below ``root``: ``root/models``, ``root/folds``, ``root/submissions``."""
+        root = Path(root)
+        return cls(comp=comp, models=root / "models", output=root)
+
+    # ---------------------------------------------------------------- folds stage
+    @property
+    def folds_dir(self) -> Path:
+        return Path(self.output) / "folds"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.folds_dir / f"{self.comp}.csv"
+
+    @property
+    def duplicates_csv(self) -> Path:
+        return self.folds_dir / f"{self.comp}.duplicates.csv"
+
+    # ---------------------------------------------------------------- caches
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_root) if self.cache_root else self.runs_dir / ".cache"
+
+    @property
+    def hash_cache(self) -> Path:
+        return self.cache / "hashes_phash.csv"
+
+    def decode_cache(self, split: str, size: int) -> Path:
+        """``(N, size, size, 3) uint8`` memory map of the ``split`` ("train"/"test") images."""
+        return self.cache / f"{split}_{size}.u8"
+
+    # ---------------------------------------------------------------- train stage
+    def recipe(self, run: str) -> Path:
+        return Path(self.models) / f"{run}.toml"
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.models) / self.comp
+
+    def run_dir(self, run: str) -> Path:
+        return self.runs_dir / run
+
+    def fold_dir(self, run: str, fold: int) -> Path:
+        return self.run_dir(run) / f"fold{fold}"
+
+    def trained_runs(self) -> list[str]:
+        """Runs whose ``oof.npz`` exists, sorted."""
+        return sorted(p.parent.name for p in self.runs_dir.glob("*/oof.npz"))
+
+    # ---------------------------------------------------------------- ensemble, report, submit
+    @property
+    def submissions_dir(self) -> Path:
+        return Path(self.output) / "submissions" / self.comp
+
+    def submission_dir(self, name: str) -> Path:
+        return self.submissions_dir / name
+
+    def report_dir(self, name: str) -> Path:
+        return self.submission_dir(name) / "report"
+
+    @property
+    def ledger(self) -> Path:
+        return self.submissions_dir / "ledger.csv"

@@ -1,0 +1,72 @@
+"""The submit stage: validate ``submission.csv``, send it with the Kaggle CLI, log the ledger.
+
+Each send or dry run appends a row to ``submissions/<comp>/ledger.csv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .. import artifacts
+from ..competition import Competition
+from ..competition.submission import validate_submission
+from ..errors import ArtifactError, SubmissionError
+from ..layout import Workspace
+from .kaggle import has_kaggle_credentials, kaggle_command, send
+
+
+def submit_stage(
+    comp: Competition, ws: Workspace, name: str = "ensemble", dry_run: bool = False
+) -> int:
+    """Validate ``submissions/<comp>/<name>/submission.csv``, then send it (or show the command);
+    log the ledger. Returns the exit status."""
+    sub_dir, ledger = ws.submission_dir(name), ws.ledger
+    path = sub_dir / "submission.csv"
+    info = _read_ensemble(sub_dir / "ensemble.json", f"make ensemble COMP={comp.root} NAME={name}")
+    sub = validate_submission(path, comp.sample_path, comp.classes, comp.id_col, comp.target_col)
+    nested = info.get("nested_accuracy")  # the honest score; OOF is in-sample for fitted methods
+    honest = f" nested={nested:.4f}" if isinstance(nested, int | float) else ""
+    message = f"{info['name']} {info['method']} OOF={info['oof_accuracy']:.4f}{honest}"
+    used = f"{sub[comp.target_col].nunique()} of {len(comp.classes)} classes used"
+    tail = f", nested CV {nested:.4f}" if honest else ""
+    print(f"{path}: valid - {len(sub)} rows, {used}, OOF accuracy {info['oof_accuracy']:.4f}{tail}")
+    if dry_run:
+        try:
+            cmd = kaggle_command(comp.slug, path, message)
+        except SubmissionError:  # a dry run shows the command even where the CLI is missing
+            cmd = kaggle_command(comp.slug, path, message, exe="kaggle")
+        print("DRY_RUN: would run: " + shlex.join(cmd))
+        _append_ledger(ledger, info, path, "dry-run", message)
+        return 0
+    if not has_kaggle_credentials():
+        raise SubmissionError(
+            "no Kaggle credentials: no KAGGLE_API_TOKEN, KAGGLE_USERNAME+KAGGLE_KEY, "
+            "~/.kaggle/access_token or kaggle.json found; create a token (Kaggle → Settings → "
+            "Create New Token) and save it as ~/.kaggle/kaggle.json with chmod 600, or check "
+            f"the file without sending using DRY_RUN=1 (the file is at {path})"
+        )
+    print(send(kaggle_command(comp.slug, path, message)))
+    _append_ledger(ledger, info, path, "submitted", message)
+    return 0
+
+
+def _read_ensemble(path: Path, rerun: str) -> dict:
+    """ensemble.json with ``name``, ``method`` and a numeric ``oof_accuracy``."""
+    info = artifacts.read_json(path, rerun)
+    try:
+        oof = float(info["oof_accuracy"])
+        return {**info, "name": info["name"], "method": info["method"], "oof_accuracy": oof}
+    except (TypeError, ValueError, KeyError):
+        need = "keys name, method and a numeric oof_accuracy"
+        raise ArtifactError(f"{path} needs {need}; re-run: {rerun}") from None
+
+
+def _append_ledger(path: Path, info: dict, sub_path: Path, status: str, message: str) -> Path:
+    """Add one row (time, name, method, OOF, file, its sha256, status, message) to the ledger."""
+    oof, sha = f"{info['oof_accuracy']:.6f}", hashlib.sha256(sub_path.read_bytes()).hexdigest()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    row = [stamp, str(info["name"]), str(info["method"]), oof, str(sub_path), sha, status, message]
+    return artifacts.append_ledger(path, row)

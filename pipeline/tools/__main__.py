@@ -1,0 +1,83 @@
+"""``python -m pipeline.tools <verb>``: developer tooling (bench, bench-ensemble, soak).
+
+Kept apart from the user CLI and never imported by the product: these verbs time and attack the
+pipeline rather than run it. ``make bench``, ``make bench-ensemble`` and ``make soak`` call them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import add_comp, run, split_words
+
+
+def cmd_bench(a):
+    from ..cli import open_competition
+    from ..config import load_recipe, parse_overrides
+    from ..train.stage import resolve_device
+    from .bench import bench_stage
+
+    comp, ws = open_competition(a)
+    recipe = load_recipe(ws.recipe(a.run), parse_overrides(a.set))
+    res = bench_stage(comp, recipe, resolve_device(a.device), batches=a.batches, ws=ws)
+    if a.whole:
+        from .bench_whole import whole_train
+
+        whole_train(comp, a.run, recipe, res, fold=a.fold, sets=a.set, ws=ws)
+
+
+def cmd_bench_ensemble(a):
+    from .bench_ensemble import bench_ensemble
+
+    bench_ensemble(a.members, a.rows, a.classes)
+
+
+def cmd_soak(a):
+    from .soak import soak_stage
+
+    comp = Path(a.comp) if a.comp else None
+    work = Path(a.work) if a.work else None
+    return soak_stage(comp, split_words(a.runs), a.times, a.k, a.seed, a.set, a.device, work)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.tools",
+        description="developer tooling: bench, bench-ensemble, soak",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="verb")
+    s = sub.add_parser("bench", help="images/s of loader, bare model, real loop, and prediction")
+    s.set_defaults(fn=cmd_bench)
+    add_comp(s)
+    s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
+    s.add_argument("--set", default="", help="recipe overrides")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batches", type=int, default=20, help="timed batches per figure")
+    s.add_argument("--whole", action="store_true", help="also time a real train of one fold")
+    s.add_argument("--fold", type=int, default=0, help="the fold --whole trains")
+    s = sub.add_parser("bench-ensemble", help="seconds per ensemble method, synthetic logits")
+    s.set_defaults(fn=cmd_bench_ensemble)
+    s.add_argument("--members", type=int, default=20)
+    s.add_argument("--rows", type=int, default=18353)
+    s.add_argument("--classes", type=int, default=176)
+    s = sub.add_parser("soak", help="kill train at random moments; resume; compare")
+    s.set_defaults(fn=cmd_soak)
+    s.add_argument("--comp", default="", help="competition folder (default: the built-in digits)")
+    s.add_argument("--runs", default="", help="recipes in models/ (default: a tiny built-in one)")
+    s.add_argument("--times", type=int, default=20, help="experiments, each in a fresh folder")
+    s.add_argument("--k", type=int, default=2, help="folds")
+    s.add_argument("--seed", type=int, default=0, help="folds seed and kill-moment RNG seed")
+    s.add_argument("--set", default="", help="recipe overrides for train")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--work", default="", help="work folder (default: a new temp folder)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

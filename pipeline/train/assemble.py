@@ -1,0 +1,73 @@
+"""Stitch a run's fold outputs into ``oof.npz`` (folds-file order) and ``test.npz`` (fold mean).
+
+``train_rows`` maps folds-file rows to train-CSV rows by id: a folds file made with relabel.csv
+lacks dropped images and may carry labels that differ from the train CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import artifacts
+from ..errors import ArtifactError
+
+
+def train_rows(comp, folds_df: pd.DataFrame, path: Path) -> np.ndarray:
+    """``(N,)`` row in ``comp.train`` (and in the decode cache) of each of the N folds rows."""
+    rows = pd.Index(comp.train["id"]).get_indexer(folds_df["id"])
+    rerun = f"re-run: make folds COMP={comp.root}"
+    if (rows < 0).any():
+        bad = folds_df["id"][rows < 0]
+        raise ArtifactError(
+            f"{path} has id {bad.iloc[0]!r} that is not in {comp.train_csv} "
+            f"({len(bad)} such rows); {rerun}"
+        )
+    stray = folds_df["label"][~folds_df["label"].isin(comp.classes)]
+    if len(stray):
+        raise ArtifactError(
+            f"{path} has label {stray.iloc[0]!r} that is not a class of {comp.train_csv}; {rerun}"
+        )
+    return rows.astype(np.int64)
+
+
+def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, run: str) -> None:
+    """Stitch fold OOF rows into ``oof.npz`` (folds-file order) and average fold test logits."""
+    done = [f for f in range(k) if (rdir / f"fold{f}" / "done.json").is_file()]
+    if len(done) < k:
+        missing = ",".join(str(f) for f in range(k) if f not in done)
+        print(
+            f"{run}: {len(done)} of {k} folds done; oof.npz/test.npz are written when all are: "
+            f"make train COMP={comp.root} RUNS={run} FOLDS={missing}"
+        )
+        return
+    rerun = f"make train COMP={comp.root} RUNS={run}"
+    ids = folds_df["id"].to_numpy().astype(str)
+    pos = {i: n for n, i in enumerate(ids)}
+    parts = [artifacts.read_logits(rdir / f"fold{f}" / "oof.npz", "oof", rerun) for f in range(k)]
+    tests = [artifacts.read_logits(rdir / f"fold{f}" / "test.npz", "test", rerun) for f in range(k)]
+    v, _, c = parts[0]["logits"].shape
+    logits = np.full((v, len(ids), c), np.nan, dtype=np.float32)
+    for p in parts:
+        logits[:, [pos[i] for i in p["ids"].astype(str)]] = p["logits"]
+    if np.isnan(logits).any():
+        raise ArtifactError(
+            f"{rdir}: fold OOF files do not cover every row of the folds file; re-run: {rerun}"
+        )
+    common = {
+        "classes": parts[0]["classes"],
+        "views": parts[0]["views"],
+        "folds_hash": np.array(fhash),
+    }
+    artifacts.write_logits(
+        rdir / "oof.npz", ids=ids, fold=folds_df["fold"].to_numpy(), logits=logits, **common
+    )
+    test = np.mean([t["logits"] for t in tests], axis=0)
+    artifacts.write_logits(rdir / "test.npz", ids=tests[0]["ids"], logits=test, **common)
+    y = artifacts.label_indices(folds_df["label"], comp.classes)
+    accs = "  ".join(
+        f"{view} {(logits[j].argmax(1) == y).mean():.4f}" for j, view in enumerate(common["views"])
+    )
+    print(f"{run}: wrote {rdir}/oof.npz and test.npz; OOF accuracy by view: {accs}")

@@ -1,0 +1,121 @@
+"""timm model creation, pretrained weights (hub or local file), and its data config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+
+from ..config import Recipe
+from ..errors import RecipeError
+
+
+def create_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    """A timm model with a fresh ``num_classes`` head; backbone weights per the recipe."""
+    if recipe.backbone not in timm.list_models() and not timm.is_model(recipe.backbone):
+        close = timm.list_models(f"*{recipe.backbone.split('_')[0]}*")[:8]
+        raise RecipeError(
+            f"backbone {recipe.backbone!r} is not a timm model; similar: {', '.join(close) or 'none'}"
+        )
+    model = timm.create_model(
+        recipe.backbone,
+        pretrained=recipe.pretrained == "hub",
+        num_classes=num_classes,
+        drop_rate=recipe.drop_rate,
+    )
+    if recipe.pretrained_file:
+        load_backbone_weights(model, Path(recipe.pretrained_file))
+    return model
+
+
+def load_backbone_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a timm-format state dict, skipping the classifier (re-initialised for our classes)."""
+    if not path.is_file():
+        raise RecipeError(
+            f"pretrained_file {path} not found; create it with `python -m pipeline weights import "
+            "<name>` or point the recipe at a timm .safetensors/.pth file"
+        )
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = {k for k in own if k.startswith(_classifier_prefix(model))}
+    keep = {k: v for k, v in state.items() if k in own and k not in head}
+    bad = [k for k, v in keep.items() if v.shape != own[k].shape]
+    missing = [
+        k for k in own if k not in keep and k not in head and not k.endswith("num_batches_tracked")
+    ]
+    if bad or missing:
+        k = (bad or missing)[0]
+        found = tuple(state[k].shape) if k in state else "absent"
+        raise RecipeError(
+            f"{path} does not fit {type(model).__name__}: tensor {k!r} expected "
+            f"{tuple(own[k].shape)}, found {found} ({len(bad)} mismatched, {len(missing)} missing); "
+            "use weights made for this backbone"
+        )
+    model.load_state_dict(keep, strict=False)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def _classifier_prefix(model: torch.nn.Module) -> str:
+    name = (
+        model.pretrained_cfg.get("classifier", "fc") if hasattr(model, "pretrained_cfg") else "fc"
+    )
+    return name if isinstance(name, str) else name[0]
+
+
+def data_config(model: torch.nn.Module, recipe: Recipe) -> dict:
+    """Mean/std from timm (or the weights' sidecar JSON), size from the recipe."""
+    cfg = timm.data.resolve_model_data_config(model)
+    mean, std = list(cfg["mean"]), list(cfg["std"])
+    sidecar = Path(recipe.pretrained_file).with_suffix(".json") if recipe.pretrained_file else None
+    if sidecar is not None and sidecar.is_file():
+        norm = json.loads(sidecar.read_text())
+        mean, std = norm.get("mean", mean), norm.get("std", std)
+    return {"mean": mean, "std": std, "input_size": [3, recipe.image_size, recipe.image_size]}
+
+
+def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict]:
+    """Groups by (head?, no-decay?, layer scale): head LR x ``head_lr_mult``, blocks scaled by
+    timm's layer-wise decay, and no weight decay on norms and biases."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    scale = _layer_scales(model, recipe.layer_decay)
+    groups: dict[tuple[bool, bool, float], list] = {}
+    for p in model.parameters():
+        key = (id(p) in head_ids, p.ndim <= 1, scale.get(id(p), 1.0))
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_head, no_decay, s), params in sorted(groups.items(), key=lambda kv: kv[0]):
+        lr = recipe.lr * s * (recipe.head_lr_mult if is_head else 1.0)
+        wd = 0.0 if no_decay else recipe.weight_decay
+        out.append(
+            {"params": params, "lr": lr, "initial_lr": lr, "weight_decay": wd, "is_head": is_head}
+        )
+    return out
+
+
+def _layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[int, float]:
+    """``id(param) -> lr scale`` from timm's ``param_groups_layer_decay`` (empty when off)."""
+    if layer_decay >= 1.0:
+        return {}
+    from timm.optim import param_groups_layer_decay
+
+    try:
+        groups = param_groups_layer_decay(model, layer_decay=layer_decay)
+    except (AttributeError, NotImplementedError):
+        raise RecipeError(
+            f"layer_decay needs a timm model with group_matcher; {type(model).__name__} has none; "
+            "set layer_decay = 1.0"
+        ) from None
+    return {id(p): g.get("lr_scale", 1.0) for g in groups for p in g["params"]}

@@ -1,0 +1,225 @@
+"""One (run, fold): set up, train epoch by epoch with exact resume, then predict OOF and test.
+
+Its folder ``models/<comp>/<run>/fold<k>/`` holds ``last.pt`` (resume state, rewritten
+atomically each epoch), ``best.pt`` (weights of the best epoch), ``metrics.csv``, ``curves.png``,
+``oof.npz``, ``test.npz``, then ``done.json`` (the fold is skipped on re-run).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .. import artifacts
+from ..competition import Competition
+from ..config import Recipe
+from ..layout import Workspace
+from . import loop
+from .backbone import create_model, data_config
+from .curves import plot_curves
+from .data import CachedImages, auto_workers, build_cache, make_loader, train_transform
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One (run, fold) to train: its inputs, fixed before anything runs."""
+
+    comp: Competition
+    ws: Workspace
+    folds_df: pd.DataFrame  # the folds file with a ``row`` column: each row's place in comp.train
+    fhash: str
+    run: str
+    recipe: Recipe
+    fold: int
+    device: torch.device
+
+    @property
+    def fdir(self) -> Path:
+        return self.ws.fold_dir(self.run, self.fold)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.run} fold {self.fold}"
+
+
+@dataclass(frozen=True)
+class FoldSetup:
+    """What ``setup_fold`` builds for a job: the model and its normalisation, the train decode
+    cache, the held-out rows and labels, the training state and the loader."""
+
+    model: torch.nn.Module
+    cfg: dict  # timm data config (mean, std, ...)
+    norm: tuple[torch.Tensor, torch.Tensor]
+    train_imgs: np.ndarray  # (N_train, S, S, 3) uint8, every row of comp.train
+    va_rows: np.ndarray  # rows of train_imgs held out in this fold
+    y_all: np.ndarray  # (N_train,) class index by train row; -1: not in the folds file
+    state: loop.TrainState
+    loader: torch.utils.data.DataLoader
+
+
+def train_fold(
+    comp: Competition,
+    ws: Workspace,
+    folds_df: pd.DataFrame,
+    fhash: str,
+    run: str,
+    recipe: Recipe,
+    fold: int,
+    device: torch.device,
+) -> None:
+    """Train one (run, fold) to the end, resuming from ``last.pt`` when a previous call died."""
+    job = FoldJob(comp, ws, folds_df, fhash, run, recipe, fold, device)
+    setup = setup_fold(job)
+    history = run_epochs(job, setup)
+    finish_fold(job, setup, history)
+
+
+def setup_fold(job: FoldJob) -> FoldSetup:
+    """Model (same initial weights on every restart), decode cache, loader, optimizer state."""
+    r, dev, fold, comp = job.recipe, job.device, job.fold, job.comp
+    torch.manual_seed(r.seed + fold)
+    rows, folds = job.folds_df["row"].to_numpy(), job.folds_df["fold"].to_numpy()
+    y_all = np.full(len(comp.train), -1, dtype=np.int64)
+    y_all[rows] = artifacts.label_indices(job.folds_df["label"], comp.classes)
+    model = create_model(r, len(comp.classes)).to(dev)
+    cfg = data_config(model, r)
+    norm = (torch.tensor(cfg["mean"], device=dev), torch.tensor(cfg["std"], device=dev))
+    cache = job.ws.decode_cache("train", r.image_size)
+    train_imgs = build_cache(comp.root, comp.train["path"].tolist(), r.image_size, cache)
+    va_rows = rows[folds == fold]  # rows of the decode cache, i.e. of comp.train
+    aug = train_transform(r.augment, r.image_size, r.custom_augment)
+    ds = CachedImages(train_imgs, rows[folds != fold], y_all, aug, seed=r.seed + fold)
+    loader = make_loader(ds, r.batch_size, True, r.seed + fold, auto_workers(r, dev), dev)
+    state = loop.make_state(model, r, norm, dev, len(loader), len(comp.classes))
+    return FoldSetup(model, cfg, norm, train_imgs, va_rows, y_all, state, loader)
+
+
+def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
+    """Train from the last finished epoch; keep the best epoch; checkpoint every epoch."""
+    r, fdir, state = job.recipe, job.fdir, setup.state
+    saved = load_resume(fdir / "last.pt", state)
+    history: list[dict] = saved.get("history", [])
+    best = max((h["val_acc"] for h in history), default=-1.0)
+    for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
+        if stale := epochs_since_best(history, r.patience):
+            tqdm.write(f"{job.tag}: early stop, no val gain for {stale} epochs")
+            break
+        seed_epoch(r.seed + job.fold, epoch)
+        setup.loader.sampler.set_epoch(epoch)
+        loop.set_frozen(setup.model, epoch < r.freeze_epochs)
+        row = loop.train_one_epoch(state, setup.loader, f"{job.tag} epoch {epoch + 1}/{r.epochs}")
+        va = _predict(job, setup, state.eval_model(), setup.train_imgs, setup.va_rows, "val")[0]
+        val = loop.loss_and_accuracy(va, setup.y_all[setup.va_rows])
+        row.update(zip(("val_loss", "val_acc"), val, strict=True))
+        history.append({"epoch": epoch + 1, **row})
+        if improved := row["val_acc"] > best:
+            best = row["val_acc"]
+            weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
+            save_torch(fdir / "best.pt", weights)
+        save_torch(fdir / "last.pt", {**state.state_dict(), "epoch": epoch, "history": history})
+        tqdm.write(format_epoch(job.run, job.fold, history[-1], r.epochs, improved))
+    return history
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed torch (dropout, mixup masks) and numpy (timm Mixup) from (seed, epoch): a run resumed
+    at an epoch boundary draws exactly what an uninterrupted run would."""
+    s = (seed * 1_000_003 + epoch * 7919) % 2**32
+    torch.manual_seed(s)
+    np.random.seed(s)
+
+
+def epochs_since_best(history: list[dict], patience: int) -> int:
+    """Epochs since the best val accuracy when that reaches ``patience`` (> 0), else 0."""
+    if patience <= 0 or not history:
+        return 0
+    accs = [h["val_acc"] for h in history]
+    stale = len(accs) - 1 - int(np.argmax(accs))
+    return stale if stale >= patience else 0
+
+
+def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict]) -> None:
+    """Best weights -> OOF and test logits under every TTA view, metrics, curves, done marker."""
+    comp, fdir = job.comp, job.fdir
+    best = torch.load(fdir / "best.pt", map_location=job.device, weights_only=True)
+    setup.model.load_state_dict(best["model"])
+    size = job.recipe.image_size
+    test_paths = comp.test["path"].tolist()
+    test_imgs = build_cache(comp.root, test_paths, size, job.ws.decode_cache("test", size))
+    oof = _predict(job, setup, setup.model, setup.train_imgs, setup.va_rows, "oof")
+    test = _predict(job, setup, setup.model, test_imgs, np.arange(len(test_imgs)), "test")
+    common = {
+        "classes": np.array(comp.classes),
+        "views": np.array(job.recipe.tta),
+        "folds_hash": np.array(job.fhash),
+    }
+    artifacts.write_logits(
+        fdir / "oof.npz",
+        ids=comp.train["id"].to_numpy()[setup.va_rows],
+        fold=np.full(len(setup.va_rows), job.fold),
+        logits=oof,
+        **common,
+    )
+    artifacts.write_logits(fdir / "test.npz", ids=comp.test["id"].to_numpy(), logits=test, **common)
+    metrics = pd.DataFrame(history)
+    artifacts.write_csv(fdir / "metrics.csv", metrics)
+    plot_curves(metrics, fdir / "curves.png", f"{comp.name} / {job.run} / fold {job.fold}")
+    done = {
+        "best_epoch": int(best["epoch"]),
+        "val_acc": float(metrics["val_acc"].max()),
+        "mean": setup.cfg["mean"],
+        "std": setup.cfg["std"],
+        "epochs": len(metrics),
+    }
+    artifacts.write_json(fdir / "done.json", done)
+    (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint
+
+
+def _predict(
+    job: FoldJob, setup: FoldSetup, model, images: np.ndarray, rows: np.ndarray, what: str
+) -> np.ndarray:
+    """``(V, len(rows), C)`` logits of ``model``; validation (``what`` "val") uses view none."""
+    r = job.recipe
+    return loop.predict(
+        model,
+        images,
+        rows,
+        ("none",) if what == "val" else r.tta,
+        setup.norm,
+        job.device,
+        r.batch_size * 2,
+        desc=f"{job.tag} {what}" if what != "val" else "val",
+        dtype=loop.amp_dtype(r, job.device),
+    )
+
+
+def load_resume(path: Path, state: loop.TrainState) -> dict:
+    """Load ``last.pt`` into ``state``; returns what it held (epoch, history), or {} if none."""
+    if not path.is_file():
+        return {}
+    saved = torch.load(path, map_location=state.device, weights_only=True)
+    state.load_state_dict(saved)
+    print(f"resuming {path.parent} after epoch {saved['epoch'] + 1}")
+    return saved
+
+
+def save_torch(path: Path, obj: dict) -> None:
+    """``torch.save`` through an atomic write: a kill never leaves half a checkpoint."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    artifacts.atomic_write_bytes(path, buf.getvalue())
+
+
+def format_epoch(run: str, fold: int, h: dict, epochs: int, improved: bool) -> str:
+    """The console line of one finished epoch; ``*`` marks a new best."""
+    return (
+        f"{run} fold {fold} epoch {h['epoch']}/{epochs}  train loss {h['train_loss']:.3f} "
+        f"acc {h['train_acc']:.3f}  val loss {h['val_loss']:.3f} acc {h['val_acc']:.4f}  "
+        f"lr {h['lr']:.2e}  {h['img_per_s']:.0f} img/s{'  *' if improved else ''}"
+    )

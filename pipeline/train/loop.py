@@ -1,0 +1,215 @@
+"""The training loop: optimizer, schedule, mixed precision, EMA, mixup, one epoch, TTA prediction.
+
+``TrainState`` is everything an epoch updates (saved whole in ``last.pt`` for resume);
+``train_one_epoch`` and ``predict`` are the only places a model runs."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.utils import ModelEmaV3
+from tqdm import tqdm
+
+from ..config import Recipe
+from .backbone import param_groups
+from .data import to_input
+from .tta import apply_view
+
+
+@dataclass
+class TrainState:
+    """Everything one fold's training updates, saved whole in ``last.pt`` for resume."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEmaV3 | None
+    mixup: Mixup | None
+    recipe: Recipe
+    norm: tuple[torch.Tensor, torch.Tensor]
+    device: torch.device
+    forward: Any = None  # the compiled model when recipe.compile on CUDA, else the model
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+
+def make_state(
+    model, recipe: Recipe, norm, device: torch.device, steps_per_epoch: int, num_classes: int
+) -> TrainState:
+    if device.type == "cuda" and recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, recipe)
+    sched = make_scheduler(opt, recipe, math.ceil(steps_per_epoch / recipe.accum_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(recipe, device) == torch.float16)
+    # warmup: decay ramps up from 0, so early epochs do not evaluate mostly-initial weights
+    ema = (
+        ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
+    )
+    mixup = None
+    if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
+        mixup = Mixup(
+            mixup_alpha=recipe.mixup_alpha,
+            cutmix_alpha=recipe.cutmix_alpha,
+            prob=recipe.mix_prob,
+            label_smoothing=recipe.label_smoothing,
+            num_classes=num_classes,
+        )
+    compiled = torch.compile(model) if recipe.compile and device.type == "cuda" else model
+    return TrainState(model, opt, sched, scaler, ema, mixup, recipe, norm, device, compiled)
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    groups = param_groups(model, recipe)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
+    """Per-step linear warmup then cosine to ``lr * min_lr_ratio``.
+
+    LambdaLR multiplies each group's own LR, so the head keeps its ``head_lr_mult`` ratio (and
+    each block its layer-decay scale) through the whole schedule; timm's CosineLRScheduler takes
+    one absolute ``lr_min`` for all groups.
+    """
+    total = max(1, recipe.epochs * steps_per_epoch)
+    # warmup never takes more than half the schedule (e.g. SET="epochs=1" on a 1-epoch warmup)
+    warm = min(int(recipe.warmup_epochs * steps_per_epoch), total // 2)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return 0.01 + 0.99 * step / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
+    """bf16/fp16 autocast on CUDA only; CPU trains in fp32 (CPU autocast is slower here)."""
+    if device.type != "cuda" or recipe.amp == "off":
+        return None
+    if recipe.amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if recipe.amp == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; an inactive context (fp32) when ``dtype`` is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def set_frozen(model: torch.nn.Module, frozen: bool) -> None:
+    """Freeze everything but the classifier (linear probe) or unfreeze all."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head or not frozen)
+
+
+def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
+    """One pass over ``loader``; returns mean loss, accuracy, images/s and the last LR."""
+    r, dev = state.recipe, state.device
+    dtype = amp_dtype(r, dev)
+    state.model.train()
+    loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
+    for i, (images, labels) in enumerate(bar):
+        x = to_input(images, *state.norm, dev, dev.type == "cuda" and r.channels_last)
+        y = labels.to(dev, non_blocking=True)
+        target = state.mixup(x, y) if state.mixup is not None else None
+        if target is not None:
+            x, target = target
+        with autocast(dev, dtype):
+            logits = state.forward(x)
+            if target is not None:
+                loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            else:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+        state.scaler.scale(loss / r.accum_steps).backward()
+        if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
+            optimizer_step(state)
+        n = len(y)
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
+    secs = time.perf_counter() - t0
+    return {
+        "train_loss": loss_sum / max(1, seen),
+        "train_acc": correct / max(1, seen),
+        "lr": state.opt.param_groups[0]["lr"],
+        "img_per_s": seen / max(secs, 1e-9),
+    }
+
+
+def optimizer_step(state: TrainState) -> None:
+    """Optimizer step with optional clipping, then schedule and EMA updates."""
+    if state.recipe.clip_grad > 0:
+        state.scaler.unscale_(state.opt)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.recipe.clip_grad)
+    state.scaler.step(state.opt)
+    state.scaler.update()
+    state.opt.zero_grad(set_to_none=True)
+    state.sched.step()
+    if state.ema is not None:
+        state.ema.update(state.model, step=state.sched.last_epoch)
+
+
+@torch.inference_mode()
+def predict(
+    model,
+    images: np.ndarray,
+    rows: np.ndarray,
+    views: tuple[str, ...],
+    norm,
+    device: torch.device,
+    batch_size: int,
+    *,
+    desc: str = "predict",
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Logits ``(V, len(rows), C) float32`` for each TTA view, in ``rows`` order."""
+    model.eval()
+    chunks: list[np.ndarray] = []
+    for start in tqdm(
+        range(0, len(rows), batch_size), desc=desc, leave=False, disable=None, dynamic_ncols=True
+    ):
+        batch = torch.from_numpy(np.ascontiguousarray(images[rows[start : start + batch_size]]))
+        x = to_input(batch, *norm, device)
+        with autocast(device, dtype):
+            out = [model(apply_view(v, x)).float() for v in views]
+        chunks.append(torch.stack(out).cpu().numpy())
+    return np.concatenate(chunks, axis=1).astype(np.float32)
+
+
+def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Cross-entropy and accuracy of ``(N, C)`` logits against ``(N,)`` labels."""
+    t = torch.from_numpy(logits)
+    loss = F.cross_entropy(t, torch.from_numpy(labels)).item()
+    return loss, float((logits.argmax(1) == labels).mean())

@@ -1,0 +1,95 @@
+"""The train stage: every (run, fold) not yet done trains (``fold.py``), then each run's fold
+outputs are assembled into ``models/<comp>/<run>/{oof,test}.npz`` (``assemble.py``).
+
+A fold with ``done.json`` is skipped; a run's ``config.toml`` (the resolved recipe and the folds
+hash) is written once and every later call must agree with it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import timm
+import torch
+
+from .. import artifacts
+from ..competition import Competition
+from ..config import Recipe, load_recipe, to_toml
+from ..errors import ArtifactError, PipelineError
+from ..layout import Workspace
+from .assemble import assemble_run, train_rows
+from .fold import train_fold
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"DEVICE={name} but CUDA is not available here; use DEVICE=cpu")
+    return torch.device(name)
+
+
+def train_stage(
+    comp: Competition,
+    ws: Workspace,
+    runs: list[str],
+    folds: list[int] | None = None,
+    overrides: dict | None = None,
+    device: str = "auto",
+) -> None:
+    """Train ``folds`` (default all) of every recipe in ``runs`` (``<models>/<run>.toml`` with
+    ``overrides``) on ``device``; assemble each run whose folds are all done."""
+    fpath = ws.folds_csv
+    folds_df = artifacts.read_folds(fpath, comp.root)
+    folds_df["row"] = train_rows(comp, folds_df, fpath)  # folds rows may be relabelled/dropped
+    fhash = artifacts.file_hash(fpath)
+    k = int(folds_df["fold"].max()) + 1
+    todo = folds if folds is not None else list(range(k))
+    if bad := [f for f in todo if not 0 <= f < k]:
+        raise PipelineError(f"FOLDS has fold {bad[0]} but {fpath} has folds 0..{k - 1}")
+    dev = resolve_device(device)
+    recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
+    for run, recipe in recipes.items():
+        rdir = ws.run_dir(run)
+        write_or_verify_config(rdir, recipe, fhash, run, comp)
+        for fold in todo:
+            fdir = ws.fold_dir(run, fold)
+            if (fdir / "done.json").is_file():
+                print(f"{run} fold {fold}: done, skipped (delete {fdir} to retrain)")
+                # left when a kill fell between done.json and its removal in finish_fold
+                (fdir / "last.pt").unlink(missing_ok=True)
+                continue
+            train_fold(comp, ws, folds_df, fhash, run, recipe, fold, dev)
+        assemble_run(rdir, folds_df, comp, fhash, k, run)
+
+
+def write_or_verify_config(
+    rdir: Path, recipe: Recipe, fhash: str, run: str, comp: Competition
+) -> None:
+    """Write the resolved recipe once; refuse to mix folds trained with another recipe/folds."""
+    path = rdir / "config.toml"
+    old = artifacts.read_run_config(path)
+    if old is not None:
+        diff = [k for k, v in recipe.to_dict().items() if old.get("recipe", {}).get(k) != v]
+        if diff or old.get("folds_hash") != fhash:
+            what = f"recipe field {diff[0]!r}" if diff else "folds file"
+            raise ArtifactError(
+                f"{path}: the {what} changed since this run's folds were trained; delete {rdir} to "
+                f"retrain, or save the recipe under a new name: models/<new>.toml"
+            )
+        return
+    meta = {
+        "run": run,
+        "comp": comp.name,
+        "folds_hash": fhash,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": {
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "python": platform.python_version(),
+        },
+        "recipe": recipe.to_dict(),
+    }
+    artifacts.atomic_write_text(path, to_toml(meta))
