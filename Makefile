@@ -10,6 +10,8 @@ COMP ?= input/digits
 # MODELS: recipes <run>.toml and trained runs <comp>/<run>/; OUT: where folds/ and submissions/ go
 MODELS ?= models
 OUT ?= .
+# CACHE: decoded images and hashes (default MODELS/<comp>/.cache; must be writable)
+CACHE ?=
 K ?= 5
 SEED ?= 42
 # every recipe in MODELS except the demo's, unless RUNS="a b" is given
@@ -27,7 +29,7 @@ DUP_LABELS ?=
 NAME ?= ensemble
 DRY_RUN ?=
 DRY_FLAG := $(if $(filter-out 0,$(DRY_RUN)),--dry-run,)
-ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT)
+ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT) $(if $(CACHE),--cache $(CACHE),)
 
 .PHONY: help setup demo test lint check folds train ensemble report submit weights \
 	bench bench-ensemble soak clean
@@ -36,7 +38,7 @@ ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
-	@echo "  variables: COMP MODELS OUT K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
+	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
 	@echo "             DUP_LABELS NAME DRY_RUN (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml

@@ -33,7 +33,8 @@ def open_competition(a, strict: bool = True):
     from .competition import load_competition
 
     comp = load_competition(a.comp, strict=strict)
-    return comp, Workspace(comp.name, models=Path(a.models), output=Path(a.output))
+    cache = Path(a.cache) if a.cache else None
+    return comp, Workspace(comp.name, Path(a.models), Path(a.output), cache)
 
 
 def cmd_check(a):
@@ -104,6 +105,9 @@ def add_comp(s: argparse.ArgumentParser) -> None:
         "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
     )
     s.add_argument("--output", default=".", help="where folds/ and submissions/ are written")
+    s.add_argument(
+        "--cache", default="", help="decode and hash caches (default <models>/<comp>/.cache)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

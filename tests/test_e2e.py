@@ -101,3 +101,39 @@ def test_changed_recipe_is_refused(workdir, capsys):
     assert "1 of 2 folds done" in capsys.readouterr().out
     assert main(["train", "--comp", "input/toy", "--runs", "a", "--set", "lr=0.1"]) == 2
     assert "recipe field 'lr' changed" in capsys.readouterr().err
+
+
+def test_input_models_and_output_are_separate_roots(tmp_path, monkeypatch, capsys):
+    """A Kaggle notebook's layout: read-only competition input, recipes and runs under one root,
+    folds and submissions under another, caches under a third; nothing lands anywhere else."""
+    comp_dir = write_cifar(tmp_path / "kaggle" / "input" / "toy")
+    models, out, cache = (tmp_path / "kaggle" / d for d in ("models", "working", "cache"))
+    models.mkdir()
+    (models / "a.toml").write_text(RECIPE.format(b="test_resnet"))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = sorted(p.relative_to(comp_dir) for p in comp_dir.rglob("*"))
+    for p in [comp_dir, *comp_dir.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        roots = ["--comp", str(comp_dir), "--models", str(models), "--output", str(out)]
+        roots += ["--cache", str(cache)]
+        assert main(["folds", *roots, "--k", "2"]) == 0
+        assert main(["train", *roots, "--runs", "a"]) == 0
+        assert main(["ensemble", *roots, "--methods", "soft"]) == 0
+        assert main(["submit", *roots, "--dry-run"]) == 0
+    finally:
+        for p in [comp_dir, *comp_dir.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert sorted(p.relative_to(comp_dir) for p in comp_dir.rglob("*")) == before
+    assert list(cwd.iterdir()) == []
+    assert (out / "folds" / "toy.csv").is_file() and (
+        out / "folds" / "toy.duplicates.csv"
+    ).is_file()
+    assert (models / "toy" / "a" / "oof.npz").is_file() and not (models / "toy" / ".cache").exists()
+    assert (cache / "train_16.u8").is_file() and (cache / "hashes_phash.csv").is_file()
+    sub = out / "submissions" / "toy"
+    assert (sub / "ensemble" / "submission.csv").is_file() and (sub / "ledger.csv").is_file()
+    assert (sub / "ensemble" / "report" / "report.html").is_file()
+    assert not (models / "folds").exists() and not (out / "models").exists()
