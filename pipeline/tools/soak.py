@@ -26,13 +26,16 @@ from ..errors import PipelineError
 from ..layout import Workspace
 from .faults import Attempt, Trainer, run_attempt, wait_exit
 
-PLAN = (  # (launcher, kill moment) per attempt; the assembly writes {run}/oof.npz
-    ("make", "random"),
+# (launcher, kill moment) per attempt; the assembly writes {run}/oof.npz. The named write points
+# come first, while the first fold is still being trained, so each is reached whatever the
+# machine's speed (a random kill landing late could otherwise finish every fold before them).
+PLAN = (
     ("fork", "before:last.pt"),
-    ("fork", "random"),
-    ("fork", "random"),
     ("fork", "before:oof.npz"),
     ("fork", "after:done.json"),
+    ("make", "random"),
+    ("fork", "random"),
+    ("fork", "random"),
     ("fork", "random"),
     ("fork", "before:{run}/oof.npz"),
 )
