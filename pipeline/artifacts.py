@@ -111,16 +111,26 @@ def write_folds(path: str | Path, df: pd.DataFrame) -> Path:
     return atomic_write_text(path, text)
 
 
-def read_folds(path: str | Path, comp_root: str | Path | None = None) -> pd.DataFrame:
-    """The folds file; ``comp_root`` (the competition folder) makes the re-run hint exact."""
+def read_folds(
+    path: str | Path, comp_root: str | Path | None = None, task: str | None = None
+) -> pd.DataFrame:
+    """The folds file; ``comp_root`` (the competition folder) makes the re-run hint exact.
+    With ``task``, a file made for another task (its ``task`` column; none: multiclass) is
+    refused."""
     path = Path(path)
     rerun = f"make folds COMP={comp_root if comp_root is not None else '<competition folder>'}"
     if not path.is_file():
         raise ArtifactError(f"{path} not found; run: {rerun}")
-    df = pd.read_csv(path, dtype={"id": str, "label": str})
+    df = pd.read_csv(path, dtype={"id": str, "label": str, "task": str})
     missing = {"id", "label", "fold"} - set(df.columns)
     if missing:
         raise ArtifactError(f"{path} lacks column(s) {', '.join(sorted(missing))}; re-run: {rerun}")
+    made_for = str(df["task"].iloc[0]) if "task" in df and len(df) else "multiclass"
+    if task is not None and made_for != task:
+        raise ArtifactError(
+            f"{path} was made for a {made_for} task but the competition is now {task} "
+            f"(competition.toml changed?); re-run: {rerun}, then retrain"
+        )
     return df
 
 
@@ -265,7 +275,10 @@ def read_run_config(path: str | Path) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------- submissions/<comp>/...
 
-LEDGER_COLUMNS = "time_utc name method oof_accuracy file sha256 status message".split()
+LEDGER_COLUMNS = (
+    "time_utc name method oof_accuracy file sha256 status message metric oof_score nested_score"
+).split()
+_LEDGER_V1 = LEDGER_COLUMNS[:8]  # before metrics: such a ledger gains the new columns, empty
 
 
 def read_leaderboard(path: str | Path) -> pd.DataFrame | None:
@@ -285,6 +298,8 @@ def append_ledger(path: str | Path, row: list[str]) -> Path:
         )
     except (ValueError, UnicodeDecodeError):  # pandas parser errors are ValueErrors
         old = pd.DataFrame()
+    if list(old.columns) == _LEDGER_V1:
+        old = old.reindex(columns=LEDGER_COLUMNS, fill_value="")
     if list(old.columns) != LEDGER_COLUMNS:
         raise ArtifactError(f"{path} is not a ledger CSV; move it aside and re-run")
     old.loc[len(old)] = row

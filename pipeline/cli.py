@@ -29,10 +29,13 @@ def _folds(text: str) -> list[int] | None:
 
 
 def open_competition(a, strict: bool = True):
-    """The competition of ``--comp`` and the workspace of ``--models``/``--output``."""
+    """The competition of ``--comp`` and the workspace of ``--models``/``--output``; prints
+    what was detected (task, format, metric) first, except for a non-strict read (check)."""
     from .competition import load_competition
 
     comp = load_competition(a.comp, strict=strict)
+    if strict:
+        print(comp.task.describe(str(comp.root)), flush=True)
     cache = Path(a.cache) if a.cache else None
     return comp, Workspace(comp.name, Path(a.models), Path(a.output), cache)
 

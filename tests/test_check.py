@@ -166,7 +166,7 @@ REFUSED = [
     ("label column renamed in train CSV", "leaves", _csv("train.csv", lambda d: d.rename(columns={"label": "species"})), r"expected one train CSV with columns 'image' and 'label'"),
     ("id column renamed in train CSV", "leaves", _csv("train.csv", lambda d: d.rename(columns={"image": "file"})), r"expected one train CSV with columns 'image' and 'label'"),
     ("column missing from the train CSV named in competition.toml", "leaves", lambda r: _write("competition.toml", 'train_csv = "train.csv"\n')(r) or _csv("train.csv", lambda d: d.rename(columns={"label": "species"}))(r), r"train.csv has no column 'label' \(columns: image, species\); set id_column/target_column"),
-    ("sample submission with 3 columns", "leaves", _csv("sample_submission.csv", lambda d: d.assign(extra="1")), r"cannot tell the label column \(expected id,label\); set target_column"),
+    ("sample submission with 3 columns", "leaves", _csv("sample_submission.csv", lambda d: d.assign(extra="1")), r"cannot tell the label column \(expected id,label\), and no CSV .*; set target_column"),
     ("semicolon-separated train CSV", "leaves", _text("train.csv", lambda t: t.replace(",", ";")), r"train.csv separates columns with ';' \(header: 'image;label'\); Kaggle CSVs are comma-separated"),
     ("tab-separated sample submission", "leaves", _text("sample_submission.csv", lambda t: t.replace(",", "\t")), r"sample_submission.csv separates columns with '\\t'"),
     ("non-UTF-8 (Latin-1) train CSV", "leaves", lambda r: (r / "train.csv").write_bytes((r / "train.csv").read_text().replace("cat", "café").encode("latin-1")), r"train.csv is not UTF-8 text \(line 2: byte 0xe9\); re-save it as UTF-8"),
@@ -419,7 +419,14 @@ def test_summary_line(tmp_path, capsys):
     assert ok and capsys.readouterr().out == summary + "\n"
     assert "trainLabels.csv: 18 images, 3 classes (6..6 images each, so K <= 6 folds)" in summary
     assert "sampleSubmission.csv: 5 test images; 23 images decoded in" in summary
-    assert summary.endswith("sizes 16x16 (23); modes RGB (21), L (1), RGBA (1)")
+    assert (
+        "sizes 16x16 (23); modes RGB (21), L (1), RGBA (1); task multiclass (3 classes); "
+        in summary
+    )
+    assert summary.endswith(
+        "metric accuracy (inferred from the label format); change with "
+        f"task/metric/positive_label in {root}/competition.toml"
+    )
 
 
 def test_decode_image_reports_the_file_mode(tmp_path):

@@ -201,10 +201,40 @@ def test_leaderboard_orders_by_nested_score_and_auto_picks_a_method():
     methods = {"soft": method_class("soft"), "memorise": Memorise}
     table, fitted, _ = leaderboard(["a", "b"], oof, y, fold, methods, False)
     assert list(table.columns) == [
-        "name", "kind", "oof_accuracy", "oof_log_loss", "nested_accuracy", "nested_log_loss",
-        "nested_fold_std",
+        "name", "kind", "metric", "oof_score", "nested_score", "oof_accuracy", "oof_log_loss",
+        "nested_accuracy", "nested_log_loss", "nested_fold_std",
     ]  # fmt: skip
+    assert (table["metric"] == "accuracy").all()
+    assert table["nested_score"].equals(table["nested_accuracy"])
     assert table["nested_accuracy"].is_monotonic_decreasing
     assert choose(table, "auto") == "soft"  # memorise wins in-sample, loses nested
     assert choose(table, "memorise") == "memorise"
     assert set(fitted) == {"soft", "memorise"}
+
+
+def test_the_metric_changes_the_chosen_weights():
+    """Member 0 is right more often but wildly overconfident when wrong; member 1 is right
+    less often but calibrated. Climbing accuracy keeps member 0 alone; climbing log loss mixes
+    member 1 in, since it softens member 0's confident misses."""
+    rng = np.random.default_rng(0)
+    n, c = 400, 3
+    y = rng.integers(0, c, n)
+    sharp = np.full((n, c), -10.0)
+    right = rng.random(n) < 0.9
+    sharp[np.arange(n), np.where(right, y, (y + 1) % c)] = 10.0  # 90 % right, at 1e-9 when wrong
+    calm = np.zeros((n, c))
+    right = rng.random(n) < 0.8
+    calm[np.arange(n), np.where(right, y, (y + 1) % c)] = 1.5  # 80 % right, p = 0.69 when right
+    logits = np.stack([sharp, calm])
+    by_acc = Caruana(metric="accuracy", bags=1, n_init=1).fit(logits, y).weights_
+    by_loss = Caruana(metric="log_loss", bags=1, n_init=1).fit(logits, y).weights_
+    assert by_acc.tolist() == [1.0, 0.0] and 0 < by_loss[1] < 1, (by_acc, by_loss)
+    # and the leaderboard ranks by the competition's metric: log loss is lower-is-better
+    from pipeline.competition.task import Task
+
+    fold = np.arange(n) % 4
+    loss_task = Task("multiclass", "class_probabilities", "log_loss")
+    table, _, _ = leaderboard(["sharp", "calm"], logits, y, fold, {}, False, task=loss_task)
+    assert list(table["name"]) == ["calm", "sharp"]
+    table, _, _ = leaderboard(["sharp", "calm"], logits, y, fold, {}, False)
+    assert list(table["name"]) == ["sharp", "calm"]

@@ -60,6 +60,7 @@ def check_stage(comp: Competition, workers: int = 2) -> str:
     sizes = Counter(size for size, _, _ in results)
     modes = Counter(mode for _, mode, _ in results)
     line = _summary(comp, len(jobs), time.perf_counter() - start, sizes, modes)
+    line += "; " + comp.task.brief(str(comp.root))  # what was detected, and how to change it
     print(line)
     return line
 

@@ -1,9 +1,13 @@
 """Read a competition folder exactly as Kaggle ships it.
 
-Finds the sample submission, the train CSV, the id and target columns, and each image file,
-whether ids are relative paths (Classify Leaves: ``images/0.jpg``) or bare ids whose files sit in
-a folder (CIFAR-10: ``train/<id>.png``). Where detection cannot decide, an optional
-``competition.toml`` in the folder says it; the error lists what was found.
+Finds the sample submission, the train labels, the id and target columns, and each image file.
+Train labels come from a CSV with a label column (Classify Leaves, dog-breed-identification),
+from one-hot class columns (plant-pathology-2020), or from class folders without a CSV
+(plant-seedlings: ``train/<class>/<file>``). Ids are relative paths (``images/0.jpg``), bare ids
+or file names in some folder (CIFAR-10: ``train/<id>.png``; aerial-cactus: ``train/<id>``).
+What the competition asks for (task, submission format, metric) is in ``task.py``. Where
+detection cannot decide, an optional ``competition.toml`` in the folder says it; the error lists
+what was found.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import CompetitionError
 from . import rules
 from .rules import IMAGE_EXTS, read_csv, read_csv_header
+from .task import Task, class_order, detect_task
 
 SETTINGS = {
     "slug": "Kaggle competition slug for `kaggle competitions submit -c` (default: folder name)",
@@ -26,8 +32,13 @@ SETTINGS = {
     "sample_submission": "sample submission CSV file name",
     "id_column": "id column name (shared by train CSV and sample submission)",
     "target_column": "label column name",
-    "train_images": "folder (relative to the competition) holding train images named <id>.<ext>",
+    "train_images": "folder (relative to the competition) holding train images named <id>.<ext>, "
+    "or holding one folder of images per class when there is no train CSV",
     "test_images": "folder holding test images named <id>.<ext>",
+    "task": "multiclass, binary or ordinal (integer grades); default: detected",
+    "metric": "the competition's metric (accuracy, macro_f1, micro_f1, quadratic_kappa, "
+    "roc_auc, log_loss, mean_column_auc); default: inferred from the sample submission",
+    "positive_label": "binary probability submissions: the class whose probability is written",
 }
 
 
@@ -46,6 +57,9 @@ class Competition:
     test: pd.DataFrame
     classes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # only with strict=False; else raised
+    task: Task = field(default_factory=lambda: Task("multiclass", "label", "accuracy"))
+    class_columns: list[str] = field(default_factory=list)  # sample's probability columns
+    layout: str = "csv"  # "csv", "one-hot" or "class-folders": where the train labels come from
 
 
 def load_competition(root: str | Path, strict: bool = True) -> Competition:
@@ -63,7 +77,7 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
         )
     settings = _read_settings(root)
     csvs = sorted(p for p in root.glob("*.csv") if p.is_file())
-    sample_path, sample, train_csv, train_df, id_col, target_col = _read_tables(
+    sample_path, sample, train_csv, train_df, id_col, target_col, class_cols, layout = _read_tables(
         root, csvs, settings
     )
     test_ids = sample[id_col]
@@ -74,6 +88,8 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
     )
     if problems and strict:
         raise CompetitionError(rules.first_problem(root, problems))
+    labels = train_df[target_col][train_df[target_col] != ""]
+    task = detect_task(settings, sample, id_col, labels, class_cols, sample_path.name, layout)
     paths = {}
     for split, csv_path, ids in (
         ("train", train_csv, train_df[id_col].tolist()),
@@ -98,20 +114,46 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
         train_csv=train_csv,
         train=train,
         test=test,
-        classes=sorted(train["label"].unique().tolist()),
+        classes=class_order(train["label"][train["label"] != ""], task.kind),
         problems=problems,
+        task=task,
+        class_columns=class_cols,
+        layout=layout,
     )
 
 
 def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tuple:
-    """``(sample_path, sample, train_csv, train_df, id_col, target_col)``; CSVs read as text."""
+    """``(sample_path, sample, train_csv, train_df, id_col, target_col, class_columns, layout)``.
+
+    ``train_df`` has the id column and one label per row in ``target_col``, whatever the layout;
+    ``class_columns`` are the sample's probability columns (empty for a one-target sample)."""
     sample_path = _find_sample(root, csvs, settings)
     sample = read_csv(sample_path)
-    id_col, target_col = _sample_columns(sample_path, sample, settings)
     if len(sample) == 0:
         raise CompetitionError(
             f"{sample_path} has a header but no rows; re-download the competition files"
         )
+    cols = list(sample.columns)
+    if len(cols) > 2 and "target_column" not in settings:
+        id_col = settings.get("id_column", cols[0])
+        if id_col not in cols:
+            raise CompetitionError(
+                f"{sample_path} has no column {id_col!r} (columns: {', '.join(cols)})"
+            )
+        class_cols = [c for c in cols if c != id_col]
+        train_csv, train_df, target, layout = _class_column_tables(
+            root, csvs, sample_path, id_col, class_cols, settings
+        )
+        return sample_path, sample, train_csv, train_df, id_col, target, class_cols, layout
+    id_col, target_col = _sample_columns(sample_path, sample, settings)
+    folder = (
+        _class_folders(root, settings)
+        if not _has_train_csv(csvs, sample_path, id_col, target_col, settings)
+        else None
+    )
+    if folder is not None:
+        train_df = _folder_table(root, folder, id_col, target_col)
+        return sample_path, sample, root / folder, train_df, id_col, target_col, [], "class-folders"
     train_csv = _find_train_csv(root, csvs, sample_path, id_col, target_col, settings)
     train_df = read_csv(train_csv)
     for col in (id_col, target_col):
@@ -120,7 +162,101 @@ def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tupl
                 f"{train_csv} has no column {col!r} (columns: {', '.join(train_df.columns)}); "
                 f"set id_column/target_column in {root}/competition.toml"
             )
-    return sample_path, sample, train_csv, train_df, id_col, target_col
+    return sample_path, sample, train_csv, train_df, id_col, target_col, [], "csv"
+
+
+def _class_column_tables(
+    root: Path,
+    csvs: list[Path],
+    sample_path: Path,
+    id_col: str,
+    class_cols: list[str],
+    settings: dict[str, str],
+) -> tuple[Path, pd.DataFrame, str, str]:
+    """A sample with one probability column per class: the train CSV either has the same
+    columns one-hot (plant-pathology-2020) or one column whose values are those classes
+    (dog-breed-identification). Returns ``(train_csv, train_df, target_col, layout)``."""
+    wanted = set(class_cols)
+    cands = [p for p in csvs if p != sample_path and id_col in read_csv_header(p)]
+    if "train_csv" in settings:
+        cands = [root / settings["train_csv"]]
+    for path in cands:
+        df = read_csv(path)
+        if wanted <= set(df.columns):
+            return path, _from_one_hot(path, df, id_col, class_cols), "label", "one-hot"
+        for col in df.columns:
+            values = set(df[col].unique()) - {""}
+            if col != id_col and values and values <= wanted:
+                return path, df, col, "csv"
+    listing = "; ".join(f"{p.name}: {', '.join(read_csv_header(p))}" for p in csvs)
+    raise CompetitionError(
+        f"{sample_path} has columns [{id_col}, {', '.join(class_cols[:5])}"
+        f"{', ...' if len(class_cols) > 5 else ''}]: cannot tell the label column (expected "
+        f"id,label), and no CSV with {id_col!r} has the other {len(class_cols)} as class "
+        f"columns (one-hot, or as the values of a label column) [{listing}]; "
+        f'set target_column = "<name>" (or train_csv) in {root}/competition.toml'
+    )
+
+
+def _from_one_hot(path: Path, df: pd.DataFrame, id_col: str, class_cols: list[str]) -> pd.DataFrame:
+    """One label per row from 0/1 class columns; several 1s is multi-label (not supported)."""
+    hot = df[class_cols].apply(pd.to_numeric, errors="coerce")
+    bad = hot.isna().any(axis=1) | ~hot.isin([0, 1]).all(axis=1)
+    n_hot = hot.where(~bad, 0).sum(axis=1)
+    if bad.any() or (n_hot > 1).any():
+        i = int(bad.idxmax()) if bad.any() else int((n_hot > 1).idxmax())
+        what = "values other than 0/1" if bad.any() else f"{int(n_hot[i])} classes set to 1"
+        raise CompetitionError(
+            f"{path} row {i + 2}: {what} in the class columns for id {df[id_col][i]!r}; "
+            "one-hot labels need exactly one 1 per row (multi-label competitions are not "
+            "supported yet)"
+        )
+    label = pd.Series(np.array(class_cols, dtype=object)[hot.to_numpy().argmax(axis=1)])
+    label[n_hot.to_numpy() == 0] = ""  # no class: reported as an empty label
+    return pd.DataFrame({id_col: df[id_col].to_numpy(), "label": label.to_numpy()})
+
+
+def _has_train_csv(
+    csvs: list[Path], sample_path: Path, id_col: str, target_col: str, settings: dict[str, str]
+) -> bool:
+    """Whether some CSV could be the train CSV (else the labels may be class folders)."""
+    if "train_csv" in settings:
+        return True
+    for p in csvs:
+        cols = [c.strip() for c in read_csv_header(p)] if p != sample_path else []
+        if id_col in cols and target_col in cols:
+            return True
+    return False
+
+
+def _class_folders(root: Path, settings: dict[str, str]) -> str | None:
+    """The train folder holding one sub-folder of images per class (plant-seedlings), if any."""
+    names = (
+        [settings["train_images"]]
+        if "train_images" in settings
+        else sorted(d.name for d in root.iterdir() if d.is_dir() and "train" in d.name.lower())
+    )
+    for name in names:
+        subs = (
+            [d for d in sorted((root / name).iterdir()) if d.is_dir()]
+            if (root / name).is_dir()
+            else []
+        )
+        with_images = [d for d in subs if _stem_index(d)]
+        if len(with_images) >= 2:
+            return name
+    return None
+
+
+def _folder_table(root: Path, folder: str, id_col: str, target_col: str) -> pd.DataFrame:
+    """One row per image of ``root/folder/<class>/``: id = its path, label = the class."""
+    rows = [
+        (f"{folder}/{d.name}/{name}", d.name)
+        for d in sorted((root / folder).iterdir())
+        if d.is_dir()
+        for name in sorted(set(_stem_index(d).values()))
+    ]
+    return pd.DataFrame(rows, columns=[id_col, target_col])
 
 
 def _read_settings(root: Path) -> dict[str, str]:
@@ -246,20 +382,25 @@ def resolve_images(
 
 
 def _is_path_layout(root: Path, ids: list[str]) -> bool:
-    """Ids are file paths (``images/0.jpg``) when they carry an image extension."""
+    """Ids are file paths (``images/0.jpg``) when they carry an image extension and either name a
+    folder or exist at the top of ``root``; file names of a sub-folder (aerial-cactus:
+    ``0004be2c.jpg`` in ``train/``) are looked up like bare ids."""
     some = [i for i in ids[:100] if i][:50]
-    return bool(some) and all(os.path.splitext(i)[1].lower() in IMAGE_EXTS for i in some)
+    if not some or not all(os.path.splitext(i)[1].lower() in IMAGE_EXTS for i in some):
+        return False
+    return any("/" in i or "\\" in i or (root / i).exists() for i in some)
 
 
 def _stem_index(folder: Path) -> dict[str, str]:
-    """``{stem: file name}`` of the image files in ``folder``."""
+    """``{stem: file name}`` and ``{file name: file name}`` of the image files in ``folder``."""
     if not folder.is_dir():
         return {}
-    return {
-        os.path.splitext(e.name)[0]: e.name
+    names = [
+        e.name
         for e in os.scandir(folder)
         if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
-    }
+    ]
+    return {os.path.splitext(n)[0]: n for n in names} | {n: n for n in names}
 
 
 def _best_folder(root: Path, ids: list[str], split: str) -> str:

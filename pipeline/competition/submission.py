@@ -20,25 +20,56 @@ from .rules import read_csv
 REWRITE = "re-run the ensemble stage (make ensemble) to rewrite it"
 
 
-def write_submission(comp: Competition, path: Path, pred: np.ndarray) -> Path:
-    """``pred (T,)`` class indices -> CSV with the sample submission's columns and id order."""
+def write_submission(
+    comp: Competition, path: Path, pred: np.ndarray, probs: np.ndarray | None = None
+) -> Path:
+    """The sample submission's columns and id order, filled in the competition's format:
+    ``pred (T,)`` class indices for a label format; ``probs (T, C)`` (classes in
+    ``comp.classes`` order) for P(positive) or one probability column per class."""
     cols = list(read_csv(comp.sample_path).columns)
-    if sorted(cols) != sorted([comp.id_col, comp.target_col]):
+    fmt, classes = comp.task.format, list(comp.classes)
+    values = {comp.id_col: comp.test["id"].to_numpy()}
+    if fmt == "label":
+        values[comp.target_col] = np.array(classes)[pred]
+    elif fmt == "probability":
+        values[comp.target_col] = probs[:, classes.index(comp.task.positive)]
+    else:
+        values |= {c: probs[:, classes.index(c)] for c in comp.class_columns}
+    if sorted(cols) != sorted(values):
         raise SubmissionError(
-            f"{comp.sample_path} has columns {cols}; only an id column and a label column "
-            f"({comp.id_col!r}, {comp.target_col!r}) can be filled in"
+            f"{comp.sample_path} has columns {cols}; a {fmt} submission fills "
+            f"{sorted(values)}; fix the sample submission or competition.toml"
         )
-    values = {
-        comp.id_col: comp.test["id"].to_numpy(),
-        comp.target_col: np.array(comp.classes)[pred],
-    }
     return artifacts.write_csv(path, pd.DataFrame({c: values[c] for c in cols}))
 
 
+def validate_for(comp: Competition, sub_path: Path) -> pd.DataFrame:
+    """``validate_submission`` with everything it needs taken from ``comp``."""
+    return validate_submission(
+        sub_path,
+        comp.sample_path,
+        comp.classes,
+        comp.id_col,
+        comp.target_col,
+        fmt=comp.task.format,
+        sum_to_one=comp.task.metric == "log_loss",
+    )
+
+
 def validate_submission(
-    sub_path: Path, sample_path: Path, classes: list[str], id_col: str, target_col: str
+    sub_path: Path,
+    sample_path: Path,
+    classes: list[str],
+    id_col: str,
+    target_col: str,
+    fmt: str = "label",
+    sum_to_one: bool = False,
 ) -> pd.DataFrame:
-    """Check ``sub_path`` against ``sample_path`` and the train classes; return it parsed."""
+    """Check ``sub_path`` against ``sample_path`` and the train classes; return it parsed.
+
+    ``fmt`` "label": every value a train class; "probability" (``target_col``) and
+    "class_probabilities" (every column but the id): numbers in [0, 1], and with
+    ``sum_to_one`` each row's class probabilities add up to 1."""
     sub_path, sample_path = Path(sub_path), Path(sample_path)
     sub = _read_submission(sub_path)
     sample = read_csv(sample_path)
@@ -58,8 +89,36 @@ def validate_submission(
             f"write exactly one row per id of {sname} ({REWRITE})"
         )
     _check_ids(sub_path, sname, sub[id_col].tolist(), sample[id_col].tolist())
-    _check_labels(sub_path, sub, classes, id_col, target_col)
+    if fmt == "label":
+        _check_labels(sub_path, sub, classes, id_col, target_col)
+    else:
+        cols = [target_col] if fmt == "probability" else [c for c in want if c != id_col]
+        _check_probabilities(sub_path, sub, id_col, cols, sum_to_one and fmt != "probability")
     return sub
+
+
+def _check_probabilities(
+    path: Path, sub: pd.DataFrame, id_col: str, cols: list[str], sum_to_one: bool
+) -> None:
+    """Numbers in [0, 1] in ``cols``; with ``sum_to_one`` rows adding up to 1 (within 1e-3)."""
+    values = sub[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+    if bad.any():
+        r, c = map(int, np.argwhere(bad)[0])
+        raise SubmissionError(
+            f"{path} row {r + 2}: {cols[c]!r} is {sub[cols[c]].iloc[r]!r} for id "
+            f"{sub[id_col].iloc[r]!r} ({int(bad.any(axis=1).sum())} such rows); write a "
+            f"probability between 0 and 1 ({REWRITE})"
+        )
+    if sum_to_one:
+        off = np.abs(values.sum(axis=1) - 1) > 1e-3
+        if off.any():
+            r = int(np.argmax(off))
+            raise SubmissionError(
+                f"{path} row {r + 2}: the {len(cols)} class probabilities of id "
+                f"{sub[id_col].iloc[r]!r} add up to {values[r].sum():.4f}, not 1 "
+                f"({int(off.sum())} such rows); normalise each row ({REWRITE})"
+            )
 
 
 def _read_submission(path: Path) -> pd.DataFrame:

@@ -15,9 +15,11 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from .. import artifacts
 from ..competition import Competition
+from ..competition.task import Task
 from ..errors import ArtifactError
 from ..layout import Workspace
 from .blend import softmax
+from .nested import ACCURACY
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,9 @@ def combine_views(logits: np.ndarray) -> np.ndarray:
 def load_folds(comp: Competition, ws: Workspace) -> OOF:
     """The folds file, checked against the competition's classes."""
     path = ws.folds_csv
-    folds = artifacts.read_folds(path, comp.root)
+    folds = artifacts.read_folds(path, comp.root, comp.task.kind)
     labels = sorted(folds["label"].unique().tolist())
-    if labels != list(comp.classes):
+    if set(labels) != set(comp.classes):
         raise ArtifactError(
             f"{path} has {len(labels)} classes but {comp.train_csv} has {len(comp.classes)} "
             f"(labels changed since the folds were made); re-run: make folds COMP={comp.root}"
@@ -80,7 +82,7 @@ def load_members(comp: Competition, ws: Workspace, runs: list[str]) -> tuple[OOF
     """Read every member's logits, cross-check them with the folds, choose each one's view."""
     oof = load_folds(comp, ws)
     runs = find_runs(comp, ws, runs)
-    chosen = [choose_view(run, *load_member(comp, ws, run, oof), oof.y) for run in runs]
+    chosen = [choose_view(run, *load_member(comp, ws, run, oof), oof.y, comp.task) for run in runs]
     return oof, Members(
         runs=runs,
         summaries=[m for m, _, _ in chosen],
@@ -103,6 +105,12 @@ def load_member(
             data[kind], path, ids.to_numpy(), np.array(comp.classes), rerun, oof.folds_hash
         )
     oof, test = data["oof"], data["test"]
+    made_for = str(oof["task"]) if "task" in oof else "multiclass"
+    if made_for != comp.task.kind:
+        raise ArtifactError(
+            f"{run_dir / 'oof.npz'} was trained for a {made_for} task but the competition is "
+            f"now {comp.task.kind}; re-run: {rerun}"
+        )
     if list(test["views"].astype(str)) != list(oof["views"].astype(str)):
         raise ArtifactError(
             f"{run_dir / 'test.npz'} has views {list(test['views'])} but oof.npz has "
@@ -112,45 +120,51 @@ def load_member(
 
 
 def choose_view(
-    run: str, oof: dict[str, np.ndarray], test: dict[str, np.ndarray], y: np.ndarray
+    run: str,
+    oof: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    y: np.ndarray,
+    task: Task = ACCURACY,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Score each TTA view and the mean of all views ("tta") on the OOF rows; keep the best.
 
-    Best = highest OOF accuracy, ties to "tta" (then lower log loss). Returns the member summary,
-    and its ``(N, C)`` OOF and ``(T, C)`` test logits under the chosen view.
+    Best = best OOF score under ``task``'s metric, ties to "tta" (then lower log loss). Returns
+    the member summary, and its ``(N, C)`` OOF and ``(T, C)`` test logits under the chosen view.
     """
     names = [str(v) for v in oof["views"]]
     cands = {v: (oof["logits"][i], test["logits"][i]) for i, v in enumerate(names)}
     if len(names) > 1:
         cands["tta"] = (combine_views(oof["logits"]), combine_views(test["logits"]))
     labels = np.arange(oof["logits"].shape[2])
-    score = {}
+    sign = 1.0 if task.greater_is_better else -1.0
+    score, key = {}, {}
     for v, (o, _) in cands.items():
         p = softmax(o, axis=1)
-        score[v] = (
-            float(accuracy_score(y, o.argmax(1))),
-            v == "tta",
-            -float(log_loss(y, p, labels=labels)),
-        )
-    best = max(score, key=lambda v: score[v])
+        acc = float(accuracy_score(y, o.argmax(1)))
+        score[v] = acc if task.metric == "accuracy" else task.score(y, p)
+        key[v] = (sign * score[v], v == "tta", -float(log_loss(y, p, labels=labels)))
+    best = max(key, key=lambda v: key[v])
     summary = {
         "run": run,
-        "views": {v: score[v][0] for v in names},
-        "tta_accuracy": score.get("tta", score[names[0]])[0],
+        "metric": task.metric,
+        "views": {v: score[v] for v in names},
+        "tta_score": score.get("tta", score[names[0]]),
         "view": best,
-        "oof_accuracy": score[best][0],
+        "oof_score": score[best],
+        "oof_accuracy": float(accuracy_score(y, cands[best][0].argmax(1))),
     }
     return summary, cands[best][0], cands[best][1]
 
 
 def print_members(members: list[dict]) -> None:
-    """Print each member's per-view and TTA OOF accuracy and the view it uses."""
+    """Print each member's per-view and TTA OOF score and the view it uses."""
     width = max(len(m["run"]) for m in members)
-    print("members (OOF accuracy per TTA view):")
+    metric = members[0].get("metric", "accuracy")
+    print(f"members (OOF {metric} per TTA view):")
     for m in members:
         views = "  ".join(f"{v} {a:.4f}" for v, a in m["views"].items())
         used = f"  -> uses {m['view']}" if "view" in m else ""
-        print(f"  {m['run']:<{width}}  {views}  tta {m['tta_accuracy']:.4f}{used}")
+        print(f"  {m['run']:<{width}}  {views}  tta {m['tta_score']:.4f}{used}")
 
 
 def duplicate_test_labels(comp: Competition, ws: Workspace) -> dict[str, str]:

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.metrics import log_loss
 from tqdm.auto import tqdm
 
+from ..competition.task import Task
 from .blend import softmax
 
 
@@ -36,18 +37,28 @@ def nested_predict(
     return probs, fitted
 
 
-def _scores(y: np.ndarray, probs: np.ndarray, fold: np.ndarray) -> dict[str, float]:
-    """Accuracy and log loss of ``probs (N, C)``, plus the spread of accuracy over folds."""
+ACCURACY = Task("multiclass", "label", "accuracy")
+
+
+def _scores(y: np.ndarray, probs: np.ndarray, fold: np.ndarray, task: Task) -> dict[str, float]:
+    """The competition's metric of ``probs (N, C)`` (and its spread over folds), accuracy and
+    log loss. Probabilities that are decoded grades (ordinal cut points) score as such."""
     hit = probs.argmax(axis=1) == y
-    per_fold = [hit[fold == k].mean() for k in np.unique(fold)]
     clipped = np.clip(probs, 1e-15, 1.0)
-    return {
+    out = {
         "accuracy": float(hit.mean()),
         "log_loss": float(
             log_loss(y, clipped / clipped.sum(1, keepdims=True), labels=np.arange(probs.shape[1]))
         ),
-        "fold_std": float(np.std(per_fold)),
     }
+    if task.metric == "accuracy":  # per fold: the mean of hits, as before metrics were pluggable
+        per_fold = [hit[fold == k].mean() for k in np.unique(fold)]
+        out["score"] = out["accuracy"]
+    else:
+        per_fold = [task.score(y[fold == k], probs[fold == k]) for k in np.unique(fold)]
+        out["score"] = task.score(y, probs)
+    out["fold_std"] = float(np.std(per_fold))
+    return out
 
 
 def leaderboard(
@@ -57,34 +68,41 @@ def leaderboard(
     fold: np.ndarray,
     methods: dict[str, Callable[[], Any]],
     progress: bool = True,
+    task: Task = ACCURACY,
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
     """Score every member and every method; return the table, fitted methods, nested probs.
 
     Members are single models, so their OOF score already is held-out. Each method gets an
-    in-sample score (fitted on all rows, scored on them) and a nested score. Rows are sorted by
-    nested accuracy, then nested log loss; ``fitted`` maps method to the all-rows fit.
+    in-sample score (fitted on all rows, scored on them) and a nested score under ``task``'s
+    metric. Rows are sorted by nested score (best first), then nested log loss; ``fitted`` maps
+    method to the all-rows fit.
     """
     rows, fitted, nested = [], {}, {}
     for name, logits in zip(members, oof, strict=True):
-        s = _scores(y, softmax(logits), fold)
-        rows.append(_row(name, "member", s, s))
+        s = _scores(y, softmax(logits), fold, task)
+        rows.append(_row(name, "member", s, s, task))
     bar = tqdm(methods.items(), desc="nested CV", unit="method", disable=not progress)
     for name, make in bar:
         bar.set_postfix_str(name)
         fitted[name] = make().fit(oof, y)
-        inside = _scores(y, fitted[name].predict_proba(oof), fold)
+        inside = _scores(y, fitted[name].predict_proba(oof), fold, task)
         nested[name], _ = nested_predict(make(), oof, y, fold)
-        rows.append(_row(name, "method", inside, _scores(y, nested[name], fold)))
+        rows.append(_row(name, "method", inside, _scores(y, nested[name], fold, task), task))
     table = pd.DataFrame(rows).sort_values(  # stable: ties keep members first, then METHODS order
-        ["nested_accuracy", "nested_log_loss"], ascending=[False, True], kind="stable"
+        ["nested_score", "nested_log_loss"],
+        ascending=[not task.greater_is_better, True],
+        kind="stable",
     )
     return table.reset_index(drop=True), fitted, nested
 
 
-def _row(name: str, kind: str, inside: dict, held: dict) -> dict[str, Any]:
+def _row(name: str, kind: str, inside: dict, held: dict, task: Task) -> dict[str, Any]:
     return {
         "name": name,
         "kind": kind,
+        "metric": task.metric,
+        "oof_score": inside["score"],
+        "nested_score": held["score"],
         "oof_accuracy": inside["accuracy"],
         "oof_log_loss": inside["log_loss"],
         "nested_accuracy": held["accuracy"],
@@ -101,17 +119,19 @@ def choose(table: pd.DataFrame, method: str) -> str:
 
 
 def print_leaderboard(table: pd.DataFrame, chosen: str) -> None:
-    """Console table, best nested accuracy first; gap = in-sample minus nested accuracy."""
-    w = max(8, *(len(n) for n in table["name"]))
+    """Console table, best nested score first; gap = in-sample minus nested score."""
+    metric = str(table["metric"].iloc[0]) if "metric" in table else "accuracy"
+    short = "acc" if metric == "accuracy" else metric
+    w, m = max(8, *(len(n) for n in table["name"])), max(7, len(short) + 4)
     print(
-        f"  {'name':<{w}}  {'kind':<6}  {'OOF acc':>7}  {'OOF loss':>8}  "
-        f"{'nested acc':>10}  {'± folds':>7}  {'nested loss':>11}  {'gap':>7}"
+        f"  {'name':<{w}}  {'kind':<6}  {'OOF ' + short:>{m}}  {'OOF loss':>8}  "
+        f"{'nested ' + short:>{m + 3}}  {'± folds':>7}  {'nested loss':>11}  {'gap':>7}"
     )
     for r in table.itertuples(index=False):
         mark = "  <- chosen" if r.name == chosen else ""
-        gap = r.oof_accuracy - r.nested_accuracy
+        gap = r.oof_score - r.nested_score
         print(
-            f"  {r.name:<{w}}  {r.kind:<6}  {r.oof_accuracy:>7.4f}  {r.oof_log_loss:>8.4f}  "
-            f"{r.nested_accuracy:>10.4f}  {r.nested_fold_std:>7.4f}  {r.nested_log_loss:>11.4f}  "
+            f"  {r.name:<{w}}  {r.kind:<6}  {r.oof_score:>{m}.4f}  {r.oof_log_loss:>8.4f}  "
+            f"{r.nested_score:>{m + 3}.4f}  {r.nested_fold_std:>7.4f}  {r.nested_log_loss:>11.4f}  "
             f"{gap:>+7.4f}{mark}"
         )

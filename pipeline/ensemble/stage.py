@@ -9,7 +9,9 @@ nested accuracy. The report stage reads ``oof_ensemble.npz`` afterwards (the CLI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,10 +20,13 @@ import pandas as pd
 from .. import artifacts
 from ..competition import Competition
 from ..competition.submission import write_submission
+from ..competition.task import Task
+from ..errors import PipelineError
 from ..layout import Workspace
 from .members import OOF, Members, duplicate_test_labels, load_members, print_members
 from .methods import METHODS, canonical, method_class
 from .nested import choose, leaderboard, print_leaderboard
+from .post import POSTS, WithPost, post_for
 
 OUTPUTS = ("ensemble.json", "leaderboard.csv", "submission.csv", "oof_ensemble.npz")
 
@@ -43,31 +48,59 @@ def ensemble_stage(
     on the test-label trick (see ``_dup_labels``). Returns the ``ensemble.json`` content.
     """
     tried = list(dict.fromkeys(canonical(m) for m in (methods or METHODS)))
+    post = ""
     if method != "auto":
+        method, _, post = method.partition("+")
         method = canonical(method)
         tried += [] if method in tried else [method]
     oof, members = load_members(comp, ws, list(runs or []))
     table, fitted, _ = leaderboard(
-        members.runs, members.oof, oof.y, oof.fold, {m: method_class(m) for m in tried}
+        members.runs, members.oof, oof.y, oof.fold, _candidates(tried, comp.task), task=comp.task
     )
-    chosen = choose(table, method)
+    if post and f"{method}+{post}" not in set(table["name"]):
+        raise PipelineError(
+            f"METHOD={method}+{post}: no such post-processing for metric {comp.task.metric} "
+            f"(the leaderboard has {', '.join(table['name'][table['kind'] == 'method'])})"
+        )
+    chosen = choose(table, f"{method}+{post}" if post else method)
     print_members(members.summaries)
     print("leaderboard (nested = fitted on K-1 folds, scored on the held-out fold):")
     print_leaderboard(table, chosen)
     out = ws.submission_dir(name)
     artifacts.write_csv(out / "leaderboard.csv", table)
     est = fitted[chosen]
-    test_pred = est.predict_proba(members.test).argmax(axis=1)
+    test_probs = est.predict_proba(members.test)
+    test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
     if dup_labels:
+        if comp.task.format != "label":
+            raise PipelineError(
+                f"DUP_LABELS=1 sets labels, but {comp.sample_path.name} wants "
+                f"{comp.task.format.replace('_', ' ')}; run without DUP_LABELS"
+            )
         test_pred, trick = _dup_labels(comp, ws, test_pred)
-    write_submission(comp, out / "submission.csv", test_pred)
+    write_submission(comp, out / "submission.csv", test_pred, test_probs)
     _write_oof(comp, ws, name, oof, members, est)
     summary = _summary(comp, name, chosen, method, members, est, table)
     summary.update(test_label_trick=trick, folds_hash=oof.folds_hash)
     artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
     print(f"wrote {out}/: {', '.join(OUTPUTS)}")
     return summary
+
+
+def _candidates(tried: list[str], task: Task) -> dict[str, Callable[[], Any]]:
+    """Factories of the methods to score: each tried method, plus each with the metric's
+    post-processing (``stack+cuts``) where it has one; Caruana climbs ranking metrics directly."""
+    direct = task.metric in ("roc_auc", "mean_column_auc", "quadratic_kappa")
+    out: dict[str, Callable[[], Any]] = {}
+    for m in tried:
+        cls = method_class(m)
+        out[m] = partial(cls, metric=task.metric) if m == "caruana" and direct else cls
+    post = post_for(task.metric, task.kind)
+    if post is not None:
+        for m in tried:
+            out[f"{m}+{post}"] = partial(lambda make, p: WithPost(make(), POSTS[p]()), out[m], post)
+    return out
 
 
 def _write_oof(
@@ -111,7 +144,12 @@ def _summary(
         "name": name,
         "comp": comp.name,
         "method": chosen,
-        "chosen_by": "nested accuracy" if method == "auto" else "user",
+        "chosen_by": f"nested {comp.task.metric}" if method == "auto" else "user",
+        "task": comp.task.kind,
+        "format": comp.task.format,
+        "metric": comp.task.metric,
+        "oof_score": float(row["oof_score"]),
+        "nested_score": float(row["nested_score"]),
         "members": members.summaries,
         "weights": {run: float(w) for run, w in zip(members.runs, est.weights_, strict=True)},
         "leaderboard": table.to_dict(orient="records"),

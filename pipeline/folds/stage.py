@@ -83,6 +83,8 @@ def folds_stage(
     df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group)
     if sha:
         df["relabel_sha"] = sha
+    if comp.task.kind != "multiclass":  # recorded so later stages refuse another task's folds
+        df["task"] = comp.task.kind
     dpath = artifacts.write_csv(ws.duplicates_csv, report)
     path = artifacts.write_folds(ws.folds_csv, df)
     sizes = df["fold"].value_counts().sort_index().tolist()

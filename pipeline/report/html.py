@@ -112,6 +112,11 @@ def report_page(
     """The report's HTML: every table and the PNGs already written into ``out_dir``."""
     mistakes, issues = (df.drop(columns="row", errors="ignore") for df in (mistakes, issues))
     kpis = {
+        **(
+            {f"OOF {summary['metric']}": f"{summary['score']:.4f}"}
+            if summary.get("metric", "accuracy") != "accuracy"
+            else {}
+        ),
         "OOF accuracy": f"{summary['accuracy']:.4f}",
         "rows": str(summary["n"]),
         "classes": str(summary["n_classes"]),
@@ -120,7 +125,8 @@ def report_page(
     sections = [("What to try next", "", _hints(table, pairs, issues, summary["n"]))]
     if board is not None:
         best = board[board["kind"] == "method"].iloc[0]
-        kpis["best nested"] = f"{best['name']} {best['nested_accuracy']:.4f}"
+        score = best.get("nested_score", best["nested_accuracy"])
+        kpis["best nested"] = f"{best['name']} {score:.4f}"
         sections.append(("Leaderboard", "nested = fitted on K-1 folds' OOF rows, scored on the "
                          "held-out fold; OOF = fitted and scored on all rows (optimistic).",
                          table_html(board, 100)))  # fmt: skip

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import artifacts
 from ..competition import Competition
+from ..competition.task import Task
 from ..errors import ArtifactError
 from ..layout import Workspace
 from ..plots import pyplot
@@ -38,6 +39,7 @@ class Predictions:
     classes: list[str]
     ids: np.ndarray | None = None
     member_preds: dict[str, np.ndarray] = field(default_factory=dict)
+    task: Task | None = None  # the competition's metric is shown beside accuracy
 
 
 def _write_sheets(
@@ -91,7 +93,10 @@ def write_report(
         artifacts.savefig(out_dir / fname, fig)
         pyplot().close(fig)
     _write_sheets(out_dir, mistakes, issues, paths or {}, n_sheet)
+    task = preds.task or Task("multiclass", "label", "accuracy")
     summary = {
+        "metric": task.metric,
+        "score": task.score(y, probs),
         "accuracy": float((pred == y).mean()),
         "n": len(y),
         "n_classes": len(classes),
@@ -113,7 +118,7 @@ def report_stage(comp: Competition, ws: Workspace, name: str = "ensemble") -> di
     out = ws.submission_dir(name)
     path, rerun = out / "oof_ensemble.npz", f"make ensemble COMP={comp.root} NAME={name}"
     data = artifacts.read_npz(path, {"ids", "classes", "probs"}, rerun)
-    folds = artifacts.read_folds(ws.folds_csv, comp.root)
+    folds = artifacts.read_folds(ws.folds_csv, comp.root, comp.task.kind)
     classes = [str(c) for c in data["classes"]]
     same_ids = np.array_equal(data["ids"].astype(str), folds["id"].to_numpy().astype(str))
     if not same_ids or not set(folds["label"]) <= set(classes):
@@ -130,6 +135,7 @@ def report_stage(comp: Competition, ws: Workspace, name: str = "ensemble") -> di
         classes=classes,
         ids=folds["id"].to_numpy(),
         member_preds=members,
+        task=comp.task,
     )
     board = artifacts.read_leaderboard(out / "leaderboard.csv")
     return write_report(ws.report_dir(name), preds, image_paths(comp), board)

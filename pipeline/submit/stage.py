@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import artifacts
 from ..competition import Competition
-from ..competition.submission import validate_submission
+from ..competition.submission import validate_for
 from ..errors import ArtifactError, SubmissionError
 from ..layout import Workspace
 from .kaggle import has_kaggle_credentials, kaggle_command, send
@@ -26,13 +26,21 @@ def submit_stage(
     sub_dir, ledger = ws.submission_dir(name), ws.ledger
     path = sub_dir / "submission.csv"
     info = _read_ensemble(sub_dir / "ensemble.json", f"make ensemble COMP={comp.root} NAME={name}")
-    sub = validate_submission(path, comp.sample_path, comp.classes, comp.id_col, comp.target_col)
-    nested = info.get("nested_accuracy")  # the honest score; OOF is in-sample for fitted methods
+    sub = validate_for(comp, path)
+    metric = info.get("metric", "accuracy")
+    oof = info.get("oof_score", info["oof_accuracy"])
+    # the honest score; OOF is in-sample for fitted methods
+    nested = info.get("nested_score", info.get("nested_accuracy"))
     honest = f" nested={nested:.4f}" if isinstance(nested, int | float) else ""
-    message = f"{info['name']} {info['method']} OOF={info['oof_accuracy']:.4f}{honest}"
-    used = f"{sub[comp.target_col].nunique()} of {len(comp.classes)} classes used"
+    named = "" if metric == "accuracy" else f" {metric}"
+    message = f"{info['name']} {info['method']}{named} OOF={oof:.4f}{honest}"
+    used = (
+        f"{sub[comp.target_col].nunique()} of {len(comp.classes)} classes used"
+        if comp.task.format == "label"
+        else f"{comp.task.format.replace('_', ' ')}"
+    )
     tail = f", nested CV {nested:.4f}" if honest else ""
-    print(f"{path}: valid - {len(sub)} rows, {used}, OOF accuracy {info['oof_accuracy']:.4f}{tail}")
+    print(f"{path}: valid - {len(sub)} rows, {used}, OOF {metric} {oof:.4f}{tail}")
     if dry_run:
         try:
             cmd = kaggle_command(comp.slug, path, message)
@@ -69,4 +77,10 @@ def _append_ledger(path: Path, info: dict, sub_path: Path, status: str, message:
     oof, sha = f"{info['oof_accuracy']:.6f}", hashlib.sha256(sub_path.read_bytes()).hexdigest()
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     row = [stamp, str(info["name"]), str(info["method"]), oof, str(sub_path), sha, status, message]
+    nested = info.get("nested_score", info.get("nested_accuracy"))
+    row += [
+        str(info.get("metric", "accuracy")),
+        f"{info.get('oof_score', info['oof_accuracy']):.6f}",
+        f"{nested:.6f}" if isinstance(nested, int | float) else "",
+    ]
     return artifacts.append_ledger(path, row)

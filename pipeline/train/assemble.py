@@ -60,6 +60,7 @@ def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, r
         "classes": parts[0]["classes"],
         "views": parts[0]["views"],
         "folds_hash": np.array(fhash),
+        "task": np.array(comp.task.kind),
     }
     artifacts.write_logits(
         rdir / "oof.npz", ids=ids, fold=folds_df["fold"].to_numpy(), logits=logits, **common

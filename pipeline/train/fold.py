@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import softmax
 from tqdm import tqdm
 
 from .. import artifacts
@@ -103,23 +104,31 @@ def setup_fold(job: FoldJob) -> FoldSetup:
 def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
     """Train from the last finished epoch; keep the best epoch; checkpoint every epoch."""
     r, fdir, state = job.recipe, job.fdir, setup.state
+    task = job.comp.task
     saved = load_resume(fdir / "last.pt", state)
     history: list[dict] = saved.get("history", [])
-    best = max((h["val_acc"] for h in history), default=-1.0)
+    best = None  # (score, val loss) of the best epoch so far
+    for h in history:
+        if _improves(task, h, best):
+            best = (h.get("val_score", h["val_acc"]), h["val_loss"])  # older runs: accuracy
     for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
-        if stale := epochs_since_best(history, r.patience):
-            tqdm.write(f"{job.tag}: early stop, no val gain for {stale} epochs")
+        if stale := epochs_since_best(history, r.patience, task.greater_is_better):
+            tqdm.write(f"{job.tag}: early stop, no val {task.metric} gain for {stale} epochs")
             break
         seed_epoch(r.seed + job.fold, epoch)
         setup.loader.sampler.set_epoch(epoch)
         loop.set_frozen(setup.model, epoch < r.freeze_epochs)
         row = loop.train_one_epoch(state, setup.loader, f"{job.tag} epoch {epoch + 1}/{r.epochs}")
         va = _predict(job, setup, state.eval_model(), setup.train_imgs, setup.va_rows, "val")[0]
-        val = loop.loss_and_accuracy(va, setup.y_all[setup.va_rows])
-        row.update(zip(("val_loss", "val_acc"), val, strict=True))
+        y_va = setup.y_all[setup.va_rows]
+        row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
+        # the competition's metric picks the best epoch (accuracy: the value just computed)
+        row["val_score"] = (
+            row["val_acc"] if task.metric == "accuracy" else task.score(y_va, softmax(va, axis=1))
+        )
         history.append({"epoch": epoch + 1, **row})
-        if improved := row["val_acc"] > best:
-            best = row["val_acc"]
+        if improved := _improves(task, row, best):
+            best = (row["val_score"], row["val_loss"])
             weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
             save_torch(fdir / "best.pt", weights)
         save_torch(fdir / "last.pt", {**state.state_dict(), "epoch": epoch, "history": history})
@@ -135,12 +144,24 @@ def seed_epoch(seed: int, epoch: int) -> None:
     np.random.seed(s)
 
 
-def epochs_since_best(history: list[dict], patience: int) -> int:
-    """Epochs since the best val accuracy when that reaches ``patience`` (> 0), else 0."""
+def _improves(task, row: dict, best: tuple[float, float] | None) -> bool:
+    """Whether an epoch's val score beats the best so far. A tie goes to the lower val loss,
+    except under accuracy (the first best epoch stays, as it always has): ranking metrics such
+    as ROC AUC often sit at 1.0 on a small fold from the first epoch, while the probabilities,
+    which pooled OOF rows and blends depend on, keep improving."""
+    score = row.get("val_score", row["val_acc"])
+    if best is None or task.better(score, best[0]):
+        return True
+    return task.metric != "accuracy" and score == best[0] and row["val_loss"] < best[1]
+
+
+def epochs_since_best(history: list[dict], patience: int, greater: bool = True) -> int:
+    """Epochs since the best val score (the competition's metric; ``greater``: higher is better)
+    when that reaches ``patience`` (> 0), else 0."""
     if patience <= 0 or not history:
         return 0
-    accs = [h["val_acc"] for h in history]
-    stale = len(accs) - 1 - int(np.argmax(accs))
+    scores = np.array([h.get("val_score", h["val_acc"]) for h in history])
+    stale = len(scores) - 1 - int(np.argmax(scores if greater else -scores))
     return stale if stale >= patience else 0
 
 
@@ -158,6 +179,7 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict]) -> None:
         "classes": np.array(comp.classes),
         "views": np.array(job.recipe.tta),
         "folds_hash": np.array(job.fhash),
+        "task": np.array(comp.task.kind),
     }
     artifacts.write_logits(
         fdir / "oof.npz",
@@ -173,6 +195,8 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict]) -> None:
     done = {
         "best_epoch": int(best["epoch"]),
         "val_acc": float(metrics["val_acc"].max()),
+        "metric": comp.task.metric,
+        "val_score": float(metrics.set_index("epoch")["val_score"][int(best["epoch"])]),
         "mean": setup.cfg["mean"],
         "std": setup.cfg["std"],
         "epochs": len(metrics),
@@ -218,8 +242,11 @@ def save_torch(path: Path, obj: dict) -> None:
 
 def format_epoch(run: str, fold: int, h: dict, epochs: int, improved: bool) -> str:
     """The console line of one finished epoch; ``*`` marks a new best."""
+    score = (
+        "" if h.get("val_score", h["val_acc"]) == h["val_acc"] else f" score {h['val_score']:.4f}"
+    )
     return (
         f"{run} fold {fold} epoch {h['epoch']}/{epochs}  train loss {h['train_loss']:.3f} "
-        f"acc {h['train_acc']:.3f}  val loss {h['val_loss']:.3f} acc {h['val_acc']:.4f}  "
+        f"acc {h['train_acc']:.3f}  val loss {h['val_loss']:.3f} acc {h['val_acc']:.4f}{score}  "
         f"lr {h['lr']:.2e}  {h['img_per_s']:.0f} img/s{'  *' if improved else ''}"
     )

@@ -42,7 +42,7 @@ def train_stage(
     """Train ``folds`` (default all) of every recipe in ``runs`` (``<models>/<run>.toml`` with
     ``overrides``) on ``device``; assemble each run whose folds are all done."""
     fpath = ws.folds_csv
-    folds_df = artifacts.read_folds(fpath, comp.root)
+    folds_df = artifacts.read_folds(fpath, comp.root, comp.task.kind)
     folds_df["row"] = train_rows(comp, folds_df, fpath)  # folds rows may be relabelled/dropped
     fhash = artifacts.file_hash(fpath)
     k = int(folds_df["fold"].max()) + 1

@@ -1,0 +1,172 @@
+"""What a competition asks for: the task, the submission format and the metric.
+
+Detected from the files where they decide it (the sample submission's columns and values, the
+train labels), settled by ``competition.toml`` (``task``, ``metric``, ``positive_label``) where
+they cannot: histopathologic-cancer-detection (``id,label``, scored by ROC AUC) and
+aptos2019-blindness-detection (``id_code,diagnosis``, grades scored by quadratic kappa) look
+exactly like an ``id,label`` accuracy competition. ``Task.describe`` is the line every stage
+prints first: what was detected and which key changes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CompetitionError
+from .metrics import METRICS
+
+TASKS = ("multiclass", "binary", "ordinal")  # single-label tasks; every row has one class
+# submission formats: one label per row; P(positive) per row; one probability column per class
+FORMATS = ("label", "probability", "class_probabilities")
+# metrics each format can be scored by (the first is inferred when no metric key is given)
+FORMAT_METRICS = {
+    "label": ("accuracy", "macro_f1", "micro_f1", "quadratic_kappa"),
+    "probability": ("roc_auc", "log_loss"),
+    "class_probabilities": ("log_loss", "mean_column_auc"),
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """``kind`` (one of TASKS), submission ``format`` (one of FORMATS), ``metric`` (a key of
+    ``metrics.METRICS``), the ``positive`` class of a binary probability format, and how each
+    of them was decided (``why``: field -> "detected: ..." or "competition.toml")."""
+
+    kind: str
+    format: str
+    metric: str
+    positive: str | None = None
+    why: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def greater_is_better(self) -> bool:
+        return METRICS[self.metric].greater_is_better
+
+    def score(self, y: np.ndarray, probs: np.ndarray) -> float:
+        """The competition's metric of ``probs (N, C)`` against ``y (N,)`` class indices."""
+        return METRICS[self.metric].fn(y, probs)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score ``a`` beats ``b`` under this metric's direction."""
+        return a > b if self.greater_is_better else a < b
+
+    def describe(self, comp_root: str) -> str:
+        """``<root>: task ... (why); submission ...; metric ...; change with ...``: one line."""
+        return f"{comp_root}: {self.brief(comp_root)}"
+
+    def brief(self, comp_root: str) -> str:
+        why = dict(self.why)
+        parts = [
+            f"task {self.kind} ({why.get('task', 'detected')})",
+            f"submission {self.format} ({why.get('format', 'detected')})",
+            f"metric {self.metric} ({why.get('metric', 'detected')})",
+        ]
+        if self.positive is not None:
+            parts.append(f"positive class {self.positive!r} ({why.get('positive', 'detected')})")
+        return (
+            "; ".join(parts) + f"; change with task/metric/positive_label in "
+            f"{comp_root}/competition.toml"
+        )
+
+
+def detect_task(
+    settings: dict[str, str],
+    sample: pd.DataFrame,
+    id_col: str,
+    labels: pd.Series,
+    class_columns: list[str],
+    sample_path: str,
+    layout: str = "csv",
+) -> Task:
+    """The task of a competition whose train ``labels`` (one class name per row) are known and
+    whose sample submission has ``class_columns`` (one probability column per class) or one
+    target column besides ``id_col``."""
+    why: dict[str, str] = {}
+    values = sorted(labels.unique().tolist())
+    if class_columns:
+        fmt = "class_probabilities"
+        why["format"] = f"{len(class_columns)} class columns in {sample_path}"
+    else:
+        target = [c for c in sample.columns if c != id_col][0]
+        fmt = "probability" if _looks_like_probabilities(sample[target]) else "label"
+        why["format"] = f"{target!r} values in {sample_path}"
+    kind = settings.get("task")
+    if kind is not None:
+        why["task"] = "competition.toml"
+    else:
+        kind = "binary" if len(values) == 2 else "multiclass"
+        why["task"] = f"{len(values)} classes"
+    if kind not in TASKS:
+        raise CompetitionError(
+            f"competition.toml: task = {kind!r}; valid: {', '.join(TASKS)} "
+            "(multi-label competitions are not supported yet)"
+        )
+    if kind == "ordinal" and not all(_is_int(v) for v in values):
+        raise CompetitionError(
+            f"task = 'ordinal' needs integer grades as labels, found {values[:5]}; "
+            "use task = 'multiclass'"
+        )
+    metric = settings.get("metric")
+    if metric is not None:
+        why["metric"] = "competition.toml"
+        if metric not in METRICS or metric not in {m for ms in FORMAT_METRICS.values() for m in ms}:
+            valid = sorted({m for ms in FORMAT_METRICS.values() for m in ms})
+            raise CompetitionError(
+                f"competition.toml: metric = {metric!r}; valid: {', '.join(valid)}"
+            )
+        if fmt == "label" and metric in FORMAT_METRICS["probability"]:
+            fmt, why["format"] = "probability", f"metric {metric} scores probabilities"
+    elif fmt == "class_probabilities" and layout == "one-hot":
+        metric, why["metric"] = "mean_column_auc", "one-hot train columns, as plant-pathology"
+    else:
+        metric = (
+            "quadratic_kappa" if kind == "ordinal" and fmt == "label" else FORMAT_METRICS[fmt][0]
+        )
+        why["metric"] = f"inferred from the {fmt} format"
+    if metric not in FORMAT_METRICS[fmt]:
+        raise CompetitionError(
+            f"metric {metric} cannot score a {fmt} submission ({why['format']}); "
+            f"with this sample submission use one of {', '.join(FORMAT_METRICS[fmt])}"
+        )
+    positive = None
+    if fmt == "probability":
+        if kind != "binary" or len(values) != 2:
+            raise CompetitionError(
+                f"{sample_path}: one probability per row needs 2 classes, the train labels have "
+                f"{len(values)} ({', '.join(values[:5])}); set task/metric in competition.toml"
+            )
+        positive = settings.get("positive_label")
+        if positive is not None:
+            why["positive"] = "competition.toml"
+        else:
+            positive = "1" if "1" in values else values[1]
+            why["positive"] = "label 1" if positive == "1" else "the second class in sorted order"
+        if positive not in values:
+            raise CompetitionError(
+                f"competition.toml: positive_label = {positive!r} is not a train label "
+                f"({', '.join(values)})"
+            )
+    return Task(kind, fmt, metric, positive, tuple(why.items()))
+
+
+def class_order(labels: pd.Series, kind: str) -> list[str]:
+    """The classes as the logits' class axis orders them: sorted, numerically for grades."""
+    values = labels.unique().tolist()
+    return sorted(values, key=int) if kind == "ordinal" else sorted(values)
+
+
+def _looks_like_probabilities(col: pd.Series) -> bool:
+    """Sample values such as 0.5: numbers in [0, 1] not all of them integers."""
+    v = pd.to_numeric(col, errors="coerce")
+    return bool(v.notna().all() and v.between(0, 1).all() and (v % 1 != 0).any())
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True

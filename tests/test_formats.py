@@ -1,0 +1,192 @@
+"""Every common Kaggle image-classification layout, end to end in process: folds -> train ->
+ensemble -> submit (dry run). Each competition is built in that exact layout with a learnable
+signal (the class is a colour, the grade a brightness), K=2, 16 px, a tiny timm model; the
+submission must pass the validator and its OOF score beat the constant baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.competition import load_competition
+from pipeline.competition.submission import validate_for
+
+RECIPE = 'backbone = "test_resnet"\nimage_size = 16\nepochs = 6\nbatch_size = 8\nlr = 3e-3\ntta = ["none", "hflip"]\n'
+PALETTE = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40], [40, 220, 220]])
+
+
+def _img(rng: np.random.Generator, k: int, ordinal: bool = False) -> Image.Image:
+    """Class ``k`` as a colour (or, for grades, a brightness) plus noise."""
+    img = rng.integers(0, 50, (16, 16, 3)).astype(np.int64)
+    img[3:13, 3:13] += 40 + 45 * k if ordinal else PALETTE[k]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _labels(n: int, classes: list[str], seed: int) -> tuple[np.random.Generator, list[int]]:
+    rng = np.random.default_rng(seed)
+    return rng, [i % len(classes) for i in range(n)]
+
+
+def dog_breed(root: Path) -> dict:
+    """labels.csv id,breed; train/<id>.jpg; sample: id + a probability column per breed."""
+    classes = ["beagle", "collie", "pug"]
+    rng, ks = _labels(36, classes, 0)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+    ids = [f"{i:08x}" for i in range(36)]
+    for i, k in zip(ids, ks, strict=True):
+        _img(rng, k).save(root / "train" / f"{i}.jpg", quality=95)
+    test = [f"t{i:07x}" for i in range(6)]
+    for j, i in enumerate(test):
+        _img(rng, j % 3).save(root / "test" / f"{i}.jpg", quality=95)
+    pd.DataFrame({"id": ids, "breed": [classes[k] for k in ks]}).to_csv(
+        root / "labels.csv", index=False
+    )
+    sample = pd.DataFrame({"id": test, **{c: 1 / 3 for c in classes}})
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    return {"metric": "log_loss", "format": "class_probabilities"}
+
+
+def plant_seedlings(root: Path) -> dict:
+    """train/<Class Name>/<file>.png, no train CSV; flat test/; sample file,species."""
+    classes = ["Black-grass", "Common wheat", "Fat Hen"]
+    rng, ks = _labels(36, classes, 1)
+    for n, k in enumerate(ks):
+        (root / "train" / classes[k]).mkdir(parents=True, exist_ok=True)
+        _img(rng, k).save(root / "train" / classes[k] / f"{n:05d}.png")
+    (root / "test").mkdir()
+    test = [f"{n:09x}.png" for n in range(6)]
+    for j, name in enumerate(test):
+        _img(rng, j % 3).save(root / "test" / name)
+    pd.DataFrame({"file": test, "species": classes[0]}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    (root / "competition.toml").write_text('metric = "micro_f1"\n')
+    return {"metric": "micro_f1", "format": "label"}
+
+
+def aerial_cactus(root: Path) -> dict:
+    """train.csv id (with .jpg),has_cactus; train/<id>; sample id,has_cactus = 0.5."""
+    rng, ks = _labels(36, ["0", "1"], 2)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+    ids = [f"{i:032x}.jpg" for i in range(36)]
+    for i, k in zip(ids, ks, strict=True):
+        _img(rng, k).save(root / "train" / i, quality=95)
+    test = [f"{i + 999:032x}.jpg" for i in range(6)]
+    for j, i in enumerate(test):
+        _img(rng, j % 2).save(root / "test" / i, quality=95)
+    pd.DataFrame({"id": ids, "has_cactus": ks}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"id": test, "has_cactus": 0.5}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    return {"metric": "roc_auc", "format": "probability"}
+
+
+def histopathologic(root: Path) -> dict:
+    """train_labels.csv id,label; train/<id>.tif; sample id,label = 0; metric from the toml."""
+    rng, ks = _labels(36, ["0", "1"], 3)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+    ids = [f"{i:040x}" for i in range(36)]
+    for i, k in zip(ids, ks, strict=True):
+        _img(rng, k).save(root / "train" / f"{i}.tif")
+    test = [f"{i + 999:040x}" for i in range(6)]
+    for j, i in enumerate(test):
+        _img(rng, j % 2).save(root / "test" / f"{i}.tif")
+    pd.DataFrame({"id": ids, "label": ks}).to_csv(root / "train_labels.csv", index=False)
+    pd.DataFrame({"id": test, "label": 0}).to_csv(root / "sample_submission.csv", index=False)
+    (root / "competition.toml").write_text('metric = "roc_auc"\n')
+    return {"metric": "roc_auc", "format": "probability"}
+
+
+def aptos(root: Path) -> dict:
+    """train.csv id_code,diagnosis 0-4; train_images/<id>.png; sample id_code,diagnosis."""
+    rng, ks = _labels(50, ["0", "1", "2", "3", "4"], 4)
+    for split in ("train_images", "test_images"):
+        (root / split).mkdir(parents=True)
+    ids = [f"{i:012x}" for i in range(50)]
+    for i, k in zip(ids, ks, strict=True):
+        _img(rng, k, ordinal=True).save(root / "train_images" / f"{i}.png")
+    test = [f"{i + 999:012x}" for i in range(6)]
+    for j, i in enumerate(test):
+        _img(rng, j % 5, ordinal=True).save(root / "test_images" / f"{i}.png")
+    pd.DataFrame({"id_code": ids, "diagnosis": ks}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"id_code": test, "diagnosis": 0}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    (root / "competition.toml").write_text('task = "ordinal"\n')
+    return {"metric": "quadratic_kappa", "format": "label"}
+
+
+def plant_pathology_2020(root: Path) -> dict:
+    """train.csv image_id + one-hot columns; one images/ folder; sample: 4 probability columns."""
+    classes = ["healthy", "multiple_diseases", "rust", "scab"]
+    rng, ks = _labels(48, classes, 5)
+    (root / "images").mkdir(parents=True)
+    ids = [f"Train_{i}" for i in range(48)]
+    for i, k in zip(ids, ks, strict=True):
+        _img(rng, k).save(root / "images" / f"{i}.jpg", quality=95)
+    test = [f"Test_{i}" for i in range(8)]
+    for j, i in enumerate(test):
+        _img(rng, j % 4).save(root / "images" / f"{i}.jpg", quality=95)
+    onehot = np.eye(4, dtype=int)[ks]
+    pd.DataFrame({"image_id": ids, **dict(zip(classes, onehot.T, strict=True))}).to_csv(
+        root / "train.csv", index=False
+    )
+    pd.DataFrame({"image_id": test}).to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"image_id": test, **{c: 0.25 for c in classes}}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    return {"metric": "mean_column_auc", "format": "class_probabilities"}
+
+
+# the constant prediction's score, and by how much a trained ensemble must beat it
+BASELINE = {
+    "log_loss": ("prior", -0.2),  # at least 0.2 nats below the class prior's log loss
+    "micro_f1": (1 / 3, 0.3),
+    "roc_auc": (0.5, 0.3),
+    "quadratic_kappa": (0.0, 0.4),
+    "mean_column_auc": (0.5, 0.3),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "build",
+    [dog_breed, plant_seedlings, aerial_cactus, histopathologic, aptos, plant_pathology_2020],
+)
+def test_format_end_to_end(build, tmp_path, monkeypatch, capsys):
+    comp_dir = tmp_path / "input" / build.__name__
+    want = build(comp_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.toml").write_text(RECIPE)
+    comp = ["--comp", str(comp_dir)]
+    assert main(["folds", *comp, "--k", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f"metric {want['metric']}" in first and f"submission {want['format']}" in first
+    assert main(["train", *comp, "--runs", "tiny"]) == 0
+    assert main(["ensemble", *comp, "--methods", "soft weighted caruana"]) == 0
+    assert main(["submit", *comp, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    c = load_competition(comp_dir)
+    sub_dir = tmp_path / "submissions" / build.__name__ / "ensemble"
+    validate_for(c, sub_dir / "submission.csv")
+    ens = json.loads((sub_dir / "ensemble.json").read_text())
+    assert ens["metric"] == want["metric"] and ens["format"] == want["format"]
+    base, margin = BASELINE[want["metric"]]
+    nested = ens["nested_score"]  # the chosen ensemble, scored without its own fold
+    if base == "prior":
+        prior = c.train["label"].value_counts(normalize=True).reindex(c.classes).to_numpy()
+        base = float(-(np.log(prior[pd.Index(c.classes).get_indexer(c.train["label"])])).mean())
+        assert nested < base + margin, (ens["leaderboard"], base)
+    else:
+        assert nested > base + margin, (ens["leaderboard"], base)
+    assert f"{want['metric']}" in out or want["metric"] == "accuracy"

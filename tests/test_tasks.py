@@ -1,0 +1,165 @@
+"""Task, format and metric detection; the submission formats and their validator; the
+post-processing each metric rewards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import artifacts
+from pipeline.competition import load_competition
+from pipeline.competition.metrics import log_loss, quadratic_kappa
+from pipeline.competition.submission import validate_for, write_submission
+from pipeline.ensemble.blend import SoftVote
+from pipeline.ensemble.post import CutPoints, Temperature, WithPost
+from pipeline.errors import ArtifactError, CompetitionError, SubmissionError
+
+from .test_formats import aerial_cactus, aptos, dog_breed, histopathologic, plant_pathology_2020
+
+
+@pytest.mark.parametrize(
+    "build, kind, fmt, metric",
+    [
+        (dog_breed, "multiclass", "class_probabilities", "log_loss"),
+        (aerial_cactus, "binary", "probability", "roc_auc"),
+        (histopathologic, "binary", "probability", "roc_auc"),
+        (aptos, "ordinal", "label", "quadratic_kappa"),
+        (plant_pathology_2020, "multiclass", "class_probabilities", "mean_column_auc"),
+    ],
+)
+def test_detection(tmp_path, build, kind, fmt, metric):
+    build(tmp_path / "c")
+    comp = load_competition(tmp_path / "c")
+    assert (comp.task.kind, comp.task.format, comp.task.metric) == (kind, fmt, metric)
+    assert "change with task/metric/positive_label in" in comp.task.describe(str(comp.root))
+
+
+def test_histopathologic_without_toml_is_accuracy_and_says_how_to_change_it(tmp_path):
+    histopathologic(tmp_path / "c")
+    (tmp_path / "c" / "competition.toml").unlink()
+    comp = load_competition(tmp_path / "c")
+    assert (comp.task.format, comp.task.metric) == ("label", "accuracy")
+    line = comp.task.describe(str(comp.root))
+    assert "metric accuracy (inferred from the label format)" in line and "competition.toml" in line
+
+
+def test_aptos_grades_are_ordered_numerically(tmp_path):
+    aptos(tmp_path / "c")
+    assert load_competition(tmp_path / "c").classes == ["0", "1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('metric = "dice"\n', r"metric = 'dice'; valid: accuracy, log_loss"),
+        ('task = "multilabel"\n', r"task = 'multilabel'; valid: multiclass, binary, ordinal"),
+        (
+            'metric = "log_loss"\npositive_label = "7"\n',
+            r"positive_label = '7' is not a train label",
+        ),
+    ],
+)
+def test_bad_competition_toml(tmp_path, toml, message):
+    histopathologic(tmp_path / "c")
+    (tmp_path / "c" / "competition.toml").write_text(toml)
+    with pytest.raises(CompetitionError, match=message):
+        load_competition(tmp_path / "c")
+
+
+def test_ordinal_needs_integer_grades(tmp_path):
+    dog_breed(tmp_path / "c")
+    (tmp_path / "c" / "competition.toml").write_text('task = "ordinal"\n')
+    with pytest.raises(CompetitionError, match="task = 'ordinal' needs integer grades"):
+        load_competition(tmp_path / "c")
+
+
+def test_multi_hot_one_hot_columns_are_refused_in_one_line(tmp_path):
+    plant_pathology_2020(tmp_path / "c")
+    df = pd.read_csv(tmp_path / "c" / "train.csv")
+    df.loc[3, ["rust", "scab"]] = 1
+    df.to_csv(tmp_path / "c" / "train.csv", index=False)
+    with pytest.raises(
+        CompetitionError, match=r"train.csv row 5: .* classes set to 1 .*multi-label"
+    ):
+        load_competition(tmp_path / "c")
+
+
+def test_submission_formats_written_and_validated(tmp_path):
+    for build in (dog_breed, aerial_cactus, plant_pathology_2020):
+        root = tmp_path / build.__name__
+        build(root)
+        comp = load_competition(root)
+        t, c = len(comp.test), len(comp.classes)
+        probs = np.random.default_rng(0).dirichlet(np.ones(c), t)
+        path = write_submission(comp, tmp_path / f"{build.__name__}.csv", probs.argmax(1), probs)
+        sub = validate_for(comp, path)
+        cols = comp.class_columns or [comp.target_col]
+        assert list(sub.columns) == list(pd.read_csv(comp.sample_path).columns)
+        got = sub[cols].astype(float).to_numpy()
+        want = (
+            probs[:, [comp.classes.index(x) for x in cols]] if comp.class_columns else probs[:, 1:]
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_probability_validator_messages(tmp_path):
+    dog_breed(tmp_path / "c")
+    comp = load_competition(tmp_path / "c")
+    probs = np.full((len(comp.test), 3), 1 / 3)
+    path = write_submission(comp, tmp_path / "s.csv", probs.argmax(1), probs)
+    df = pd.read_csv(path, dtype=str)
+    bad = df.copy()
+    bad.loc[2, "pug"] = "1.5"
+    bad.to_csv(path, index=False)
+    with pytest.raises(SubmissionError, match=r"row 4: 'pug' is '1.5' for id .* between 0 and 1"):
+        validate_for(comp, path)
+    bad = df.copy()
+    bad.loc[0, "pug"] = "0.9"
+    bad.to_csv(path, index=False)
+    with pytest.raises(
+        SubmissionError, match=r"row 2: the 3 class probabilities .* add up to 1.5667"
+    ):
+        validate_for(comp, path)
+
+
+def test_folds_of_another_task_are_refused(tmp_path):
+    aptos(tmp_path / "c")
+    comp = load_competition(tmp_path / "c")
+    path = tmp_path / "folds.csv"
+    artifacts.write_folds(path, pd.DataFrame({"id": ["a"], "label": ["0"], "fold": [0]}))
+    with pytest.raises(
+        ArtifactError, match="made for a multiclass task but the competition is now ordinal"
+    ):
+        artifacts.read_folds(path, comp.root, comp.task.kind)
+
+
+def test_cut_points_beat_argmax_on_skewed_grades():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 600)
+    # probabilities centred one grade too low: argmax is biased, the expected grade is not
+    centre = np.clip(y - 0.6 + rng.normal(0, 0.5, len(y)), 0, 4)
+    probs = np.exp(-((np.arange(5)[None, :] - centre[:, None]) ** 2))
+    probs /= probs.sum(1, keepdims=True)
+    cuts = CutPoints().fit(probs, y)
+    assert quadratic_kappa(y, cuts.transform(probs)) > quadratic_kappa(y, probs) + 0.02
+    assert np.all(np.diff(cuts.cuts_) > 0)
+
+
+def test_temperature_lowers_log_loss_of_an_overconfident_blend():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 500)
+    logits = rng.normal(size=(500, 3))
+    logits[np.arange(500), y] += 1.0
+    probs = np.exp(4 * logits) / np.exp(4 * logits).sum(1, keepdims=True)  # far too sharp
+    t = Temperature().fit(probs, y)
+    assert t.temperature_ > 2 and log_loss(y, t.transform(probs)) < log_loss(y, probs) - 0.3
+
+
+def test_with_post_fits_both_on_the_same_rows():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 90)
+    logits = np.stack([np.eye(3)[y] * 8 + rng.normal(size=(90, 3)) * 3 for _ in range(2)])
+    est = WithPost(SoftVote(), Temperature()).fit(logits, y)
+    assert est.weights_.tolist() == [0.5, 0.5]
+    np.testing.assert_allclose(est.predict_proba(logits).sum(1), 1.0)
