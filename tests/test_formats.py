@@ -15,7 +15,10 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.competition import load_competition
-from pipeline.competition.submission import validate_for
+from pipeline.competition.submission import validate_for, write_submission
+from pipeline.ensemble.members import load_members
+from pipeline.ensemble.state import load_state
+from pipeline.layout import Workspace
 
 RECIPE = 'backbone = "test_resnet"\nimage_size = 16\nepochs = 6\nbatch_size = 8\nlr = 3e-3\ntta = ["none", "hflip"]\n'
 PALETTE = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40], [40, 220, 220]])
@@ -147,6 +150,36 @@ def plant_pathology_2020(root: Path) -> dict:
     return {"metric": "mean_column_auc", "format": "class_probabilities"}
 
 
+def plant_pathology_2021(root: Path) -> dict:
+    """train.csv image,labels (space-separated sets); train_images/; sample image,labels."""
+    classes = ["complex", "healthy", "rust", "scab"]
+    rng = np.random.default_rng(6)
+    sets = [[0], [1], [2], [3], [2, 3], [0, 2]]
+    for split in ("train_images", "test_images"):
+        (root / split).mkdir(parents=True)
+
+    def image(labels: list[int]) -> Image.Image:
+        img = rng.integers(0, 50, (16, 16, 3)).astype(np.int64)
+        for j in labels:  # each label paints its own quarter in its own colour
+            r, c = divmod(j, 2)
+            img[r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += PALETTE[j]
+        return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+    rows = [sets[i % len(sets)] for i in range(96)]
+    ids = [f"{i:016x}.jpg" for i in range(96)]
+    for i, labels in zip(ids, rows, strict=True):
+        image(labels).save(root / "train_images" / i, quality=95)
+    test = [f"{i + 999:016x}.jpg" for i in range(6)]
+    for j, i in enumerate(test):
+        image(sets[j]).save(root / "test_images" / i, quality=95)
+    text = [" ".join(classes[j] for j in labels) for labels in rows]
+    pd.DataFrame({"image": ids, "labels": text}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image": test, "labels": "healthy"}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    return {"metric": "samples_f1", "format": "label_list"}
+
+
 # the constant prediction's score, and by how much a trained ensemble must beat it
 BASELINE = {
     "log_loss": ("prior", -0.2),  # at least 0.2 nats below the class prior's log loss
@@ -154,13 +187,22 @@ BASELINE = {
     "roc_auc": (0.5, 0.3),
     "quadratic_kappa": (0.0, 0.4),
     "mean_column_auc": (0.5, 0.3),
+    "samples_f1": ("constant", 0.25),  # the best single label set for every row, + 0.25
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "build",
-    [dog_breed, plant_seedlings, aerial_cactus, histopathologic, aptos, plant_pathology_2020],
+    [
+        dog_breed,
+        plant_seedlings,
+        aerial_cactus,
+        histopathologic,
+        aptos,
+        plant_pathology_2020,
+        plant_pathology_2021,
+    ],
 )
 def test_format_end_to_end(build, tmp_path, monkeypatch, capsys):
     comp_dir = tmp_path / "input" / build.__name__
@@ -180,9 +222,23 @@ def test_format_end_to_end(build, tmp_path, monkeypatch, capsys):
     sub_dir = tmp_path / "submissions" / build.__name__ / "ensemble"
     validate_for(c, sub_dir / "submission.csv")
     ens = json.loads((sub_dir / "ensemble.json").read_text())
+    # the saved, pickle-free ensemble state rewrites the same submission from the members' logits
+    state, est = load_state(sub_dir, "make ensemble")
+    _, members = load_members(c, Workspace(c.name), state["members"])
+    assert [m["view"] for m in members.summaries] == state["views"]
+    probs = est.predict_proba(members.test)
+    again = write_submission(c, tmp_path / "again.csv", probs.argmax(1), probs)
+    assert again.read_bytes() == (sub_dir / "submission.csv").read_bytes()
     assert ens["metric"] == want["metric"] and ens["format"] == want["format"]
     base, margin = BASELINE[want["metric"]]
     nested = ens["nested_score"]  # the chosen ensemble, scored without its own fold
+    if base == "constant":
+        from pipeline.competition.metrics import samples_f1
+        from pipeline.competition.task import encode
+
+        y = encode(c.train["label"], c.classes, "multilabel")
+        subsets = [np.array(list(map(int, f"{m:0{len(c.classes)}b}"))) for m in range(1, 16)]
+        base = max(samples_f1(y, np.tile(s, (len(y), 1))) for s in subsets)
     if base == "prior":
         prior = c.train["label"].value_counts(normalize=True).reindex(c.classes).to_numpy()
         base = float(-(np.log(prior[pd.Index(c.classes).get_indexer(c.train["label"])])).mean())

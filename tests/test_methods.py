@@ -238,3 +238,32 @@ def test_the_metric_changes_the_chosen_weights():
     assert list(table["name"]) == ["calm", "sharp"]
     table, _, _ = leaderboard(["sharp", "calm"], logits, y, fold, {}, False)
     assert list(table["name"]) == ["sharp", "calm"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: method_class("soft")(),
+        lambda: method_class("temp")(),
+        lambda: method_class("caruana")(metric="roc_auc"),
+        lambda: method_class("stack")(),
+        lambda: __import__("pipeline.ensemble.post", fromlist=["x"]).WithPost(
+            method_class("weighted")(),
+            __import__("pipeline.ensemble.post", fromlist=["x"]).CutPoints(),
+        ),
+    ],
+)
+def test_saved_state_applies_to_new_logits_without_pickle(tmp_path, make):
+    from pipeline.ensemble.state import load_state, save_state
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    oof = np.stack([2.0 * np.eye(2)[y] + rng.normal(size=(120, 2)) * s for s in (1.0, 2.0, 3.0)])
+    est = make().fit(oof, y)
+    save_state(tmp_path, "m", est, {"members": ["a", "b", "c"]})
+    raw = (tmp_path / "ensemble_state.npz").read_bytes()
+    assert b"pickle" not in raw and np.load(tmp_path / "ensemble_state.npz", allow_pickle=False)
+    state, again = load_state(tmp_path, "make ensemble")
+    assert state["members"] == ["a", "b", "c"] and state["version"] == 1
+    new = rng.normal(size=(3, 30, 2))
+    np.testing.assert_allclose(again.predict_proba(new), est.predict_proba(new), rtol=1e-6)

@@ -53,7 +53,10 @@ def test_aptos_grades_are_ordered_numerically(tmp_path):
     "toml, message",
     [
         ('metric = "dice"\n', r"metric = 'dice'; valid: accuracy, log_loss"),
-        ('task = "multilabel"\n', r"task = 'multilabel'; valid: multiclass, binary, ordinal"),
+        (
+            'task = "regression"\n',
+            r"task = 'regression'; valid: multiclass, binary, ordinal, multilabel",
+        ),
         (
             'metric = "log_loss"\npositive_label = "7"\n',
             r"positive_label = '7' is not a train label",
@@ -74,14 +77,12 @@ def test_ordinal_needs_integer_grades(tmp_path):
         load_competition(tmp_path / "c")
 
 
-def test_multi_hot_one_hot_columns_are_refused_in_one_line(tmp_path):
+def test_one_hot_columns_that_are_not_0_1_are_refused_in_one_line(tmp_path):
     plant_pathology_2020(tmp_path / "c")
     df = pd.read_csv(tmp_path / "c" / "train.csv")
-    df.loc[3, ["rust", "scab"]] = 1
+    df.loc[3, "rust"] = 2
     df.to_csv(tmp_path / "c" / "train.csv", index=False)
-    with pytest.raises(
-        CompetitionError, match=r"train.csv row 5: .* classes set to 1 .*multi-label"
-    ):
+    with pytest.raises(CompetitionError, match=r"train.csv row 5: values other than 0/1"):
         load_competition(tmp_path / "c")
 
 
@@ -163,3 +164,54 @@ def test_with_post_fits_both_on_the_same_rows():
     est = WithPost(SoftVote(), Temperature()).fit(logits, y)
     assert est.weights_.tolist() == [0.5, 0.5]
     np.testing.assert_allclose(est.predict_proba(logits).sum(1), 1.0)
+
+
+def test_multilabel_detection_folds_and_label_sets(tmp_path):
+    from pipeline.competition.submission import label_sets
+    from pipeline.competition.task import encode
+    from pipeline.folds.stage import make_multilabel_folds
+
+    from .test_formats import plant_pathology_2021
+
+    plant_pathology_2021(tmp_path / "c")
+    comp = load_competition(tmp_path / "c")
+    assert (comp.task.kind, comp.task.format, comp.task.metric) == (
+        "multilabel", "label_list", "samples_f1",
+    )  # fmt: skip
+    assert comp.classes == ["complex", "healthy", "rust", "scab"]
+    y = encode(comp.train["label"], comp.classes, "multilabel")
+    assert y.shape == (96, 4) and y.sum() == 96 + 32  # two of six sets have 2 labels
+    folds = make_multilabel_folds(y, comp.train["label"], comp.train["id"], k=4, seed=0)
+    shares = np.stack([y[folds["fold"] == f].mean(0) for f in range(4)])
+    assert np.ptp(shares, axis=0).max() < 0.1  # every label's share alike in every fold
+    probs = np.array([[0.9, 0.6, 0.1, 0.0], [0.2, 0.3, 0.4, 0.1]])
+    assert label_sets(probs, comp.classes) == ["complex healthy", "rust"]  # none: the top one
+    path = tmp_path / "s.csv"
+    pd.DataFrame({"image": comp.test["id"], "labels": "rust mildew"}).to_csv(path, index=False)
+    with pytest.raises(SubmissionError, match=r"row 2: label 'mildew' is not a train label"):
+        validate_for(comp, path)
+
+
+def test_multi_hot_columns_are_multilabel_scored_by_column_auc(tmp_path):
+    plant_pathology_2020(tmp_path / "c")
+    df = pd.read_csv(tmp_path / "c" / "train.csv")
+    df.loc[3, ["rust", "scab"]] = 1
+    df.to_csv(tmp_path / "c" / "train.csv", index=False)
+    comp = load_competition(tmp_path / "c")
+    assert (comp.task.kind, comp.task.format, comp.task.metric) == (
+        "multilabel", "class_probabilities", "mean_column_auc",
+    )  # fmt: skip
+    assert set(comp.train["label"][3].split()) == {"rust", "scab"}
+
+
+def test_threshold_beats_one_half_for_samples_f1():
+    from pipeline.competition.metrics import samples_f1
+    from pipeline.ensemble.multilabel import Threshold
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((400, 5)) < 0.3).astype(int)
+    y[np.arange(400), rng.integers(0, 5, 400)] = 1
+    probs = np.clip(0.25 * y + rng.random((400, 5)) * 0.35, 0, 1)  # true labels rarely reach 1/2
+    t = Threshold().fit(probs, y)
+    assert t.threshold_ < 0.5
+    assert samples_f1(y, t.transform(probs)) > samples_f1(y, probs) + 0.1

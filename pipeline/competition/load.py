@@ -183,7 +183,9 @@ def _class_column_tables(
     for path in cands:
         df = read_csv(path)
         if wanted <= set(df.columns):
-            return path, _from_one_hot(path, df, id_col, class_cols), "label", "one-hot"
+            table = _from_one_hot(path, df, id_col, class_cols)
+            multi = table["label"].str.contains(" ", regex=False).any()
+            return path, table, "label", "multi-hot" if multi else "one-hot"
         for col in df.columns:
             values = set(df[col].unique()) - {""}
             if col != id_col and values and values <= wanted:
@@ -202,18 +204,16 @@ def _from_one_hot(path: Path, df: pd.DataFrame, id_col: str, class_cols: list[st
     """One label per row from 0/1 class columns; several 1s is multi-label (not supported)."""
     hot = df[class_cols].apply(pd.to_numeric, errors="coerce")
     bad = hot.isna().any(axis=1) | ~hot.isin([0, 1]).all(axis=1)
-    n_hot = hot.where(~bad, 0).sum(axis=1)
-    if bad.any() or (n_hot > 1).any():
-        i = int(bad.idxmax()) if bad.any() else int((n_hot > 1).idxmax())
-        what = "values other than 0/1" if bad.any() else f"{int(n_hot[i])} classes set to 1"
+    if bad.any():
+        i = int(bad.idxmax())
         raise CompetitionError(
-            f"{path} row {i + 2}: {what} in the class columns for id {df[id_col][i]!r}; "
-            "one-hot labels need exactly one 1 per row (multi-label competitions are not "
-            "supported yet)"
+            f"{path} row {i + 2}: values other than 0/1 in the class columns for id "
+            f"{df[id_col][i]!r}; one-hot labels are 0 or 1"
         )
-    label = pd.Series(np.array(class_cols, dtype=object)[hot.to_numpy().argmax(axis=1)])
-    label[n_hot.to_numpy() == 0] = ""  # no class: reported as an empty label
-    return pd.DataFrame({id_col: df[id_col].to_numpy(), "label": label.to_numpy()})
+    # several 1s in a row: multi-label (RANZCR); the row's label is its set, space-separated
+    names = np.array(class_cols, dtype=object)
+    label = [" ".join(names[row == 1]) for row in hot.to_numpy()]  # none set: an empty label
+    return pd.DataFrame({id_col: df[id_col].to_numpy(), "label": label})
 
 
 def _has_train_csv(

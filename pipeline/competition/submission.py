@@ -31,6 +31,8 @@ def write_submission(
     values = {comp.id_col: comp.test["id"].to_numpy()}
     if fmt == "label":
         values[comp.target_col] = np.array(classes)[pred]
+    elif fmt == "label_list":
+        values[comp.target_col] = label_sets(probs, classes)
     elif fmt == "probability":
         values[comp.target_col] = probs[:, classes.index(comp.task.positive)]
     else:
@@ -41,6 +43,15 @@ def write_submission(
             f"{sorted(values)}; fix the sample submission or competition.toml"
         )
     return artifacts.write_csv(path, pd.DataFrame({c: values[c] for c in cols}))
+
+
+def label_sets(probs: np.ndarray, classes: list[str]) -> list[str]:
+    """Space-separated labels of each row whose probability is at least 1/2; a row with none
+    keeps its most probable label."""
+    on = np.asarray(probs) >= 0.5
+    on[np.arange(len(on)), np.asarray(probs).argmax(axis=1)] |= ~on.any(axis=1)
+    names = np.array(classes, dtype=object)
+    return [" ".join(names[row]) for row in on]
 
 
 def validate_for(comp: Competition, sub_path: Path) -> pd.DataFrame:
@@ -91,6 +102,8 @@ def validate_submission(
     _check_ids(sub_path, sname, sub[id_col].tolist(), sample[id_col].tolist())
     if fmt == "label":
         _check_labels(sub_path, sub, classes, id_col, target_col)
+    elif fmt == "label_list":
+        _check_label_sets(sub_path, sub, classes, id_col, target_col)
     else:
         cols = [target_col] if fmt == "probability" else [c for c in want if c != id_col]
         _check_probabilities(sub_path, sub, id_col, cols, sum_to_one and fmt != "probability")
@@ -176,3 +189,20 @@ def _check_labels(path: Path, sub: pd.DataFrame, classes: list[str], id_col: str
         f"{path} row {bad[0] + 2}: label {labels[bad[0]]!r} is not a train class "
         f"({len(bad)} such rows; valid: {shown} - {len(classes)} in all); {fix}"
     )
+
+
+def _check_label_sets(
+    path: Path, sub: pd.DataFrame, classes: list[str], id_col: str, col: str
+) -> None:
+    """Every row a non-empty space-separated set of train labels."""
+    valid = set(classes)
+    for row, text in enumerate(sub[col].tolist(), start=2):
+        tokens = str(text).split()
+        bad = [t for t in tokens if t not in valid]
+        if not tokens or bad:
+            what = f"label {bad[0]!r} is not a train label" if bad else f"empty {col!r}"
+            shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+            raise SubmissionError(
+                f"{path} row {row}: {what} for id {sub[id_col].iloc[row - 2]!r}; write one or "
+                f"more of the train labels ({shown}) separated by spaces ({REWRITE})"
+            )

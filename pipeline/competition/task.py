@@ -14,19 +14,24 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, softmax
 
 from ..errors import CompetitionError
 from .metrics import METRICS
 
-TASKS = ("multiclass", "binary", "ordinal")  # single-label tasks; every row has one class
-# submission formats: one label per row; P(positive) per row; one probability column per class
-FORMATS = ("label", "probability", "class_probabilities")
+# single-label tasks (every row has one class), and multi-label (a row has a set of labels)
+TASKS = ("multiclass", "binary", "ordinal", "multilabel")
+# submission formats: one label per row; P(positive) per row; one probability column per class;
+# a space-separated set of labels per row
+FORMATS = ("label", "probability", "class_probabilities", "label_list")
 # metrics each format can be scored by (the first is inferred when no metric key is given)
 FORMAT_METRICS = {
     "label": ("accuracy", "macro_f1", "micro_f1", "quadratic_kappa"),
     "probability": ("roc_auc", "log_loss"),
     "class_probabilities": ("log_loss", "mean_column_auc"),
+    "label_list": ("samples_f1",),
 }
+MULTILABEL_METRICS = ("samples_f1", "mean_column_auc")
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,19 @@ class Task:
     def greater_is_better(self) -> bool:
         return METRICS[self.metric].greater_is_better
 
+    @property
+    def multilabel(self) -> bool:
+        return self.kind == "multilabel"
+
     def score(self, y: np.ndarray, probs: np.ndarray) -> float:
-        """The competition's metric of ``probs (N, C)`` against ``y (N,)`` class indices."""
+        """The competition's metric of ``probs (N, C)`` against ``y``: ``(N,)`` class indices,
+        or ``(N, C)`` 0/1 indicators for a multi-label task (``probs`` then per label)."""
         return METRICS[self.metric].fn(y, probs)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """``(N, C)`` logits to probabilities: softmax over classes, or sigmoid per label."""
+        z = np.asarray(logits, dtype=np.float64)
+        return expit(z) if self.multilabel else softmax(z, axis=-1)
 
     def better(self, a: float, b: float) -> bool:
         """Whether score ``a`` beats ``b`` under this metric's direction."""
@@ -81,11 +96,17 @@ def detect_task(
     sample_path: str,
     layout: str = "csv",
 ) -> Task:
-    """The task of a competition whose train ``labels`` (one class name per row) are known and
-    whose sample submission has ``class_columns`` (one probability column per class) or one
-    target column besides ``id_col``."""
+    """The task of a competition whose train ``labels`` (one class name per row, or a
+    space-separated set of them for multi-label rows) are known and whose sample submission has
+    ``class_columns`` (one probability column per class) or one target column besides
+    ``id_col``."""
     why: dict[str, str] = {}
-    values = sorted(labels.unique().tolist())
+    sets = layout == "multi-hot" or (
+        layout == "csv"
+        and settings.get("task", "multilabel") == "multilabel"
+        and _label_sets(labels)
+    )
+    values = class_order(labels, "multilabel" if sets else "multiclass")
     if class_columns:
         fmt = "class_probabilities"
         why["format"] = f"{len(class_columns)} class columns in {sample_path}"
@@ -96,14 +117,16 @@ def detect_task(
     kind = settings.get("task")
     if kind is not None:
         why["task"] = "competition.toml"
+    elif sets:
+        kind = "multilabel"
+        why["task"] = "rows with several labels" + (" set to 1" if layout == "multi-hot" else "")
     else:
         kind = "binary" if len(values) == 2 else "multiclass"
         why["task"] = f"{len(values)} classes"
     if kind not in TASKS:
-        raise CompetitionError(
-            f"competition.toml: task = {kind!r}; valid: {', '.join(TASKS)} "
-            "(multi-label competitions are not supported yet)"
-        )
+        raise CompetitionError(f"competition.toml: task = {kind!r}; valid: {', '.join(TASKS)}")
+    if kind == "multilabel":
+        return _multilabel(settings, fmt, values, why)
     if kind == "ordinal" and not all(_is_int(v) for v in values):
         raise CompetitionError(
             f"task = 'ordinal' needs integer grades as labels, found {values[:5]}; "
@@ -152,10 +175,61 @@ def detect_task(
     return Task(kind, fmt, metric, positive, tuple(why.items()))
 
 
+def _multilabel(settings: dict[str, str], fmt: str, values: list[str], why: dict) -> Task:
+    """A multi-label task: label sets per row (``label_list``) or a probability per label."""
+    if fmt == "label":
+        fmt = "label_list"
+    elif fmt == "probability":
+        raise CompetitionError(
+            "a multi-label competition needs a sample with a label-set column or one column per "
+            "label, not one probability per row"
+        )
+    metric = settings.get("metric")
+    if metric is None:
+        metric = "samples_f1" if fmt == "label_list" else "mean_column_auc"
+        why["metric"] = f"inferred from the {fmt} format"
+    else:
+        why["metric"] = "competition.toml"
+    if metric not in MULTILABEL_METRICS or metric not in FORMAT_METRICS[fmt]:
+        raise CompetitionError(
+            f"metric {metric} cannot score a multi-label {fmt} submission; use "
+            f"{', '.join(m for m in FORMAT_METRICS[fmt] if m in MULTILABEL_METRICS)}"
+        )
+    return Task("multilabel", fmt, metric, None, tuple(why.items()))
+
+
 def class_order(labels: pd.Series, kind: str) -> list[str]:
-    """The classes as the logits' class axis orders them: sorted, numerically for grades."""
+    """The classes as the logits' class axis orders them: sorted, numerically for grades; for
+    multi-label rows, every label of every row's set."""
+    if kind == "multilabel":
+        return sorted({t for text in labels for t in str(text).split()})
     values = labels.unique().tolist()
     return sorted(values, key=int) if kind == "ordinal" else sorted(values)
+
+
+def encode(labels: pd.Series, classes: list[str], kind: str) -> np.ndarray:
+    """Targets of ``labels``: ``(N,)`` int64 class indices, or for a multi-label task ``(N, C)``
+    uint8 indicators of each row's space-separated label set."""
+    index = {c: i for i, c in enumerate(classes)}
+    if kind != "multilabel":
+        idx = pd.Index(classes).get_indexer(labels).astype(np.int64)
+        if (idx < 0).any():
+            bad = pd.Series(labels)[idx < 0].iloc[0]
+            raise ValueError(f"label {bad!r} is not one of the {len(classes)} classes")
+        return idx
+    y = np.zeros((len(labels), len(classes)), dtype=np.uint8)
+    for n, text in enumerate(labels):
+        for t in str(text).split():
+            y[n, index[t]] = 1
+    return y
+
+
+def _label_sets(labels: pd.Series) -> bool:
+    """Space-separated label sets (plant-pathology-2021 ``rust scab``), not class names with a
+    space in them (plant-seedlings ``Common wheat``): some row with several words has every
+    word also appearing alone as a whole label elsewhere."""
+    alone = set(labels[~labels.str.contains(" ", regex=False)])
+    return any(set(x.split()) <= alone for x in labels if " " in x)
 
 
 def _looks_like_probabilities(col: pd.Series) -> bool:

@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from .. import artifacts
 from ..competition import Competition
-from ..competition.task import Task
+from ..competition.task import Task, class_order, encode
 from ..errors import ArtifactError
 from ..layout import Workspace
 from .blend import softmax
@@ -58,13 +58,13 @@ def load_folds(comp: Competition, ws: Workspace) -> OOF:
     """The folds file, checked against the competition's classes."""
     path = ws.folds_csv
     folds = artifacts.read_folds(path, comp.root, comp.task.kind)
-    labels = sorted(folds["label"].unique().tolist())
+    labels = class_order(folds["label"], comp.task.kind)
     if set(labels) != set(comp.classes):
         raise ArtifactError(
             f"{path} has {len(labels)} classes but {comp.train_csv} has {len(comp.classes)} "
             f"(labels changed since the folds were made); re-run: make folds COMP={comp.root}"
         )
-    y = artifacts.label_indices(folds["label"], comp.classes)
+    y = encode(folds["label"], comp.classes, comp.task.kind)
     return OOF(folds, y, folds["fold"].to_numpy(), artifacts.file_hash(path))
 
 
@@ -133,16 +133,15 @@ def choose_view(
     """
     names = [str(v) for v in oof["views"]]
     cands = {v: (oof["logits"][i], test["logits"][i]) for i, v in enumerate(names)}
+    combine = combine_label_views if task.multilabel else combine_views
     if len(names) > 1:
-        cands["tta"] = (combine_views(oof["logits"]), combine_views(test["logits"]))
-    labels = np.arange(oof["logits"].shape[2])
+        cands["tta"] = (combine(oof["logits"]), combine(test["logits"]))
     sign = 1.0 if task.greater_is_better else -1.0
     score, key = {}, {}
     for v, (o, _) in cands.items():
-        p = softmax(o, axis=1)
-        acc = float(accuracy_score(y, o.argmax(1)))
-        score[v] = acc if task.metric == "accuracy" else task.score(y, p)
-        key[v] = (sign * score[v], v == "tta", -float(log_loss(y, p, labels=labels)))
+        acc, loss = _accuracy_and_loss(o, y, task)
+        score[v] = acc if task.metric == "accuracy" else task.score(y, task.probabilities(o))
+        key[v] = (sign * score[v], v == "tta", -loss)
     best = max(key, key=lambda v: key[v])
     summary = {
         "run": run,
@@ -151,9 +150,29 @@ def choose_view(
         "tta_score": score.get("tta", score[names[0]]),
         "view": best,
         "oof_score": score[best],
-        "oof_accuracy": float(accuracy_score(y, cands[best][0].argmax(1))),
+        "oof_accuracy": _accuracy_and_loss(cands[best][0], y, task)[0],
     }
     return summary, cands[best][0], cands[best][1]
+
+
+def _accuracy_and_loss(logits: np.ndarray, y: np.ndarray, task: Task) -> tuple[float, float]:
+    """Accuracy and log loss of one member's ``(N, C)`` logits; per label (at 1/2, and binary
+    cross-entropy) for multi-label members."""
+    if task.multilabel:
+        p = np.clip(task.probabilities(logits), 1e-15, 1 - 1e-15)
+        loss = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+        return float(((p >= 0.5) == (y > 0)).mean()), float(loss)
+    p = softmax(logits, axis=1)
+    labels = np.arange(logits.shape[1])
+    return float(accuracy_score(y, logits.argmax(1))), float(log_loss(y, p, labels=labels))
+
+
+def combine_label_views(logits: np.ndarray) -> np.ndarray:
+    """``(V, N, C)`` multi-label view logits -> ``(N, C)`` logit of the mean sigmoid."""
+    from scipy.special import expit, logit
+
+    p = np.clip(expit(np.asarray(logits, dtype=np.float64)).mean(axis=0), 1e-12, 1 - 1e-12)
+    return logit(p)
 
 
 def print_members(members: list[dict]) -> None:

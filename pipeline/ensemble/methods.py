@@ -31,6 +31,13 @@ METHODS: dict[str, Method] = {
     "caruana": Method("optimise", "Caruana", "greedy selection with replacement, bagged"),
     "stack": Method("stacking", "Stacking", "logistic regression on member logits, L2 by inner CV"),
 }
+# the multi-label estimator of each method that has one (sigmoid members); the rest are single-label
+MULTILABEL: dict[str, tuple[str, str]] = {
+    "soft": ("multilabel", "LabelMean"),
+    "logit": ("multilabel", "LabelLogitMean"),
+    "rank": ("multilabel", "LabelRank"),
+    "weighted": ("multilabel", "LabelWeighted"),
+}
 # other names users know for a registered method; never a separate leaderboard row
 ALIASES: dict[str, str] = {
     # the normalised geometric mean of probabilities is softmax of the mean log-softmax, and
@@ -48,10 +55,12 @@ def canonical(name: str) -> str:
     return name
 
 
-def method_class(name: str) -> type:
-    """The estimator class registered under ``name`` (or its alias)."""
-    m = METHODS[canonical(name)]
-    return getattr(importlib.import_module(f"{__package__}.{m.module}"), m.cls)
+def method_class(name: str, multilabel: bool = False) -> type:
+    """The estimator class registered under ``name`` (or its alias); with ``multilabel``, its
+    multi-label version (``KeyError`` when it has none: see ``MULTILABEL``)."""
+    name = canonical(name)
+    module, cls = MULTILABEL[name] if multilabel else METHODS[name][:2]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
 
 
 def method_help() -> str:

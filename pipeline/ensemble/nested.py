@@ -43,14 +43,24 @@ ACCURACY = Task("multiclass", "label", "accuracy")
 def _scores(y: np.ndarray, probs: np.ndarray, fold: np.ndarray, task: Task) -> dict[str, float]:
     """The competition's metric of ``probs (N, C)`` (and its spread over folds), accuracy and
     log loss. Probabilities that are decoded grades (ordinal cut points) score as such."""
-    hit = probs.argmax(axis=1) == y
-    clipped = np.clip(probs, 1e-15, 1.0)
-    out = {
-        "accuracy": float(hit.mean()),
-        "log_loss": float(
-            log_loss(y, clipped / clipped.sum(1, keepdims=True), labels=np.arange(probs.shape[1]))
-        ),
-    }
+    if task.multilabel:  # accuracy per label at 1/2, binary cross-entropy
+        hit = ((probs >= 0.5) == (y > 0)).mean(axis=1)
+        q = np.clip(probs, 1e-15, 1 - 1e-15)
+        out = {
+            "accuracy": float(hit.mean()),
+            "log_loss": float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean()),
+        }
+    else:
+        hit = probs.argmax(axis=1) == y
+        clipped = np.clip(probs, 1e-15, 1.0)
+        out = {
+            "accuracy": float(hit.mean()),
+            "log_loss": float(
+                log_loss(
+                    y, clipped / clipped.sum(1, keepdims=True), labels=np.arange(probs.shape[1])
+                )
+            ),
+        }
     if task.metric == "accuracy":  # per fold: the mean of hits, as before metrics were pluggable
         per_fold = [hit[fold == k].mean() for k in np.unique(fold)]
         out["score"] = out["accuracy"]
@@ -79,7 +89,9 @@ def leaderboard(
     """
     rows, fitted, nested = [], {}, {}
     for name, logits in zip(members, oof, strict=True):
-        s = _scores(y, softmax(logits), fold, task)
+        s = _scores(
+            y, task.probabilities(logits) if task.multilabel else softmax(logits), fold, task
+        )
         rows.append(_row(name, "member", s, s, task))
     bar = tqdm(methods.items(), desc="nested CV", unit="method", disable=not progress)
     for name, make in bar:

@@ -1,4 +1,5 @@
-"""Post-processing fitted on OOF rows: ordinal cut points (quadratic kappa), temperature (log loss).
+"""Post-processing fitted on OOF rows: ordinal cut points (quadratic kappa), temperature (log
+loss), a label threshold (multi-label F1).
 
 ``WithPost(method, post)`` is itself an estimator: ``fit`` fits the method, then the
 post-processing on the method's predictions for the same rows, so inside nested CV both are fitted
@@ -68,7 +69,13 @@ class Temperature:
         return softmax(np.log(np.clip(probs, 1e-15, 1.0)) / self.temperature_, axis=1)
 
 
-POSTS = {"cuts": CutPoints, "temp": Temperature}
+def _threshold():
+    from .multilabel import Threshold
+
+    return Threshold()
+
+
+POSTS = {"cuts": CutPoints, "temp": Temperature, "threshold": _threshold}
 
 
 class WithPost:
@@ -95,4 +102,6 @@ def post_for(metric: str, kind: str) -> str | None:
     log loss; none for the rest."""
     if metric == "quadratic_kappa" and kind == "ordinal":
         return "cuts"
+    if metric == "samples_f1" and kind == "multilabel":
+        return "threshold"
     return "temp" if metric == "log_loss" else None

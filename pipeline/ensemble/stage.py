@@ -24,11 +24,18 @@ from ..competition.task import Task
 from ..errors import PipelineError
 from ..layout import Workspace
 from .members import OOF, Members, duplicate_test_labels, load_members, print_members
-from .methods import METHODS, canonical, method_class
+from .methods import METHODS, MULTILABEL, canonical, method_class
 from .nested import choose, leaderboard, print_leaderboard
 from .post import POSTS, WithPost, post_for
+from .state import save_state
 
-OUTPUTS = ("ensemble.json", "leaderboard.csv", "submission.csv", "oof_ensemble.npz")
+OUTPUTS = (
+    "ensemble.json",
+    "leaderboard.csv",
+    "submission.csv",
+    "oof_ensemble.npz",
+    "ensemble_state.{json,npz}",
+)
 
 
 def ensemble_stage(
@@ -73,7 +80,7 @@ def ensemble_stage(
     test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
     if dup_labels:
-        if comp.task.format != "label":
+        if comp.task.format != "label" or comp.task.multilabel:
             raise PipelineError(
                 f"DUP_LABELS=1 sets labels, but {comp.sample_path.name} wants "
                 f"{comp.task.format.replace('_', ' ')}; run without DUP_LABELS"
@@ -81,6 +88,7 @@ def ensemble_stage(
         test_pred, trick = _dup_labels(comp, ws, test_pred)
     write_submission(comp, out / "submission.csv", test_pred, test_probs)
     _write_oof(comp, ws, name, oof, members, est)
+    save_state(out, chosen, est, _state_meta(comp, members, oof.folds_hash))
     summary = _summary(comp, name, chosen, method, members, est, table)
     summary.update(test_label_trick=trick, folds_hash=oof.folds_hash)
     artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
@@ -93,14 +101,38 @@ def _candidates(tried: list[str], task: Task) -> dict[str, Callable[[], Any]]:
     post-processing (``stack+cuts``) where it has one; Caruana climbs ranking metrics directly."""
     direct = task.metric in ("roc_auc", "mean_column_auc", "quadratic_kappa")
     out: dict[str, Callable[[], Any]] = {}
+    if task.multilabel:
+        left = [m for m in tried if m not in MULTILABEL]
+        tried = [m for m in tried if m in MULTILABEL]
+        if left:
+            print(f"left off for multi-label members (single-label methods): {', '.join(left)}")
+        if not tried:
+            raise PipelineError(
+                f"none of the methods tried works on multi-label members; use METHODS with "
+                f"some of {', '.join(MULTILABEL)}"
+            )
     for m in tried:
-        cls = method_class(m)
+        cls = method_class(m, task.multilabel)
         out[m] = partial(cls, metric=task.metric) if m == "caruana" and direct else cls
     post = post_for(task.metric, task.kind)
     if post is not None:
         for m in tried:
             out[f"{m}+{post}"] = partial(lambda make, p: WithPost(make(), POSTS[p]()), out[m], post)
     return out
+
+
+def _state_meta(comp: Competition, members: Members, folds_hash: str) -> dict[str, Any]:
+    """What applying the saved ensemble to new logits must match: members, views, classes."""
+    return {
+        "members": members.runs,
+        "views": [m["view"] for m in members.summaries],
+        "classes": list(comp.classes),
+        "task": comp.task.kind,
+        "format": comp.task.format,
+        "metric": comp.task.metric,
+        "positive": comp.task.positive,
+        "folds_hash": folds_hash,
+    }
 
 
 def _write_oof(

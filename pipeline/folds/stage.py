@@ -15,6 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .. import artifacts
 from ..competition import Competition
+from ..competition.task import encode
 from ..errors import PipelineError
 from ..layout import Workspace
 from . import duplicates
@@ -62,6 +63,45 @@ def make_folds(
     return df.assign(group=groups) if grouped else df
 
 
+def make_multilabel_folds(
+    y: np.ndarray,
+    labels: pd.Series,
+    ids: pd.Series,
+    k: int = 5,
+    seed: int = 42,
+    groups: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Folds for multi-label rows ``y (N, C)``: iterative stratification
+    (``MultilabelStratifiedKFold``) keeps each label's share alike in every fold. With
+    ``groups``, whole groups are stratified by the labels present in them, then each row takes
+    its group's fold."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if k < 2:
+        raise PipelineError(f"K={k}: need at least 2 folds")
+    counts = y.sum(axis=0)
+    if (counts < k).any():
+        raise PipelineError(
+            f"label {labels.name or 'label'} column: {int((counts < k).sum())} label(s) appear in "
+            f"fewer than K={k} rows (the rarest: {int(counts.min())}); use a smaller K"
+        )
+    grouped = groups is not None and pd.Series(groups).duplicated().any()
+    keys = pd.Series(groups if grouped else np.arange(len(y)))
+    codes, uniq = pd.factorize(keys)
+    if len(uniq) < k:
+        raise PipelineError(
+            f"only {len(uniq)} groups of duplicates for K={k} folds; use a smaller K"
+        )
+    per_group = np.zeros((len(uniq), y.shape[1]))
+    np.add.at(per_group, codes, y)
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    group_fold = np.full(len(uniq), -1, dtype=np.int64)
+    for f, (_, held) in enumerate(splitter.split(np.zeros(len(uniq)), (per_group > 0).astype(int))):
+        group_fold[held] = f
+    df = pd.DataFrame({"id": ids.to_numpy(), "label": labels.to_numpy(), "fold": group_fold[codes]})
+    return df.assign(group=groups) if grouped else df
+
+
 def folds_stage(
     comp: Competition,
     ws: Workspace,
@@ -80,7 +120,11 @@ def folds_stage(
     train, sha = apply_relabel(comp, k)
     report = duplicates.find_duplicates(comp.root, train, comp.test, ws.hash_cache, near_distance)
     group = duplicates.train_groups(report, train["id"]) if groups else None
-    df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group)
+    if comp.task.multilabel:
+        y = encode(train["label"], comp.classes, "multilabel")
+        df = make_multilabel_folds(y, train["label"], train["id"], k=k, seed=seed, groups=group)
+    else:
+        df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group)
     if sha:
         df["relabel_sha"] = sha
     if comp.task.kind != "multiclass":  # recorded so later stages refuse another task's folds

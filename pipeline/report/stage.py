@@ -18,12 +18,13 @@ import pandas as pd
 
 from .. import artifacts
 from ..competition import Competition
-from ..competition.task import Task
+from ..competition.task import Task, encode
 from ..errors import ArtifactError
 from ..layout import Workspace
 from ..plots import pyplot
 from . import analyze
 from .html import report_page
+from .labels import write_label_report
 from .plots import plot_accuracy, plot_confusion
 from .sheets import contact_sheet
 from .tables import N_PRINT, confused_pairs, per_class_table, print_worst
@@ -121,11 +122,22 @@ def report_stage(comp: Competition, ws: Workspace, name: str = "ensemble") -> di
     folds = artifacts.read_folds(ws.folds_csv, comp.root, comp.task.kind)
     classes = [str(c) for c in data["classes"]]
     same_ids = np.array_equal(data["ids"].astype(str), folds["id"].to_numpy().astype(str))
-    if not same_ids or not set(folds["label"]) <= set(classes):
+    labels = (
+        {t for x in folds["label"] for t in str(x).split()}
+        if comp.task.multilabel
+        else set(folds["label"])
+    )
+    if not same_ids or not labels <= set(classes):
         raise ArtifactError(
             f"{path} has {len(data['ids'])} ids / {len(classes)} classes that do not match "
             f"{ws.folds_csv}; re-run: {rerun}"
         )
+    board = artifacts.read_leaderboard(out / "leaderboard.csv")
+    if comp.task.multilabel:  # label sets: a per-label report, no confusion matrix
+        y = encode(folds["label"], classes, "multilabel")
+        probs = np.asarray(data["probs"], dtype=np.float64)
+        summary = {"metric": comp.task.metric, "score": comp.task.score(y, probs)}
+        return write_label_report(ws.report_dir(name), y, probs, classes, summary, board)
     members = {}
     if "member_preds" in data:
         members = dict(zip(data["members"].astype(str), data["member_preds"], strict=True))
@@ -137,7 +149,6 @@ def report_stage(comp: Competition, ws: Workspace, name: str = "ensemble") -> di
         member_preds=members,
         task=comp.task,
     )
-    board = artifacts.read_leaderboard(out / "leaderboard.csv")
     return write_report(ws.report_dir(name), preds, image_paths(comp), board)
 
 

@@ -42,6 +42,18 @@ def cmd_soak(a):
     return soak_stage(comp, split_words(a.runs), a.times, a.k, a.seed, a.set, a.device, work)
 
 
+def cmd_formats(a):
+    from .formats import build
+
+    build(Path(a.source), Path(a.out), a.n, a.test, a.seed)
+
+
+def cmd_score(a):
+    from .formats import score
+
+    score(Path(a.comp), Path(a.answers), Path(a.submission))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.tools",
@@ -72,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", default="", help="recipe overrides for train")
     s.add_argument("--device", default="cpu")
     s.add_argument("--work", default="", help="work folder (default: a new temp folder)")
+    s = sub.add_parser("formats", help="every supported Kaggle layout, built from an id,label one")
+    s.set_defaults(fn=cmd_formats)
+    s.add_argument("--source", required=True, help="a labelled competition, e.g. cifar10")
+    s.add_argument("--out", required=True, help="folder for the competitions and answers/")
+    s.add_argument("--n", type=int, default=1500, help="train images per competition")
+    s.add_argument("--test", type=int, default=300, help="held-out test images (answers kept)")
+    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("score", help="held-out score of a submission against formats' answers")
+    s.set_defaults(fn=cmd_score)
+    s.add_argument("--comp", required=True)
+    s.add_argument("--answers", required=True)
+    s.add_argument("--submission", required=True)
     return p
 
 

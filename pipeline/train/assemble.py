@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import artifacts
+from ..competition.task import encode
 from ..errors import ArtifactError
 
 
@@ -25,7 +26,12 @@ def train_rows(comp, folds_df: pd.DataFrame, path: Path) -> np.ndarray:
             f"{path} has id {bad.iloc[0]!r} that is not in {comp.train_csv} "
             f"({len(bad)} such rows); {rerun}"
         )
-    stray = folds_df["label"][~folds_df["label"].isin(comp.classes)]
+    known = set(comp.classes)
+    stray = folds_df["label"][
+        [not set(str(x).split()) <= known for x in folds_df["label"]]
+        if comp.task.multilabel
+        else ~folds_df["label"].isin(comp.classes)
+    ]
     if len(stray):
         raise ArtifactError(
             f"{path} has label {stray.iloc[0]!r} that is not a class of {comp.train_csv}; {rerun}"
@@ -67,8 +73,11 @@ def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, r
     )
     test = np.mean([t["logits"] for t in tests], axis=0)
     artifacts.write_logits(rdir / "test.npz", ids=tests[0]["ids"], logits=test, **common)
-    y = artifacts.label_indices(folds_df["label"], comp.classes)
-    accs = "  ".join(
-        f"{view} {(logits[j].argmax(1) == y).mean():.4f}" for j, view in enumerate(common["views"])
-    )
-    print(f"{run}: wrote {rdir}/oof.npz and test.npz; OOF accuracy by view: {accs}")
+    task = comp.task
+    y = encode(folds_df["label"], comp.classes, task.kind)
+    if task.metric == "accuracy":
+        scores = [(logits[j].argmax(1) == y).mean() for j in range(len(common["views"]))]
+    else:
+        scores = [task.score(y, task.probabilities(lg)) for lg in logits]
+    text = "  ".join(f"{view} {v:.4f}" for view, v in zip(common["views"], scores, strict=True))
+    print(f"{run}: wrote {rdir}/oof.npz and test.npz; OOF {task.metric} by view: {text}")

@@ -27,7 +27,23 @@ def create_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
     )
     if recipe.pretrained_file:
         load_backbone_weights(model, Path(recipe.pretrained_file))
+    if recipe.pretrained == "hub" or recipe.pretrained_file:
+        small_head(model)
     return model
+
+
+def small_head(model: torch.nn.Module) -> None:
+    """Start a fresh classifier on pretrained features near zero (normal, std 0.01; bias 0).
+
+    timm's EfficientNet/MobileNet init draws head weights from U(+-1/sqrt(num_classes)): fine
+    for 1000 ImageNet classes, but for 2-5 classes the starting logits have a standard
+    deviation near 7 on pretrained features (measured on lite0 at 64 px), so the first epochs
+    are spent undoing it (a 5-class fine-tune began at train loss 5.2 against ln 5 = 1.6).
+    Models trained from scratch keep timm's init."""
+    head = model.get_classifier()
+    if isinstance(head, torch.nn.Linear):
+        torch.nn.init.normal_(head.weight, std=0.01)
+        torch.nn.init.zeros_(head.bias)
 
 
 def load_backbone_weights(model: torch.nn.Module, path: Path) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import softmax
 from tqdm import tqdm
 
 from .. import artifacts
 from ..competition import Competition
+from ..competition.task import encode
 from ..config import Recipe
 from ..layout import Workspace
 from . import loop
@@ -86,8 +86,9 @@ def setup_fold(job: FoldJob) -> FoldSetup:
     r, dev, fold, comp = job.recipe, job.device, job.fold, job.comp
     torch.manual_seed(r.seed + fold)
     rows, folds = job.folds_df["row"].to_numpy(), job.folds_df["fold"].to_numpy()
-    y_all = np.full(len(comp.train), -1, dtype=np.int64)
-    y_all[rows] = artifacts.label_indices(job.folds_df["label"], comp.classes)
+    y = encode(job.folds_df["label"], comp.classes, comp.task.kind)  # (N,) or (N, C) multi-label
+    y_all = np.full((len(comp.train), *y.shape[1:]), -1, dtype=np.int64)
+    y_all[rows] = y
     model = create_model(r, len(comp.classes)).to(dev)
     cfg = data_config(model, r)
     norm = (torch.tensor(cfg["mean"], device=dev), torch.tensor(cfg["std"], device=dev))
@@ -97,7 +98,9 @@ def setup_fold(job: FoldJob) -> FoldSetup:
     aug = train_transform(r.augment, r.image_size, r.custom_augment)
     ds = CachedImages(train_imgs, rows[folds != fold], y_all, aug, seed=r.seed + fold)
     loader = make_loader(ds, r.batch_size, True, r.seed + fold, auto_workers(r, dev), dev)
-    state = loop.make_state(model, r, norm, dev, len(loader), len(comp.classes))
+    state = loop.make_state(
+        model, r, norm, dev, len(loader), len(comp.classes), comp.task.multilabel
+    )
     return FoldSetup(model, cfg, norm, train_imgs, va_rows, y_all, state, loader)
 
 
@@ -124,7 +127,9 @@ def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
         row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
         # the competition's metric picks the best epoch (accuracy: the value just computed)
         row["val_score"] = (
-            row["val_acc"] if task.metric == "accuracy" else task.score(y_va, softmax(va, axis=1))
+            row["val_acc"]
+            if task.metric == "accuracy"
+            else task.score(y_va, task.probabilities(va))
         )
         history.append({"epoch": epoch + 1, **row})
         if improved := _improves(task, row, best):

@@ -18,6 +18,7 @@ from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from ..config import Recipe
+from ..errors import RecipeError
 from .backbone import param_groups
 from .data import to_input
 from .tta import apply_view
@@ -37,6 +38,7 @@ class TrainState:
     norm: tuple[torch.Tensor, torch.Tensor]
     device: torch.device
     forward: Any = None  # the compiled model when recipe.compile on CUDA, else the model
+    multilabel: bool = False  # sigmoid per label and binary cross-entropy, not softmax
 
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -60,7 +62,13 @@ class TrainState:
 
 
 def make_state(
-    model, recipe: Recipe, norm, device: torch.device, steps_per_epoch: int, num_classes: int
+    model,
+    recipe: Recipe,
+    norm,
+    device: torch.device,
+    steps_per_epoch: int,
+    num_classes: int,
+    multilabel: bool = False,
 ) -> TrainState:
     if device.type == "cuda" and recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -72,6 +80,11 @@ def make_state(
         ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
     )
     mixup = None
+    if multilabel and (recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0):
+        raise RecipeError(
+            "mixup_alpha / cutmix_alpha are not supported for multi-label competitions yet; "
+            'set them to 0 (SET="mixup_alpha=0 cutmix_alpha=0")'
+        )
     if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
         mixup = Mixup(
             mixup_alpha=recipe.mixup_alpha,
@@ -81,7 +94,9 @@ def make_state(
             num_classes=num_classes,
         )
     compiled = torch.compile(model) if recipe.compile and device.type == "cuda" else model
-    return TrainState(model, opt, sched, scaler, ema, mixup, recipe, norm, device, compiled)
+    return TrainState(
+        model, opt, sched, scaler, ema, mixup, recipe, norm, device, compiled, multilabel
+    )
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -147,7 +162,9 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
             x, target = target
         with autocast(dev, dtype):
             logits = state.forward(x)
-            if target is not None:
+            if state.multilabel:
+                loss = bce(logits, y, r.label_smoothing)
+            elif target is not None:
                 loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
             else:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
@@ -156,7 +173,7 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
             optimizer_step(state)
         n = len(y)
         loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += hits(logits, y, state.multilabel)
         seen += n
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
     secs = time.perf_counter() - t0
@@ -208,8 +225,27 @@ def predict(
     return np.concatenate(chunks, axis=1).astype(np.float32)
 
 
+def bce(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Binary cross-entropy per label of ``(B, C)`` logits against 0/1 ``y``; targets pulled
+    ``smoothing / 2`` towards 1/2 (label smoothing for independent labels)."""
+    target = y.float() * (1 - smoothing) + smoothing / 2
+    return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+
+def hits(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> float:
+    """Correct predictions in a batch: rows whose argmax is the label, or for multi-label
+    rows the share of labels whose sigmoid > 1/2 is right, summed over rows."""
+    if multilabel:
+        return ((logits > 0) == (y > 0)).float().mean(dim=1).sum().item()
+    return (logits.argmax(1) == y).sum().item()
+
+
 def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Cross-entropy and accuracy of ``(N, C)`` logits against ``(N,)`` labels."""
+    """Cross-entropy and accuracy of ``(N, C)`` logits against ``(N,)`` labels; for ``(N, C)``
+    0/1 labels (multi-label), binary cross-entropy and the share of labels right."""
+    if labels.ndim == 2:
+        t, y = torch.from_numpy(logits), torch.from_numpy(labels)
+        return bce(t, y).item(), hits(t, y, True) / len(labels)
     t = torch.from_numpy(logits)
     loss = F.cross_entropy(t, torch.from_numpy(labels)).item()
     return loss, float((logits.argmax(1) == labels).mean())
