@@ -180,6 +180,34 @@ def plant_pathology_2021(root: Path) -> dict:
     return {"metric": "samples_f1", "format": "label_list"}
 
 
+def state_farm(root: Path) -> dict:
+    """driver_imgs_list.csv subject,classname,img with imgs/train/c0..c2/<img>; flat imgs/test/;
+    sample img,c0,c1,c2; subjects (drivers) must stay inside one fold."""
+    classes = ["c0", "c1", "c2"]
+    rng, ks = _labels(36, classes, 8)
+    rows = []
+    for n, k in enumerate(ks):
+        name = f"img_{n}.jpg"
+        _img(rng, k).save(_mkdir(root / "imgs" / "train" / classes[k]) / name, quality=95)
+        rows.append((f"p{n % 6:03d}", classes[k], name))
+    test = [f"img_{100 + j}.jpg" for j in range(6)]
+    for j, name in enumerate(test):
+        _img(rng, j % 3).save(_mkdir(root / "imgs" / "test") / name, quality=95)
+    pd.DataFrame(rows, columns=["subject", "classname", "img"]).to_csv(
+        root / "driver_imgs_list.csv", index=False
+    )
+    pd.DataFrame({"img": test, **{c: 1 / 3 for c in classes}}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    (root / "competition.toml").write_text('group_column = "subject"\n')
+    return {"metric": "log_loss", "format": "class_probabilities"}
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # the constant prediction's score, and by how much a trained ensemble must beat it
 BASELINE = {
     "log_loss": ("prior", -0.2),  # at least 0.2 nats below the class prior's log loss
@@ -202,6 +230,7 @@ BASELINE = {
         aptos,
         plant_pathology_2020,
         plant_pathology_2021,
+        state_farm,
     ],
 )
 def test_format_end_to_end(build, tmp_path, monkeypatch, capsys):
@@ -246,3 +275,21 @@ def test_format_end_to_end(build, tmp_path, monkeypatch, capsys):
     else:
         assert nested > base + margin, (ens["leaderboard"], base)
     assert f"{want['metric']}" in out or want["metric"] == "accuracy"
+
+
+def test_state_farm_class_folders_and_subject_groups(tmp_path, monkeypatch):
+    comp_dir = tmp_path / "input" / "state_farm"
+    state_farm(comp_dir)
+    c = load_competition(comp_dir)
+    assert c.train["path"][0] == f"imgs/train/{c.train['label'][0]}/img_0.jpg"
+    assert c.test["path"][0] == "imgs/test/img_100.jpg"
+    monkeypatch.chdir(tmp_path)
+    assert main(["folds", "--comp", str(comp_dir), "--k", "3"]) == 0
+    folds = pd.read_csv(tmp_path / "folds" / "state_farm.csv")
+    subject = c.train.set_index("id")["group"][folds["id"]].to_numpy()
+    assert (pd.Series(folds["fold"].to_numpy()).groupby(subject).nunique() == 1).all()
+    (comp_dir / "competition.toml").write_text('group_column = "driver"\n')
+    with pytest.raises(
+        Exception, match=r"group_column = 'driver' is not a column of driver_imgs_list.csv"
+    ):
+        load_competition(comp_dir)

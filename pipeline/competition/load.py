@@ -39,6 +39,7 @@ SETTINGS = {
     "metric": "the competition's metric (accuracy, macro_f1, micro_f1, quadratic_kappa, "
     "roc_auc, log_loss, mean_column_auc); default: inferred from the sample submission",
     "positive_label": "binary probability submissions: the class whose probability is written",
+    "group_column": "train CSV column whose rows must share a fold (a patient, a driver)",
 }
 
 
@@ -103,6 +104,14 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
     train = pd.DataFrame(
         {"id": train_df[id_col], "label": train_df[target_col], "path": paths["train"]}
     )
+    if "group_column" in settings:  # rows of one group (patient, driver) share a fold
+        col = settings["group_column"]
+        if col not in train_df.columns:
+            raise CompetitionError(
+                f"{root}/competition.toml: group_column = {col!r} is not a column of "
+                f"{train_csv.name} (columns: {', '.join(train_df.columns)})"
+            )
+        train["group"] = train_df[col].to_numpy()
     test = pd.DataFrame({"id": test_ids, "path": paths["test"]})
     return Competition(
         root=root,
@@ -355,6 +364,7 @@ def resolve_images(
     ``no_image``. A file whose name differs from the id only in letter case is used.
     ``folder`` is None when ids are paths (``images/0.jpg``), else the folder of ``<id>.<ext>``.
     """
+    explicit = folder is not None
     if folder is None and _is_path_layout(root, ids):
         rel: list[str | None] = list(ids)
     else:
@@ -364,6 +374,8 @@ def resolve_images(
         prefix = "" if folder == "." else f"{folder}/"
         names = [index.get(i) or lower.get(i.lower()) for i in ids]
         rel = [None if n is None else prefix + n for n in names]
+        if any(n is None for n, i in zip(names, ids, strict=True) if i) and not explicit:
+            rel = _in_class_folders(root, ids, rel, split)
     base, listings = os.path.realpath(root), {}
     paths, bad = [], []
     for n, r in enumerate(rel):
@@ -379,6 +391,33 @@ def resolve_images(
         if why:
             bad.append((n, why, r or ids[n]))
     return paths, bad, folder
+
+
+def _in_class_folders(
+    root: Path, ids: list[str], rel: list[str | None], split: str
+) -> list[str | None]:
+    """Ids not in the best folder, looked up by file name anywhere below ``root``: a train CSV
+    whose images sit in class folders (state-farm: ``imgs/train/c0/img_1.jpg``). A name found
+    more than once goes to the path naming the split, else stays unresolved."""
+    found: dict[str, list[str]] = {}
+    for dirpath, dirnames, files in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        for name in files:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in IMAGE_EXTS:
+                path = name if rel_dir == "." else f"{rel_dir}/{name}"
+                for key in {name, stem}:
+                    found.setdefault(key, []).append(path)
+    out = list(rel)
+    for n, (i, r) in enumerate(zip(ids, rel, strict=True)):
+        if r is None and i in found:
+            other = "test" if split == "train" else "train"  # never the other split's image
+            cands = [c for c in found[i] if other not in c.lower()]
+            named = [c for c in cands if split in c.lower()]
+            if cands:
+                out[n] = cands[0] if len(cands) == 1 else (named[0] if len(named) == 1 else None)
+    return out
 
 
 def _is_path_layout(root: Path, ids: list[str]) -> bool:

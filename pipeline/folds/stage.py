@@ -63,6 +63,20 @@ def make_folds(
     return df.assign(group=groups) if grouped else df
 
 
+def join_groups(ids: pd.Series, given: pd.Series, clusters: np.ndarray | None) -> np.ndarray:
+    """``(N,)`` group of each row: rows sharing a ``given`` group (a patient) or a duplicate
+    cluster are one group, named after its first id in train-CSV order."""
+    pairs = []
+    for labels in (given.to_numpy(), clusters):
+        if labels is None:
+            continue
+        first: dict = {}
+        for n, g in enumerate(labels):
+            pairs.append((first.setdefault(g, n), n))
+    root = duplicates.union_find(len(ids), pairs)
+    return ids.to_numpy()[root].astype(str)
+
+
 def make_multilabel_folds(
     y: np.ndarray,
     labels: pd.Series,
@@ -120,6 +134,8 @@ def folds_stage(
     train, sha = apply_relabel(comp, k)
     report = duplicates.find_duplicates(comp.root, train, comp.test, ws.hash_cache, near_distance)
     group = duplicates.train_groups(report, train["id"]) if groups else None
+    if "group" in train:  # the competition's own groups, joined with the duplicate clusters
+        group = join_groups(train["id"], train["group"], group)
     if comp.task.multilabel:
         y = encode(train["label"], comp.classes, "multilabel")
         df = make_multilabel_folds(y, train["label"], train["id"], k=k, seed=seed, groups=group)
