@@ -215,3 +215,47 @@ def test_threshold_beats_one_half_for_samples_f1():
     t = Threshold().fit(probs, y)
     assert t.threshold_ < 0.5
     assert samples_f1(y, t.transform(probs)) > samples_f1(y, probs) + 0.1
+
+
+def test_top_k_submission_for_map_at_5(tmp_path):
+    dog_breed(tmp_path / "c")  # reused with an id,label sample and metric map_at_5
+    root = tmp_path / "c"
+    sample = pd.read_csv(root / "sample_submission.csv")[["id"]].assign(breed="pug")
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    (root / "competition.toml").write_text('metric = "map_at_5"\n')
+    comp = load_competition(root)
+    assert (comp.task.format, comp.task.metric) == ("top_k", "map_at_5")
+    probs = np.tile([0.2, 0.5, 0.3], (len(comp.test), 1))
+    path = write_submission(comp, tmp_path / "s.csv", probs.argmax(1), probs)
+    sub = validate_for(comp, path)
+    assert sub["breed"].iloc[0] == "collie pug beagle"  # most probable first
+    sub.loc[1, "breed"] = "pug pug"
+    sub.to_csv(path, index=False)
+    with pytest.raises(SubmissionError, match=r"row 3: 2 labels with repeats or more than 5"):
+        validate_for(comp, path)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda r: pd.DataFrame(
+                {"id": [f"{i:08x}" for i in range(36)], "breed": np.linspace(0.1, 9.9, 36).round(3)}
+            ).to_csv(r / "labels.csv", index=False),
+            r"36 distinct numbers such as .*a regression target",
+        ),
+        (
+            lambda r: (r / "labels.csv").unlink() or (r / "annotations.json").write_text("{}"),
+            r"found annotations.json: COCO-style JSON is not read\).*convert to a train CSV",
+        ),
+    ],
+)
+def test_targets_that_cannot_be_served_are_refused_in_one_line(tmp_path, make, message):
+    dog_breed(tmp_path / "c")
+    root = tmp_path / "c"
+    pd.read_csv(root / "sample_submission.csv")[["id"]].assign(breed="x").to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    make(root)
+    with pytest.raises(CompetitionError, match=message):
+        load_competition(root)

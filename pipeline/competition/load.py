@@ -349,9 +349,22 @@ def _find_train_csv(
         raise CompetitionError(
             f"{root}: expected one train CSV with columns {id_col!r} and {target_col!r} "
             f"(from {sample_path.name}), found {len(found)} [{listing}]; "
-            f'set train_csv = "<file>.csv" in {root}/competition.toml'
+            f'set train_csv = "<file>.csv" in {root}/competition.toml{_not_served(root, found)}'
         )
     return found[0]
+
+
+def _not_served(root: Path, found: list[Path]) -> str:
+    """When no train CSV is found: the layouts that are refused, and how to convert them."""
+    if found:
+        return ""
+    jsons = sorted(p.name for p in root.glob("*.json"))
+    what = f" (found {', '.join(jsons[:3])}: COCO-style JSON is not read)" if jsons else ""
+    return (
+        f"; labels in file names, JSON annotations{what}, one image split over channel files, "
+        "and box, mask or regression targets are not read: convert to a train CSV with an id "
+        "and a label column"
+    )
 
 
 def resolve_images(

@@ -18,6 +18,7 @@ from .load import Competition
 from .rules import read_csv
 
 REWRITE = "re-run the ensemble stage (make ensemble) to rewrite it"
+TOP_K = 5  # labels per row of a top-k (MAP@5) submission
 
 
 def write_submission(
@@ -33,6 +34,9 @@ def write_submission(
         values[comp.target_col] = np.array(classes)[pred]
     elif fmt == "label_list":
         values[comp.target_col] = label_sets(probs, classes)
+    elif fmt == "top_k":
+        top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :TOP_K]
+        values[comp.target_col] = [" ".join(np.array(classes)[row]) for row in top]
     elif fmt == "probability":
         values[comp.target_col] = probs[:, classes.index(comp.task.positive)]
     else:
@@ -102,8 +106,10 @@ def validate_submission(
     _check_ids(sub_path, sname, sub[id_col].tolist(), sample[id_col].tolist())
     if fmt == "label":
         _check_labels(sub_path, sub, classes, id_col, target_col)
-    elif fmt == "label_list":
-        _check_label_sets(sub_path, sub, classes, id_col, target_col)
+    elif fmt in ("label_list", "top_k"):
+        _check_label_sets(
+            sub_path, sub, classes, id_col, target_col, TOP_K if fmt == "top_k" else 0
+        )
     else:
         cols = [target_col] if fmt == "probability" else [c for c in want if c != id_col]
         _check_probabilities(sub_path, sub, id_col, cols, sum_to_one and fmt != "probability")
@@ -192,15 +198,19 @@ def _check_labels(path: Path, sub: pd.DataFrame, classes: list[str], id_col: str
 
 
 def _check_label_sets(
-    path: Path, sub: pd.DataFrame, classes: list[str], id_col: str, col: str
+    path: Path, sub: pd.DataFrame, classes: list[str], id_col: str, col: str, k: int = 0
 ) -> None:
-    """Every row a non-empty space-separated set of train labels."""
+    """Every row a non-empty space-separated set of train labels (at most ``k``, all different,
+    for a ranked top-k row)."""
     valid = set(classes)
     for row, text in enumerate(sub[col].tolist(), start=2):
         tokens = str(text).split()
         bad = [t for t in tokens if t not in valid]
-        if not tokens or bad:
+        over = k and (len(tokens) > k or len(set(tokens)) < len(tokens))
+        if not tokens or bad or over:
             what = f"label {bad[0]!r} is not a train label" if bad else f"empty {col!r}"
+            if over and not bad and tokens:
+                what = f"{len(tokens)} labels with repeats or more than {k}"
             shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
             raise SubmissionError(
                 f"{path} row {row}: {what} for id {sub[id_col].iloc[row - 2]!r}; write one or "

@@ -22,14 +22,15 @@ from .metrics import METRICS
 # single-label tasks (every row has one class), and multi-label (a row has a set of labels)
 TASKS = ("multiclass", "binary", "ordinal", "multilabel")
 # submission formats: one label per row; P(positive) per row; one probability column per class;
-# a space-separated set of labels per row
-FORMATS = ("label", "probability", "class_probabilities", "label_list")
+# a space-separated set of labels per row; the k most probable labels per row, best first
+FORMATS = ("label", "probability", "class_probabilities", "label_list", "top_k")
 # metrics each format can be scored by (the first is inferred when no metric key is given)
 FORMAT_METRICS = {
     "label": ("accuracy", "macro_f1", "micro_f1", "quadratic_kappa"),
     "probability": ("roc_auc", "log_loss"),
     "class_probabilities": ("log_loss", "mean_column_auc"),
     "label_list": ("samples_f1",),
+    "top_k": ("map_at_5",),
 }
 MULTILABEL_METRICS = ("samples_f1", "mean_column_auc")
 
@@ -101,6 +102,7 @@ def detect_task(
     ``class_columns`` (one probability column per class) or one target column besides
     ``id_col``."""
     why: dict[str, str] = {}
+    _refuse_regression(labels, sample_path)
     sets = layout == "multi-hot" or (
         layout == "csv"
         and settings.get("task", "multilabel") == "multilabel"
@@ -142,6 +144,8 @@ def detect_task(
             )
         if fmt == "label" and metric in FORMAT_METRICS["probability"]:
             fmt, why["format"] = "probability", f"metric {metric} scores probabilities"
+        if fmt == "label" and metric in FORMAT_METRICS["top_k"]:
+            fmt, why["format"] = "top_k", f"metric {metric} scores ranked labels"
     elif fmt == "class_probabilities" and layout == "one-hot":
         metric, why["metric"] = "mean_column_auc", "one-hot train columns, as plant-pathology"
     else:
@@ -222,6 +226,18 @@ def encode(labels: pd.Series, classes: list[str], kind: str) -> np.ndarray:
         for t in str(text).split():
             y[n, index[t]] = 1
     return y
+
+
+def _refuse_regression(labels: pd.Series, sample_path: str) -> None:
+    """A target of many distinct fractional numbers is a regression target, not classes."""
+    values = pd.to_numeric(pd.Series(labels.unique()), errors="coerce")
+    if values.notna().all() and len(values) > 20 and (values % 1 != 0).mean() > 0.5:
+        raise CompetitionError(
+            f"the train labels for {sample_path} are {len(values)} distinct numbers such as "
+            f"{', '.join(map(str, values[:3]))}: a regression target, which this pipeline does "
+            "not fit; it serves classification (label, probability, class probability columns, "
+            "label sets, top-k labels)"
+        )
 
 
 def _label_sets(labels: pd.Series) -> bool:
