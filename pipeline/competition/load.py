@@ -18,11 +18,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..errors import CompetitionError
-from . import rules
+from . import layouts, rules
 from .rules import IMAGE_EXTS, read_csv, read_csv_header
 from .task import Task, class_order, detect_task
 
@@ -150,18 +149,18 @@ def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tupl
                 f"{sample_path} has no column {id_col!r} (columns: {', '.join(cols)})"
             )
         class_cols = [c for c in cols if c != id_col]
-        train_csv, train_df, target, layout = _class_column_tables(
+        train_csv, train_df, target, layout = layouts.class_column_tables(
             root, csvs, sample_path, id_col, class_cols, settings
         )
         return sample_path, sample, train_csv, train_df, id_col, target, class_cols, layout
     id_col, target_col = _sample_columns(sample_path, sample, settings)
     folder = (
-        _class_folders(root, settings)
-        if not _has_train_csv(csvs, sample_path, id_col, target_col, settings)
+        layouts.class_folders(root, settings)
+        if not layouts.has_train_csv(csvs, sample_path, id_col, target_col, settings)
         else None
     )
     if folder is not None:
-        train_df = _folder_table(root, folder, id_col, target_col)
+        train_df = layouts.folder_table(root, folder, id_col, target_col)
         return sample_path, sample, root / folder, train_df, id_col, target_col, [], "class-folders"
     train_csv = _find_train_csv(root, csvs, sample_path, id_col, target_col, settings)
     train_df = read_csv(train_csv)
@@ -172,100 +171,6 @@ def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tupl
                 f"set id_column/target_column in {root}/competition.toml"
             )
     return sample_path, sample, train_csv, train_df, id_col, target_col, [], "csv"
-
-
-def _class_column_tables(
-    root: Path,
-    csvs: list[Path],
-    sample_path: Path,
-    id_col: str,
-    class_cols: list[str],
-    settings: dict[str, str],
-) -> tuple[Path, pd.DataFrame, str, str]:
-    """A sample with one probability column per class: the train CSV either has the same
-    columns one-hot (plant-pathology-2020) or one column whose values are those classes
-    (dog-breed-identification). Returns ``(train_csv, train_df, target_col, layout)``."""
-    wanted = set(class_cols)
-    cands = [p for p in csvs if p != sample_path and id_col in read_csv_header(p)]
-    if "train_csv" in settings:
-        cands = [root / settings["train_csv"]]
-    for path in cands:
-        df = read_csv(path)
-        if wanted <= set(df.columns):
-            table = _from_one_hot(path, df, id_col, class_cols)
-            multi = table["label"].str.contains(" ", regex=False).any()
-            return path, table, "label", "multi-hot" if multi else "one-hot"
-        for col in df.columns:
-            values = set(df[col].unique()) - {""}
-            if col != id_col and values and values <= wanted:
-                return path, df, col, "csv"
-    listing = "; ".join(f"{p.name}: {', '.join(read_csv_header(p))}" for p in csvs)
-    raise CompetitionError(
-        f"{sample_path} has columns [{id_col}, {', '.join(class_cols[:5])}"
-        f"{', ...' if len(class_cols) > 5 else ''}]: cannot tell the label column (expected "
-        f"id,label), and no CSV with {id_col!r} has the other {len(class_cols)} as class "
-        f"columns (one-hot, or as the values of a label column) [{listing}]; "
-        f'set target_column = "<name>" (or train_csv) in {root}/competition.toml'
-    )
-
-
-def _from_one_hot(path: Path, df: pd.DataFrame, id_col: str, class_cols: list[str]) -> pd.DataFrame:
-    """One label per row from 0/1 class columns; several 1s is multi-label (not supported)."""
-    hot = df[class_cols].apply(pd.to_numeric, errors="coerce")
-    bad = hot.isna().any(axis=1) | ~hot.isin([0, 1]).all(axis=1)
-    if bad.any():
-        i = int(bad.idxmax())
-        raise CompetitionError(
-            f"{path} row {i + 2}: values other than 0/1 in the class columns for id "
-            f"{df[id_col][i]!r}; one-hot labels are 0 or 1"
-        )
-    # several 1s in a row: multi-label (RANZCR); the row's label is its set, space-separated
-    names = np.array(class_cols, dtype=object)
-    label = [" ".join(names[row == 1]) for row in hot.to_numpy()]  # none set: an empty label
-    return pd.DataFrame({id_col: df[id_col].to_numpy(), "label": label})
-
-
-def _has_train_csv(
-    csvs: list[Path], sample_path: Path, id_col: str, target_col: str, settings: dict[str, str]
-) -> bool:
-    """Whether some CSV could be the train CSV (else the labels may be class folders)."""
-    if "train_csv" in settings:
-        return True
-    for p in csvs:
-        cols = [c.strip() for c in read_csv_header(p)] if p != sample_path else []
-        if id_col in cols and target_col in cols:
-            return True
-    return False
-
-
-def _class_folders(root: Path, settings: dict[str, str]) -> str | None:
-    """The train folder holding one sub-folder of images per class (plant-seedlings), if any."""
-    names = (
-        [settings["train_images"]]
-        if "train_images" in settings
-        else sorted(d.name for d in root.iterdir() if d.is_dir() and "train" in d.name.lower())
-    )
-    for name in names:
-        subs = (
-            [d for d in sorted((root / name).iterdir()) if d.is_dir()]
-            if (root / name).is_dir()
-            else []
-        )
-        with_images = [d for d in subs if _stem_index(d)]
-        if len(with_images) >= 2:
-            return name
-    return None
-
-
-def _folder_table(root: Path, folder: str, id_col: str, target_col: str) -> pd.DataFrame:
-    """One row per image of ``root/folder/<class>/``: id = its path, label = the class."""
-    rows = [
-        (f"{folder}/{d.name}/{name}", d.name)
-        for d in sorted((root / folder).iterdir())
-        if d.is_dir()
-        for name in sorted(set(_stem_index(d).values()))
-    ]
-    return pd.DataFrame(rows, columns=[id_col, target_col])
 
 
 def _read_settings(root: Path) -> dict[str, str]:
@@ -349,22 +254,9 @@ def _find_train_csv(
         raise CompetitionError(
             f"{root}: expected one train CSV with columns {id_col!r} and {target_col!r} "
             f"(from {sample_path.name}), found {len(found)} [{listing}]; "
-            f'set train_csv = "<file>.csv" in {root}/competition.toml{_not_served(root, found)}'
+            f'set train_csv = "<file>.csv" in {root}/competition.toml{layouts.not_served(root, found)}'
         )
     return found[0]
-
-
-def _not_served(root: Path, found: list[Path]) -> str:
-    """When no train CSV is found: the layouts that are refused, and how to convert them."""
-    if found:
-        return ""
-    jsons = sorted(p.name for p in root.glob("*.json"))
-    what = f" (found {', '.join(jsons[:3])}: COCO-style JSON is not read)" if jsons else ""
-    return (
-        f"; labels in file names, JSON annotations{what}, one image split over channel files, "
-        "and box, mask or regression targets are not read: convert to a train CSV with an id "
-        "and a label column"
-    )
 
 
 def resolve_images(
@@ -382,13 +274,13 @@ def resolve_images(
         rel: list[str | None] = list(ids)
     else:
         folder = folder if folder is not None else _best_folder(root, ids, split)
-        index = _stem_index(root / folder)
+        index = layouts.stem_index(root / folder)
         lower = rules.unique_lower(index)
         prefix = "" if folder == "." else f"{folder}/"
         names = [index.get(i) or lower.get(i.lower()) for i in ids]
         rel = [None if n is None else prefix + n for n in names]
         if any(n is None for n, i in zip(names, ids, strict=True) if i) and not explicit:
-            rel = _in_class_folders(root, ids, rel, split)
+            rel = layouts.in_class_folders(root, ids, rel, split)
     base, listings = os.path.realpath(root), {}
     paths, bad = [], []
     for n, r in enumerate(rel):
@@ -406,33 +298,6 @@ def resolve_images(
     return paths, bad, folder
 
 
-def _in_class_folders(
-    root: Path, ids: list[str], rel: list[str | None], split: str
-) -> list[str | None]:
-    """Ids not in the best folder, looked up by file name anywhere below ``root``: a train CSV
-    whose images sit in class folders (state-farm: ``imgs/train/c0/img_1.jpg``). A name found
-    more than once goes to the path naming the split, else stays unresolved."""
-    found: dict[str, list[str]] = {}
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        for name in files:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in IMAGE_EXTS:
-                path = name if rel_dir == "." else f"{rel_dir}/{name}"
-                for key in {name, stem}:
-                    found.setdefault(key, []).append(path)
-    out = list(rel)
-    for n, (i, r) in enumerate(zip(ids, rel, strict=True)):
-        if r is None and i in found:
-            other = "test" if split == "train" else "train"  # never the other split's image
-            cands = [c for c in found[i] if other not in c.lower()]
-            named = [c for c in cands if split in c.lower()]
-            if cands:
-                out[n] = cands[0] if len(cands) == 1 else (named[0] if len(named) == 1 else None)
-    return out
-
-
 def _is_path_layout(root: Path, ids: list[str]) -> bool:
     """Ids are file paths (``images/0.jpg``) when they carry an image extension and either name a
     folder or exist at the top of ``root``; file names of a sub-folder (aerial-cactus:
@@ -443,18 +308,6 @@ def _is_path_layout(root: Path, ids: list[str]) -> bool:
     return any("/" in i or "\\" in i or (root / i).exists() for i in some)
 
 
-def _stem_index(folder: Path) -> dict[str, str]:
-    """``{stem: file name}`` and ``{file name: file name}`` of the image files in ``folder``."""
-    if not folder.is_dir():
-        return {}
-    names = [
-        e.name
-        for e in os.scandir(folder)
-        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
-    ]
-    return {os.path.splitext(n)[0]: n for n in names} | {n: n for n in names}
-
-
 def _best_folder(root: Path, ids: list[str], split: str) -> str:
     """The folder holding most of ``ids`` as ``<id>.<ext>``; ties go to a name with the split."""
     wanted = {i.lower() for i in ids}
@@ -462,7 +315,7 @@ def _best_folder(root: Path, ids: list[str], split: str) -> str:
     for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        hits = len(wanted & {k.lower() for k in _stem_index(Path(dirpath))})
+        hits = len(wanted & {k.lower() for k in layouts.stem_index(Path(dirpath))})
         if hits:
             key = (hits, int(split in rel.lower()), rel)
             best = key if best is None or key[:2] > best[:2] else best
