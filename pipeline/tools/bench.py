@@ -94,6 +94,8 @@ def bench_stage(
     }
     res["loader_ips"] = _loader_ips(loader, loop, warmup, batches)
     res["bare_train_ips"] = _bare_train_ips(loop, bs, len(comp.classes), warmup, batches)
+    res["memory_format"] = "channels_last" if r.channels_last else "contiguous"
+    res["other_format_ips"] = _other_format_ips(loop, bs, len(comp.classes), warmup, batches)
     res["train_ips"] = _train_ips(loop, loader, warmup, batches)
     res["bare_predict_ips"] = _bare_predict_ips(loop, pbs, warmup, batches)
     res["predict_ips"] = _predict_ips(loop, images, pbs, warmup, batches)
@@ -127,13 +129,22 @@ def format_bench(res: dict) -> str:
         )
     rows = [
         ("loader alone (+ to_input)", res["loader_ips"], ""),
-        ("bare fwd+bwd (random tensors)", res["bare_train_ips"], ""),
+        (f"bare fwd+bwd, {res['memory_format']}", res["bare_train_ips"], ""),
+        (
+            f"bare fwd+bwd, {_other(res['memory_format'])}",
+            res["other_format_ips"],
+            f"chosen/other = {res['bare_train_ips'] / res['other_format_ips']:.2f}",
+        ),
         ("real training loop", res["train_ips"], f"c/b = {res['train_ratio']:.2f}"),
         (f"bare predict x{nv} views", res["bare_predict_ips"], ""),
         (f"real predict x{nv} views", res["predict_ips"], f"e/d = {res['predict_ratio']:.2f}"),
     ]
     body = [f"  {name:<30}{ips:>9.0f} img/s   {extra}".rstrip() for name, ips, extra in rows]
     return "\n".join([head, sub, *body])
+
+
+def _other(fmt: str) -> str:
+    return "contiguous" if fmt == "channels_last" else "channels_last"
 
 
 def _cache(comp, size: int, cache_path: Path) -> tuple[np.ndarray, float | None]:
@@ -204,13 +215,32 @@ def _loader_ips(loader, loop: engine.TrainState, warmup: int, batches: int) -> f
     dev, r = loop.device, loop.recipe
     timed = _Timed(loader, warmup, batches, dev, epoch=0)
     for images, labels in timed:
-        to_input(images, *loop.norm, dev, dev.type == "cuda" and r.channels_last)
+        to_input(images, *loop.norm, dev, r.channels_last)
         labels.to(dev, non_blocking=True)
     return timed.ips()
 
 
-def _bare_train_ips(
+def _other_format_ips(
     loop: engine.TrainState, bs: int, classes: int, warmup: int, batches: int
+) -> float:
+    """(b) again in the other memory format (NCHW if the recipe uses channels_last, else NHWC),
+    so the bench shows what the chosen format buys on this device; the model is restored."""
+    chosen = loop.recipe.channels_last
+    other = torch.contiguous_format if chosen else torch.channels_last
+    loop.model.to(memory_format=other)
+    try:
+        return _bare_train_ips(loop, bs, classes, warmup, batches, channels_last=not chosen)
+    finally:
+        loop.model.to(memory_format=torch.channels_last if chosen else torch.contiguous_format)
+
+
+def _bare_train_ips(
+    loop: engine.TrainState,
+    bs: int,
+    classes: int,
+    warmup: int,
+    batches: int,
+    channels_last: bool | None = None,
 ) -> float:
     """(b) Forward, loss, backward and ``engine.optimizer_step`` on random device tensors, as the real loop
     does them (same autocast, loss, grad scaler, accumulation) minus data, mixup and host syncs."""
@@ -218,7 +248,7 @@ def _bare_train_ips(
     dtype = engine.amp_dtype(r, dev)
     s = r.image_size
     x = torch.randn(bs, 3, s, s, device=dev)
-    if dev.type == "cuda" and r.channels_last:
+    if r.channels_last if channels_last is None else channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (bs,), device=dev)
     loop.model.train()
@@ -253,6 +283,8 @@ def _bare_predict_ips(loop: engine.TrainState, pbs: int, warmup: int, batches: i
     model = loop.eval_model()
     model.eval()
     x = torch.randn(pbs, 3, s, s, device=dev)
+    if loop.recipe.channels_last:  # as predict's to_input makes it
+        x = x.contiguous(memory_format=torch.channels_last)
     t0 = 0.0
     with torch.inference_mode(), engine.autocast(dev, dtype):
         for i in range(warmup + batches):
@@ -282,12 +314,22 @@ def _predict_ips(loop: engine.TrainState, images: np.ndarray, pbs: int, warmup: 
             pbs,
             desc="warm-up",
             dtype=dtype,
+            channels_last=loop.recipe.channels_last,
         )
     timed = rows[warmup * pbs :]
     _sync(dev)
     t0 = time.perf_counter()
     engine.predict(
-        model, images, timed, views, loop.norm, dev, pbs, desc="bench predict", dtype=dtype
+        model,
+        images,
+        timed,
+        views,
+        loop.norm,
+        dev,
+        pbs,
+        desc="bench predict",
+        dtype=dtype,
+        channels_last=loop.recipe.channels_last,
     )
     _sync(dev)
     return len(timed) / max(time.perf_counter() - t0, 1e-9)

@@ -225,6 +225,7 @@ def _predict(
         r.batch_size * 2,
         desc=f"{job.tag} {what}" if what != "val" else "val",
         dtype=loop.amp_dtype(r, job.device),
+        channels_last=r.channels_last,
     )
 
 

@@ -70,7 +70,7 @@ def make_state(
     num_classes: int,
     multilabel: bool = False,
 ) -> TrainState:
-    if device.type == "cuda" and recipe.channels_last:
+    if recipe.channels_last:  # in place: the caller's model (and the EMA copy below) too
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
     sched = make_scheduler(opt, recipe, math.ceil(steps_per_epoch / recipe.accum_steps))
@@ -155,7 +155,7 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
     loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
     for i, (images, labels) in enumerate(bar):
-        x = to_input(images, *state.norm, dev, dev.type == "cuda" and r.channels_last)
+        x = to_input(images, *state.norm, dev, r.channels_last)
         y = labels.to(dev, non_blocking=True)
         target = state.mixup(x, y) if state.mixup is not None else None
         if target is not None:
@@ -210,6 +210,7 @@ def predict(
     *,
     desc: str = "predict",
     dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Logits ``(V, len(rows), C) float32`` for each TTA view, in ``rows`` order."""
     model.eval()
@@ -218,7 +219,7 @@ def predict(
         range(0, len(rows), batch_size), desc=desc, leave=False, disable=None, dynamic_ncols=True
     ):
         batch = torch.from_numpy(np.ascontiguousarray(images[rows[start : start + batch_size]]))
-        x = to_input(batch, *norm, device)
+        x = to_input(batch, *norm, device, channels_last)
         with autocast(device, dtype):
             out = [model(apply_view(v, x)).float() for v in views]
         chunks.append(torch.stack(out).cpu().numpy())
