@@ -31,7 +31,7 @@ DRY_RUN ?=
 DRY_FLAG := $(if $(filter-out 0,$(DRY_RUN)),--dry-run,)
 ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT) $(if $(CACHE),--cache $(CACHE),)
 
-.PHONY: help setup demo test lint check folds train ensemble report submit weights \
+.PHONY: help setup demo test lint check folds train curve ensemble report submit weights \
 	bench bench-ensemble soak clean
 .DEFAULT_GOAL := help
 
@@ -79,6 +79,12 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 
 train: setup ## train every (run, fold) of RUNS not yet done; OOF and test logits
 	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
+		--device $(DEVICE)
+
+# make curve RUN=lite0_64 [FRACTIONS="0.1 0.25 0.5"]: fold 0 on nested fractions of its rows
+FRACTIONS ?= 0.1 0.25 0.5
+curve: setup ## learning curve of RUN: fold 0 trained on 10/25/50 % of its rows, plotted
+	$(PY) -m pipeline curve $(ROOTS) --run $(RUN) --fractions "$(FRACTIONS)" --set "$(SET)" \
 		--device $(DEVICE)
 
 ensemble: setup ## fit every method on OOF logits, nested scores, submission.csv, then report

@@ -65,6 +65,15 @@ def cmd_train(a):
     train_stage(comp, ws, runs, _folds(a.folds), parse_overrides(a.set), a.device)
 
 
+def cmd_curve(a):
+    from .config import parse_overrides
+    from .train.curve import curve_stage
+
+    fractions = tuple(float(f) for f in split_words(a.fractions))
+    comp, ws = open_competition(a)
+    curve_stage(comp, ws, a.run, fractions, a.fold, parse_overrides(a.set), a.device)
+
+
 def cmd_ensemble(a):
     from .ensemble import ensemble_stage
 
@@ -164,6 +173,12 @@ def _model_verbs(verb) -> None:
     s.add_argument("--folds", default="", help="subset of folds, e.g. 0,1 (default: all)")
     s.add_argument("--set", default="", help='recipe overrides, e.g. "epochs=1 image_size=32"')
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    s = verb("curve", cmd_curve, "learning curve: one fold trained on 10/25/50 % of its rows")
+    s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
+    s.add_argument("--fractions", default="0.1 0.25 0.5", help="train fractions, nested")
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--set", default="", help="recipe overrides (as the run was trained)")
+    s.add_argument("--device", default="auto")
     s = verb("ensemble", cmd_ensemble, "fit ensembles on OOF logits, write submission.csv, report")
     s.add_argument("--runs", default="", help="members (default: every trained run)")
     s.add_argument(
