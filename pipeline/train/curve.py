@@ -121,7 +121,7 @@ def _plot(table: pd.DataFrame, comp: Competition, run: str, out) -> None:
     axes[1].set_xscale("log")
     axes[1].set_xlabel("train images (log scale)")
     axes[1].set_ylabel("accuracy")
-    axes[1].set_title("the 10 weakest classes")
+    axes[1].set_title("per class" if len(per_class.columns) <= 10 else "the 10 weakest classes")
     axes[1].legend(fontsize=7)
     axes[1].grid(alpha=0.3)
     fig.tight_layout()
