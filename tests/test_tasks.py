@@ -169,7 +169,7 @@ def test_with_post_fits_both_on_the_same_rows():
 def test_multilabel_detection_folds_and_label_sets(tmp_path):
     from pipeline.competition.submission import label_sets
     from pipeline.competition.task import encode
-    from pipeline.folds.stage import make_multilabel_folds
+    from pipeline.folds.stage import make_folds
 
     from .test_formats import plant_pathology_2021
 
@@ -181,7 +181,7 @@ def test_multilabel_detection_folds_and_label_sets(tmp_path):
     assert comp.classes == ["complex", "healthy", "rust", "scab"]
     y = encode(comp.train["label"], comp.classes, "multilabel")
     assert y.shape == (96, 4) and y.sum() == 96 + 32  # two of six sets have 2 labels
-    folds = make_multilabel_folds(y, comp.train["label"], comp.train["id"], k=4, seed=0)
+    folds = make_folds(comp.train["label"], comp.train["id"], k=4, seed=0, y=y)
     shares = np.stack([y[folds["fold"] == f].mean(0) for f in range(4)])
     assert np.ptp(shares, axis=0).max() < 0.1  # every label's share alike in every fold
     probs = np.array([[0.9, 0.6, 0.1, 0.0], [0.2, 0.3, 0.4, 0.1]])

@@ -189,13 +189,20 @@ def _read_settings(root: Path) -> dict[str, str]:
     return {k: str(v) for k, v in settings.items()}
 
 
+def _named_file(root: Path, settings: dict[str, str], key: str) -> Path | None:
+    """The file ``competition.toml`` names under ``key``, if it names one; it must exist."""
+    if key not in settings:
+        return None
+    path = root / settings[key]
+    if not path.is_file():
+        raise CompetitionError(
+            f"{root}/competition.toml names {key} {path.name!r}, which does not exist"
+        )
+    return path
+
+
 def _find_sample(root: Path, csvs: list[Path], settings: dict[str, str]) -> Path:
-    if "sample_submission" in settings:
-        path = root / settings["sample_submission"]
-        if not path.is_file():
-            raise CompetitionError(
-                f"{root}/competition.toml names sample_submission {path.name!r}, which does not exist"
-            )
+    if (path := _named_file(root, settings, "sample_submission")) is not None:
         return path
     found = [p for p in csvs if re.search(r"sample.?submission", p.name, re.I)]
     if len(found) != 1:
@@ -230,12 +237,7 @@ def _find_train_csv(
     target_col: str,
     settings: dict[str, str],
 ) -> Path:
-    if "train_csv" in settings:
-        path = root / settings["train_csv"]
-        if not path.is_file():
-            raise CompetitionError(
-                f"{root}/competition.toml names train_csv {path.name!r}, which does not exist"
-            )
+    if (path := _named_file(root, settings, "train_csv")) is not None:
         return path
     found = []
     for p in csvs:

@@ -139,8 +139,8 @@ def choose_view(
     sign = 1.0 if task.greater_is_better else -1.0
     score, key = {}, {}
     for v, (o, _) in cands.items():
-        acc, loss = _accuracy_and_loss(o, y, task)
-        score[v] = acc if task.metric == "accuracy" else task.score(y, task.probabilities(o))
+        _, loss = _accuracy_and_loss(o, y, task)
+        score[v] = task.score(y, task.probabilities(o))
         key[v] = (sign * score[v], v == "tta", -loss)
     best = max(key, key=lambda v: key[v])
     summary = {

@@ -61,12 +61,8 @@ def _scores(y: np.ndarray, probs: np.ndarray, fold: np.ndarray, task: Task) -> d
                 )
             ),
         }
-    if task.metric == "accuracy":  # per fold: the mean of hits, as before metrics were pluggable
-        per_fold = [hit[fold == k].mean() for k in np.unique(fold)]
-        out["score"] = out["accuracy"]
-    else:
-        per_fold = [task.score(y[fold == k], probs[fold == k]) for k in np.unique(fold)]
-        out["score"] = task.score(y, probs)
+    per_fold = [task.score(y[fold == k], probs[fold == k]) for k in np.unique(fold)]
+    out["score"] = task.score(y, probs)
     out["fold_std"] = float(np.std(per_fold))
     return out
 

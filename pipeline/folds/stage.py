@@ -28,22 +28,31 @@ def make_folds(
     k: int = 5,
     seed: int = 42,
     groups: np.ndarray | None = None,
+    y: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Assign each row a fold in ``0..k-1``; ``(n_rows,)`` in, same order out.
 
-    With ``groups`` ``(n_rows,)`` that put some rows together (duplicate clusters), rows of a
-    group share a fold (StratifiedGroupKFold) and the result has a ``group`` column. Without
-    any group of 2 or more rows it is plain StratifiedKFold, so a competition without duplicates
-    gets the same folds file as before groups existed.
+    With ``groups`` ``(n_rows,)`` that put some rows together (duplicate clusters, a patient),
+    rows of a group share a fold (StratifiedGroupKFold) and the result has a ``group`` column.
+    Without any group of 2 or more rows it is plain StratifiedKFold, so a competition without
+    duplicates gets the same folds file as before groups existed. Multi-label rows pass ``y (N,
+    C)`` 0/1: iterative stratification (``MultilabelStratifiedKFold``) keeps each label's share
+    alike in every fold, whole groups stratified by the labels present in them.
     """
     if k < 2:
         raise PipelineError(f"K={k}: need at least 2 folds")
-    counts = labels.value_counts()
-    small = counts[counts < k]
-    if len(small):
+    if y is None:
+        counts = labels.value_counts()
+        if len(small := counts[counts < k]):
+            raise PipelineError(
+                f"class {small.index[0]!r} has {small.iloc[0]} image(s) but K={k} folds need at "
+                f"least {k} per class ({len(small)} such classes); use "
+                f"K={max(2, int(counts.min()))} or add images"
+            )
+    elif ((counts := y.sum(axis=0)) < k).any():
         raise PipelineError(
-            f"class {small.index[0]!r} has {small.iloc[0]} image(s) but K={k} folds need at least "
-            f"{k} per class ({len(small)} such classes); use K={max(2, int(counts.min()))} or add images"
+            f"{int((counts < k).sum())} label(s) appear in fewer than K={k} rows (the rarest: "
+            f"{int(counts.min())}); use a smaller K"
         )
     grouped = groups is not None and pd.Series(groups).duplicated().any()
     if grouped and len(set(groups)) < k:
@@ -51,16 +60,33 @@ def make_folds(
             f"the {len(labels)} images form only {len(set(groups))} groups of duplicates, too few "
             f"for K={k} folds; use a smaller K, or GROUPS=0 to split duplicates apart"
         )
-    fold = np.full(len(labels), -1, dtype=np.int64)
-    if grouped:
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    if y is not None:
+        fold = _multilabel_split(y, groups if grouped else np.arange(len(y)), k, seed)
     else:
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    split = splitter.split(np.zeros(len(labels)), labels.to_numpy(), groups if grouped else None)
-    for f, (_, held) in enumerate(split):
-        fold[held] = f
+        fold = np.full(len(labels), -1, dtype=np.int64)
+        cls = StratifiedGroupKFold if grouped else StratifiedKFold
+        splitter = cls(n_splits=k, shuffle=True, random_state=seed)
+        rows = np.zeros(len(labels))
+        for f, (_, held) in enumerate(
+            splitter.split(rows, labels.to_numpy(), groups if grouped else None)
+        ):
+            fold[held] = f
     df = pd.DataFrame({"id": ids.to_numpy(), "label": labels.to_numpy(), "fold": fold})
     return df.assign(group=groups) if grouped else df
+
+
+def _multilabel_split(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``(N,)`` fold of each row: groups stratified by the labels present in them."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    codes, uniq = pd.factorize(pd.Series(groups))
+    present = np.zeros((len(uniq), y.shape[1]))
+    np.add.at(present, codes, y)
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    group_fold = np.full(len(uniq), -1, dtype=np.int64)
+    for f, (_, held) in enumerate(splitter.split(np.zeros(len(uniq)), (present > 0).astype(int))):
+        group_fold[held] = f
+    return group_fold[codes]
 
 
 def join_groups(ids: pd.Series, given: pd.Series, clusters: np.ndarray | None) -> np.ndarray:
@@ -75,45 +101,6 @@ def join_groups(ids: pd.Series, given: pd.Series, clusters: np.ndarray | None) -
             pairs.append((first.setdefault(g, n), n))
     root = duplicates.union_find(len(ids), pairs)
     return ids.to_numpy()[root].astype(str)
-
-
-def make_multilabel_folds(
-    y: np.ndarray,
-    labels: pd.Series,
-    ids: pd.Series,
-    k: int = 5,
-    seed: int = 42,
-    groups: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Folds for multi-label rows ``y (N, C)``: iterative stratification
-    (``MultilabelStratifiedKFold``) keeps each label's share alike in every fold. With
-    ``groups``, whole groups are stratified by the labels present in them, then each row takes
-    its group's fold."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
-    if k < 2:
-        raise PipelineError(f"K={k}: need at least 2 folds")
-    counts = y.sum(axis=0)
-    if (counts < k).any():
-        raise PipelineError(
-            f"label {labels.name or 'label'} column: {int((counts < k).sum())} label(s) appear in "
-            f"fewer than K={k} rows (the rarest: {int(counts.min())}); use a smaller K"
-        )
-    grouped = groups is not None and pd.Series(groups).duplicated().any()
-    keys = pd.Series(groups if grouped else np.arange(len(y)))
-    codes, uniq = pd.factorize(keys)
-    if len(uniq) < k:
-        raise PipelineError(
-            f"only {len(uniq)} groups of duplicates for K={k} folds; use a smaller K"
-        )
-    per_group = np.zeros((len(uniq), y.shape[1]))
-    np.add.at(per_group, codes, y)
-    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    group_fold = np.full(len(uniq), -1, dtype=np.int64)
-    for f, (_, held) in enumerate(splitter.split(np.zeros(len(uniq)), (per_group > 0).astype(int))):
-        group_fold[held] = f
-    df = pd.DataFrame({"id": ids.to_numpy(), "label": labels.to_numpy(), "fold": group_fold[codes]})
-    return df.assign(group=groups) if grouped else df
 
 
 def folds_stage(
@@ -138,7 +125,7 @@ def folds_stage(
         group = join_groups(train["id"], train["group"], group)
     if comp.task.multilabel:
         y = encode(train["label"], comp.classes, "multilabel")
-        df = make_multilabel_folds(y, train["label"], train["id"], k=k, seed=seed, groups=group)
+        df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group, y=y)
     else:
         df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group)
     if sha:

@@ -303,34 +303,14 @@ def _predict_ips(loop: engine.TrainState, images: np.ndarray, pbs: int, warmup: 
     dtype = engine.amp_dtype(loop.recipe, dev)
     model = loop.eval_model()
     rows = np.arange((warmup + batches) * pbs) % len(images)
-    if warmup:
-        engine.predict(
-            model,
-            images,
-            rows[: warmup * pbs],
-            views,
-            loop.norm,
-            dev,
-            pbs,
-            desc="warm-up",
-            dtype=dtype,
-            channels_last=loop.recipe.channels_last,
-        )
+    common = (loop.norm, dev, pbs)
     timed = rows[warmup * pbs :]
+    how = {"dtype": dtype, "channels_last": loop.recipe.channels_last}
+    if warmup:
+        engine.predict(model, images, rows[: warmup * pbs], views, *common, desc="warm-up", **how)
     _sync(dev)
     t0 = time.perf_counter()
-    engine.predict(
-        model,
-        images,
-        timed,
-        views,
-        loop.norm,
-        dev,
-        pbs,
-        desc="bench predict",
-        dtype=dtype,
-        channels_last=loop.recipe.channels_last,
-    )
+    engine.predict(model, images, timed, views, *common, desc="bench predict", **how)
     _sync(dev)
     return len(timed) / max(time.perf_counter() - t0, 1e-9)
 

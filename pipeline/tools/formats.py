@@ -49,6 +49,12 @@ def _save(img: Image.Image, path: Path) -> None:
     img.save(path, **({"quality": 95} if path.suffix == ".jpg" else {}))
 
 
+def _copy(paths: pd.Series, folder: Path, names: list[str]) -> None:
+    """Each source image re-saved as ``folder/<name>`` (the name's extension sets the format)."""
+    for name, src in zip(names, paths, strict=True):
+        _save(Image.open(src).convert("RGB"), folder / name)
+
+
 def build(source: Path, out: Path, n: int = 1500, n_test: int = 300, seed: int = 0) -> list[Path]:
     """Write every layout under ``out``; returns the competition folders."""
     comp = load_competition(source)
@@ -71,10 +77,8 @@ def build(source: Path, out: Path, n: int = 1500, n_test: int = 300, seed: int =
 def _dog_breed(root: Path, train, test, classes) -> pd.DataFrame:
     ids = [f"{i:08x}" for i in range(len(train))]
     tids = [f"{i + 10**7:08x}" for i in range(len(test))]
-    for i, p in zip(ids, train["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "train" / f"{i}.jpg")
-    for i, p in zip(tids, test["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "test" / f"{i}.jpg")
+    _copy(train["path"], root / "train", [f"{x}.jpg" for x in ids])
+    _copy(test["path"], root / "test", [f"{x}.jpg" for x in tids])
     pd.DataFrame({"id": ids, "breed": train["label"]}).to_csv(root / "labels.csv", index=False)
     sample = pd.DataFrame({"id": tids, **{c: 1 / len(classes) for c in sorted(classes)}})
     sample.to_csv(root / "sample_submission.csv", index=False)
@@ -83,11 +87,13 @@ def _dog_breed(root: Path, train, test, classes) -> pd.DataFrame:
 
 def _plant_seedlings(root: Path, train, test, classes) -> pd.DataFrame:
     names = {c: c.title() + " plant" for c in classes}  # class folders with spaces
-    for n, (p, c) in enumerate(zip(train["path"], train["label"], strict=True)):
-        _save(Image.open(p).convert("RGB"), root / "train" / names[c] / f"{n:06d}.png")
+    _copy(
+        train["path"],
+        root / "train",
+        [f"{names[c]}/{n:06d}.png" for n, c in enumerate(train["label"])],
+    )
     files = [f"{n:09x}.png" for n in range(len(test))]
-    for f, p in zip(files, test["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "test" / f)
+    _copy(test["path"], root / "test", files)
     pd.DataFrame({"file": files, "species": names[classes[0]]}).to_csv(
         root / "sample_submission.csv", index=False
     )
@@ -98,10 +104,8 @@ def _plant_seedlings(root: Path, train, test, classes) -> pd.DataFrame:
 def _aerial_cactus(root: Path, train, test, classes) -> pd.DataFrame:
     ids = [f"{i:032x}.jpg" for i in range(len(train))]
     tids = [f"{i + 10**9:032x}.jpg" for i in range(len(test))]
-    for i, p in zip(ids, train["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "train" / i)
-    for i, p in zip(tids, test["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "test" / i)
+    _copy(train["path"], root / "train", ids)
+    _copy(test["path"], root / "test", tids)
     pos = classes[1]
     pd.DataFrame({"id": ids, "has_cactus": (train["label"] == pos).astype(int)}).to_csv(
         root / "train.csv", index=False
@@ -115,10 +119,8 @@ def _aerial_cactus(root: Path, train, test, classes) -> pd.DataFrame:
 def _histopathologic(root: Path, train, test, classes) -> pd.DataFrame:
     ids = [f"{i:040x}" for i in range(len(train))]
     tids = [f"{i + 10**9:040x}" for i in range(len(test))]
-    for i, p in zip(ids, train["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "train" / f"{i}.tif")
-    for i, p in zip(tids, test["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "test" / f"{i}.tif")
+    _copy(train["path"], root / "train", [f"{x}.tif" for x in ids])
+    _copy(test["path"], root / "test", [f"{x}.tif" for x in tids])
     pos = classes[1]
     pd.DataFrame({"id": ids, "label": (train["label"] == pos).astype(int)}).to_csv(
         root / "train_labels.csv", index=False
@@ -132,10 +134,8 @@ def _aptos(root: Path, train, test, classes) -> pd.DataFrame:
     grade = {c: str(g) for g, c in enumerate(classes)}
     ids = [f"{i:012x}" for i in range(len(train))]
     tids = [f"{i + 10**9:012x}" for i in range(len(test))]
-    for i, p in zip(ids, train["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "train_images" / f"{i}.png")
-    for i, p in zip(tids, test["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "test_images" / f"{i}.png")
+    _copy(train["path"], root / "train_images", [f"{x}.png" for x in ids])
+    _copy(test["path"], root / "test_images", [f"{x}.png" for x in tids])
     pd.DataFrame({"id_code": ids, "diagnosis": train["label"].map(grade)}).to_csv(
         root / "train.csv", index=False
     )
@@ -149,10 +149,8 @@ def _aptos(root: Path, train, test, classes) -> pd.DataFrame:
 def _plant_pathology_2020(root: Path, train, test, classes) -> pd.DataFrame:
     ids = [f"Train_{i}" for i in range(len(train))]
     tids = [f"Test_{i}" for i in range(len(test))]
-    for i, p in zip(ids, train["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "images" / f"{i}.jpg")
-    for i, p in zip(tids, test["path"], strict=True):
-        _save(Image.open(p).convert("RGB"), root / "images" / f"{i}.jpg")
+    _copy(train["path"], root / "images", [f"{x}.jpg" for x in ids])
+    _copy(test["path"], root / "images", [f"{x}.jpg" for x in tids])
     onehot = {c: (train["label"] == c).astype(int) for c in classes}
     pd.DataFrame({"image_id": ids, **onehot}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"image_id": tids}).to_csv(root / "test.csv", index=False)

@@ -75,9 +75,6 @@ def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, r
     artifacts.write_logits(rdir / "test.npz", ids=tests[0]["ids"], logits=test, **common)
     task = comp.task
     y = encode(folds_df["label"], comp.classes, task.kind)
-    if task.metric == "accuracy":
-        scores = [(logits[j].argmax(1) == y).mean() for j in range(len(common["views"]))]
-    else:
-        scores = [task.score(y, task.probabilities(lg)) for lg in logits]
+    scores = [task.score(y, task.probabilities(lg)) for lg in logits]
     text = "  ".join(f"{view} {v:.4f}" for view, v in zip(common["views"], scores, strict=True))
     print(f"{run}: wrote {rdir}/oof.npz and test.npz; OOF {task.metric} by view: {text}")

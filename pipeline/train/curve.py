@@ -63,6 +63,7 @@ def curve_stage(
     fhash, dev = artifacts.file_hash(fpath), resolve_device(device)
     recipe = load_recipe(ws.recipe(run), overrides)
     train = folds_df[folds_df["fold"] != fold]
+    labels = folds_df.set_index("id")["label"]
     subsets = nested_subsets(train["label"].reset_index(drop=True), tuple(fractions), recipe.seed)
     rows = []
     for frac, keep in sorted(subsets.items()):
@@ -71,9 +72,9 @@ def curve_stage(
         write_or_verify_config(ws.run_dir(sub_run), recipe, fhash, sub_run, comp)
         if not (ws.fold_dir(sub_run, fold) / "done.json").is_file():
             train_fold(comp, ws, part, fhash, sub_run, recipe, fold, dev)
-        rows.append(_point(comp, ws, sub_run, fold, frac, len(keep)))
+        rows.append(_point(comp, ws, sub_run, fold, frac, len(keep), labels))
     if (ws.fold_dir(run, fold) / "done.json").is_file():  # the run itself is the 100 % point
-        rows.append(_point(comp, ws, run, fold, 1.0, len(train)))
+        rows.append(_point(comp, ws, run, fold, 1.0, len(train), labels))
     table = pd.DataFrame(rows)
     out = ws.run_dir(run) / "curve"
     artifacts.write_csv(out / "curve.csv", table)
@@ -83,12 +84,14 @@ def curve_stage(
     return table
 
 
-def _point(comp: Competition, ws: Workspace, run: str, fold: int, frac: float, n: int) -> dict:
-    """Score one trained fold from its ``oof.npz`` (best view or the TTA mean of its views)."""
+def _point(
+    comp: Competition, ws: Workspace, run: str, fold: int, frac: float, n: int, labels: pd.Series
+) -> dict:
+    """Score one trained fold from its ``oof.npz`` (the mean of its TTA views) against
+    ``labels`` (id -> label of the folds file, so relabel.csv's labels count)."""
     fdir = ws.fold_dir(run, fold)
     data = artifacts.read_logits(fdir / "oof.npz", "oof", f"make curve RUN={run}")
-    folds = artifacts.read_folds(ws.folds_csv).set_index("id")["label"]
-    labels = pd.Series(folds.reindex(data["ids"]).to_numpy())  # relabel.csv labels win
+    labels = pd.Series(labels.reindex(data["ids"]).to_numpy())
     y = pd.Index(comp.classes).get_indexer(labels)
     probs = comp.task.probabilities(data["logits"]).mean(axis=0)  # mean over TTA views
     pred = probs.argmax(axis=1)

@@ -125,12 +125,7 @@ def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
         va = _predict(job, setup, state.eval_model(), setup.train_imgs, setup.va_rows, "val")[0]
         y_va = setup.y_all[setup.va_rows]
         row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
-        # the competition's metric picks the best epoch (accuracy: the value just computed)
-        row["val_score"] = (
-            row["val_acc"]
-            if task.metric == "accuracy"
-            else task.score(y_va, task.probabilities(va))
-        )
+        row["val_score"] = task.score(y_va, task.probabilities(va))  # picks the best epoch
         history.append({"epoch": epoch + 1, **row})
         if improved := _improves(task, row, best):
             best = (row["val_score"], row["val_loss"])
