@@ -9,98 +9,21 @@ never leaves a half-written artifact. Readers check shapes and cross-file agreem
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import io
 import json
-import os
-import signal
-import socket
-import tempfile
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+# the write mechanism is atomic.py's; the stages call it through this module
+from .atomic import atomic_write as atomic_write
+from .atomic import atomic_write_bytes as atomic_write_bytes
+from .atomic import atomic_write_text as atomic_write_text
+from .atomic import file_hash as file_hash
 from .errors import ArtifactError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_HOST = socket.gethostname()
-
-
-def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    owner = f"{os.getpid()}@{_HOST}"  # lets a later write tell a dead writer's temp file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are ordinary files
-        _kill_point("before", path)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _kill_point("after", path)
-    return path
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete the temp files of ``path`` left by writers on this host that are gone: a SIGKILL
-    skips the cleanup above, and the re-run rewrites every artifact a kill interrupted."""
-    head = f".{path.name}."
-    for tmp in path.parent.glob(f"{glob.escape(head)}*@{glob.escape(_HOST)}.*.tmp"):
-        pid = tmp.name[len(head) :].split("@", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed writer not yet reaped by its parent is a zombie: gone as well
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _kill_point(when: str, path: Path) -> None:
-    """Fault injection for tests/test_fault.py and ``make soak`` (pipeline.tools.soak) only:
-    ``PIPELINE_KILL_AT=before:<file>[,after:<file>...]``, ``<file>`` an artifact's name or
-    ``<folder>/<name>``, SIGKILLs this process just before (after) the first of them reached is
-    renamed into place: moments a random kill rarely hits. Unset, it does nothing."""
-    points = os.environ.get("PIPELINE_KILL_AT", "").split(",")
-    for hit in (f"{when}:{path.name}", f"{when}:{path.parent.name}/{path.name}"):
-        if hit in points:
-            os.write(2, f"\nPIPELINE_KILL_AT: SIGKILL at {hit}\n".encode())
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda f: f.write(data))
-
-
-def file_hash(path: str | Path) -> str:
-    """Short sha256 of a file's bytes; ties logits to the folds file they were trained on."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
 
 # ---------------------------------------------------------------- folds/<comp>.csv
 

@@ -58,7 +58,9 @@ def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    host = artifacts._HOST
+    from pipeline import atomic
+
+    host = atomic._HOST
     stale = tmp_path / f".a.npz.{dead.stdout.strip()}@{host}.x1y2z3w4.tmp"
     live = tmp_path / f".a.npz.{os.getpid()}@{host}.x1y2z3w4.tmp"
     other_host = tmp_path / f".a.npz.{dead.stdout.strip()}@elsewhere.x1y2z3w4.tmp"

@@ -4,14 +4,14 @@ layouts that are not read (with how to convert them). ``load.py`` calls these.""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import CompetitionError
-from .rules import IMAGE_EXTS, read_csv, read_csv_header
+from . import paths
+from .rules import read_csv, read_csv_header
 
 
 def class_column_tables(
@@ -91,7 +91,7 @@ def class_folders(root: Path, settings: dict[str, str]) -> str | None:
             if (root / name).is_dir()
             else []
         )
-        with_images = [d for d in subs if stem_index(d)]
+        with_images = [d for d in subs if paths.stem_index(d)]
         if len(with_images) >= 2:
             return name
     return None
@@ -103,48 +103,9 @@ def folder_table(root: Path, folder: str, id_col: str, target_col: str) -> pd.Da
         (f"{folder}/{d.name}/{name}", d.name)
         for d in sorted((root / folder).iterdir())
         if d.is_dir()
-        for name in sorted(set(stem_index(d).values()))
+        for name in sorted(set(paths.stem_index(d).values()))
     ]
     return pd.DataFrame(rows, columns=[id_col, target_col])
-
-
-def in_class_folders(
-    root: Path, ids: list[str], rel: list[str | None], split: str
-) -> list[str | None]:
-    """Ids not in the best folder, looked up by file name anywhere below ``root``: a train CSV
-    whose images sit in class folders (state-farm: ``imgs/train/c0/img_1.jpg``). A name found
-    more than once goes to the path naming the split, else stays unresolved."""
-    found: dict[str, list[str]] = {}
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        for name in files:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in IMAGE_EXTS:
-                path = name if rel_dir == "." else f"{rel_dir}/{name}"
-                for key in {name, stem}:
-                    found.setdefault(key, []).append(path)
-    out = list(rel)
-    for n, (i, r) in enumerate(zip(ids, rel, strict=True)):
-        if r is None and i in found:
-            other = "test" if split == "train" else "train"  # never the other split's image
-            cands = [c for c in found[i] if other not in c.lower()]
-            named = [c for c in cands if split in c.lower()]
-            if cands:
-                out[n] = cands[0] if len(cands) == 1 else (named[0] if len(named) == 1 else None)
-    return out
-
-
-def stem_index(folder: Path) -> dict[str, str]:
-    """``{stem: file name}`` and ``{file name: file name}`` of the image files in ``folder``."""
-    if not folder.is_dir():
-        return {}
-    names = [
-        e.name
-        for e in os.scandir(folder)
-        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
-    ]
-    return {os.path.splitext(n)[0]: n for n in names} | {n: n for n in names}
 
 
 def not_served(root: Path, found: list[Path]) -> str:

@@ -12,17 +12,18 @@ what was found.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
 from ..errors import CompetitionError
 from . import layouts, rules
-from .rules import IMAGE_EXTS, read_csv, read_csv_header
+from .paths import resolve_images
+from .rules import read_csv, read_csv_header
 from .task import Task, class_order, detect_task
 
 SETTINGS = {
@@ -40,6 +41,19 @@ SETTINGS = {
     "positive_label": "binary probability submissions: the class whose probability is written",
     "group_column": "train CSV column whose rows must share a fold (a patient, a driver)",
 }
+
+
+class Tables(NamedTuple):
+    """What the CSVs (or class folders) hold, before any image is looked up."""
+
+    sample_path: Path
+    sample: pd.DataFrame
+    train_csv: Path  # the train CSV, or the class-folders folder
+    train_df: pd.DataFrame  # the id column and one label per row in ``target_col``
+    id_col: str
+    target_col: str
+    class_columns: list[str]  # the sample's probability columns (empty for one target)
+    layout: str  # "csv", "one-hot", "multi-hot" or "class-folders"
 
 
 @dataclass
@@ -77,60 +91,75 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
         )
     settings = _read_settings(root)
     csvs = sorted(p for p in root.glob("*.csv") if p.is_file())
-    sample_path, sample, train_csv, train_df, id_col, target_col, class_cols, layout = _read_tables(
-        root, csvs, settings
-    )
-    test_ids = sample[id_col]
-    problems = rules.train_problems(train_csv, train_df, id_col, target_col)
-    problems += rules.id_problems(sample_path, test_ids)
+    t = _read_tables(root, csvs, settings)
+    test_ids = t.sample[t.id_col]
+    problems = rules.train_problems(t.train_csv, t.train_df, t.id_col, t.target_col)
+    problems += rules.id_problems(t.sample_path, test_ids)
     problems += rules.test_csv_problems(
-        csvs, (sample_path, train_csv), sample_path, test_ids, id_col
+        csvs, (t.sample_path, t.train_csv), t.sample_path, test_ids, t.id_col
     )
     if problems and strict:
         raise CompetitionError(rules.first_problem(root, problems))
-    labels = train_df[target_col][train_df[target_col] != ""]
-    task = detect_task(settings, sample, id_col, labels, class_cols, sample_path.name, layout)
-    paths = {}
-    for split, csv_path, ids in (
-        ("train", train_csv, train_df[id_col].tolist()),
-        ("test", sample_path, test_ids.tolist()),
-    ):
-        paths[split], bad, sub = resolve_images(root, ids, split, settings.get(f"{split}_images"))
-        problems += rules.image_problems(root, split, csv_path, bad, sub)
-    problems += rules.overlap_problems(root, paths["train"], paths["test"])
+    labels = t.train_df[t.target_col][t.train_df[t.target_col] != ""]
+    task = detect_task(
+        settings, t.sample, t.id_col, labels, t.class_columns, t.sample_path.name, t.layout
+    )
+    paths = _image_paths(root, settings, t, test_ids, problems)
     if problems and strict:
         raise CompetitionError(rules.first_problem(root, problems))
-    train = pd.DataFrame(
-        {"id": train_df[id_col], "label": train_df[target_col], "path": paths["train"]}
-    )
-    if "group_column" in settings:  # rows of one group (patient, driver) share a fold
-        col = settings["group_column"]
-        if col not in train_df.columns:
-            raise CompetitionError(
-                f"{root}/competition.toml: group_column = {col!r} is not a column of "
-                f"{train_csv.name} (columns: {', '.join(train_df.columns)})"
-            )
-        train["group"] = train_df[col].to_numpy()
-    test = pd.DataFrame({"id": test_ids, "path": paths["test"]})
+    train = _train_table(root, settings, t, paths["train"])
     return Competition(
         root=root,
         name=root.name,
         slug=settings.get("slug", root.name),
-        id_col=id_col,
-        target_col=target_col,
-        sample_path=sample_path,
-        train_csv=train_csv,
+        id_col=t.id_col,
+        target_col=t.target_col,
+        sample_path=t.sample_path,
+        train_csv=t.train_csv,
         train=train,
-        test=test,
+        test=pd.DataFrame({"id": test_ids, "path": paths["test"]}),
         classes=class_order(train["label"][train["label"] != ""], task.kind),
         problems=problems,
         task=task,
-        class_columns=class_cols,
-        layout=layout,
+        class_columns=t.class_columns,
+        layout=t.layout,
     )
 
 
-def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tuple:
+def _image_paths(
+    root: Path, settings: dict[str, str], t: Tables, test_ids: pd.Series, problems: list[str]
+) -> dict[str, list[str | None]]:
+    """Each split's image paths; the rows without a usable image are added to ``problems``."""
+    paths = {}
+    for split, csv_path, ids in (
+        ("train", t.train_csv, t.train_df[t.id_col].tolist()),
+        ("test", t.sample_path, test_ids.tolist()),
+    ):
+        paths[split], bad, sub = resolve_images(root, ids, split, settings.get(f"{split}_images"))
+        problems += rules.image_problems(root, split, csv_path, bad, sub)
+    problems += rules.overlap_problems(root, paths["train"], paths["test"])
+    return paths
+
+
+def _train_table(
+    root: Path, settings: dict[str, str], t: Tables, paths: list[str | None]
+) -> pd.DataFrame:
+    """``id, label, path`` per train row, and ``group`` when competition.toml names a column
+    whose rows (a patient, a driver) must share a fold."""
+    df = t.train_df
+    train = pd.DataFrame({"id": df[t.id_col], "label": df[t.target_col], "path": paths})
+    if "group_column" in settings:
+        col = settings["group_column"]
+        if col not in df.columns:
+            raise CompetitionError(
+                f"{root}/competition.toml: group_column = {col!r} is not a column of "
+                f"{t.train_csv.name} (columns: {', '.join(df.columns)})"
+            )
+        train["group"] = df[col].to_numpy()
+    return train
+
+
+def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> Tables:
     """``(sample_path, sample, train_csv, train_df, id_col, target_col, class_columns, layout)``.
 
     ``train_df`` has the id column and one label per row in ``target_col``, whatever the layout;
@@ -152,7 +181,7 @@ def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tupl
         train_csv, train_df, target, layout = layouts.class_column_tables(
             root, csvs, sample_path, id_col, class_cols, settings
         )
-        return sample_path, sample, train_csv, train_df, id_col, target, class_cols, layout
+        return Tables(sample_path, sample, train_csv, train_df, id_col, target, class_cols, layout)
     id_col, target_col = _sample_columns(sample_path, sample, settings)
     folder = (
         layouts.class_folders(root, settings)
@@ -161,7 +190,9 @@ def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tupl
     )
     if folder is not None:
         train_df = layouts.folder_table(root, folder, id_col, target_col)
-        return sample_path, sample, root / folder, train_df, id_col, target_col, [], "class-folders"
+        return Tables(
+            sample_path, sample, root / folder, train_df, id_col, target_col, [], "class-folders"
+        )
     train_csv = _find_train_csv(root, csvs, sample_path, id_col, target_col, settings)
     train_df = read_csv(train_csv)
     for col in (id_col, target_col):
@@ -170,7 +201,7 @@ def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> tupl
                 f"{train_csv} has no column {col!r} (columns: {', '.join(train_df.columns)}); "
                 f"set id_column/target_column in {root}/competition.toml"
             )
-    return sample_path, sample, train_csv, train_df, id_col, target_col, [], "csv"
+    return Tables(sample_path, sample, train_csv, train_df, id_col, target_col, [], "csv")
 
 
 def _read_settings(root: Path) -> dict[str, str]:
@@ -259,71 +290,3 @@ def _find_train_csv(
             f'set train_csv = "<file>.csv" in {root}/competition.toml{layouts.not_served(root, found)}'
         )
     return found[0]
-
-
-def resolve_images(
-    root: Path, ids: list[str], split: str, folder: str | None = None
-) -> tuple[list[str | None], list[tuple[int, str, str]], str | None]:
-    """Map ids to image paths relative to ``root``: ``(paths, bad, folder)``.
-
-    ``paths[n]`` is None where id ``n`` has no usable file, and ``bad`` holds ``(n, why, path)``
-    with why ``outside`` (a ../, absolute or symlinked path leaving ``root``), ``missing`` or
-    ``no_image``. A file whose name differs from the id only in letter case is used.
-    ``folder`` is None when ids are paths (``images/0.jpg``), else the folder of ``<id>.<ext>``.
-    """
-    explicit = folder is not None
-    if folder is None and _is_path_layout(root, ids):
-        rel: list[str | None] = list(ids)
-    else:
-        folder = folder if folder is not None else _best_folder(root, ids, split)
-        index = layouts.stem_index(root / folder)
-        lower = rules.unique_lower(index)
-        prefix = "" if folder == "." else f"{folder}/"
-        names = [index.get(i) or lower.get(i.lower()) for i in ids]
-        rel = [None if n is None else prefix + n for n in names]
-        if any(n is None for n, i in zip(names, ids, strict=True) if i) and not explicit:
-            rel = layouts.in_class_folders(root, ids, rel, split)
-    base, listings = os.path.realpath(root), {}
-    paths, bad = [], []
-    for n, r in enumerate(rel):
-        if not ids[n]:  # an empty id is reported with the CSV rows
-            paths.append(None)
-            continue
-        why = "no_image" if r is None else rules.file_problem(root, base, r)
-        if why == "missing":
-            fixed = rules.case_match(root, r, listings)
-            if fixed is not None and rules.file_problem(root, base, fixed) is None:
-                r, why = fixed, None
-        paths.append(None if why else r)
-        if why:
-            bad.append((n, why, r or ids[n]))
-    return paths, bad, folder
-
-
-def _is_path_layout(root: Path, ids: list[str]) -> bool:
-    """Ids are file paths (``images/0.jpg``) when they carry an image extension and either name a
-    folder or exist at the top of ``root``; file names of a sub-folder (aerial-cactus:
-    ``0004be2c.jpg`` in ``train/``) are looked up like bare ids."""
-    some = [i for i in ids[:100] if i][:50]
-    if not some or not all(os.path.splitext(i)[1].lower() in IMAGE_EXTS for i in some):
-        return False
-    return any("/" in i or "\\" in i or (root / i).exists() for i in some)
-
-
-def _best_folder(root: Path, ids: list[str], split: str) -> str:
-    """The folder holding most of ``ids`` as ``<id>.<ext>``; ties go to a name with the split."""
-    wanted = {i.lower() for i in ids}
-    best: tuple[int, int, str] | None = None
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        hits = len(wanted & {k.lower() for k in layouts.stem_index(Path(dirpath))})
-        if hits:
-            key = (hits, int(split in rel.lower()), rel)
-            best = key if best is None or key[:2] > best[:2] else best
-    if best is None:
-        raise CompetitionError(
-            f"{root}: no image file named <id>.<ext> for any {split} id (first id: {ids[0]!r}); "
-            f'set {split}_images = "<folder>" in {root}/competition.toml'
-        )
-    return best[2]

@@ -100,22 +100,38 @@ def detect_task(
     """The task of a competition whose train ``labels`` (one class name per row, or a
     space-separated set of them for multi-label rows) are known and whose sample submission has
     ``class_columns`` (one probability column per class) or one target column besides
-    ``id_col``."""
-    why: dict[str, str] = {}
+    ``id_col``: the kind, then the format, the metric and the positive class."""
     _refuse_regression(labels, sample_path)
+    why: dict[str, str] = {}
     sets = layout == "multi-hot" or (
         layout == "csv"
         and settings.get("task", "multilabel") == "multilabel"
         and _label_sets(labels)
     )
     values = class_order(labels, "multilabel" if sets else "multiclass")
+    fmt = _format(sample, id_col, class_columns, sample_path, why)
+    kind = _kind(settings, sets, layout, values, why)
+    if kind == "multilabel":
+        return _multilabel(settings, fmt, values, why)
+    fmt, metric = _metric(settings, fmt, kind, layout, why)
+    positive = _positive(settings, values, kind, sample_path, why) if fmt == "probability" else None
+    return Task(kind, fmt, metric, positive, tuple(why.items()))
+
+
+def _format(
+    sample: pd.DataFrame, id_col: str, class_columns: list[str], sample_path: str, why: dict
+) -> str:
+    """What the sample submission's columns and values say the format is."""
     if class_columns:
-        fmt = "class_probabilities"
         why["format"] = f"{len(class_columns)} class columns in {sample_path}"
-    else:
-        target = [c for c in sample.columns if c != id_col][0]
-        fmt = "probability" if _looks_like_probabilities(sample[target]) else "label"
-        why["format"] = f"{target!r} values in {sample_path}"
+        return "class_probabilities"
+    target = [c for c in sample.columns if c != id_col][0]
+    why["format"] = f"{target!r} values in {sample_path}"
+    return "probability" if _looks_like_probabilities(sample[target]) else "label"
+
+
+def _kind(settings: dict, sets: bool, layout: str, values: list[str], why: dict) -> str:
+    """The task: competition.toml's, else multi-label for label sets, binary for 2 classes."""
     kind = settings.get("task")
     if kind is not None:
         why["task"] = "competition.toml"
@@ -127,56 +143,61 @@ def detect_task(
         why["task"] = f"{len(values)} classes"
     if kind not in TASKS:
         raise CompetitionError(f"competition.toml: task = {kind!r}; valid: {', '.join(TASKS)}")
-    if kind == "multilabel":
-        return _multilabel(settings, fmt, values, why)
     if kind == "ordinal" and not all(_is_int(v) for v in values):
         raise CompetitionError(
             f"task = 'ordinal' needs integer grades as labels, found {values[:5]}; "
             "use task = 'multiclass'"
         )
+    return kind
+
+
+def _metric(settings: dict, fmt: str, kind: str, layout: str, why: dict) -> tuple[str, str]:
+    """``(format, metric)``: competition.toml's metric (which may turn a label sample into a
+    probability or top-k one), else the one the format and layout imply."""
     metric = settings.get("metric")
     if metric is not None:
         why["metric"] = "competition.toml"
-        if metric not in METRICS or metric not in {m for ms in FORMAT_METRICS.values() for m in ms}:
-            valid = sorted({m for ms in FORMAT_METRICS.values() for m in ms})
+        valid = sorted({m for ms in FORMAT_METRICS.values() for m in ms})
+        if metric not in METRICS or metric not in valid:
             raise CompetitionError(
                 f"competition.toml: metric = {metric!r}; valid: {', '.join(valid)}"
             )
-        if fmt == "label" and metric in FORMAT_METRICS["probability"]:
-            fmt, why["format"] = "probability", f"metric {metric} scores probabilities"
-        if fmt == "label" and metric in FORMAT_METRICS["top_k"]:
-            fmt, why["format"] = "top_k", f"metric {metric} scores ranked labels"
+        for other, what in (("probability", "probabilities"), ("top_k", "ranked labels")):
+            if fmt == "label" and metric in FORMAT_METRICS[other]:
+                fmt, why["format"] = other, f"metric {metric} scores {what}"
     elif fmt == "class_probabilities" and layout == "one-hot":
         metric, why["metric"] = "mean_column_auc", "one-hot train columns, as plant-pathology"
     else:
-        metric = (
-            "quadratic_kappa" if kind == "ordinal" and fmt == "label" else FORMAT_METRICS[fmt][0]
-        )
+        ordinal = kind == "ordinal" and fmt == "label"
+        metric = "quadratic_kappa" if ordinal else FORMAT_METRICS[fmt][0]
         why["metric"] = f"inferred from the {fmt} format"
     if metric not in FORMAT_METRICS[fmt]:
         raise CompetitionError(
             f"metric {metric} cannot score a {fmt} submission ({why['format']}); "
             f"with this sample submission use one of {', '.join(FORMAT_METRICS[fmt])}"
         )
-    positive = None
-    if fmt == "probability":
-        if kind != "binary" or len(values) != 2:
-            raise CompetitionError(
-                f"{sample_path}: one probability per row needs 2 classes, the train labels have "
-                f"{len(values)} ({', '.join(values[:5])}); set task/metric in competition.toml"
-            )
-        positive = settings.get("positive_label")
-        if positive is not None:
-            why["positive"] = "competition.toml"
-        else:
-            positive = "1" if "1" in values else values[1]
-            why["positive"] = "label 1" if positive == "1" else "the second class in sorted order"
-        if positive not in values:
-            raise CompetitionError(
-                f"competition.toml: positive_label = {positive!r} is not a train label "
-                f"({', '.join(values)})"
-            )
-    return Task(kind, fmt, metric, positive, tuple(why.items()))
+    return fmt, metric
+
+
+def _positive(settings: dict, values: list[str], kind: str, sample_path: str, why: dict) -> str:
+    """The class whose probability a binary probability submission holds."""
+    if kind != "binary" or len(values) != 2:
+        raise CompetitionError(
+            f"{sample_path}: one probability per row needs 2 classes, the train labels have "
+            f"{len(values)} ({', '.join(values[:5])}); set task/metric in competition.toml"
+        )
+    positive = settings.get("positive_label")
+    if positive is not None:
+        why["positive"] = "competition.toml"
+    else:
+        positive = "1" if "1" in values else values[1]
+        why["positive"] = "label 1" if positive == "1" else "the second class in sorted order"
+    if positive not in values:
+        raise CompetitionError(
+            f"competition.toml: positive_label = {positive!r} is not a train label "
+            f"({', '.join(values)})"
+        )
+    return positive
 
 
 def _multilabel(settings: dict[str, str], fmt: str, values: list[str], why: dict) -> Task:

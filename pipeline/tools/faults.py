@@ -6,7 +6,7 @@ of a make run fall mostly in the imports; "fork" runs the same CLI entry
 (``pipeline.cli.main``) in a process forked from a server that imported the pipeline once,
 so its random moments fall in the work. Kill moments: "random" SIGKILLs the whole process
 group a delay after the start; "before:<file>" / "after:<file>" set ``PIPELINE_KILL_AT`` (see
-``artifacts.atomic_write``): the process SIGKILLs itself just before / after that artifact is
+``atomic.atomic_write``): the process SIGKILLs itself just before / after that artifact is
 renamed into place. The main thread's stack, written by a helper thread 50 ms before a random
 kill, tells where the process was (``PHASES``).
 """
