@@ -130,8 +130,11 @@ def label_issues(
             return_indices_ranked_by="self_confidence",
             n_jobs=1,
         )
-    names = {"predicted": "suggested_label", "prob_given": "self_confidence",
-             "confidence": "suggested_confidence"}  # fmt: skip
+    names = {
+        "predicted": "suggested_label",
+        "prob_given": "self_confidence",
+        "confidence": "suggested_confidence",
+    }
     return _row_table(ranked, ids, y, probs, classes).rename(columns=names)[
         ["row", "id", "given_label", "suggested_label", "self_confidence", "suggested_confidence"]
     ]

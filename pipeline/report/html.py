@@ -127,23 +127,44 @@ def report_page(
         best = board[board["kind"] == "method"].iloc[0]
         score = best.get("nested_score", best["nested_accuracy"])
         kpis["best nested"] = f"{best['name']} {score:.4f}"
-        sections.append(("Leaderboard", "nested = fitted on K-1 folds' OOF rows, scored on the "
-                         "held-out fold; OOF = fitted and scored on all rows (optimistic).",
-                         table_html(board, 100)))  # fmt: skip
+        sections.append(
+            (
+                "Leaderboard",
+                "nested = fitted on K-1 folds' OOF rows, scored on the "
+                "held-out fold; OOF = fitted and scored on all rows (optimistic).",
+                table_html(board, 100),
+            )
+        )
     sections += [
-        ("Per-class accuracy", "worst first; accuracy is recall; whiskers and brackets are "
-         "bootstrap 95 % intervals (400 Poisson replicates; all columns in per_class.csv).",
-         image_html(out_dir / "per_class_accuracy.png", "per-class accuracy")
-         + table_html(_with_ci(table))),
-        ("Confusions", "row-normalised; with many classes only the most-confused ones are drawn.",
-         image_html(out_dir / "confusion_matrix.png", "confusion matrix") + table_html(pairs, 30)),
-        ("Members per class", "each member's OOF accuracy per class, worst classes first.",
-         table_html(table[["class", *[c for c in table.columns if c.startswith("acc_")]]], 40)),
-        ("Worst mistakes", "the most confident wrong OOF predictions.",
-         image_html(out_dir / "worst_mistakes.png", "worst mistakes") + table_html(mistakes, 40)),
-        ("Label-issue candidates", "cleanlab find_label_issues on the ensemble's OOF probabilities"
-         "; copy confirmed rows to input/<comp>/relabel.csv as id,new_label (or drop) and re-run "
-         "make folds.",
-         image_html(out_dir / "label_issues.png", "label issues") + table_html(issues, 40)),
-    ]  # fmt: skip
+        (
+            "Per-class accuracy",
+            "worst first; accuracy is recall; whiskers and brackets are "
+            "bootstrap 95 % intervals (400 Poisson replicates; all columns in per_class.csv).",
+            image_html(out_dir / "per_class_accuracy.png", "per-class accuracy")
+            + table_html(_with_ci(table)),
+        ),
+        (
+            "Confusions",
+            "row-normalised; with many classes only the most-confused ones are drawn.",
+            image_html(out_dir / "confusion_matrix.png", "confusion matrix")
+            + table_html(pairs, 30),
+        ),
+        (
+            "Members per class",
+            "each member's OOF accuracy per class, worst classes first.",
+            table_html(table[["class", *[c for c in table.columns if c.startswith("acc_")]]], 40),
+        ),
+        (
+            "Worst mistakes",
+            "the most confident wrong OOF predictions.",
+            image_html(out_dir / "worst_mistakes.png", "worst mistakes") + table_html(mistakes, 40),
+        ),
+        (
+            "Label-issue candidates",
+            "cleanlab find_label_issues on the ensemble's OOF probabilities"
+            "; copy confirmed rows to input/<comp>/relabel.csv as id,new_label (or drop) and re-run "
+            "make folds.",
+            image_html(out_dir / "label_issues.png", "label issues") + table_html(issues, 40),
+        ),
+    ]
     return build_page("Ensemble OOF report", kpis, sections)

@@ -29,40 +29,46 @@ def per_label_table(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> pd.
         for j in range(len(classes))
     ]
     df = pd.DataFrame(
-        {"label": classes, "support": support, "predicted": predicted, "precision": precision,
-         "recall": recall, "f1": f1, "roc_auc": auc}
-    )  # fmt: skip
+        {
+            "label": classes,
+            "support": support,
+            "predicted": predicted,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "roc_auc": auc,
+        }
+    )
     return df.sort_values(["f1", "label"], kind="stable").reset_index(drop=True)
 
 
 def write_label_report(
-    out_dir: Path, y: np.ndarray, probs: np.ndarray, classes: list[str], summary: dict[str, Any],
+    out_dir: Path,
+    y: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    summary: dict[str, Any],
     leaderboard: pd.DataFrame | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """``per_label.csv``, ``per_label_f1.png`` and ``report.html`` into ``out_dir``."""
-    plt = pyplot()
     table = per_label_table(y, probs, classes)
     artifacts.write_csv(out_dir / "per_label.csv", table)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * len(table)))
-    ax.barh(np.arange(len(table)), table["f1"], color="tab:blue")
-    ax.set_yticks(np.arange(len(table)), table["label"])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("OOF F1 at 1/2")
-    ax.set_title("Per-label OOF F1, worst first")
-    fig.tight_layout()
-    artifacts.savefig(out_dir / "per_label_f1.png", fig)
-    plt.close(fig)
-    kpis = {f"OOF {summary['metric']}": f"{summary['score']:.4f}", "rows": str(len(y)),
-            "labels": str(len(classes)), "mean labels per row": f"{y.sum(1).mean():.2f}"}  # fmt: skip
-    sections = [
-        ("Per-label", "precision, recall and F1 with each label cut at 1/2 (the submission's "
-         "threshold may differ: see the leaderboard's +threshold rows); ROC AUC per label.",
-         image_html(out_dir / "per_label_f1.png", "per-label F1") + table_html(table)),
-    ]  # fmt: skip
+    _plot_f1(table, out_dir / "per_label_f1.png")
+    kpis = {
+        f"OOF {summary['metric']}": f"{summary['score']:.4f}",
+        "rows": str(len(y)),
+        "labels": str(len(classes)),
+        "mean labels per row": f"{y.sum(1).mean():.2f}",
+    }
+    note = (
+        "precision, recall and F1 with each label cut at 1/2 (the submission's threshold may "
+        "differ: see the leaderboard's +threshold rows); ROC AUC per label."
+    )
+    body = image_html(out_dir / "per_label_f1.png", "per-label F1") + table_html(table)
+    sections = [("Per-label", note, body)]
     if leaderboard is not None:
-        sections.insert(0, ("Leaderboard", "nested = fitted on K-1 folds, scored on the held-out "
-                            "fold.", table_html(leaderboard, 100)))  # fmt: skip
+        nested = "nested = fitted on K-1 folds, scored on the held-out fold."
+        sections.insert(0, ("Leaderboard", nested, table_html(leaderboard, 100)))
     page = build_page("Ensemble OOF report (multi-label)", kpis, sections)
     artifacts.atomic_write_bytes(out_dir / "report.html", page.encode("utf-8"))
     worst = table.head(5)
@@ -71,3 +77,18 @@ def write_label_report(
     )
     print(f"report: {out_dir / 'report.html'}")
     return {**summary, "worst_labels": worst.to_dict(orient="records")}
+
+
+def _plot_f1(table: pd.DataFrame, path: Path) -> None:
+    """Horizontal bars of per-label F1, worst on top."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * len(table)))
+    ax.barh(np.arange(len(table)), table["f1"], color="tab:blue")
+    ax.set_yticks(np.arange(len(table)), table["label"])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("OOF F1 at 1/2")
+    ax.set_title("Per-label OOF F1, worst first")
+    fig.tight_layout()
+    artifacts.savefig(path, fig)
+    plt.close(fig)

@@ -48,12 +48,24 @@ def _write_sheets(
 ) -> None:
     """``worst_mistakes.png`` and ``label_issues.png``: the first ``n`` rows of each table."""
     sheets = (
-        ("worst_mistakes.png", mistakes, "Most confident wrong OOF predictions",
-         lambda r: f"{r['id']}\ngiven {r['given_label']}\npred {r['predicted']} {r['confidence']:.2f}"),
-        ("label_issues.png", issues, "Label-issue candidates (cleanlab), most suspicious first",
-         lambda r: f"{r['id']}\ngiven {r['given_label']} {r['self_confidence']:.2f}"
-         f"\nsuggest {r['suggested_label']}"),
-    )  # fmt: skip
+        (
+            "worst_mistakes.png",
+            mistakes,
+            "Most confident wrong OOF predictions",
+            lambda r: (
+                f"{r['id']}\ngiven {r['given_label']}\npred {r['predicted']} {r['confidence']:.2f}"
+            ),
+        ),
+        (
+            "label_issues.png",
+            issues,
+            "Label-issue candidates (cleanlab), most suspicious first",
+            lambda r: (
+                f"{r['id']}\ngiven {r['given_label']} {r['self_confidence']:.2f}"
+                f"\nsuggest {r['suggested_label']}"
+            ),
+        ),
+    )
     for fname, rows, title, caption in sheets:
         fig = contact_sheet(
             rows.head(n), paths, caption, f"{title} ({min(n, len(rows))} of {len(rows)})"
@@ -84,8 +96,12 @@ def write_report(
     pairs = confused_pairs(y, pred, classes)
     mistakes = analyze.worst_mistakes(ids, y, probs, classes, 200)
     issues = analyze.label_issues(ids, y, probs, classes)
-    for fname, df in (("per_class.csv", table), ("confused_pairs.csv", pairs),
-                      ("worst_mistakes.csv", mistakes), ("label_issues.csv", issues)):  # fmt: skip
+    for fname, df in (
+        ("per_class.csv", table),
+        ("confused_pairs.csv", pairs),
+        ("worst_mistakes.csv", mistakes),
+        ("label_issues.csv", issues),
+    ):
         artifacts.write_csv(out_dir / fname, df.drop(columns="row", errors="ignore"))
     for fname, fig in (
         ("per_class_accuracy.png", plot_accuracy(table, top)),
@@ -109,8 +125,10 @@ def write_report(
     page = report_page(out_dir, summary, table, pairs, mistakes, issues, leaderboard)
     artifacts.atomic_write_bytes(out_dir / "report.html", page.encode("utf-8"))
     print_worst(table)
-    print(f"{len(issues)} label-issue candidates -> {out_dir / 'label_issues.csv'}; report: "
-          f"{out_dir / 'report.html'}")  # fmt: skip
+    print(
+        f"{len(issues)} label-issue candidates -> {out_dir / 'label_issues.csv'}; report: "
+        f"{out_dir / 'report.html'}"
+    )
     return summary
 
 

@@ -58,8 +58,22 @@ def whole_train(
     with tempfile.TemporaryDirectory(prefix="bench_whole_") as d:
         tmp = Path(d)
         _scratch(ws, run, Workspace.under(tmp, comp.name))
-        cmd = [sys.executable, "-m", "pipeline", "train", "--comp", str(Path(comp.root).resolve()),
-               "--runs", run, "--folds", str(fold), "--set", sets, "--device", bench["device"]]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "train",
+            "--comp",
+            str(Path(comp.root).resolve()),
+            "--runs",
+            run,
+            "--folds",
+            str(fold),
+            "--set",
+            sets,
+            "--device",
+            bench["device"],
+        ]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
@@ -68,9 +82,19 @@ def whole_train(
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         raise PipelineError(f"bench: the timed train failed: {' '.join(tail)}")
     ideal = ideal_train + ideal_predict
-    res = {"fold": fold, "epochs": epochs, "n_train": n_train, "n_val": n_val, "n_test": n_test,
-           "views": views, "ideal_train_s": ideal_train, "ideal_predict_s": ideal_predict,
-           "ideal_s": ideal, "wall_s": wall, "whole_ratio": wall / ideal}  # fmt: skip
+    res = {
+        "fold": fold,
+        "epochs": epochs,
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": n_test,
+        "views": views,
+        "ideal_train_s": ideal_train,
+        "ideal_predict_s": ideal_predict,
+        "ideal_s": ideal,
+        "wall_s": wall,
+        "whole_ratio": wall / ideal,
+    }
     print(
         f"whole train, fold {fold} ({epochs} epochs, {n_train} train / {n_val} val / {n_test} test "
         f"images, {views} views): wall {wall:.0f} s; ideal {ideal:.0f} s = train "
