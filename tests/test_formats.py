@@ -31,6 +31,14 @@ def _img(rng: np.random.Generator, k: int, ordinal: bool = False) -> Image.Image
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
+def _write(rng, folder: Path, names: list[str], ks, ordinal: bool = False) -> None:
+    """One image of class ``ks[n]`` per name into ``folder`` (JPEG at quality 95 by suffix)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, k in zip(names, ks, strict=True):
+        opts = {"quality": 95} if name.endswith(".jpg") else {}
+        _img(rng, k, ordinal).save(folder / name, **opts)
+
+
 def _labels(n: int, classes: list[str], seed: int) -> tuple[np.random.Generator, list[int]]:
     rng = np.random.default_rng(seed)
     return rng, [i % len(classes) for i in range(n)]
@@ -40,14 +48,10 @@ def dog_breed(root: Path) -> dict:
     """labels.csv id,breed; train/<id>.jpg; sample: id + a probability column per breed."""
     classes = ["beagle", "collie", "pug"]
     rng, ks = _labels(36, classes, 0)
-    for split in ("train", "test"):
-        (root / split).mkdir(parents=True)
     ids = [f"{i:08x}" for i in range(36)]
-    for i, k in zip(ids, ks, strict=True):
-        _img(rng, k).save(root / "train" / f"{i}.jpg", quality=95)
+    _write(rng, root / "train", [f"{i}.jpg" for i in ids], ks)
     test = [f"t{i:07x}" for i in range(6)]
-    for j, i in enumerate(test):
-        _img(rng, j % 3).save(root / "test" / f"{i}.jpg", quality=95)
+    _write(rng, root / "test", [f"{i}.jpg" for i in test], [j % 3 for j in range(len(test))])
     pd.DataFrame({"id": ids, "breed": [classes[k] for k in ks]}).to_csv(
         root / "labels.csv", index=False
     )
@@ -77,14 +81,10 @@ def plant_seedlings(root: Path) -> dict:
 def aerial_cactus(root: Path) -> dict:
     """train.csv id (with .jpg),has_cactus; train/<id>; sample id,has_cactus = 0.5."""
     rng, ks = _labels(36, ["0", "1"], 2)
-    for split in ("train", "test"):
-        (root / split).mkdir(parents=True)
     ids = [f"{i:032x}.jpg" for i in range(36)]
-    for i, k in zip(ids, ks, strict=True):
-        _img(rng, k).save(root / "train" / i, quality=95)
+    _write(rng, root / "train", ids, ks)
     test = [f"{i + 999:032x}.jpg" for i in range(6)]
-    for j, i in enumerate(test):
-        _img(rng, j % 2).save(root / "test" / i, quality=95)
+    _write(rng, root / "test", test, [j % 2 for j in range(len(test))])
     pd.DataFrame({"id": ids, "has_cactus": ks}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"id": test, "has_cactus": 0.5}).to_csv(
         root / "sample_submission.csv", index=False
@@ -95,14 +95,10 @@ def aerial_cactus(root: Path) -> dict:
 def histopathologic(root: Path) -> dict:
     """train_labels.csv id,label; train/<id>.tif; sample id,label = 0; metric from the toml."""
     rng, ks = _labels(36, ["0", "1"], 3)
-    for split in ("train", "test"):
-        (root / split).mkdir(parents=True)
     ids = [f"{i:040x}" for i in range(36)]
-    for i, k in zip(ids, ks, strict=True):
-        _img(rng, k).save(root / "train" / f"{i}.tif")
+    _write(rng, root / "train", [f"{i}.tif" for i in ids], ks)
     test = [f"{i + 999:040x}" for i in range(6)]
-    for j, i in enumerate(test):
-        _img(rng, j % 2).save(root / "test" / f"{i}.tif")
+    _write(rng, root / "test", [f"{i}.tif" for i in test], [j % 2 for j in range(len(test))])
     pd.DataFrame({"id": ids, "label": ks}).to_csv(root / "train_labels.csv", index=False)
     pd.DataFrame({"id": test, "label": 0}).to_csv(root / "sample_submission.csv", index=False)
     (root / "competition.toml").write_text('metric = "roc_auc"\n')
@@ -112,14 +108,16 @@ def histopathologic(root: Path) -> dict:
 def aptos(root: Path) -> dict:
     """train.csv id_code,diagnosis 0-4; train_images/<id>.png; sample id_code,diagnosis."""
     rng, ks = _labels(50, ["0", "1", "2", "3", "4"], 4)
-    for split in ("train_images", "test_images"):
-        (root / split).mkdir(parents=True)
     ids = [f"{i:012x}" for i in range(50)]
-    for i, k in zip(ids, ks, strict=True):
-        _img(rng, k, ordinal=True).save(root / "train_images" / f"{i}.png")
+    _write(rng, root / "train_images", [f"{i}.png" for i in ids], ks, ordinal=True)
     test = [f"{i + 999:012x}" for i in range(6)]
-    for j, i in enumerate(test):
-        _img(rng, j % 5, ordinal=True).save(root / "test_images" / f"{i}.png")
+    _write(
+        rng,
+        root / "test_images",
+        [f"{i}.png" for i in test],
+        [j % 5 for j in range(len(test))],
+        ordinal=True,
+    )
     pd.DataFrame({"id_code": ids, "diagnosis": ks}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"id_code": test, "diagnosis": 0}).to_csv(
         root / "sample_submission.csv", index=False
@@ -132,13 +130,10 @@ def plant_pathology_2020(root: Path) -> dict:
     """train.csv image_id + one-hot columns; one images/ folder; sample: 4 probability columns."""
     classes = ["healthy", "multiple_diseases", "rust", "scab"]
     rng, ks = _labels(48, classes, 5)
-    (root / "images").mkdir(parents=True)
     ids = [f"Train_{i}" for i in range(48)]
-    for i, k in zip(ids, ks, strict=True):
-        _img(rng, k).save(root / "images" / f"{i}.jpg", quality=95)
+    _write(rng, root / "images", [f"{i}.jpg" for i in ids], ks)
     test = [f"Test_{i}" for i in range(8)]
-    for j, i in enumerate(test):
-        _img(rng, j % 4).save(root / "images" / f"{i}.jpg", quality=95)
+    _write(rng, root / "images", [f"{i}.jpg" for i in test], [j % 4 for j in range(len(test))])
     onehot = np.eye(4, dtype=int)[ks]
     pd.DataFrame({"image_id": ids, **dict(zip(classes, onehot.T, strict=True))}).to_csv(
         root / "train.csv", index=False
