@@ -125,6 +125,37 @@ def write_logits(path: str | Path, **arrays: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def text_hash(text: str) -> str:
+    """Short sha256 of a text (e.g. the ids an embedding file was computed for)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- features/<key>/<split>_<view>.npz
+
+
+def write_embedding(path: str | Path, feats: np.ndarray, ids_hash: str) -> Path:
+    """``(N, D) float32`` embeddings of one split under one view, tied to its ids."""
+    buf = io.BytesIO()
+    np.savez(buf, feats=np.asarray(feats, dtype=np.float32), ids_hash=np.array(ids_hash))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_embedding(path: str | Path, ids_hash: str) -> np.ndarray | None:
+    """The cached embeddings, or None when absent, unreadable or made for other ids (rebuilt)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["ids_hash"]) != ids_hash:
+                return None
+            return z["feats"]
+    except Exception:  # corrupt: embed again
+        return None
+
+
 def read_npz(path: str | Path, need: set[str], rerun: str) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` artifact; missing, corrupt or incomplete is an error."""
     path = Path(path)

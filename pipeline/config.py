@@ -16,17 +16,24 @@ AUGMENT_PRESETS = ("none", "light", "medium", "heavy")
 TTA_VIEWS = ("none", "hflip", "vflip", "scale")
 # fields whose value is one of a few names
 CHOICES: dict[str, tuple[str, ...]] = {
+    "kind": ("finetune", "features"),
     "augment": AUGMENT_PRESETS,
     "pretrained": ("none", "hub"),
     "optimizer": ("adamw", "sgd"),
     "amp": ("auto", "bf16", "fp16", "off"),
 }
 
+# fields added after runs were trained: a run's config.toml without one meant this value
+ADDED_LATER: dict[str, Any] = {"kind": "finetune"}
+
 
 @dataclass(frozen=True)
 class Recipe:
     """Every field has a default; a recipe file overrides only what it names."""
 
+    kind: str = (
+        "finetune"  # "finetune" (train the network) or "features" (frozen backbone, linear head)
+    )
     backbone: str = "resnet18"  # any timm model name (timm.list_models())
     pretrained: str = "none"  # "none" (random init) or "hub" (timm download; needs internet)
     pretrained_file: str = ""  # local timm-format .safetensors/.pth; classifier re-initialised
@@ -82,6 +89,11 @@ class Recipe:
             raise RecipeError(f"batch_size = {self.batch_size} must be even for mixup/cutmix")
         if self.accum_steps < 1:
             raise RecipeError(f"accum_steps = {self.accum_steps} must be at least 1")
+        if self.kind == "features" and self.pretrained == "none" and not self.pretrained_file:
+            raise RecipeError(
+                'kind = "features" embeds with a frozen pretrained backbone: set pretrained_file '
+                '(offline, see `make weights`) or pretrained = "hub"'
+            )
         if self.lr <= 0:
             raise RecipeError(f"lr = {self.lr} must be positive")
 

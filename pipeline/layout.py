@@ -60,6 +60,11 @@ class Workspace:
         return self.cache / f"{split}_{size}.u8"
 
     # ---------------------------------------------------------------- train stage
+    def embedding(self, key: str, split: str, view: str) -> Path:
+        """Frozen-backbone embeddings ``(N, D)`` of ``split`` under ``view``, shared by every fold
+        and head of the backbone ``key`` (``<backbone>_<size>_<weights>``)."""
+        return self.runs_dir / "features" / key / f"{split}_{view}.npz"
+
     def recipe(self, run: str) -> Path:
         return Path(self.models) / f"{run}.toml"
 

@@ -20,7 +20,7 @@ def test_defaults_and_file(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"lrate": 1}, r"unknown key 'lrate'; valid keys: backbone, pretrained"),
+        ({"lrate": 1}, r"unknown key 'lrate'; valid keys: kind, backbone, pretrained"),
         ({"epochs": "many"}, r"epochs must be int, got 'many'"),
         (
             {"augment": "extreme"},

@@ -16,10 +16,11 @@ import torch
 
 from .. import artifacts
 from ..competition import Competition
-from ..config import Recipe, load_recipe, to_toml
+from ..config import ADDED_LATER, Recipe, load_recipe, to_toml
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from .assemble import assemble_run, train_rows
+from .features import train_features_fold
 from .fold import train_fold
 
 
@@ -61,7 +62,8 @@ def train_stage(
                 # left when a kill fell between done.json and its removal in finish_fold
                 (fdir / "last.pt").unlink(missing_ok=True)
                 continue
-            train_fold(comp, ws, folds_df, fhash, run, recipe, fold, dev)
+            fit = train_features_fold if recipe.kind == "features" else train_fold
+            fit(comp, ws, folds_df, fhash, run, recipe, fold, dev)
         assemble_run(rdir, folds_df, comp, fhash, k, run)
 
 
@@ -72,7 +74,8 @@ def write_or_verify_config(
     path = rdir / "config.toml"
     old = artifacts.read_run_config(path)
     if old is not None:
-        diff = [k for k, v in recipe.to_dict().items() if old.get("recipe", {}).get(k) != v]
+        was = {**ADDED_LATER, **old.get("recipe", {})}
+        diff = [k for k, v in recipe.to_dict().items() if was.get(k) != v]
         if diff or old.get("folds_hash") != fhash:
             what = f"recipe field {diff[0]!r}" if diff else "folds file"
             raise ArtifactError(

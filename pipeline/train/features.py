@@ -1,0 +1,284 @@
+"""Frozen-feature members (``kind = "features"``): embed once, fit a linear head per fold.
+
+A pretrained backbone embeds every train and test image once per (backbone, weights, image
+size, TTA view); the embeddings are an artifact under ``<models>/<comp>/features/`` that every
+fold and every head of that backbone shares. Each fold then fits a softmax (or, multi-label,
+sigmoid) linear head on standardised embeddings of its training rows under every view (each view
+is a label-preserving augmentation): full-batch L-BFGS in float32. The L2 strength is chosen once
+per run along a warm-started path from strong to weak, by an inner split of fold 0's training
+rows (``run_l2``).
+
+The head is folded into the backbone's classifier (``W / sd``, ``b - mu / sd . W``) and saved as
+``best.pt`` like any fine-tuned fold, so prediction and packaging treat both kinds alike. The
+fold's ``oof.npz``/``test.npz``/``done.json`` follow the fine-tune contract exactly: for the
+ensemble a feature member is a member like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import artifacts
+from ..competition import Competition
+from ..competition.task import encode
+from ..config import Recipe
+from ..layout import Workspace
+from . import loop
+from .backbone import create_model, data_config
+from .data import build_cache
+from .fold import save_torch
+
+# L2 strengths (on the mean loss, standardised features) tried from strong to weak
+L2_PATH = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+MAX_ITER = 60  # L-BFGS iterations of a fold's fit (50 reach the 150-iteration accuracy)
+PATH_ITER = 30  # per L2 value along the path, warm-started from the previous value
+
+
+def weights_tag(recipe: Recipe) -> str:
+    """What the backbone's weights are, for the embedding key: a file's hash, hub or random."""
+    if recipe.pretrained_file:
+        return artifacts.file_hash(recipe.pretrained_file)[:12]
+    return recipe.pretrained
+
+
+def embeddings(
+    comp: Competition, ws: Workspace, recipe: Recipe, split: str, device: torch.device
+) -> tuple[np.ndarray, dict]:
+    """``(V, N, D) float32`` embeddings of every ``split`` image under each of the recipe's views
+    (cached; built on first use) and the backbone's data config."""
+    key = f"{recipe.backbone}_{recipe.image_size}_{weights_tag(recipe)}"
+    table = comp.train if split == "train" else comp.test
+    ids = table["id"].astype(str).tolist()
+    ids_hash = artifacts.text_hash("\n".join(ids))
+    out, missing = {}, []
+    for view in recipe.tta:
+        path = ws.embedding(key, split, view)
+        got = artifacts.read_embedding(path, ids_hash)
+        if got is None:
+            missing.append(view)
+        else:
+            out[view] = got
+    model = create_model(recipe, 0).to(device).eval()  # num_classes 0: pooled features
+    cfg = data_config(model, recipe)
+    if missing:
+        size = recipe.image_size
+        imgs = build_cache(comp.root, table["path"].tolist(), size, ws.decode_cache(split, size))
+        norm = (torch.tensor(cfg["mean"], device=device), torch.tensor(cfg["std"], device=device))
+        t0 = time.perf_counter()
+        feats = loop.predict(
+            model,
+            imgs,
+            np.arange(len(imgs)),
+            tuple(missing),
+            norm,
+            device,
+            recipe.batch_size * 2,
+            desc=f"embed {split} {key} {'+'.join(missing)}",
+            dtype=loop.amp_dtype(recipe, device),
+            channels_last=recipe.channels_last,
+        )
+        secs = time.perf_counter() - t0
+        print(
+            f"embedded {len(imgs)} {split} images x {len(missing)} views with {recipe.backbone} "
+            f"@{size}px in {secs:.0f} s ({len(imgs) * len(missing) / secs:.0f} img/s)"
+        )
+        for view, f in zip(missing, feats, strict=True):
+            artifacts.write_embedding(ws.embedding(key, split, view), f, ids_hash)
+            out[view] = f
+    return np.stack([out[v] for v in recipe.tta]), cfg
+
+
+@dataclass
+class LinearHead:
+    """Logits ``((x - mean) / scale) @ weight.T + bias``; multi-label heads use sigmoid."""
+
+    mean: torch.Tensor  # (D,)
+    scale: torch.Tensor  # (D,)
+    weight: torch.Tensor  # (C, D)
+    bias: torch.Tensor  # (C,)
+
+    def logits(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        return ((x - self.mean) / self.scale) @ self.weight.T + self.bias
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same map on raw features: ``x @ W.T + b`` (what the backbone's classifier holds)."""
+        w = self.weight / self.scale
+        return w, self.bias - w @ self.mean
+
+
+def standardiser(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.as_tensor(x, dtype=torch.float32)
+    return t.mean(0), t.std(0).clamp_min(1e-6)
+
+
+def fit_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    l2: float,
+    multilabel: bool,
+    init: LinearHead | None = None,
+    max_iter: int = MAX_ITER,
+) -> LinearHead:
+    """Minimise mean cross-entropy (or BCE) + ``l2 / 2 * |W|^2`` by full-batch L-BFGS, float32.
+    ``init`` (same standardiser) warm-starts it; ``y`` is ``(N,)`` classes or ``(N, C)`` 0/1."""
+    mean, scale = (init.mean, init.scale) if init is not None else standardiser(x)
+    xs = (torch.as_tensor(x, dtype=torch.float32) - mean) / scale
+    yt = torch.as_tensor(y)
+    yt = yt.float() if multilabel else yt.long()
+    d = xs.shape[1]
+    w = (init.weight.clone() if init else torch.zeros(n_classes, d)).requires_grad_(True)
+    b = (init.bias.clone() if init else torch.zeros(n_classes)).requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = xs @ w.T + b
+        data = F.binary_cross_entropy_with_logits(z, yt) if multilabel else F.cross_entropy(z, yt)
+        loss = data + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return LinearHead(mean, scale, w.detach(), b.detach())
+
+
+def stack_views(feats: np.ndarray, rows: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Training rows under every view (each view is a label-preserving augmentation)."""
+    x = feats[:, rows].reshape(-1, feats.shape[-1])
+    return x, np.concatenate([y[rows]] * feats.shape[0])
+
+
+def choose_l2(
+    task, feats: np.ndarray, y_all: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray, n: int
+) -> tuple[float, list[dict]]:
+    """Walk ``L2_PATH`` on ``fit_rows`` (warm starts), score each on ``val_rows`` (view none's
+    logits) under the competition metric; stop two steps past the best."""
+    x, y = stack_views(feats, fit_rows, y_all)
+    head, best, path = None, None, []
+    for l2 in L2_PATH:
+        head = fit_head(x, y, n, l2, task.multilabel, init=head, max_iter=PATH_ITER)
+        z = head.logits(feats[0, val_rows]).numpy()
+        score = task.score(y_all[val_rows], task.probabilities(z))
+        path.append({"l2": l2, "inner_score": float(score)})
+        if best is None or task.better(score, best[1]):
+            best = (l2, score, len(path))
+        elif len(path) - best[2] >= 2:
+            break
+    return best[0], path
+
+
+def run_l2(
+    ws: Workspace, run: str, task, feats: np.ndarray, y_all: np.ndarray, rows, folds, n: int
+) -> dict:
+    """The run's L2 strength, chosen once (``<run>/head.json``) by an inner split of fold 0's
+    training rows: fold 1 is the inner validation set, folds 2.. the inner training set. Fold
+    0's held-out rows take no part; a later fold's rows helped pick one of seven values."""
+    path = ws.run_dir(run) / "head.json"
+    if path.is_file():
+        return artifacts.read_json(path, f"delete {path} and re-run make train")
+    k = int(folds.max()) + 1
+    val = 1 % k
+    fit_rows = rows[(folds != 0) & (folds != val)]
+    l2, steps = choose_l2(task, feats, y_all, fit_rows, rows[folds == val], n)
+    chosen = {"l2": l2, "inner_train": "folds 2..", "inner_val": "fold 1", "path": steps}
+    artifacts.write_json(path, chosen)
+    print(
+        f"{run}: L2 {l2:g} chosen on fold 0's rows (inner {task.metric}: "
+        + ", ".join(f"{p['l2']:g} {p['inner_score']:.4f}" for p in steps)
+        + ")"
+    )
+    return chosen
+
+
+def train_features_fold(
+    comp: Competition,
+    ws: Workspace,
+    folds_df: pd.DataFrame,
+    fhash: str,
+    run: str,
+    recipe: Recipe,
+    fold: int,
+    device: torch.device,
+) -> None:
+    """One fold of a feature member: fit the head at the run's L2, write the fold's outputs."""
+    t0 = time.perf_counter()
+    fdir = ws.fold_dir(run, fold)
+    task = comp.task
+    train_feats, cfg = embeddings(comp, ws, recipe, "train", device)
+    test_feats, _ = embeddings(comp, ws, recipe, "test", device)
+    rows, folds = folds_df["row"].to_numpy(), folds_df["fold"].to_numpy()
+    y = encode(folds_df["label"], comp.classes, task.kind)
+    y_all = np.zeros((len(comp.train), *y.shape[1:]), dtype=np.int64)
+    y_all[rows] = y
+    n = len(comp.classes)
+    torch.manual_seed(recipe.seed + fold)
+    l2 = run_l2(ws, run, task, train_feats, y_all, rows, folds, n)["l2"]
+    tr_rows, va_rows = rows[folds != fold], rows[folds == fold]
+    x, yy = stack_views(train_feats, tr_rows, y_all)
+    head = fit_head(x, yy, n, l2, task.multilabel)
+    oof = np.stack([head.logits(f[va_rows]).numpy() for f in train_feats])
+    test = np.stack([head.logits(f).numpy() for f in test_feats])
+    val = oof[0]
+    y_va = y_all[va_rows]
+    val_loss, val_acc = loop.loss_and_accuracy(val, y_va)
+    val_score = float(task.score(y_va, task.probabilities(val)))
+    save_folded(recipe, n, head, fdir / "best.pt")
+    common = {
+        "classes": np.array(comp.classes),
+        "views": np.array(recipe.tta),
+        "folds_hash": np.array(fhash),
+        "task": np.array(task.kind),
+    }
+    ids = comp.train["id"].to_numpy()[va_rows]
+    artifacts.write_logits(
+        fdir / "oof.npz", ids=ids, fold=np.full(len(va_rows), fold), logits=oof, **common
+    )
+    artifacts.write_logits(fdir / "test.npz", ids=comp.test["id"].to_numpy(), logits=test, **common)
+    secs = time.perf_counter() - t0
+    row = {"l2": l2, "val_loss": val_loss, "val_acc": val_acc, "val_score": val_score}
+    artifacts.write_csv(fdir / "metrics.csv", pd.DataFrame([row]))
+    done = {
+        "kind": "features",
+        "best_epoch": 1,
+        "metric": task.metric,
+        "mean": cfg["mean"],
+        "std": cfg["std"],
+        "epochs": 1,
+        "seconds": round(secs, 1),
+        **row,
+    }
+    artifacts.write_json(fdir / "done.json", done)
+    tqdm.write(
+        f"{run} fold {fold}: linear head at L2 {l2:g}, val loss {val_loss:.3f} "
+        f"{task.metric} {val_score:.4f} (view none), {secs:.0f} s"
+    )
+
+
+def save_folded(recipe: Recipe, n_classes: int, head: LinearHead, path: Path) -> None:
+    """The whole model as ``best.pt`` (the fine-tune checkpoint format): the frozen backbone
+    with the head folded into its classifier, so it predicts like any fine-tuned fold."""
+    model = create_model(recipe, n_classes)
+    w, b = head.folded()
+    clf = model.get_classifier()
+    with torch.no_grad():
+        clf.weight.copy_(w)
+        clf.bias.copy_(b)
+    save_torch(path, {"model": model.state_dict(), "epoch": 1})

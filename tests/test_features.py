@@ -1,0 +1,133 @@
+"""Frozen-feature members: embeddings cached and shared, linear heads per fold, the logits
+contract of fine-tuned folds, a folded best.pt that predicts the same logits, and resume."""
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from pipeline.cli import main
+from pipeline.competition.load import load_competition
+from pipeline.config import RecipeError, load_recipe, recipe_from_dict
+from pipeline.train import features, loop
+from pipeline.train.backbone import create_model, data_config
+from pipeline.train.data import build_cache
+
+from .fakes import CLASSES, write_leaves
+
+RECIPE = """kind = "features"
+backbone = "test_resnet"
+pretrained_file = "models/pretrained/test_resnet.safetensors"
+image_size = 24
+batch_size = 16
+tta = ["none", "hflip"]
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_leaves(tmp_path / "input" / "toy", n_per_class=12, n_test=6)
+    (tmp_path / "models" / "pretrained").mkdir(parents=True)
+    torch.manual_seed(0)
+    weights = timm.create_model("test_resnet", num_classes=10).state_dict()
+    save_file(weights, tmp_path / "models" / "pretrained" / "test_resnet.safetensors")
+    (tmp_path / "models" / "f.toml").write_text(RECIPE)
+    assert main(["folds", "--comp", "input/toy", "--k", "3"]) == 0
+    return tmp_path
+
+
+def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
+    comp = ["--comp", "input/toy"]
+    assert main(["train", *comp, "--runs", "f"]) == 0
+    rdir = workdir / "models" / "toy" / "f"
+    with np.load(rdir / "oof.npz") as z:
+        assert z["logits"].shape == (2, 36, 3) and z["logits"].dtype == np.float32
+        assert z["classes"].tolist() == CLASSES and sorted(set(z["fold"])) == [0, 1, 2]
+        assert z["views"].tolist() == ["none", "hflip"] and str(z["task"]) == "multiclass"
+        oof = {str(i): z["logits"][:, n] for n, i in enumerate(z["ids"])}
+    with np.load(rdir / "test.npz") as z:
+        assert z["logits"].shape == (2, 6, 3)
+    head = json.loads((rdir / "head.json").read_text())
+    assert head["l2"] in features.L2_PATH and head["path"][0]["l2"] == features.L2_PATH[0]
+    done = json.loads((rdir / "fold1" / "done.json").read_text())
+    assert done["kind"] == "features" and done["l2"] == head["l2"]
+    assert done["val_acc"] > 0.5  # the class blob is linearly visible in random-net features
+    out = capsys.readouterr().out
+    assert "embedded 36 train images x 2 views" in out and "OOF accuracy by view" in out
+
+    # best.pt is the whole network with the head folded into its classifier: it predicts OOF
+    recipe = load_recipe(workdir / "models" / "f.toml")
+    model = create_model(recipe, 3)
+    model.load_state_dict(torch.load(rdir / "fold1" / "best.pt", weights_only=True)["model"])
+    with np.load(rdir / "fold1" / "oof.npz") as z:
+        ids, fold_logits = z["ids"].astype(str), z["logits"]
+    train = load_competition(workdir / "input" / "toy").train.set_index("id")
+    paths = train.loc[ids, "path"].tolist()
+    imgs = build_cache(workdir / "input" / "toy", paths, 24, workdir / "cache.u8")
+    cfg = data_config(model, recipe)
+    norm = (torch.tensor(cfg["mean"]), torch.tensor(cfg["std"]))
+    again = loop.predict(
+        model, imgs, np.arange(len(ids)), ("none", "hflip"), norm, torch.device("cpu"), 8
+    )
+    np.testing.assert_allclose(again, fold_logits, atol=2e-4)
+
+    # resume: a fold redone later reuses the cached embeddings and gives the same logits
+    emb = sorted((workdir / "models" / "toy" / "features").glob("*/*.npz"))
+    assert [p.name for p in emb] == [
+        "test_hflip.npz",
+        "test_none.npz",
+        "train_hflip.npz",
+        "train_none.npz",
+    ]
+    stamps = [p.stat().st_mtime_ns for p in emb]
+    for name in ("done.json", "oof.npz", "test.npz", "best.pt"):
+        (rdir / "fold1" / name).unlink()
+    (rdir / "oof.npz").unlink()
+    assert main(["train", *comp, "--runs", "f"]) == 0
+    assert "embedded" not in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in emb] == stamps
+    with np.load(rdir / "oof.npz") as z:
+        for n, i in enumerate(z["ids"]):
+            np.testing.assert_array_equal(z["logits"][:, n], oof[str(i)])
+
+
+def test_embeddings_for_other_images_are_rebuilt(tmp_path):
+    path = tmp_path / "e.npz"
+    features_ = np.ones((4, 3), dtype=np.float32)
+    from pipeline import artifacts
+
+    artifacts.write_embedding(path, features_, "abc")
+    np.testing.assert_array_equal(artifacts.read_embedding(path, "abc"), features_)
+    assert artifacts.read_embedding(path, "other ids") is None
+    path.write_bytes(b"not a zip")
+    assert artifacts.read_embedding(path, "abc") is None
+
+
+def test_linear_head_fits_warm_starts_and_folds():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8)) * 3
+    y = rng.integers(0, 3, 300)
+    x = (centers[y] + rng.normal(size=(300, 8)) + 5).astype(np.float32)
+    head = features.fit_head(x, y, 3, 1e-3, multilabel=False)
+    assert (head.logits(x).argmax(1).numpy() == y).mean() > 0.95
+    warm = features.fit_head(x, y, 3, 1e-3, multilabel=False, init=head, max_iter=5)
+    np.testing.assert_allclose(warm.weight, head.weight, atol=1e-2)
+    w, b = head.folded()  # the same map on raw features
+    np.testing.assert_allclose(x @ w.numpy().T + b.numpy(), head.logits(x).numpy(), atol=1e-3)
+    strong = features.fit_head(x, y, 3, 10.0, multilabel=False)
+    assert strong.weight.norm() < head.weight.norm() / 3  # L2 shrinks
+
+    labels = np.stack([y == 0, y != 1, np.zeros_like(y, dtype=bool)], 1).astype(np.int64)
+    multi = features.fit_head(x, labels, 3, 1e-3, multilabel=True)
+    assert ((multi.logits(x).numpy() > 0) == labels.astype(bool)).mean() > 0.95
+
+
+def test_feature_recipe_needs_pretrained_weights():
+    with pytest.raises(RecipeError, match='kind = "features" embeds with a frozen pretrained'):
+        recipe_from_dict({"kind": "features", "backbone": "resnet18"})
+    with pytest.raises(RecipeError, match='kind = .*"finetune", "features"'):
+        recipe_from_dict({"kind": "frozen"})
