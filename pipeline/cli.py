@@ -98,6 +98,12 @@ def cmd_submit(a):
     return submit_stage(*open_competition(a), name=a.name, dry_run=a.dry_run)
 
 
+def cmd_predict(a):
+    from .predict.args import run_predict
+
+    run_predict(a)
+
+
 def cmd_weights(a):
     from .train.pretrained import import_weights
 
@@ -197,6 +203,15 @@ def _model_verbs(verb) -> None:
     s = verb("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
     s.add_argument("--name", default="ensemble")
     s.add_argument("--dry-run", action="store_true", help="print the kaggle command, send nothing")
+    _code_verbs(verb)
+
+
+def _code_verbs(verb) -> None:
+    """predict (code competitions)."""
+    from .predict.args import add_predict_args
+
+    s = verb("predict", cmd_predict, "predict a test folder from the saved ensemble", comp=False)
+    add_predict_args(s)
 
 
 def _setup_verbs(verb) -> None:
