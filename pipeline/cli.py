@@ -104,6 +104,13 @@ def cmd_predict(a):
     run_predict(a)
 
 
+def cmd_package(a):
+    from .predict.package import package_stage
+
+    ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
+    package_stage(ws, a.name, a.slug, a.owner, a.precision, not a.no_gpu, a.time_limit, a.dry_run)
+
+
 def cmd_weights(a):
     from .train.pretrained import import_weights
 
@@ -212,6 +219,17 @@ def _code_verbs(verb) -> None:
 
     s = verb("predict", cmd_predict, "predict a test folder from the saved ensemble", comp=False)
     add_predict_args(s)
+    s = verb("package", cmd_package, "Kaggle dataset + offline notebook of an ensemble", comp=False)
+    s.add_argument("--comp", required=True, help="competition folder or name")
+    s.add_argument("--models", default="models")
+    s.add_argument("--output", default=".")
+    s.add_argument("--name", default="ensemble")
+    s.add_argument("--slug", default="", help="Kaggle competition slug (default: as trained)")
+    s.add_argument("--owner", default="", help="Kaggle user (default: KAGGLE_USERNAME)")
+    s.add_argument("--precision", default="fp16", help="stored weights: fp16 or fp32")
+    s.add_argument("--no-gpu", action="store_true", help="the notebook runs on CPU")
+    s.add_argument("--time-limit", default="9h", help="the notebook's TIME_LIMIT")
+    s.add_argument("--dry-run", action="store_true", help="print the kaggle commands only")
 
 
 def _setup_verbs(verb) -> None:

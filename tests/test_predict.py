@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +21,7 @@ from pipeline.layout import Workspace
 
 from .fakes import write_cifar
 
-RECIPE = (
-    'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none", "hflip"]\n'
-)
+RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none", "hflip"]\n'
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +66,54 @@ def test_predict_reproduces_the_ensemble_submission(trained, capsys):
     assert record["dropped"] == [] and record["blend"] == "stack"
     assert record["n_test"] == 5 and record["img_per_s"] > 0
     assert "wrote" in capsys.readouterr().out
+
+
+def test_packaged_notebook_predicts_offline_in_a_clean_folder(trained, tmp_path, capsys):
+    """Acceptance: package (fp32 weights), then the notebook code in a fresh interpreter, in a
+    folder with only the test images and the sample submission, the package on PYTHONPATH."""
+    args = [*roots(trained), "--owner", "me", "--precision", "fp32", "--dry-run"]
+    assert main(["package", *args]) == 0
+    out = capsys.readouterr().out
+    pkg = trained / "package" / "toy" / "ensemble"
+    assert "datasets create -p " + str(pkg / "dataset") in out
+    assert "kernels push -p " + str(pkg / "kernel") in out
+    assert "-k me/toy-ensemble-predict -v N -f submission.csv" in out
+    meta = json.loads((pkg / "kernel" / "kernel-metadata.json").read_text())
+    assert meta["enable_internet"] is False and meta["competition_sources"] == ["toy"]
+    assert meta["dataset_sources"] == ["me/toy-ensemble-models"]
+    nb = json.loads((pkg / "kernel" / "predict.ipynb").read_text())
+    assert "".join(nb["cells"][0]["source"]) == (pkg / "kernel" / "predict.py").read_text()
+    data = pkg / "dataset"
+    assert (data / "models/toy/a/fold1/weights.safetensors").is_file()
+    assert not list(data.rglob("*.pt")) and not list(data.rglob("oof.npz"))
+
+    kaggle = tmp_path / "kaggle"
+    shutil.copytree(data, kaggle / "input" / "toy-ensemble-models")
+    test = kaggle / "input" / "toy"
+    shutil.copytree(trained / "input" / "toy" / "test", test / "test")
+    shutil.copy(trained / "input" / "toy" / "sampleSubmission.csv", test)
+    (kaggle / "working").mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(kaggle / "input" / "toy-ensemble-models"),
+        "PIPELINE_INPUT": str(kaggle / "input"),
+        "PIPELINE_WORKING": str(kaggle / "working"),
+        "OMP_NUM_THREADS": "1",
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, str(pkg / "kernel" / "predict.py")],
+        cwd=kaggle / "working",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imports = json.loads((kaggle / "working" / "imports.json").read_text())
+    assert imports["forbidden"] == []
+    assert Path(imports["pipeline"]).is_relative_to(kaggle / "input")
+    made = pd.read_csv(trained / "submissions" / "toy" / "ensemble" / "submission.csv")
+    assert pd.read_csv(kaggle / "working" / "submission.csv").equals(made)
+    probs = np.load(kaggle / "working" / "logits" / "probs.npy")
+    assert np.abs(probs - ensemble_probs(trained)).max() < 1e-5
