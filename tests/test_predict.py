@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from pipeline.competition import load_competition
 from pipeline.ensemble.members import load_members
 from pipeline.ensemble.state import load_state
 from pipeline.layout import Workspace
+from pipeline.predict import budget
+from pipeline.predict.members import load_saved
+from pipeline.predict.stage import predict_stage
 
 from .fakes import write_cifar
 
@@ -117,3 +121,99 @@ def test_packaged_notebook_predicts_offline_in_a_clean_folder(trained, tmp_path,
     assert pd.read_csv(kaggle / "working" / "submission.csv").equals(made)
     probs = np.load(kaggle / "working" / "logits" / "probs.npy")
     assert np.abs(probs - ensemble_probs(trained)).max() < 1e-5
+
+
+@pytest.fixture
+def copy(trained, tmp_path) -> Path:
+    """A throwaway copy of the trained workspace, to break."""
+    dst = tmp_path / "w"
+    shutil.copytree(trained, dst, ignore=shutil.ignore_patterns("package", "out"))
+    return dst
+
+
+def _edit_state(root: Path, **changes) -> None:
+    path = root / "submissions" / "toy" / "ensemble" / "ensemble_state.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, **changes}))
+
+
+def _break(root: Path, case: str) -> Path:
+    """Break ``case`` in the copy; returns the test folder to predict."""
+    test = root / "input" / "toy"
+    a = root / "models" / "toy" / "a"
+    if case == "no-sample":
+        (test / "sampleSubmission.csv").unlink()
+    elif case == "bad-image":
+        (test / "test" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    elif case == "missing-member":
+        shutil.rmtree(a)
+    elif case == "missing-fold":
+        (a / "fold1" / "best.pt").unlink()
+    elif case == "recipe":
+        cfg = a / "config.toml"
+        cfg.write_text(cfg.read_text().replace("lr = 0.001", "lr = 0.01"))
+    elif case == "classes":
+        _edit_state(root, classes=["cat", "dog", "emu"])
+    elif case == "folds":
+        _edit_state(root, folds_hash="0" * 16)
+    elif case == "dup-labels":
+        _edit_state(root, dup_labels=True)
+    elif case == "checkpoint":
+        b = root / "models" / "toy" / "b"
+        shutil.copy(b / "fold0" / "best.pt", a / "fold0" / "best.pt")
+    return test
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no-sample", r"test folder .*/toy has no sample submission .*copy the competition's"),
+        ("bad-image", r"toy/test/3\.png: truncated or corrupt PNG .*replace it"),
+        ("missing-member", r"a/config\.toml not found: member 'a' of .* is missing"),
+        ("missing-fold", r"a/fold1/ has no weights \(best\.pt\): fold 1 of member 'a'"),
+        ("recipe", r"a/config\.toml: recipe field 'lr' differs from the one .* re-run make ens"),
+        ("classes", r"a/oof\.npz: classes \['cat', 'dog', 'owl'\] differs from .*re-run make"),
+        ("folds", r"a/oof\.npz: folds_hash '\w+' differs from .*ensemble_state\.json"),
+        ("dup-labels", r"made with DUP_LABELS=1, .* re-run make ensemble NAME=ensemble without"),
+        ("checkpoint", r"a/fold0/best\.pt does not fit test_resnet with 3 classes \(.*retrain"),
+    ],
+)
+def test_predict_refuses_in_one_line(copy, capsys, case, message):
+    test = _break(copy, case)
+    to = copy / "out" / "submission.csv"
+    assert main(["predict", *roots(copy), "--test", str(test), "--to", str(to)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert re.search(message, err[0]), err[0]
+    assert not to.exists() and not list((copy / "out").glob("logits/*.npy"))
+
+
+def test_time_limit_drops_views_then_the_weakest_member(copy, capsys):
+    """A fake clock that ticks 1 s per reading and a 20 s limit: the probe batches show the
+    test set cannot fit, so views and then a member are dropped, and the file stays valid."""
+    ticks = iter(range(10_000))
+    ws = Workspace("toy", copy / "models", copy)
+    to = copy / "out" / "submission.csv"
+    record = predict_stage(
+        ws, "ensemble", copy / "input" / "toy", to, batch_size=1, time_limit="20s",
+        clock=lambda: float(next(ticks)),
+    )  # fmt: skip
+    weakest = load_saved(ws, "ensemble").weakest_first()
+    assert record["dropped"] == [
+        {"run": weakest[0], "view": "hflip"},
+        {"run": weakest[1], "view": "hflip"},
+        {"run": weakest[0], "view": "*"},
+    ]
+    assert record["blend"].startswith("weighted mean of 1 of 2 members")
+    assert "time budget: the rest needs" in capsys.readouterr().out
+    made = pd.read_csv(copy / "submissions" / "toy" / "ensemble" / "submission.csv")
+    assert pd.read_csv(to)["id"].equals(made["id"])
+
+
+def test_budget_drops_only_what_it_must() -> None:
+    costs = {("a", "none"): 1.0, ("a", "hflip"): 1.0, ("b", "none"): 2.0}
+    tta = {"a": ("none", "hflip")}
+    assert budget.drops(costs, 0.0, 10, 40.0, tta, ["a", "b"]) == []
+    assert budget.drops(costs, 0.0, 10, 30.0, tta, ["a", "b"]) == [("a", "hflip")]
+    assert budget.drops(costs, 0.0, 10, 5.0, tta, ["a", "b"]) == [("a", "hflip"), ("a", "*")]
+    assert budget.parse_duration("2h30m") == 9000 and budget.parse_duration("90") == 90
