@@ -95,7 +95,15 @@ def cmd_report(a):
 def cmd_submit(a):
     from .submit import submit_stage
 
-    return submit_stage(*open_competition(a), name=a.name, dry_run=a.dry_run)
+    return submit_stage(
+        *open_competition(a), name=a.name, dry_run=a.dry_run, kernel=a.kernel, version=a.version
+    )
+
+
+def cmd_lb(a):
+    from .submit.leaderboard import lb_stage
+
+    lb_stage(*open_competition(a))
 
 
 def cmd_predict(a):
@@ -210,6 +218,9 @@ def _model_verbs(verb) -> None:
     s = verb("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
     s.add_argument("--name", default="ensemble")
     s.add_argument("--dry-run", action="store_true", help="print the kaggle command, send nothing")
+    s.add_argument("--kernel", default="", help="code competition: <owner>/<notebook>")
+    s.add_argument("--version", default="", help="code competition: the notebook version")
+    verb("lb", cmd_lb, "fill public/private leaderboard scores into the ledger")
     _code_verbs(verb)
 
 

@@ -217,3 +217,62 @@ def test_budget_drops_only_what_it_must() -> None:
     assert budget.drops(costs, 0.0, 10, 30.0, tta, ["a", "b"]) == [("a", "hflip")]
     assert budget.drops(costs, 0.0, 10, 5.0, tta, ["a", "b"]) == [("a", "hflip"), ("a", "*")]
     assert budget.parse_duration("2h30m") == 9000 and budget.parse_duration("90") == 90
+
+
+STUB = """#!/bin/sh
+echo "$@" >> {log}
+if [ "$1 $2" = "competitions submissions" ]; then
+  case "$*" in
+    *"--page-token p2"*) cat {pages}/p2.csv ;;
+    *) echo "Next Page Token = p2"; cat {pages}/p1.csv ;;
+  esac
+else
+  echo "ok: $1 $2"
+fi
+"""
+
+
+def test_kaggle_commands_of_package_code_submit_and_lb(copy, tmp_path, monkeypatch, capsys):
+    """A kaggle stub on PATH (and beside sys.executable): make package runs the two uploads,
+    make submit KERNEL= VERSION= the code-competition submit, make lb reads two pages."""
+    log, pages, bin_ = tmp_path / "kaggle.log", tmp_path / "pages", tmp_path / "bin"
+    pages.mkdir()
+    bin_.mkdir()
+    (bin_ / "kaggle").write_text(STUB.format(log=log, pages=pages))
+    (bin_ / "kaggle").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_ / "python"))
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "k" * 8)
+    full = ["--comp", str(copy / "input" / "toy"), "--models", str(copy / "models")]
+    full += ["--output", str(copy)]
+    assert main(["package", *roots(copy)]) == 0
+    pkg = copy / "package" / "toy" / "ensemble"
+    kernel = ["--kernel", "me/toy-ensemble-predict", "--version", "3"]
+    assert main(["submit", *full, *kernel]) == 0
+    assert main(["submit", *full, *kernel[:3], "4"]) == 0
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"datasets create -p {pkg / 'dataset'} --dir-mode zip"
+    assert calls[1] == f"kernels push -p {pkg / 'kernel'}"
+    ledger = pd.read_csv(copy / "submissions" / "toy" / "ledger.csv", dtype=str)
+    t1, t2 = ledger["tag"]
+    assert re.fullmatch(
+        rf"competitions submit toy -k me/toy-ensemble-predict -v 3 -f submission\.csv "
+        rf"-m ensemble stack OOF=\S+ nested=\S+ \[{t1}\]",
+        calls[2],
+    )
+    head = "ref,fileName,date,description,status,publicScore,privateScore\n"
+    (pages / "p1.csv").write_text(head + f"2,submission.csv,d,ensemble [{t2}],complete,0.61,\n")
+    (pages / "p2.csv").write_text(head + f"1,submission.csv,d,x [{t1}],complete,0.55,0.52\n")
+    assert main(["lb", *full]) == 0
+    calls = log.read_text().splitlines()[4:]
+    assert calls == [
+        "competitions submissions toy -v --page-size 200",
+        "competitions submissions toy -v --page-size 200 --page-token p2",
+    ]
+    ledger = pd.read_csv(copy / "submissions" / "toy" / "ledger.csv", dtype=str)
+    assert ledger["public_score"].tolist() == ["0.55", "0.61"]
+    assert ledger["private_score"].fillna("").tolist() == ["0.52", ""]
+    assert ledger["oof_score"].notna().all() and ledger["nested_score"].notna().all()
+    assert (copy / "submissions" / "toy" / "lb.png").stat().st_size > 0
+    assert "2 of 2 rows matched 2 Kaggle rows" in capsys.readouterr().out
