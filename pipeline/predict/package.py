@@ -30,7 +30,7 @@ from .. import artifacts
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..submit.kaggle import has_kaggle_credentials, kaggle_exe, send
-from .budget import DEFAULT_LIMIT
+from .budget import DEFAULT_LIMIT, margin_for, parse_duration
 from .members import WEIGHTS, Saved, load_saved
 
 NOTEBOOK = '''"""Code-competition notebook written by `make package`: predicts offline, internet off."""
@@ -114,8 +114,30 @@ def package_stage(
         + "first): "
         + ", ".join(saved.weakest_first())
     )
+    _speed_guide(ws, name, time_limit)
     _commands(out, params, dry_run)
     return params
+
+
+def _speed_guide(ws: Workspace, name: str, time_limit: str) -> None:
+    """The last ``make predict`` here (``predict.json``) as a guide to the notebook's time."""
+    path = ws.predict_dir(name) / "predict.json"
+    try:
+        rec = json.loads(path.read_text())
+        ips, n = float(rec["img_per_s"]), int(rec["n_test"])
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"no speed guide: run make predict NAME={name} TEST=<folder> here first ({path})")
+        return
+    print(
+        f"guide: make predict here ran {ips:.1f} img/s on {rec.get('device', '?')} "
+        f"({n} images: ~{n / ips / 60:.1f} min); at that speed {time_limit} "
+        f"(less the margin) covers ~{int(ips * _usable(time_limit)):,} test images"
+    )
+
+
+def _usable(time_limit: str) -> float:
+    limit = parse_duration(time_limit)
+    return limit - margin_for(limit)
 
 
 def _write_dataset(ws: Workspace, saved: Saved, root: Path, params: dict, precision: str) -> None:
