@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 
 from .. import artifacts
@@ -126,6 +127,9 @@ def _member(
                 f"({_short(want)}); the run and the ensemble come from different trainings: "
                 "re-run make ensemble, or copy the matching run folder"
             )
+    trained_with = cfg.get("versions", {}).get("timm")
+    if trained_with and trained_with != timm.__version__:  # a Kaggle image ships its own timm
+        print(f"note: {run} was trained with timm {trained_with}, this is {timm.__version__}")
     recipe = recipe_from_dict(cfg["recipe"], str(rdir / "config.toml"), check_augment=False)
     views = recipe.tta if view == "tta" else (view,)
     weights, norm = [], None

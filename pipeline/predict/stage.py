@@ -157,8 +157,10 @@ class _Pass:
                     pending = self._decode(pool, paths, starts[i + 1])
                 probe = i < PROBE_BATCHES
                 decode_s += clock() - t0 if probe else 0.0
+                sizes = {m.recipe.image_size for m in members}  # each size resized once
+                batch = {z: np.stack([resize_square(im, z) for im in images]) for z in sizes}
                 for m in members:
-                    self._forward(m, images, s, active, costs if probe else None, clock)
+                    self._forward(m, batch, s, active, costs if probe else None, clock)
                 probed += len(images) if probe else 0
                 bar.update(len(images))
                 if i + 1 == PROBE_BATCHES and i + 1 < len(starts):
@@ -194,14 +196,14 @@ class _Pass:
         return [pool.submit(load_rgb, p) for p in paths[s : s + self.batch]]
 
     @torch.inference_mode()
-    def _forward(self, m: Member, images: list, s: int, active: set, costs, clock) -> None:
-        """The fold mean of each active view's logits for one batch, into ``logits[m.run]``."""
+    def _forward(self, m: Member, batch: dict, s: int, active: set, costs, clock) -> None:
+        """The fold mean of each active view's logits for one batch (``batch``: size ->
+        ``(B, S, S, 3) uint8``), into ``logits[m.run]``."""
         views = [v for v in m.views if (m.run, v) in active]
         if not views:
             return
-        size = m.recipe.image_size
-        batch = torch.from_numpy(np.stack([resize_square(im, size) for im in images]))
-        x = to_input(batch, *self.norm[m.run], self.dev, m.recipe.channels_last)
+        images = batch[m.recipe.image_size]
+        x = to_input(torch.from_numpy(images), *self.norm[m.run], self.dev, m.recipe.channels_last)
         dtype = self.dtype[m.run]
         for v in views:
             t0 = clock()
