@@ -2,7 +2,7 @@
 
 Reads the ensemble state and every member's fold weights (``members``), the test folder's sample
 submission and images (``competition.testset``). One pass over the test images: each image is
-decoded once, resized to each member's size, and every (member, fold, view) runs on the batch;
+decoded once and resized to each member's size (in the decoding threads), and every (member, fold, view) runs on the batch;
 the fold mean of each view's logits goes to ``logits/<run>.npy`` on disk (memory stays flat).
 Blending needs every row (rank averages, stacking), so it runs after the pass. Writes
 ``submission.csv`` (validated against the sample) and ``predict.json`` (speed, what a time limit
@@ -157,8 +157,7 @@ class _Pass:
                     pending = self._decode(pool, paths, starts[i + 1])
                 probe = i < PROBE_BATCHES
                 decode_s += clock() - t0 if probe else 0.0
-                sizes = {m.recipe.image_size for m in members}  # each size resized once
-                batch = {z: np.stack([resize_square(im, z) for im in images]) for z in sizes}
+                batch = {z: np.stack([im[z] for im in images]) for z in images[0]}
                 for m in members:
                     self._forward(m, batch, s, active, costs if probe else None, clock)
                 probed += len(images) if probe else 0
@@ -193,7 +192,15 @@ class _Pass:
         return budget.drops(per, decode, n_left, left, tta, self.saved.weakest_first())
 
     def _decode(self, pool: ThreadPoolExecutor, paths: list[Path], s: int) -> list:
-        return [pool.submit(load_rgb, p) for p in paths[s : s + self.batch]]
+        """Futures of ``{size: (S, S, 3) uint8}`` per image: decoded once, resized in the
+        worker to every member size (only small copies are held, however large the files)."""
+        sizes = sorted({m.recipe.image_size for m in self.saved.members})
+
+        def one(path: Path) -> dict[int, np.ndarray]:
+            img = load_rgb(path)
+            return {z: resize_square(img, z) for z in sizes}
+
+        return [pool.submit(one, p) for p in paths[s : s + self.batch]]
 
     @torch.inference_mode()
     def _forward(self, m: Member, batch: dict, s: int, active: set, costs, clock) -> None:
