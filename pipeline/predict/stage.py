@@ -2,8 +2,9 @@
 
 Reads the ensemble state and every member's fold weights (``members``), the test folder's sample
 submission and images (``competition.testset``). One pass over the test images: each image is
-decoded once and resized to each member's size (in the decoding threads), and every (member, fold, view) runs on the batch;
-the fold mean of each view's logits goes to ``logits/<run>.npy`` on disk (memory stays flat).
+decoded once and resized to each member's size (in the decoding threads), every (member, fold,
+view) runs on the batch, and the fold mean of each view's logits goes to ``logits/<run>.npy`` on
+disk (memory stays flat).
 Blending needs every row (rank averages, stacking), so it runs after the pass. Writes
 ``submission.csv`` (validated against the sample) and ``predict.json`` (speed, what a time limit
 dropped, which modules were loaded).
