@@ -188,6 +188,11 @@ def test_predict_refuses_in_one_line(copy, capsys, case, message):
     assert not to.exists() and not list((copy / "out").glob("logits/*.npy"))
 
 
+def test_predict_needs_a_test_folder(copy, capsys):
+    assert main(["predict", *roots(copy), "--test", ""]) == 2
+    assert "make predict needs TEST=<folder>" in capsys.readouterr().err
+
+
 def test_time_limit_drops_views_then_the_weakest_member(copy, capsys):
     """A fake clock that ticks 1 s per reading and a 20 s limit: the probe batches show the
     test set cannot fit, so views and then a member are dropped, and the file stays valid."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import PipelineError
 from ..layout import Workspace
 from .budget import DEFAULT_LIMIT
 
@@ -30,6 +31,11 @@ def add_predict_args(s: argparse.ArgumentParser) -> None:
 def run_predict(a: argparse.Namespace) -> dict:
     from .stage import predict_stage
 
+    if not str(a.test).strip():
+        raise PipelineError(
+            "make predict needs TEST=<folder>: the sample submission and the test images "
+            "(on Kaggle: /kaggle/input/<competition>)"
+        )
     ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
     return predict_stage(
         ws, a.name, Path(a.test), Path(a.to) if a.to else None, a.device, a.precision,
