@@ -31,15 +31,16 @@ DRY_RUN ?=
 DRY_FLAG := $(if $(filter-out 0,$(DRY_RUN)),--dry-run,)
 ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT) $(if $(CACHE),--cache $(CACHE),)
 
-.PHONY: help setup demo test lint check folds train curve ensemble report submit weights \
-	bench bench-ensemble soak clean
+.PHONY: help setup demo test lint check folds train curve ensemble report submit predict package \
+	lb weights bench bench-ensemble soak clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
-	@echo "             DUP_LABELS NAME DRY_RUN (README.md: Make variables)"
+	@echo "             DUP_LABELS NAME DRY_RUN TEST TO PRECISION TIME_LIMIT BATCH OWNER SLUG GPU"
+	@echo "             KERNEL VERSION (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -94,8 +95,36 @@ ensemble: setup ## fit every method on OOF logits, nested scores, submission.csv
 report: setup ## rebuild the per-class report of NAME from oof_ensemble.npz
 	$(PY) -m pipeline report $(ROOTS) --name $(NAME)
 
+# code competitions: KERNEL=<owner>/<notebook> VERSION=<n> submits that notebook version's output
+KERNEL ?=
+VERSION ?=
 submit: setup ## validate submission.csv and send it (DRY_RUN=1: print the command only)
-	$(PY) -m pipeline submit $(ROOTS) --name $(NAME) $(DRY_FLAG)
+	$(PY) -m pipeline submit $(ROOTS) --name $(NAME) $(DRY_FLAG) \
+		$(if $(KERNEL),--kernel $(KERNEL) --version "$(VERSION)",)
+
+# make predict NAME=ensemble TEST=<folder with sample submission + images> [PRECISION=fp16]
+TEST ?=
+TO ?=
+PRECISION ?=
+TIME_LIMIT ?= 9h
+BATCH ?= 64
+predict: setup ## inference only: the saved ensemble NAME on the test folder TEST
+	$(PY) -m pipeline predict --comp $(COMP) --models $(MODELS) --output $(OUT) --name $(NAME) \
+		--test "$(TEST)" $(if $(TO),--to $(TO),) --device $(DEVICE) \
+		--precision $(or $(PRECISION),auto) --time-limit $(TIME_LIMIT) --batch-size $(BATCH)
+
+# make package NAME=ensemble [PRECISION=fp32] [OWNER=<kaggle user>] [GPU=0] [DRY_RUN=1]
+OWNER ?=
+SLUG ?=
+GPU ?= 1
+package: setup ## Kaggle dataset + offline notebook of NAME (prints, then runs, the kaggle commands)
+	$(PY) -m pipeline package --comp $(COMP) --models $(MODELS) --output $(OUT) --name $(NAME) \
+		--precision $(or $(PRECISION),fp16) --time-limit $(TIME_LIMIT) $(DRY_FLAG) \
+		$(if $(OWNER),--owner $(OWNER),) $(if $(SLUG),--slug $(SLUG),) \
+		$(if $(filter 0,$(GPU)),--no-gpu,)
+
+lb: setup ## public/private leaderboard scores of our submissions into ledger.csv (+ lb.png)
+	$(PY) -m pipeline lb $(ROOTS)
 
 # make weights WEIGHTS="efficientnet_lite0 efficientnet_lite1"
 WEIGHTS ?= efficientnet_lite0

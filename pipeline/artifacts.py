@@ -230,9 +230,11 @@ def read_run_config(path: str | Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- submissions/<comp>/...
 
 LEDGER_COLUMNS = (
-    "time_utc name method oof_accuracy file sha256 status message metric oof_score nested_score"
+    "time_utc name method oof_accuracy file sha256 status message metric oof_score nested_score "
+    "tag public_score private_score"
 ).split()
-_LEDGER_V1 = LEDGER_COLUMNS[:8]  # before metrics: such a ledger gains the new columns, empty
+# older ledgers (before metrics; before make lb) gain the new columns, empty
+_LEDGER_OLD = (LEDGER_COLUMNS[:8], LEDGER_COLUMNS[:11])
 
 
 def read_leaderboard(path: str | Path) -> pd.DataFrame | None:
@@ -252,12 +254,29 @@ def append_ledger(path: str | Path, row: list[str]) -> Path:
         )
     except (ValueError, UnicodeDecodeError):  # pandas parser errors are ValueErrors
         old = pd.DataFrame()
-    if list(old.columns) == _LEDGER_V1:
-        old = old.reindex(columns=LEDGER_COLUMNS, fill_value="")
-    if list(old.columns) != LEDGER_COLUMNS:
-        raise ArtifactError(f"{path} is not a ledger CSV; move it aside and re-run")
+    old = _ledger_columns(old, path)
     old.loc[len(old)] = row
     return write_csv(path, old)
+
+
+def read_ledger(path: str | Path) -> pd.DataFrame:
+    """``ledger.csv`` as text columns ``LEDGER_COLUMNS`` (older ledgers gain empty ones)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found; submit first: make submit")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError):
+        df = pd.DataFrame()
+    return _ledger_columns(df, path)
+
+
+def _ledger_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    if list(df.columns) in [list(c) for c in _LEDGER_OLD]:
+        df = df.reindex(columns=LEDGER_COLUMNS, fill_value="")
+    if list(df.columns) != LEDGER_COLUMNS:
+        raise ArtifactError(f"{path} is not a ledger CSV; move it aside and re-run")
+    return df
 
 
 # ---------------------------------------------------------------- json

@@ -95,7 +95,28 @@ def cmd_report(a):
 def cmd_submit(a):
     from .submit import submit_stage
 
-    return submit_stage(*open_competition(a), name=a.name, dry_run=a.dry_run)
+    return submit_stage(
+        *open_competition(a), name=a.name, dry_run=a.dry_run, kernel=a.kernel, version=a.version
+    )
+
+
+def cmd_lb(a):
+    from .submit.leaderboard import lb_stage
+
+    lb_stage(*open_competition(a))
+
+
+def cmd_predict(a):
+    from .predict.args import run_predict
+
+    run_predict(a)
+
+
+def cmd_package(a):
+    from .predict.package import package_stage
+
+    ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
+    package_stage(ws, a.name, a.slug, a.owner, a.precision, not a.no_gpu, a.time_limit, a.dry_run)
 
 
 def cmd_weights(a):
@@ -197,6 +218,29 @@ def _model_verbs(verb) -> None:
     s = verb("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
     s.add_argument("--name", default="ensemble")
     s.add_argument("--dry-run", action="store_true", help="print the kaggle command, send nothing")
+    s.add_argument("--kernel", default="", help="code competition: <owner>/<notebook>")
+    s.add_argument("--version", default="", help="code competition: the notebook version")
+    verb("lb", cmd_lb, "fill public/private leaderboard scores into the ledger")
+    _code_verbs(verb)
+
+
+def _code_verbs(verb) -> None:
+    """predict (code competitions)."""
+    from .predict.args import add_predict_args
+
+    s = verb("predict", cmd_predict, "predict a test folder from the saved ensemble", comp=False)
+    add_predict_args(s)
+    s = verb("package", cmd_package, "Kaggle dataset + offline notebook of an ensemble", comp=False)
+    s.add_argument("--comp", required=True, help="competition folder or name")
+    s.add_argument("--models", default="models")
+    s.add_argument("--output", default=".")
+    s.add_argument("--name", default="ensemble")
+    s.add_argument("--slug", default="", help="Kaggle competition slug (default: as trained)")
+    s.add_argument("--owner", default="", help="Kaggle user (default: KAGGLE_USERNAME)")
+    s.add_argument("--precision", default="fp16", help="stored weights: fp16 or fp32")
+    s.add_argument("--no-gpu", action="store_true", help="the notebook runs on CPU")
+    s.add_argument("--time-limit", default="9h", help="the notebook's TIME_LIMIT")
+    s.add_argument("--dry-run", action="store_true", help="print the kaggle commands only")
 
 
 def _setup_verbs(verb) -> None:

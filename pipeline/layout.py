@@ -93,6 +93,14 @@ class Workspace:
     def report_dir(self, name: str) -> Path:
         return self.submission_dir(name) / "report"
 
+    def predict_dir(self, name: str) -> Path:
+        """``make predict``: submission.csv, predict.json and per-member logits ``logits/``."""
+        return self.submission_dir(name) / "predict"
+
+    def package_dir(self, name: str) -> Path:
+        """``make package``: ``dataset/`` (for kaggle datasets create) and ``kernel/``."""
+        return Path(self.output) / "package" / self.comp / name
+
     @property
     def ledger(self) -> Path:
         return self.submissions_dir / "ledger.csv"

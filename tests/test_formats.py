@@ -254,6 +254,16 @@ def test_format_end_to_end(build, tmp_path, monkeypatch, capsys):
     again = write_submission(c, tmp_path / "again.csv", probs.argmax(1), probs)
     assert again.read_bytes() == (sub_dir / "submission.csv").read_bytes()
     assert ens["metric"] == want["metric"] and ens["format"] == want["format"]
+    # make predict, from the saved artifacts and the test images alone, writes the same file
+    to = tmp_path / "predicted" / "submission.csv"
+    assert main(["predict", *comp, "--test", str(comp_dir), "--to", str(to)]) == 0
+    made, predicted = pd.read_csv(sub_dir / "submission.csv"), pd.read_csv(to)
+    assert list(predicted.columns) == list(made.columns)
+    for col in made.columns:
+        if made[col].dtype.kind == "f":
+            assert np.abs(predicted[col] - made[col]).max() < 1e-5, col
+        else:
+            assert predicted[col].equals(made[col]), col
     base, margin = BASELINE[want["metric"]]
     nested = ens["nested_score"]  # the chosen ensemble, scored without its own fold
     if base == "constant":

@@ -1,6 +1,6 @@
 """Architecture tests for the ``pipeline`` package layout.
 
-Layers (high -> low): tools > __main__ > cli > {folds | train | ensemble | report | submit}
+Layers (high -> low): tools > __main__ > cli > predict > {folds | train | ensemble | report | submit}
 > competition > core (config, layout, artifacts, errors, plots, lazy).
 
 The contracts themselves live in ``[tool.importlinter]`` in pyproject.toml; these tests
@@ -96,6 +96,20 @@ def _target(package_dir: Path) -> Path:
             ["torch-free"],
             "pipeline.report is not allowed to import torch",
             id="report-imports-torch",
+        ),
+        pytest.param(
+            "predict",
+            "from pipeline.train import data as _planted",
+            ["kaggle-offline"],
+            "pipeline.predict is not allowed to import albumentations",
+            id="predict-imports-albumentations-via-train-data",
+        ),
+        pytest.param(
+            "predict",
+            "from pipeline.cli import main as _planted",
+            ["layers"],
+            "pipeline.predict is not allowed to import pipeline.cli",
+            id="predict-imports-cli",
         ),
         pytest.param(
             "folds",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -457,7 +458,7 @@ def test_submit_message_carries_the_nested_score(comp, ws, sub_dir, capsys) -> N
     submit_stage(comp, ws, "ens1", dry_run=True)
     out = capsys.readouterr().out
     assert "OOF accuracy 0.9900, nested CV 0.9854" in out
-    assert "-m 'ens1 stack OOF=0.9900 nested=0.9854'" in out
+    assert re.search(r"-m 'ens1 stack OOF=0.9900 nested=0.9854 \[pl-[0-9a-f]{8}\]'", out)
 
 
 def test_submit_stage_dry_run(comp: Competition, ws: Workspace, sub_dir: Path, capsys) -> None:
@@ -466,12 +467,12 @@ def test_submit_stage_dry_run(comp: Competition, ws: Workspace, sub_dir: Path, c
     assert "valid - 4 rows, 3 of 3 classes used, OOF accuracy 0.9123" in out
     assert "DRY_RUN: would run: " in out
     assert f"competitions submit -c demo-slug -f {sub_dir / 'submission.csv'}" in out
-    assert "-m 'ens1 mean OOF=0.9123'" in out
+    assert re.search(r"-m 'ens1 mean OOF=0\.9123 \[pl-[0-9a-f]{8}\]'", out)
     ledger = read_ledger(ws)
     assert list(ledger.columns) == artifacts.LEDGER_COLUMNS
     row = ledger.iloc[0]
     assert (row["name"], row["method"], row["status"]) == ("ens1", "mean", "dry-run")
-    assert row["message"] == "ens1 mean OOF=0.9123"
+    assert row["message"] == f"ens1 mean OOF=0.9123 [{row['tag']}]"
     assert row["sha256"] == hashlib.sha256((sub_dir / "submission.csv").read_bytes()).hexdigest()
     submit_stage(comp, ws, "ens1", dry_run=True)
     assert len(read_ledger(ws)) == 2  # appended, not overwritten

@@ -88,7 +88,7 @@ def ensemble_stage(
         test_pred, trick = _dup_labels(comp, ws, test_pred)
     write_submission(comp, out / "submission.csv", test_pred, test_probs)
     _write_oof(comp, ws, name, oof, members, est)
-    save_state(out, chosen, est, _state_meta(comp, members, oof.folds_hash))
+    save_state(out, chosen, est, _state_meta(comp, ws, members, oof, dup_labels))
     summary = _summary(comp, name, chosen, method, members, est, table)
     summary.update(test_label_trick=trick, folds_hash=oof.folds_hash)
     artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
@@ -121,17 +121,35 @@ def _candidates(tried: list[str], task: Task) -> dict[str, Callable[[], Any]]:
     return out
 
 
-def _state_meta(comp: Competition, members: Members, folds_hash: str) -> dict[str, Any]:
-    """What applying the saved ensemble to new logits must match: members, views, classes."""
+def _state_meta(
+    comp: Competition, ws: Workspace, members: Members, oof: OOF, dup_labels: bool
+) -> dict[str, Any]:
+    """What applying the saved ensemble to new logits must match: members, views, classes, and
+    what predicting new test images needs (each member's recipe, the folds, the sample's
+    columns, the members' OOF scores for dropping the weakest under a time limit)."""
+    recipes = {}
+    for run in members.runs:
+        cfg = artifacts.read_run_config(ws.run_dir(run) / "config.toml") or {}
+        recipes[run] = cfg.get("recipe", {})
     return {
+        "comp": comp.name,
+        "slug": comp.slug,
         "members": members.runs,
         "views": [m["view"] for m in members.summaries],
+        "member_scores": [m["oof_score"] for m in members.summaries],
+        "recipes": recipes,
+        "k": int(oof.fold.max()) + 1,
+        "id_col": comp.id_col,
+        "target_col": comp.target_col,
+        "class_columns": list(comp.class_columns),
         "classes": list(comp.classes),
         "task": comp.task.kind,
         "format": comp.task.format,
         "metric": comp.task.metric,
         "positive": comp.task.positive,
-        "folds_hash": folds_hash,
+        "folds_hash": oof.folds_hash,
+        "greater_is_better": comp.task.greater_is_better,
+        "dup_labels": dup_labels,
     }
 
 

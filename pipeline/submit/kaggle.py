@@ -86,21 +86,43 @@ def _json_file(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- sending
-def kaggle_command(slug: str, file: Path, message: str, exe: str | None = None) -> list[str]:
-    """The ``kaggle competitions submit`` argv, preferring this Python environment's CLI."""
+def kaggle_exe(exe: str | None = None, dry_run: bool = False) -> str:
+    """The Kaggle CLI, preferring this Python environment's; plain "kaggle" for a dry run
+    (which shows the command even where the CLI is missing)."""
     bindir = Path(sys.executable).parent
     local = [str(bindir / n) for n in ("kaggle", "kaggle.exe") if (bindir / n).is_file()]
     exe = exe or next(iter(local), None) or shutil.which("kaggle")
+    if exe is None and dry_run:
+        return "kaggle"
     if exe is None:
         raise SubmissionError(
             f"kaggle CLI not found beside {sys.executable} or on PATH; "
             "install it into this environment: pip install kaggle six"
         )
+    return exe
+
+
+def kaggle_command(
+    slug: str,
+    file: Path,
+    message: str,
+    exe: str | None = None,
+    kernel: str = "",
+    version: str = "",
+) -> list[str]:
+    """The ``kaggle competitions submit`` argv; for a code competition (``kernel`` given) the
+    notebook's output file ``file`` of kernel version ``version``."""
+    exe = kaggle_exe(exe)
+    if kernel:
+        return [
+            exe, "competitions", "submit", slug, "-k", kernel, "-v", str(version),
+            "-f", Path(file).name, "-m", message,
+        ]  # fmt: skip
     return [exe, "competitions", "submit", "-c", slug, "-f", str(file), "-m", message]
 
 
 def send(cmd: list[str], env: Mapping[str, str] | None = None) -> str:
-    """Run ``cmd`` (a ``kaggle competitions submit`` argv); return its output, secrets scrubbed."""
+    """Run ``cmd`` (a ``kaggle ...`` argv); return its output, secrets scrubbed."""
     source = os.environ if env is None else env
     secrets = [source.get("KAGGLE_KEY", ""), source.get("KAGGLE_API_TOKEN", "")]
     try:
@@ -113,7 +135,7 @@ def send(cmd: list[str], env: Mapping[str, str] | None = None) -> str:
     if done.returncode != 0 or re.search(r"Could not (find|submit to) competition", done.stdout):
         line = (_key_line(output) or f"exit status {done.returncode} and no output").rstrip(".")
         raise SubmissionError(
-            f"kaggle competitions submit failed: {line}; {_fix_for(line, output, cmd)}"
+            f"kaggle {' '.join(cmd[1:3])} failed: {line}; {_fix_for(line, output, cmd)}"
         )
     return _scrub(done.stdout, secrets).strip()
 

@@ -6,6 +6,7 @@ Each send or dry run appends a row to ``submissions/<comp>/ledger.csv``.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,14 +16,27 @@ from ..competition import Competition
 from ..competition.submission import validate_for
 from ..errors import ArtifactError, SubmissionError
 from ..layout import Workspace
-from .kaggle import has_kaggle_credentials, kaggle_command, send
+from .kaggle import has_kaggle_credentials, kaggle_command, kaggle_exe, send
 
 
 def submit_stage(
-    comp: Competition, ws: Workspace, name: str = "ensemble", dry_run: bool = False
+    comp: Competition,
+    ws: Workspace,
+    name: str = "ensemble",
+    dry_run: bool = False,
+    kernel: str = "",
+    version: str = "",
 ) -> int:
     """Validate ``submissions/<comp>/<name>/submission.csv``, then send it (or show the command);
-    log the ledger. Returns the exit status."""
+    log the ledger. A code competition submits the output of notebook ``kernel``
+    (``owner/slug``, from ``make package``) at ``version`` instead of the file. The message
+    carries a tag (``[pl-<8 hex>]``) by which ``make lb`` finds the row's scores. Returns the
+    exit status."""
+    if bool(kernel) != bool(version):
+        raise SubmissionError(
+            "a code-competition submit needs both KERNEL=<owner>/<notebook> and VERSION=<n> "
+            "(the notebook version whose submission.csv is sent; make package prints them)"
+        )
     sub_dir, ledger = ws.submission_dir(name), ws.ledger
     path = sub_dir / "submission.csv"
     info = _read_ensemble(sub_dir / "ensemble.json", f"make ensemble COMP={comp.root} NAME={name}")
@@ -33,7 +47,9 @@ def submit_stage(
     nested = info.get("nested_score", info.get("nested_accuracy"))
     honest = f" nested={nested:.4f}" if isinstance(nested, int | float) else ""
     named = "" if metric == "accuracy" else f" {metric}"
-    message = f"{info['name']} {info['method']}{named} OOF={oof:.4f}{honest}"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tag = f"pl-{secrets.token_hex(4)}"  # unique per submit, even of the same file
+    message = f"{info['name']} {info['method']}{named} OOF={oof:.4f}{honest} [{tag}]"
     used = (
         f"{sub[comp.target_col].nunique()} of {len(comp.classes)} classes used"
         if comp.task.format == "label"
@@ -42,12 +58,10 @@ def submit_stage(
     tail = f", nested CV {nested:.4f}" if honest else ""
     print(f"{path}: valid - {len(sub)} rows, {used}, OOF {metric} {oof:.4f}{tail}")
     if dry_run:
-        try:
-            cmd = kaggle_command(comp.slug, path, message)
-        except SubmissionError:  # a dry run shows the command even where the CLI is missing
-            cmd = kaggle_command(comp.slug, path, message, exe="kaggle")
+        exe = kaggle_exe(dry_run=True)  # shows the command even where the CLI is missing
+        cmd = kaggle_command(comp.slug, path, message, exe, kernel, version)
         print("DRY_RUN: would run: " + shlex.join(cmd))
-        _append_ledger(ledger, info, path, "dry-run", message)
+        _append_ledger(ledger, info, path, "dry-run", message, stamp, tag)
         return 0
     if not has_kaggle_credentials():
         raise SubmissionError(
@@ -56,8 +70,8 @@ def submit_stage(
             "Create New Token) and save it as ~/.kaggle/kaggle.json with chmod 600, or check "
             f"the file without sending using DRY_RUN=1 (the file is at {path})"
         )
-    print(send(kaggle_command(comp.slug, path, message)))
-    _append_ledger(ledger, info, path, "submitted", message)
+    print(send(kaggle_command(comp.slug, path, message, kernel=kernel, version=version)))
+    _append_ledger(ledger, info, path, "submitted", message, stamp, tag)
     return 0
 
 
@@ -72,15 +86,20 @@ def _read_ensemble(path: Path, rerun: str) -> dict:
         raise ArtifactError(f"{path} needs {need}; re-run: {rerun}") from None
 
 
-def _append_ledger(path: Path, info: dict, sub_path: Path, status: str, message: str) -> Path:
-    """Add one row (time, name, method, OOF, file, its sha256, status, message) to the ledger."""
+def _append_ledger(
+    path: Path, info: dict, sub_path: Path, status: str, message: str, stamp: str, tag: str
+) -> Path:
+    """Add one row (time, name, method, OOF, file, its sha256, status, message, metric, scores,
+    tag; the leaderboard scores empty until make lb) to the ledger."""
     oof, sha = f"{info['oof_accuracy']:.6f}", hashlib.sha256(sub_path.read_bytes()).hexdigest()
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     row = [stamp, str(info["name"]), str(info["method"]), oof, str(sub_path), sha, status, message]
     nested = info.get("nested_score", info.get("nested_accuracy"))
     row += [
         str(info.get("metric", "accuracy")),
         f"{info.get('oof_score', info['oof_accuracy']):.6f}",
         f"{nested:.6f}" if isinstance(nested, int | float) else "",
+        tag,
+        "",
+        "",
     ]
     return artifacts.append_ledger(path, row)

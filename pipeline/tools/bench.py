@@ -38,9 +38,9 @@ from ..train.data import (
     auto_workers,
     build_cache,
     make_loader,
-    to_input,
     train_transform,
 )
+from ..train.inputs import to_input
 from ..train.tta import apply_view
 
 

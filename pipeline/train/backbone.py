@@ -9,11 +9,20 @@ import timm
 import torch
 
 from ..config import Recipe
-from ..errors import RecipeError
+from ..errors import PipelineError, RecipeError
 
 
-def create_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
-    """A timm model with a fresh ``num_classes`` head; backbone weights per the recipe."""
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"DEVICE={name} but CUDA is not available here; use DEVICE=cpu")
+    return torch.device(name)
+
+
+def create_model(recipe: Recipe, num_classes: int, pretrained: bool = True) -> torch.nn.Module:
+    """A timm model with a fresh ``num_classes`` head; backbone weights per the recipe, or none
+    with ``pretrained`` False (inference loads a trained checkpoint and must not download)."""
     if recipe.backbone not in timm.list_models() and not timm.is_model(recipe.backbone):
         close = timm.list_models(f"*{recipe.backbone.split('_')[0]}*")[:8]
         raise RecipeError(
@@ -21,10 +30,12 @@ def create_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
         )
     model = timm.create_model(
         recipe.backbone,
-        pretrained=recipe.pretrained == "hub",
+        pretrained=pretrained and recipe.pretrained == "hub",
         num_classes=num_classes,
         drop_rate=recipe.drop_rate,
     )
+    if not pretrained:
+        return model
     if recipe.pretrained_file:
         load_backbone_weights(model, Path(recipe.pretrained_file))
     if recipe.pretrained == "hub" or recipe.pretrained_file:

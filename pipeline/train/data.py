@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -24,20 +23,12 @@ from .. import artifacts
 from ..competition.images import ImageError, load_rgb
 from ..config import AUGMENT_PRESETS, Recipe
 from ..errors import CompetitionError
+from .inputs import resize_square
 
 # RandomResizedCrop scale range of each preset but "none" (which adds no op)
 CROP_SCALE = {"light": (0.7, 1.0), "medium": (0.5, 1.0), "heavy": (0.35, 1.0)}
 if ("none", *CROP_SCALE) != AUGMENT_PRESETS:  # the names are config.AUGMENT_PRESETS'
     raise ImportError(f"augment presets {AUGMENT_PRESETS} have no code here: {tuple(CROP_SCALE)}")
-
-
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    shrink = img.shape[0] > size or img.shape[1] > size
-    return cv2.resize(
-        img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    )
 
 
 def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -> np.memmap:
@@ -186,19 +177,6 @@ def make_loader(
 
 def _identity(batch):
     return batch
-
-
-def to_input(
-    images: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    device: torch.device,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """``(B, S, S, 3) uint8`` -> normalised ``(B, 3, S, S) float32`` on ``device``."""
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
 def auto_workers(recipe: Recipe, device: torch.device) -> int:

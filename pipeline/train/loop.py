@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..config import Recipe
 from ..errors import RecipeError
 from .backbone import param_groups
-from .data import to_input
+from .inputs import to_input
 from .tta import apply_view
 
 

@@ -20,16 +20,9 @@ from ..config import ADDED_LATER, Recipe, load_recipe, to_toml
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from .assemble import assemble_run, train_rows
+from .backbone import resolve_device as resolve_device
 from .features import train_features_fold
 from .fold import train_fold
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineError(f"DEVICE={name} but CUDA is not available here; use DEVICE=cpu")
-    return torch.device(name)
 
 
 def train_stage(

@@ -1,0 +1,283 @@
+"""make predict and make package: inference from saved artifacts on unseen test folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from pipeline.competition import load_competition
+from pipeline.ensemble.members import load_members
+from pipeline.ensemble.state import load_state
+from pipeline.layout import Workspace
+from pipeline.predict import budget
+from pipeline.predict.members import load_saved
+from pipeline.predict.stage import predict_stage
+
+from .fakes import write_cifar
+
+RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none", "hflip"]\n'
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """Two tiny members on 2 folds of the CIFAR-layout toy, ensembled as NAME=ensemble."""
+    root = tmp_path_factory.mktemp("predict")
+    write_cifar(root / "input" / "toy")
+    (root / "models").mkdir()
+    for run, b in (("a", "test_resnet"), ("b", "test_efficientnet")):
+        (root / "models" / f"{run}.toml").write_text(RECIPE.format(b=b))
+    args = ["--comp", str(root / "input" / "toy"), "--models", str(root / "models")]
+    args += ["--output", str(root)]
+    assert main(["folds", *args, "--k", "2"]) == 0
+    assert main(["train", *args, "--runs", "a b"]) == 0
+    ens = ["ensemble", *args, "--runs", "a b", "--methods", "soft stack"]
+    assert main([*ens, "--method", "stack", "--no-report"]) == 0
+    return root
+
+
+def roots(root: Path) -> list[str]:
+    return ["--comp", "toy", "--models", str(root / "models"), "--output", str(root)]
+
+
+def ensemble_probs(root: Path) -> np.ndarray:
+    """The test probabilities make ensemble submitted, recomputed from its saved state."""
+    comp = load_competition(root / "input" / "toy")
+    ws = Workspace("toy", root / "models", root)
+    state, est = load_state(ws.submission_dir("ensemble"), "")
+    _, members = load_members(comp, ws, state["members"])
+    return est.predict_proba(members.test)
+
+
+def test_predict_reproduces_the_ensemble_submission(trained, capsys):
+    to = trained / "out" / "submission.csv"
+    test = ["--test", str(trained / "input" / "toy"), "--to", str(to), "--batch-size", "3"]
+    assert main(["predict", *roots(trained), *test]) == 0
+    made = pd.read_csv(trained / "submissions" / "toy" / "ensemble" / "submission.csv")
+    assert pd.read_csv(to).equals(made)
+    probs = np.load(to.parent / "logits" / "probs.npy")
+    assert np.abs(probs - ensemble_probs(trained)).max() < 1e-5
+    record = json.loads((to.parent / "predict.json").read_text())
+    assert record["dropped"] == [] and record["blend"] == "stack"
+    assert record["n_test"] == 5 and record["img_per_s"] > 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_packaged_notebook_predicts_offline_in_a_clean_folder(trained, tmp_path, capsys):
+    """Acceptance: package (fp32 weights), then the notebook code in a fresh interpreter, in a
+    folder with only the test images and the sample submission, the package on PYTHONPATH."""
+    args = [*roots(trained), "--owner", "me", "--precision", "fp32", "--dry-run"]
+    assert main(["package", *args]) == 0
+    out = capsys.readouterr().out
+    pkg = trained / "package" / "toy" / "ensemble"
+    assert "datasets create -p " + str(pkg / "dataset") in out
+    assert "kernels push -p " + str(pkg / "kernel") in out
+    assert "-k me/toy-ensemble-predict -v N -f submission.csv" in out
+    meta = json.loads((pkg / "kernel" / "kernel-metadata.json").read_text())
+    assert meta["enable_internet"] is False and meta["competition_sources"] == ["toy"]
+    assert meta["dataset_sources"] == ["me/toy-ensemble-models"]
+    nb = json.loads((pkg / "kernel" / "predict.ipynb").read_text())
+    assert "".join(nb["cells"][0]["source"]) == (pkg / "kernel" / "predict.py").read_text()
+    data = pkg / "dataset"
+    assert (data / "models/toy/a/fold1/weights.safetensors").is_file()
+    assert not list(data.rglob("*.pt")) and not list(data.rglob("oof.npz"))
+
+    kaggle = tmp_path / "kaggle"
+    shutil.copytree(data, kaggle / "input" / "toy-ensemble-models")
+    test = kaggle / "input" / "toy"
+    shutil.copytree(trained / "input" / "toy" / "test", test / "test")
+    shutil.copy(trained / "input" / "toy" / "sampleSubmission.csv", test)
+    (kaggle / "working").mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(kaggle / "input" / "toy-ensemble-models"),
+        "PIPELINE_INPUT": str(kaggle / "input"),
+        "PIPELINE_WORKING": str(kaggle / "working"),
+        "OMP_NUM_THREADS": "1",
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, str(pkg / "kernel" / "predict.py")],
+        cwd=kaggle / "working",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imports = json.loads((kaggle / "working" / "imports.json").read_text())
+    assert imports["forbidden"] == []
+    assert Path(imports["pipeline"]).is_relative_to(kaggle / "input")
+    made = pd.read_csv(trained / "submissions" / "toy" / "ensemble" / "submission.csv")
+    assert pd.read_csv(kaggle / "working" / "submission.csv").equals(made)
+    probs = np.load(kaggle / "working" / "logits" / "probs.npy")
+    assert np.abs(probs - ensemble_probs(trained)).max() < 1e-5
+
+
+@pytest.fixture
+def copy(trained, tmp_path) -> Path:
+    """A throwaway copy of the trained workspace, to break."""
+    dst = tmp_path / "w"
+    shutil.copytree(trained, dst, ignore=shutil.ignore_patterns("package", "out"))
+    return dst
+
+
+def _edit_state(root: Path, **changes) -> None:
+    path = root / "submissions" / "toy" / "ensemble" / "ensemble_state.json"
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, **changes}))
+
+
+def _break(root: Path, case: str) -> Path:
+    """Break ``case`` in the copy; returns the test folder to predict."""
+    test = root / "input" / "toy"
+    a = root / "models" / "toy" / "a"
+    if case == "no-sample":
+        (test / "sampleSubmission.csv").unlink()
+    elif case == "bad-image":
+        (test / "test" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    elif case == "missing-member":
+        shutil.rmtree(a)
+    elif case == "missing-fold":
+        (a / "fold1" / "best.pt").unlink()
+    elif case == "recipe":
+        cfg = a / "config.toml"
+        cfg.write_text(cfg.read_text().replace("lr = 0.001", "lr = 0.01"))
+    elif case == "classes":
+        _edit_state(root, classes=["cat", "dog", "emu"])
+    elif case == "folds":
+        _edit_state(root, folds_hash="0" * 16)
+    elif case == "dup-labels":
+        _edit_state(root, dup_labels=True)
+    elif case == "checkpoint":
+        b = root / "models" / "toy" / "b"
+        shutil.copy(b / "fold0" / "best.pt", a / "fold0" / "best.pt")
+    return test
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no-sample", r"test folder .*/toy has no sample submission .*copy the competition's"),
+        ("bad-image", r"toy/test/3\.png: truncated or corrupt PNG .*replace it"),
+        ("missing-member", r"a/config\.toml not found: member 'a' of .* is missing"),
+        ("missing-fold", r"a/fold1/ has no weights \(best\.pt\): fold 1 of member 'a'"),
+        ("recipe", r"a/config\.toml: recipe field 'lr' differs from the one .* re-run make ens"),
+        ("classes", r"a/oof\.npz: classes \['cat', 'dog', 'owl'\] differs from .*re-run make"),
+        ("folds", r"a/oof\.npz: folds_hash '\w+' differs from .*ensemble_state\.json"),
+        ("dup-labels", r"made with DUP_LABELS=1, .* re-run make ensemble NAME=ensemble without"),
+        ("checkpoint", r"a/fold0/best\.pt does not fit test_resnet with 3 classes \(.*retrain"),
+    ],
+)
+def test_predict_refuses_in_one_line(copy, capsys, case, message):
+    test = _break(copy, case)
+    to = copy / "out" / "submission.csv"
+    assert main(["predict", *roots(copy), "--test", str(test), "--to", str(to)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert re.search(message, err[0]), err[0]
+    assert not to.exists() and not list((copy / "out").glob("logits/*.npy"))
+
+
+def test_predict_needs_a_test_folder(copy, capsys):
+    assert main(["predict", *roots(copy), "--test", ""]) == 2
+    assert "make predict needs TEST=<folder>" in capsys.readouterr().err
+
+
+def test_time_limit_drops_views_then_the_weakest_member(copy, capsys):
+    """A fake clock that ticks 1 s per reading and a 20 s limit: the probe batches show the
+    test set cannot fit, so views and then a member are dropped, and the file stays valid."""
+    ticks = iter(range(10_000))
+    ws = Workspace("toy", copy / "models", copy)
+    to = copy / "out" / "submission.csv"
+    record = predict_stage(
+        ws, "ensemble", copy / "input" / "toy", to, batch_size=1, time_limit="20s",
+        clock=lambda: float(next(ticks)),
+    )  # fmt: skip
+    weakest = load_saved(ws, "ensemble").weakest_first()
+    assert record["dropped"] == [
+        {"run": weakest[0], "view": "hflip"},
+        {"run": weakest[1], "view": "hflip"},
+        {"run": weakest[0], "view": "*"},
+    ]
+    assert record["blend"].startswith("weighted mean of 1 of 2 members")
+    assert "time budget: the rest needs" in capsys.readouterr().out
+    made = pd.read_csv(copy / "submissions" / "toy" / "ensemble" / "submission.csv")
+    assert pd.read_csv(to)["id"].equals(made["id"])
+
+
+def test_budget_drops_only_what_it_must() -> None:
+    costs = {("a", "none"): 1.0, ("a", "hflip"): 1.0, ("b", "none"): 2.0}
+    tta = {"a": ("none", "hflip")}
+    assert budget.drops(costs, 0.0, 10, 40.0, tta, ["a", "b"]) == []
+    assert budget.drops(costs, 0.0, 10, 30.0, tta, ["a", "b"]) == [("a", "hflip")]
+    assert budget.drops(costs, 0.0, 10, 5.0, tta, ["a", "b"]) == [("a", "hflip"), ("a", "*")]
+    assert budget.parse_duration("2h30m") == 9000 and budget.parse_duration("90") == 90
+
+
+STUB = """#!/bin/sh
+echo "$@" >> {log}
+if [ "$1 $2" = "competitions submissions" ]; then
+  case "$*" in
+    *"--page-token p2"*) cat {pages}/p2.csv ;;
+    *) echo "Next Page Token = p2"; cat {pages}/p1.csv ;;
+  esac
+else
+  echo "ok: $1 $2"
+fi
+"""
+
+
+def test_kaggle_commands_of_package_code_submit_and_lb(copy, tmp_path, monkeypatch, capsys):
+    """A kaggle stub on PATH (and beside sys.executable): make package runs the two uploads,
+    make submit KERNEL= VERSION= the code-competition submit, make lb reads two pages."""
+    log, pages, bin_ = tmp_path / "kaggle.log", tmp_path / "pages", tmp_path / "bin"
+    pages.mkdir()
+    bin_.mkdir()
+    (bin_ / "kaggle").write_text(STUB.format(log=log, pages=pages))
+    (bin_ / "kaggle").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_ / "python"))
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "k" * 8)
+    full = ["--comp", str(copy / "input" / "toy"), "--models", str(copy / "models")]
+    full += ["--output", str(copy)]
+    assert main(["package", *roots(copy)]) == 0
+    pkg = copy / "package" / "toy" / "ensemble"
+    kernel = ["--kernel", "me/toy-ensemble-predict", "--version", "3"]
+    assert main(["submit", *full, *kernel]) == 0
+    assert main(["submit", *full, *kernel[:3], "4"]) == 0
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"datasets create -p {pkg / 'dataset'} --dir-mode zip"
+    assert calls[1] == f"kernels push -p {pkg / 'kernel'}"
+    ledger = pd.read_csv(copy / "submissions" / "toy" / "ledger.csv", dtype=str)
+    t1, t2 = ledger["tag"]
+    assert re.fullmatch(
+        rf"competitions submit toy -k me/toy-ensemble-predict -v 3 -f submission\.csv "
+        rf"-m ensemble stack OOF=\S+ nested=\S+ \[{t1}\]",
+        calls[2],
+    )
+    head = "ref,fileName,date,description,status,publicScore,privateScore\n"
+    (pages / "p1.csv").write_text(head + f"2,submission.csv,d,ensemble [{t2}],complete,0.61,\n")
+    (pages / "p2.csv").write_text(head + f"1,submission.csv,d,x [{t1}],complete,0.55,0.52\n")
+    assert main(["lb", *full]) == 0
+    calls = log.read_text().splitlines()[4:]
+    assert calls == [
+        "competitions submissions toy -v --page-size 200",
+        "competitions submissions toy -v --page-size 200 --page-token p2",
+    ]
+    ledger = pd.read_csv(copy / "submissions" / "toy" / "ledger.csv", dtype=str)
+    assert ledger["public_score"].tolist() == ["0.55", "0.61"]
+    assert ledger["private_score"].fillna("").tolist() == ["0.52", ""]
+    assert ledger["oof_score"].notna().all() and ledger["nested_score"].notna().all()
+    assert (copy / "submissions" / "toy" / "lb.png").stat().st_size > 0
+    assert "2 of 2 rows matched 2 Kaggle rows" in capsys.readouterr().out
