@@ -46,7 +46,7 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
-	@echo "             DUP_LABELS NAME DRY_RUN EXECUTOR JOBS THREADS GPUS RETRIES"
+	@echo "             DUP_LABELS NAME DRY_RUN EXECUTOR JOBS THREADS GPUS RETRIES SYNTHETIC"
 	@echo "             (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml
