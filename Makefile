@@ -28,6 +28,8 @@ JOBS ?= 1
 THREADS ?=
 GPUS ?=
 RETRIES ?= 1
+# EXECUTOR=ray SHARED_FS=0: tasks train in node scratch and return the fold's files to the driver
+SHARED_FS ?= 1
 METHOD ?= auto
 # methods the ensemble tries (empty = all); METHOD picks one of them, auto = best nested score
 METHODS ?=
@@ -46,7 +48,7 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
-	@echo "             DUP_LABELS NAME DRY_RUN EXECUTOR JOBS THREADS GPUS RETRIES SYNTHETIC"
+	@echo "             DUP_LABELS NAME DRY_RUN EXECUTOR JOBS THREADS GPUS RETRIES SHARED_FS SYNTHETIC"
 	@echo "             (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml
@@ -88,7 +90,7 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 train: setup ## train every (run, fold) of RUNS not yet done; OOF and test logits
 	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
 		--device $(DEVICE) --executor $(EXECUTOR) --jobs $(JOBS) --threads "$(THREADS)" \
-		--gpus "$(GPUS)" --retries $(RETRIES)
+		--gpus "$(GPUS)" --retries $(RETRIES) $(if $(filter 0,$(SHARED_FS)),--no-shared-fs,)
 
 # make curve RUN=lite0_64 [FRACTIONS="0.1 0.25 0.5"]: fold 0 on nested fractions of its rows
 FRACTIONS ?= 0.1 0.25 0.5

@@ -77,7 +77,7 @@ def _dispatch(a):
         raise PipelineError(
             f"GPUS={a.gpus!r} THREADS={a.threads!r}: use GPUS=0,1 and THREADS=<n>"
         ) from None
-    return Dispatch(a.executor, a.jobs, threads, gpus, a.retries)
+    return Dispatch(a.executor, a.jobs, threads, gpus, a.retries, shared_fs=not a.no_shared_fs)
 
 
 def cmd_curve(a):
@@ -193,6 +193,11 @@ def _model_verbs(verb) -> None:
     s.add_argument("--threads", default="", help="torch threads per job (default cores / jobs)")
     s.add_argument("--gpus", default="", help="GPU ids for the workers, e.g. 0,1 (default all)")
     s.add_argument("--retries", type=int, default=1, help="re-runs of a job that dies")
+    s.add_argument(
+        "--no-shared-fs",
+        action="store_true",
+        help="Ray: tasks train in node scratch and return the fold's files to this driver",
+    )
     s = verb("curve", cmd_curve, "learning curve: one fold trained on 10/25/50 % of its rows")
     s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
     s.add_argument("--fractions", default="0.1 0.25 0.5", help="train fractions, nested")

@@ -124,6 +124,20 @@ def test_ray_tasks_retry_a_killed_worker_and_match_in_process(
     _assert_same_as(root, reference)
 
 
+def test_ray_without_shared_fs_returns_the_fold_files_to_the_driver(
+    reference, tmp_path, monkeypatch, ray_local
+):
+    root = _copy(reference.parent / "template", tmp_path / "root")
+    monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # in the task's scratch folder
+    monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
+    dispatch = Dispatch("ray", threads=1, shared_fs=False)
+    train_stage(*_open(root), ["r"], device="cpu", dispatch=dispatch)
+    assert (tmp_path / "after:fold1_last.pt").is_file()
+    log = (root / "models/toy/r/logs/fold1.log").read_text()
+    assert "Ray task" in log and "resuming" not in log  # the retry restarted the fold
+    _assert_same_as(root, reference)
+
+
 def test_dispatch_settings(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert default_threads(1) == 1

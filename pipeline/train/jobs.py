@@ -73,6 +73,7 @@ class Dispatch:
     gpus: tuple[int, ...] | None = None  # GPU ids for the local workers; None: all visible
     retries: int = 1  # a job that dies is run again this many times (resuming from last.pt)
     progress_s: float = 60.0  # a line per running job this often
+    shared_fs: bool = True  # Ray: nodes share models/; False: tasks return the fold's files
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -83,7 +83,7 @@ def run_jobs(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
         from .ray_executor import run_ray
 
         prepare_shared(ctx, jobs)
-        return run_ray(ctx, jobs, threads, d.retries)
+        return run_ray(ctx, jobs, threads, d.retries, d.shared_fs)
     if d.jobs == 1:
         return run_sequential(ctx, jobs, threads)
     prepare_shared(ctx, jobs)
