@@ -87,7 +87,7 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 	$(PY) -m pipeline folds $(ROOTS) --k $(K) --seed $(SEED) \
 		$(if $(filter 0,$(GROUPS)),--no-groups,) $(if $(NEAR),--near-distance $(NEAR),)
 
-train: setup ## train every (run, fold) of RUNS not yet done; OOF and test logits
+train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
 		--device $(DEVICE) --executor $(EXECUTOR) --jobs $(JOBS) --threads "$(THREADS)" \
 		--gpus "$(GPUS)" --retries $(RETRIES) $(if $(filter 0,$(SHARED_FS)),--no-shared-fs,)

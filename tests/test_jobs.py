@@ -151,6 +151,18 @@ def test_dispatch_settings(monkeypatch):
     assert Job("r", 3).tag == "r fold 3"
 
 
+def test_train_cli_flags_make_the_dispatch():
+    from pipeline.cli import _dispatch, build_parser
+
+    base = ["train", "--comp", "input/x", "--runs", "r"]
+    assert _dispatch(build_parser().parse_args(base)) == Dispatch()  # make train's defaults
+    flags = ["--executor", "ray", "--jobs", "2", "--threads", "3", "--gpus", "0,1"]
+    a = build_parser().parse_args([*base, *flags, "--retries", "0", "--no-shared-fs"])
+    assert _dispatch(a) == Dispatch("ray", 2, 3, (0, 1), 0, shared_fs=False)
+    with pytest.raises(PipelineError, match="GPUS='a'"):
+        _dispatch(build_parser().parse_args([*base, "--gpus", "a"]))
+
+
 def test_last_epoch_reads_the_job_log(tmp_path):
     log = tmp_path / "fold0.log"
     assert last_epoch(log) == "starting"
