@@ -15,7 +15,14 @@ from pipeline.errors import PipelineError
 from pipeline.folds.stage import folds_stage
 from pipeline.layout import Workspace
 from pipeline.tools import soak
-from pipeline.train.jobs import Dispatch, Job, default_threads, exit_reason, last_epoch
+from pipeline.train.jobs import (
+    Dispatch,
+    Job,
+    default_threads,
+    exit_reason,
+    last_epoch,
+    visible_device,
+)
 from pipeline.train.stage import train_stage
 
 from .fakes import write_leaves
@@ -149,6 +156,10 @@ def test_dispatch_settings(monkeypatch):
             Dispatch(**bad)
     assert exit_reason(-9) == "killed by SIGKILL" and exit_reason(1) == "exit 1"
     assert Job("r", 3).tag == "r fold 3"
+    assert visible_device(1, {}) == "1"
+    assert visible_device(1, {"CUDA_VISIBLE_DEVICES": "4, 6"}) == "6"
+    with pytest.raises(PipelineError, match="GPUS has 2"):
+        visible_device(2, {"CUDA_VISIBLE_DEVICES": "4,6"})
 
 
 def test_train_cli_flags_make_the_dispatch():

@@ -210,6 +210,17 @@ def run_local(ctx: TrainContext, jobs: list[Job], d: Dispatch, threads: int) -> 
     return failures
 
 
+def visible_device(gpu: int, env) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a worker that owns GPU ``gpu`` as the driver's torch numbers
+    it: the ``gpu``-th entry of the driver's own ``CUDA_VISIBLE_DEVICES`` when that is set."""
+    ids = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not ids:
+        return str(gpu)
+    if gpu >= len(ids):
+        raise PipelineError(f"GPUS has {gpu} but CUDA_VISIBLE_DEVICES={','.join(ids)}")
+    return ids[gpu]
+
+
 def exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -222,7 +233,7 @@ def exit_reason(code: int | None) -> str:
 def _worker(ctx: TrainContext, job: Job, threads: int, gpu: int | None, log: str, attempt: int):
     """A spawned worker: own GPU and thread count set before torch starts, output to ``log``."""
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_device(gpu, os.environ)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     os.dup2(fd, 1)
