@@ -176,12 +176,22 @@ def set_frozen(model: torch.nn.Module, frozen: bool) -> None:
         p.requires_grad_(id(p) in head or not frozen)
 
 
+POSTFIX_EVERY = 20  # batches between progress-bar loss updates (each waits for the device)
+
+
 def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
-    """One pass over ``loader``; returns mean loss, accuracy, images/s and the last LR."""
+    """One pass over ``loader``; returns mean loss, accuracy, images/s and the last LR.
+
+    Loss and hits are summed on the device (float64, the same bits as summing ``.item()``s), so
+    the host waits for the device only every ``POSTFIX_EVERY`` batches while a progress bar
+    shows, and at the end: a per-batch sync would leave a GPU idle while the next batch is
+    launched."""
     r, dev = state.recipe, state.device
     dtype = amp_dtype(r, dev)
     state.model.train()
-    loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.float64, device=dev)
+    seen, t0 = 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
     for i, (images, labels) in enumerate(bar):
         x = to_input(images, *state.norm, dev, r.channels_last)
@@ -203,14 +213,16 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
         if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
             optimizer_step(state)
         n = len(y)
-        loss_sum += loss.item() * n
-        correct += hits(logits, y, state.multilabel)
+        loss_sum += loss.detach().double() * n
+        correct += _hits(logits.detach(), y, state.multilabel).double()
         seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
+        if not bar.disable and i % POSTFIX_EVERY == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", refresh=False)
+    total_loss, total_hits = loss_sum.item(), correct.item()  # waits for the device
     secs = time.perf_counter() - t0
     return {
-        "train_loss": loss_sum / max(1, seen),
-        "train_acc": correct / max(1, seen),
+        "train_loss": total_loss / max(1, seen),
+        "train_acc": total_hits / max(1, seen),
         "lr": state.opt.param_groups[0]["lr"],
         "img_per_s": seen / max(secs, 1e-9),
     }
@@ -267,9 +279,13 @@ def bce(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.
 def hits(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> float:
     """Correct predictions in a batch: rows whose argmax is the label, or for multi-label
     rows the share of labels whose sigmoid > 1/2 is right, summed over rows."""
+    return _hits(logits, y, multilabel).item()
+
+
+def _hits(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
     if multilabel:
-        return ((logits > 0) == (y > 0)).float().mean(dim=1).sum().item()
-    return (logits.argmax(1) == y).sum().item()
+        return ((logits > 0) == (y > 0)).float().mean(dim=1).sum()
+    return (logits.argmax(1) == y).sum()
 
 
 def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
