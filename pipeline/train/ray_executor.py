@@ -27,6 +27,8 @@ from ..errors import PipelineError
 from ..layout import Workspace
 from .jobs import FORWARDED_ENV, Failure, Job, Progress, TrainContext, prepare_shared, run_job
 
+PROGRESS_S = 60.0  # seconds between the lines on jobs still running or queued
+
 
 def ray_module():
     try:
@@ -59,7 +61,7 @@ def run_ray(
     )
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     shared = ray.put(ctx)
-    progress = Progress(len(jobs), 0)
+    progress = Progress(len(jobs), PROGRESS_S)
     pending = {}
     for job in jobs:
         ref = task.remote(shared, job, threads, "cuda" if gpus else None, env, shared_fs)
@@ -67,7 +69,10 @@ def run_ray(
         progress.line(f"submitted {job.tag} ({threads} CPUs, {gpus} GPU); log {ctx.log(job)}")
     failures = []
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_S)
+        if not ready:  # a line per job not yet done: its last epoch, from its log
+            progress.heartbeat(ctx, list(pending.values()) if shared_fs else [])
+            continue
         job, t0 = pending.pop(ready[0])
         try:
             result = ray.get(ready[0])
