@@ -82,7 +82,8 @@ def run_jobs(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
     if d.executor == "ray":
         from .ray_executor import run_ray
 
-        prepare_shared(ctx, jobs)
+        if d.shared_fs:  # else each node builds its own, in its scratch cache
+            prepare_shared(ctx, jobs)
         return run_ray(ctx, jobs, threads, d.retries, d.shared_fs)
     if d.jobs == 1:
         return run_sequential(ctx, jobs, threads)
