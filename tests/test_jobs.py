@@ -88,6 +88,7 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_local_queue_retries_a_killed_worker_and_matches_in_process(
     reference, tmp_path, monkeypatch, capsys
 ):
@@ -104,6 +105,7 @@ def test_local_queue_retries_a_killed_worker_and_matches_in_process(
     _assert_same_as(root, reference)
 
 
+@pytest.mark.slow
 def test_local_queue_reports_a_job_that_fails_every_attempt(reference, tmp_path, monkeypatch):
     root = _copy(reference.parent / "template", tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # every attempt dies
@@ -119,6 +121,7 @@ def test_local_queue_reports_a_job_that_fails_every_attempt(reference, tmp_path,
     assert not (rdir / "fold1/done.json").exists() and not (rdir / "oof.npz").exists()
 
 
+@pytest.mark.slow
 def test_ray_tasks_retry_a_killed_worker_and_match_in_process(
     reference, tmp_path, monkeypatch, ray_local
 ):
@@ -131,6 +134,7 @@ def test_ray_tasks_retry_a_killed_worker_and_match_in_process(
     _assert_same_as(root, reference)
 
 
+@pytest.mark.slow
 def test_ray_without_shared_fs_returns_the_fold_files_to_the_driver(
     reference, tmp_path, monkeypatch, ray_local
 ):
