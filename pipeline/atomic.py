@@ -68,10 +68,17 @@ def _kill_point(when: str, path: Path) -> None:
     """Fault injection for tests/test_fault.py and ``make soak`` (pipeline.tools.soak) only:
     ``PIPELINE_KILL_AT=before:<file>[,after:<file>...]``, ``<file>`` an artifact's name or
     ``<folder>/<name>``, SIGKILLs this process just before (after) the first of them reached is
-    renamed into place: moments a random kill rarely hits. Unset, it does nothing."""
+    renamed into place: moments a random kill rarely hits. With ``PIPELINE_KILL_ONCE=<folder>``
+    each point fires once only (a marker file in that folder remembers it), so a retried job
+    gets past it. Unset, it does nothing."""
     points = os.environ.get("PIPELINE_KILL_AT", "").split(",")
     for hit in (f"{when}:{path.name}", f"{when}:{path.parent.name}/{path.name}"):
         if hit in points:
+            if once := os.environ.get("PIPELINE_KILL_ONCE"):
+                try:  # O_EXCL: the first process to reach the point takes it
+                    os.close(os.open(Path(once) / hit.replace("/", "_"), os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    continue
             os.write(2, f"\nPIPELINE_KILL_AT: SIGKILL at {hit}\n".encode())
             os.kill(os.getpid(), signal.SIGKILL)
 

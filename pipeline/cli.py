@@ -62,7 +62,22 @@ def cmd_train(a):
     if not runs:
         raise PipelineError("no recipes to train: put one in models/<run>.toml or pass RUNS=<run>")
     comp, ws = open_competition(a)
-    train_stage(comp, ws, runs, _folds(a.folds), parse_overrides(a.set), a.device)
+    dispatch = _dispatch(a)
+    train_stage(comp, ws, runs, _folds(a.folds), parse_overrides(a.set), a.device, dispatch)
+
+
+def _dispatch(a):
+    """The executor settings of ``train`` (``EXECUTOR JOBS THREADS GPUS RETRIES``)."""
+    from .train.jobs import Dispatch
+
+    try:
+        gpus = tuple(int(g) for g in split_words(a.gpus)) or None
+        threads = int(a.threads) if str(a.threads).strip() else None
+    except ValueError:
+        raise PipelineError(
+            f"GPUS={a.gpus!r} THREADS={a.threads!r}: use GPUS=0,1 and THREADS=<n>"
+        ) from None
+    return Dispatch(a.executor, a.jobs, threads, gpus, a.retries, shared_fs=not a.no_shared_fs)
 
 
 def cmd_curve(a):
@@ -131,9 +146,9 @@ def cmd_demo_data(a):
     write_digits(Path(a.out))
 
 
-def add_comp(s: argparse.ArgumentParser) -> None:
+def add_comp(s: argparse.ArgumentParser, required: bool = True) -> None:
     """The competition and the three roots every stage verb takes."""
-    s.add_argument("--comp", required=True, help="competition folder, e.g. input/leaves")
+    s.add_argument("--comp", required=required, help="competition folder, e.g. input/leaves")
     s.add_argument(
         "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
     )
@@ -194,6 +209,16 @@ def _model_verbs(verb) -> None:
     s.add_argument("--folds", default="", help="subset of folds, e.g. 0,1 (default: all)")
     s.add_argument("--set", default="", help='recipe overrides, e.g. "epochs=1 image_size=32"')
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    s.add_argument("--executor", default="local", help="local (this machine) or ray")
+    s.add_argument("--jobs", type=int, default=1, help="local worker processes (1: in-process)")
+    s.add_argument("--threads", default="", help="torch threads per job (default cores / jobs)")
+    s.add_argument("--gpus", default="", help="GPU ids for the workers, e.g. 0,1 (default all)")
+    s.add_argument("--retries", type=int, default=1, help="re-runs of a job that dies")
+    s.add_argument(
+        "--no-shared-fs",
+        action="store_true",
+        help="Ray: tasks train in node scratch and return the fold's files to this driver",
+    )
     s = verb("curve", cmd_curve, "learning curve: one fold trained on 10/25/50 % of its rows")
     s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
     s.add_argument("--fractions", default="0.1 0.25 0.5", help="train fractions, nested")

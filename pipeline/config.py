@@ -64,7 +64,8 @@ class Recipe:
     freeze_epochs: int = 0  # first N epochs train only the head (linear probe), then everything
     amp: str = "auto"  # CUDA mixed precision: auto (bf16 if supported, else fp16), bf16, fp16, off
     channels_last: bool = True  # NHWC memory format, CPU and CUDA (CPU: lite0 1.8x, mnv3 2x)
-    compile: bool = False  # torch.compile the model on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the model on CUDA (ignored on CPU); eager if it fails
+    device_augment: bool = False  # the preset's crop + flip per batch on the device, not the loader
     custom_augment: tuple = ()  # extra Albumentations ops after the preset: [{name = "CLAHE", p = 0.3}]
 
     def __post_init__(self) -> None:

@@ -78,6 +78,10 @@ class Workspace:
     def fold_dir(self, run: str, fold: int) -> Path:
         return self.run_dir(run) / f"fold{fold}"
 
+    def job_log(self, run: str, fold: int) -> Path:
+        """Console output of a (run, fold) trained by a worker (``JOBS`` > 1, ``EXECUTOR=ray``)."""
+        return self.run_dir(run) / "logs" / f"fold{fold}.log"
+
     def trained_runs(self) -> list[str]:
         """Runs whose ``oof.npz`` exists, sorted."""
         return sorted(p.parent.name for p in self.runs_dir.glob("*/oof.npz"))

@@ -15,10 +15,22 @@ from ..cli import add_comp, run, split_words
 
 def cmd_bench(a):
     from ..cli import open_competition
-    from ..config import load_recipe, parse_overrides
+    from ..config import load_recipe, parse_overrides, recipe_from_dict
+    from ..errors import PipelineError
     from ..train.stage import resolve_device
     from .bench import bench_stage
 
+    if a.synthetic:  # no competition: the recipe of --run, or the defaults, with --set
+        if a.whole:
+            raise PipelineError("WHOLE=1 trains a real fold; it needs COMP=, not SYNTHETIC=1")
+        over = parse_overrides(a.set)
+        path = Path(a.models) / f"{a.run}.toml"
+        recipe = load_recipe(path, over) if a.run else recipe_from_dict(over, "SET")
+        dev = resolve_device(a.device)
+        bench_stage(None, recipe, dev, batches=a.batches, synthetic=a.images)
+        return 0
+    if not a.comp or not a.run:
+        raise PipelineError("bench needs --comp and --run (or --synthetic)")
     comp, ws = open_competition(a)
     recipe = load_recipe(ws.recipe(a.run), parse_overrides(a.set))
     res = bench_stage(comp, recipe, resolve_device(a.device), batches=a.batches, ws=ws)
@@ -62,9 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="verb")
     s = sub.add_parser("bench", help="images/s of loader, bare model, real loop, and prediction")
     s.set_defaults(fn=cmd_bench)
-    add_comp(s)
-    s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
+    add_comp(s, required=False)
+    s.add_argument("--run", default="", help="recipe name from models/<run>.toml")
     s.add_argument("--set", default="", help="recipe overrides")
+    s.add_argument(
+        "--synthetic", action="store_true", help="random images in memory instead of --comp"
+    )
+    s.add_argument("--images", type=int, default=2048, help="synthetic images (--synthetic)")
     s.add_argument("--device", default="auto")
     s.add_argument("--batches", type=int, default=20, help="timed batches per figure")
     s.add_argument("--whole", action="store_true", help="also time a real train of one fold")

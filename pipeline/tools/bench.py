@@ -37,8 +37,8 @@ from ..train.data import (
     CachedImages,
     auto_workers,
     build_cache,
+    loader_transform,
     make_loader,
-    train_transform,
 )
 from ..train.inputs import to_input
 from ..train.tta import apply_view
@@ -51,8 +51,11 @@ def bench_stage(
     batches: int = 20,
     warmup: int = 3,
     ws: Workspace | None = None,
+    synthetic: int = 0,
 ) -> dict:
-    """Print and return images/s of the loader, bare and real training, bare and real TTA predict."""
+    """Print and return images/s of the loader, bare and real training, bare and real TTA
+    predict. ``comp`` None: ``synthetic`` random images in memory, 100 classes (no competition,
+    nothing written)."""
     device = torch.device(device)
     batches, warmup = max(1, int(batches)), max(0, int(warmup))
     r, bs = recipe, recipe.batch_size
@@ -60,22 +63,27 @@ def bench_stage(
     torch.manual_seed(r.seed)
     load_start = os.getloadavg()[0]
 
-    cache_path = (ws or Workspace(comp.name)).decode_cache("train", r.image_size)
-    images, build_s = _cache(comp, r.image_size, cache_path)
-    labels = artifacts.label_indices(comp.train["label"], comp.classes)
+    if comp is None:
+        images, labels, classes = synthetic_images(synthetic or 4 * bs, r.image_size, r.seed)
+        name, cache_path, build_s = "synthetic", "(in memory)", None
+    else:
+        cache_path = (ws or Workspace(comp.name)).decode_cache("train", r.image_size)
+        images, build_s = _cache(comp, r.image_size, cache_path)
+        labels = artifacts.label_indices(comp.train["label"], comp.classes)
+        name, classes = comp.name, list(comp.classes)
 
-    model = create_model(r, len(comp.classes)).to(device)
+    model = create_model(r, len(classes)).to(device)
     cfg = data_config(model, r)
     norm = (torch.tensor(cfg["mean"], device=device), torch.tensor(cfg["std"], device=device))
     workers = auto_workers(r, device)
-    aug = train_transform(r.augment, r.image_size, r.custom_augment)
+    aug = loader_transform(r)
     ds = CachedImages(images, np.arange(len(images)), labels, aug, seed=r.seed)
     loader = make_loader(ds, bs, True, r.seed, workers, device)
-    loop = engine.make_state(model, r, norm, device, len(loader), len(comp.classes))
+    loop = engine.make_state(model, r, norm, device, len(loader), len(classes))
     engine.set_frozen(model, False)  # a typical (unfrozen) epoch
 
     res: dict = {
-        "comp": comp.name,
+        "comp": name,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "backbone": r.backbone,
@@ -93,9 +101,9 @@ def bench_stage(
         "cores": len(os.sched_getaffinity(0)),
     }
     res["loader_ips"] = _loader_ips(loader, loop, warmup, batches)
-    res["bare_train_ips"] = _bare_train_ips(loop, bs, len(comp.classes), warmup, batches)
+    res["bare_train_ips"] = _bare_train_ips(loop, bs, len(classes), warmup, batches)
     res["memory_format"] = "channels_last" if r.channels_last else "contiguous"
-    res["other_format_ips"] = _other_format_ips(loop, bs, len(comp.classes), warmup, batches)
+    res["other_format_ips"] = _other_format_ips(loop, bs, len(classes), warmup, batches)
     res["train_ips"] = _train_ips(loop, loader, warmup, batches)
     res["bare_predict_ips"] = _bare_predict_ips(loop, pbs, warmup, batches)
     res["predict_ips"] = _predict_ips(loop, images, pbs, warmup, batches)
@@ -104,6 +112,14 @@ def bench_stage(
     res["predict_ratio"] = res["predict_ips"] / res["bare_predict_ips"]
     print(format_bench(res))
     return res
+
+
+def synthetic_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``n`` random ``(size, size, 3) uint8`` images and labels of 100 classes, in memory: what
+    the loader and the model see of a real decode cache."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    return images, rng.integers(0, 100, n), [f"c{i}" for i in range(100)]
 
 
 def format_bench(res: dict) -> str:

@@ -23,10 +23,10 @@ from .. import artifacts
 from ..competition.images import ImageError, load_rgb
 from ..config import AUGMENT_PRESETS, Recipe
 from ..errors import CompetitionError
-from .inputs import resize_square
+from .inputs import CROP_SCALE, resize_square
+from .inputs import device_augment as device_augment
 
 # RandomResizedCrop scale range of each preset but "none" (which adds no op)
-CROP_SCALE = {"light": (0.7, 1.0), "medium": (0.5, 1.0), "heavy": (0.35, 1.0)}
 if ("none", *CROP_SCALE) != AUGMENT_PRESETS:  # the names are config.AUGMENT_PRESETS'
     raise ImportError(f"augment presets {AUGMENT_PRESETS} have no code here: {tuple(CROP_SCALE)}")
 
@@ -78,6 +78,13 @@ def train_transform(preset: str, size: int, custom: tuple = ()) -> A.Compose | N
     extra = [getattr(A, t["name"])(**{k: v for k, v in t.items() if k != "name"}) for t in custom]
     ops = _preset(preset, size) + extra
     return A.Compose(ops) if ops else None
+
+
+def loader_transform(recipe: Recipe) -> A.Compose | None:
+    """What the loader's workers apply: the preset and ``custom_augment``, or with
+    ``device_augment`` only ``custom_augment`` (the crop and flip run on the device)."""
+    preset = "none" if recipe.device_augment else recipe.augment
+    return train_transform(preset, recipe.image_size, recipe.custom_augment)
 
 
 def _preset(preset: str, size: int) -> list:

@@ -24,7 +24,7 @@ from ..layout import Workspace
 from . import loop
 from .backbone import create_model, data_config
 from .curves import plot_curves
-from .data import CachedImages, auto_workers, build_cache, make_loader, train_transform
+from .data import CachedImages, auto_workers, build_cache, loader_transform, make_loader
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def setup_fold(job: FoldJob) -> FoldSetup:
     cache = job.ws.decode_cache("train", r.image_size)
     train_imgs = build_cache(comp.root, comp.train["path"].tolist(), r.image_size, cache)
     va_rows = rows[folds == fold]  # rows of the decode cache, i.e. of comp.train
-    aug = train_transform(r.augment, r.image_size, r.custom_augment)
+    aug = loader_transform(r)
     ds = CachedImages(train_imgs, rows[folds != fold], y_all, aug, seed=r.seed + fold)
     loader = make_loader(ds, r.batch_size, True, r.seed + fold, auto_workers(r, dev), dev)
     state = loop.make_state(
@@ -200,6 +200,7 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict]) -> None:
         "mean": setup.cfg["mean"],
         "std": setup.cfg["std"],
         "epochs": len(metrics),
+        "threads": torch.get_num_threads(),  # float sums differ with the thread count
     }
     artifacts.write_json(fdir / "done.json", done)
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint

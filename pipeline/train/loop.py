@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..config import Recipe
 from ..errors import RecipeError
 from .backbone import param_groups
-from .inputs import to_input
+from .inputs import device_augment, to_input
 from .tta import apply_view
 
 
@@ -93,10 +93,39 @@ def make_state(
             label_smoothing=recipe.label_smoothing,
             num_classes=num_classes,
         )
-    compiled = torch.compile(model) if recipe.compile and device.type == "cuda" else model
+    compiled = compile_or_eager(model) if recipe.compile and device.type == "cuda" else model
     return TrainState(
         model, opt, sched, scaler, ema, mixup, recipe, norm, device, compiled, multilabel
     )
+
+
+class compile_or_eager:  # noqa: N801 (used like a function: the model's forward)
+    """``torch.compile(model)``, falling back to the eager model (with one warning) when
+    compiling fails: no compiler toolchain, an unsupported op, an old GPU."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.forward, self.checked = model, model, False
+        try:
+            self.forward = torch.compile(model)
+        except Exception as e:  # compile itself is lazy; this catches a missing backend
+            self._fallback(e)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checked:
+            return self.forward(x)
+        try:  # the first call traces and generates code: where compiling fails
+            out = self.forward(x)
+        except Exception as e:
+            self._fallback(e)
+            out = self.model(x)
+        self.checked = True
+        return out
+
+    def _fallback(self, e: Exception) -> None:
+        self.checked = True
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        tqdm.write(f"warning: torch.compile failed ({type(e).__name__}: {first}); running eager")
+        self.forward = self.model
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -147,15 +176,27 @@ def set_frozen(model: torch.nn.Module, frozen: bool) -> None:
         p.requires_grad_(id(p) in head or not frozen)
 
 
+POSTFIX_EVERY = 20  # batches between progress-bar loss updates (each waits for the device)
+
+
 def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
-    """One pass over ``loader``; returns mean loss, accuracy, images/s and the last LR."""
+    """One pass over ``loader``; returns mean loss, accuracy, images/s and the last LR.
+
+    Loss and hits are summed on the device (float64, the same bits as summing ``.item()``s), so
+    the host waits for the device only every ``POSTFIX_EVERY`` batches while a progress bar
+    shows, and at the end: a per-batch sync would leave a GPU idle while the next batch is
+    launched."""
     r, dev = state.recipe, state.device
     dtype = amp_dtype(r, dev)
     state.model.train()
-    loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.float64, device=dev)
+    seen, t0 = 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
     for i, (images, labels) in enumerate(bar):
         x = to_input(images, *state.norm, dev, r.channels_last)
+        if r.device_augment:
+            x = device_augment(x, r.augment)
         y = labels.to(dev, non_blocking=True)
         target = state.mixup(x, y) if state.mixup is not None else None
         if target is not None:
@@ -172,14 +213,16 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
         if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
             optimizer_step(state)
         n = len(y)
-        loss_sum += loss.item() * n
-        correct += hits(logits, y, state.multilabel)
+        loss_sum += loss.detach().double() * n
+        correct += _hits(logits.detach(), y, state.multilabel).double()
         seen += n
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
+        if not bar.disable and i % POSTFIX_EVERY == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", refresh=False)
+    total_loss, total_hits = loss_sum.item(), correct.item()  # waits for the device
     secs = time.perf_counter() - t0
     return {
-        "train_loss": loss_sum / max(1, seen),
-        "train_acc": correct / max(1, seen),
+        "train_loss": total_loss / max(1, seen),
+        "train_acc": total_hits / max(1, seen),
         "lr": state.opt.param_groups[0]["lr"],
         "img_per_s": seen / max(secs, 1e-9),
     }
@@ -236,9 +279,13 @@ def bce(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.
 def hits(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> float:
     """Correct predictions in a batch: rows whose argmax is the label, or for multi-label
     rows the share of labels whose sigmoid > 1/2 is right, summed over rows."""
+    return _hits(logits, y, multilabel).item()
+
+
+def _hits(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
     if multilabel:
-        return ((logits > 0) == (y > 0)).float().mean(dim=1).sum().item()
-    return (logits.argmax(1) == y).sum().item()
+        return ((logits > 0) == (y > 0)).float().mean(dim=1).sum()
+    return (logits.argmax(1) == y).sum()
 
 
 def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

@@ -1,5 +1,7 @@
-"""The train stage: every (run, fold) not yet done trains (``fold.py``), then each run's fold
-outputs are assembled into ``models/<comp>/<run>/{oof,test}.npz`` (``assemble.py``).
+"""The train stage: every (run, fold) not yet done is a job (``jobs.py``) that an executor
+runs (``fold.py`` trains it): in this process, in ``JOBS`` local workers or as Ray tasks; then
+each run's fold outputs are assembled into ``models/<comp>/<run>/{oof,test}.npz``
+(``assemble.py``).
 
 A fold with ``done.json`` is skipped; a run's ``config.toml`` (the resolved recipe and the folds
 hash) is written once and every later call must agree with it.
@@ -21,8 +23,7 @@ from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from .assemble import assemble_run, train_rows
 from .backbone import resolve_device as resolve_device
-from .features import train_features_fold
-from .fold import train_fold
+from .jobs import Dispatch, Failure, Job, TrainContext, prepare_shared, run_local, run_sequential
 
 
 def train_stage(
@@ -32,9 +33,11 @@ def train_stage(
     folds: list[int] | None = None,
     overrides: dict | None = None,
     device: str = "auto",
+    dispatch: Dispatch | None = None,
 ) -> None:
     """Train ``folds`` (default all) of every recipe in ``runs`` (``<models>/<run>.toml`` with
-    ``overrides``) on ``device``; assemble each run whose folds are all done."""
+    ``overrides``) on ``device`` with the executor of ``dispatch`` (default: this process, one
+    job after another); assemble each run whose folds are all done."""
     fpath = ws.folds_csv
     folds_df = artifacts.read_folds(fpath, comp.root, comp.task.kind)
     folds_df["row"] = train_rows(comp, folds_df, fpath)  # folds rows may be relabelled/dropped
@@ -45,9 +48,9 @@ def train_stage(
         raise PipelineError(f"FOLDS has fold {bad[0]} but {fpath} has folds 0..{k - 1}")
     dev = resolve_device(device)
     recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
+    jobs = []
     for run, recipe in recipes.items():
-        rdir = ws.run_dir(run)
-        write_or_verify_config(rdir, recipe, fhash, run, comp)
+        write_or_verify_config(ws.run_dir(run), recipe, fhash, run, comp)
         for fold in todo:
             fdir = ws.fold_dir(run, fold)
             if (fdir / "done.json").is_file():
@@ -55,9 +58,39 @@ def train_stage(
                 # left when a kill fell between done.json and its removal in finish_fold
                 (fdir / "last.pt").unlink(missing_ok=True)
                 continue
-            fit = train_features_fold if recipe.kind == "features" else train_fold
-            fit(comp, ws, folds_df, fhash, run, recipe, fold, dev)
-        assemble_run(rdir, folds_df, comp, fhash, k, run)
+            jobs.append(Job(run, fold))
+    ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev))
+    failed = run_jobs(ctx, jobs, dispatch or Dispatch())
+    for run in recipes:
+        assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
+    if failed:
+        raise PipelineError(failure_line(failed, len(jobs)))
+
+
+def run_jobs(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
+    """Run ``jobs`` with the executor ``d`` names; returns the jobs that failed every attempt."""
+    threads = d.job_threads()
+    if not jobs:
+        return []
+    if d.executor == "ray":
+        from .ray_executor import run_ray
+
+        if d.shared_fs:  # else each node builds its own, in its scratch cache
+            prepare_shared(ctx, jobs)
+        return run_ray(ctx, jobs, threads, d.retries, d.shared_fs)
+    if d.jobs == 1:
+        return run_sequential(ctx, jobs, threads)
+    prepare_shared(ctx, jobs)
+    return run_local(ctx, jobs, d, threads)
+
+
+def failure_line(failed: list[Failure], total: int) -> str:
+    """One line for the jobs that failed every attempt: which, why, and their logs."""
+    what = "; ".join(f"{f.job.tag} ({f.why}, log {f.log})" for f in failed)
+    return (
+        f"{len(failed)} of {total} train jobs failed: {what}; the other folds are kept, re-run "
+        "the same command to retry these"
+    )
 
 
 def write_or_verify_config(
