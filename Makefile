@@ -14,8 +14,14 @@ OUT ?= .
 CACHE ?=
 K ?= 5
 SEED ?= 42
-# every recipe in MODELS except the demo's, unless RUNS="a b" is given
-RUNS ?= $(filter-out demo_%,$(notdir $(basename $(wildcard $(MODELS)/*.toml))))
+# RUNS="a b": recipes MODELS/<run>.toml; not given: the shipped set RECIPES (MODELS/cpu/ or
+# MODELS/gpu/; auto = gpu only on CUDA)
+RUNS ?=
+RECIPES ?= auto
+# BUDGET=20m: probe each run, plan epochs to fit, write MODELS/<comp>/plan.toml once;
+# EPOCHS=auto scales fine-tuned runs' epochs to the budget, EPOCHS=recipe keeps them
+BUDGET ?=
+EPOCHS ?= auto
 # ensemble members: RUNS when given on the command line, else every trained run
 ENS_RUNS = $(if $(filter file,$(origin RUNS)),,$(RUNS))
 FOLDS ?=
@@ -50,6 +56,7 @@ help: ## list the targets
 	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
 	@echo "             DUP_LABELS NAME DRY_RUN TEST TO PRECISION TIME_LIMIT BATCH OWNER SLUG GPU"
 	@echo "             KERNEL VERSION EXECUTOR JOBS THREADS GPUS RETRIES SHARED_FS SYNTHETIC"
+	@echo "             RECIPES BUDGET EPOCHS"
 	@echo "             (README.md: Make variables)"
 
 $(VENV)/.installed: pyproject.toml
@@ -90,6 +97,7 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 
 train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
+		--recipes $(RECIPES) --budget "$(BUDGET)" --epochs $(EPOCHS) \
 		--device $(DEVICE) --executor $(EXECUTOR) --jobs $(JOBS) --threads "$(THREADS)" \
 		--gpus "$(GPUS)" --retries $(RETRIES) $(if $(filter 0,$(SHARED_FS)),--no-shared-fs,)
 

@@ -59,11 +59,46 @@ def cmd_train(a):
     from .train import train_stage
 
     runs = split_words(a.runs)
-    if not runs:
-        raise PipelineError("no recipes to train: put one in models/<run>.toml or pass RUNS=<run>")
     comp, ws = open_competition(a)
+    if not runs:
+        runs = _recipe_set(ws, a.recipes, a.device)
     dispatch = _dispatch(a)
-    train_stage(comp, ws, runs, _folds(a.folds), parse_overrides(a.set), a.device, dispatch)
+    from .train.plan import parse_budget
+
+    if a.epochs not in ("auto", "recipe"):
+        raise PipelineError(f"EPOCHS={a.epochs!r}: use auto (fit BUDGET) or recipe")
+    budget = parse_budget(a.budget) if a.budget else None
+    train_stage(
+        comp,
+        ws,
+        runs,
+        _folds(a.folds),
+        parse_overrides(a.set),
+        a.device,
+        dispatch,
+        budget_s=budget,
+        auto_epochs=a.epochs == "auto",
+    )
+
+
+def _recipe_set(ws, name: str, device: str) -> list[str]:
+    """The shipped recipes of set ``name`` (``<models>/cpu/`` or ``<models>/gpu/``); ``auto``:
+    the GPU set only where the device is CUDA, so a CPU never picks up the GPU set."""
+    if name == "auto":
+        import torch
+
+        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        name = "gpu" if cuda else "cpu"
+    if name not in ws.RECIPE_SETS:
+        raise PipelineError(f"RECIPES={name!r}: use auto, {' or '.join(ws.RECIPE_SETS)}")
+    runs = sorted(p.stem for p in (Path(ws.models) / name).glob("*.toml"))
+    if not runs:
+        raise PipelineError(
+            f"no recipes to train: {ws.models}/{name}/ has none; put one in {ws.models}/<run>.toml "
+            "and pass RUNS=<run>"
+        )
+    print(f"RUNS not given: the {name} set, {' '.join(runs)}")
+    return runs
 
 
 def _dispatch(a):
@@ -209,6 +244,13 @@ def _model_verbs(verb) -> None:
     s.add_argument("--folds", default="", help="subset of folds, e.g. 0,1 (default: all)")
     s.add_argument("--set", default="", help='recipe overrides, e.g. "epochs=1 image_size=32"')
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    s.add_argument("--budget", default="", help="time budget, e.g. 20m: plan epochs to fit it")
+    s.add_argument("--epochs", default="auto", help="auto (scale to BUDGET) or recipe")
+    s.add_argument(
+        "--recipes",
+        default="auto",
+        help="shipped set trained when --runs is empty: cpu, gpu or auto (gpu on CUDA)",
+    )
     s.add_argument("--executor", default="local", help="local (this machine) or ray")
     s.add_argument("--jobs", type=int, default=1, help="local worker processes (1: in-process)")
     s.add_argument("--threads", default="", help="torch threads per job (default cores / jobs)")

@@ -65,12 +65,25 @@ class Workspace:
         and head of the backbone ``key`` (``<backbone>_<size>_<weights>``)."""
         return self.runs_dir / "features" / key / f"{split}_{view}.npz"
 
+    RECIPE_SETS = ("cpu", "gpu")  # shipped recipe sets: <models>/cpu/, <models>/gpu/
+
     def recipe(self, run: str) -> Path:
-        return Path(self.models) / f"{run}.toml"
+        """``<models>/<run>.toml``, else the shipped set's ``<models>/{cpu,gpu}/<run>.toml``."""
+        own = Path(self.models) / f"{run}.toml"
+        for name in self.RECIPE_SETS:
+            shipped = Path(self.models) / name / f"{run}.toml"
+            if not own.is_file() and shipped.is_file():
+                return shipped
+        return own
 
     @property
     def runs_dir(self) -> Path:
         return Path(self.models) / self.comp
+
+    @property
+    def plan(self) -> Path:
+        """``make train BUDGET=...``'s plan: epochs per run, written once, reused by re-runs."""
+        return self.runs_dir / "plan.toml"
 
     def run_dir(self, run: str) -> Path:
         return self.runs_dir / run

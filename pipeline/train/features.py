@@ -54,14 +54,11 @@ def embeddings(
 ) -> tuple[np.ndarray, dict]:
     """``(V, N, D) float32`` embeddings of every ``split`` image under each of the recipe's views
     (cached; built on first use) and the backbone's data config."""
-    key = f"{recipe.backbone}_{recipe.image_size}_{weights_tag(recipe)}"
+    key, ids_hash = _key(comp, recipe, split)
     table = comp.train if split == "train" else comp.test
-    ids = table["id"].astype(str).tolist()
-    ids_hash = artifacts.text_hash("\n".join(ids))
     out, missing = {}, []
     for view in recipe.tta:
-        path = ws.embedding(key, split, view)
-        got = artifacts.read_embedding(path, ids_hash)
+        got = artifacts.read_embedding(ws.embedding(key, split, view), ids_hash)
         if got is None:
             missing.append(view)
         else:
@@ -94,6 +91,26 @@ def embeddings(
             artifacts.write_embedding(ws.embedding(key, split, view), f, ids_hash)
             out[view] = f
     return np.stack([out[v] for v in recipe.tta]), cfg
+
+
+def _key(comp: Competition, recipe: Recipe, split: str) -> tuple[str, str]:
+    """The embeddings' folder name and the hash of the ``split`` ids they must be made for."""
+    key = f"{recipe.backbone}_{recipe.image_size}_{weights_tag(recipe)}"
+    table = comp.train if split == "train" else comp.test
+    return key, artifacts.text_hash("\n".join(table["id"].astype(str).tolist()))
+
+
+def cached_views(comp: Competition, ws: Workspace, recipe: Recipe) -> dict[str, list[str]]:
+    """Per split, the recipe's views whose embeddings are already on disk (the planner's use)."""
+    out = {}
+    for split in ("train", "test"):
+        key, ids_hash = _key(comp, recipe, split)
+        out[split] = [
+            v
+            for v in recipe.tta
+            if artifacts.read_embedding(ws.embedding(key, split, v), ids_hash) is not None
+        ]
+    return out
 
 
 @dataclass
@@ -262,7 +279,8 @@ def train_features_fold(
         "mean": cfg["mean"],
         "std": cfg["std"],
         "epochs": 1,
-        "seconds": round(secs, 1),
+        "seconds": round(secs, 1),  # embedding included when this fold computed them
+        "threads": torch.get_num_threads(),
         **row,
     }
     artifacts.write_json(fdir / "done.json", done)

@@ -8,6 +8,7 @@ atomically each epoch), ``best.pt`` (weights of the best epoch), ``metrics.csv``
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +76,11 @@ def train_fold(
     device: torch.device,
 ) -> None:
     """Train one (run, fold) to the end, resuming from ``last.pt`` when a previous call died."""
+    t0 = time.perf_counter()
     job = FoldJob(comp, ws, folds_df, fhash, run, recipe, fold, device)
     setup = setup_fold(job)
     history = run_epochs(job, setup)
-    finish_fold(job, setup, history)
+    finish_fold(job, setup, history, time.perf_counter() - t0)
 
 
 def setup_fold(job: FoldJob) -> FoldSetup:
@@ -165,7 +167,7 @@ def epochs_since_best(history: list[dict], patience: int, greater: bool = True) 
     return stale if stale >= patience else 0
 
 
-def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict]) -> None:
+def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict], seconds: float = 0.0) -> None:
     """Best weights -> OOF and test logits under every TTA view, metrics, curves, done marker."""
     comp, fdir = job.comp, job.fdir
     best = torch.load(fdir / "best.pt", map_location=job.device, weights_only=True)
@@ -201,6 +203,7 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict]) -> None:
         "std": setup.cfg["std"],
         "epochs": len(metrics),
         "threads": torch.get_num_threads(),  # float sums differ with the thread count
+        "seconds": round(seconds, 1),  # this process's part (a resumed fold's last attempt)
     }
     artifacts.write_json(fdir / "done.json", done)
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint

@@ -9,6 +9,7 @@ hash) is written once and every later call must agree with it.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..layout import Workspace
 from .assemble import assemble_run, train_rows
 from .backbone import resolve_device as resolve_device
 from .jobs import Dispatch, Failure, Job, TrainContext, prepare_shared, run_local, run_sequential
+from .plan import record_wall, resolve_plan
 
 
 def train_stage(
@@ -34,10 +36,14 @@ def train_stage(
     overrides: dict | None = None,
     device: str = "auto",
     dispatch: Dispatch | None = None,
+    budget_s: float | None = None,
+    auto_epochs: bool = True,
 ) -> None:
     """Train ``folds`` (default all) of every recipe in ``runs`` (``<models>/<run>.toml`` with
     ``overrides``) on ``device`` with the executor of ``dispatch`` (default: this process, one
-    job after another); assemble each run whose folds are all done."""
+    job after another); assemble each run whose folds are all done. ``budget_s``: plan the
+    epochs to fit (``plan.py``); a written ``plan.toml`` is used whenever it exists."""
+    t_start = time.perf_counter()
     fpath = ws.folds_csv
     folds_df = artifacts.read_folds(fpath, comp.root, comp.task.kind)
     folds_df["row"] = train_rows(comp, folds_df, fpath)  # folds rows may be relabelled/dropped
@@ -48,9 +54,16 @@ def train_stage(
         raise PipelineError(f"FOLDS has fold {bad[0]} but {fpath} has folds 0..{k - 1}")
     dev = resolve_device(device)
     recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
+    plans, left_out = resolve_plan(comp, ws, recipes, folds_df, k, dev, budget_s, auto_epochs)
+    for run in left_out:
+        print(f"{run}: left out by the plan {ws.plan} (over budget); not trained")
+        del recipes[run]
+    for run, entry in plans.items():
+        if recipes[run].kind == "finetune":
+            recipes[run] = dataclasses.replace(recipes[run], epochs=int(entry["epochs"]))
     jobs = []
     for run, recipe in recipes.items():
-        write_or_verify_config(ws.run_dir(run), recipe, fhash, run, comp)
+        write_or_verify_config(ws.run_dir(run), recipe, fhash, run, comp, plans.get(run))
         for fold in todo:
             fdir = ws.fold_dir(run, fold)
             if (fdir / "done.json").is_file():
@@ -63,6 +76,13 @@ def train_stage(
     failed = run_jobs(ctx, jobs, dispatch or Dispatch())
     for run in recipes:
         assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
+        record_wall(ws.run_dir(run), time.perf_counter() - t_start)
+    if plans and jobs:
+        planned = sum(e["planned_s"] + e["probe_s"] for e in plans.values())
+        print(
+            f"train took {(time.perf_counter() - t_start) / 60:.1f} min; planned "
+            f"{planned / 60:.1f} min of BUDGET={next(iter(plans.values()))['budget_s'] / 60:g}m"
+        )
     if failed:
         raise PipelineError(failure_line(failed, len(jobs)))
 
@@ -94,7 +114,7 @@ def failure_line(failed: list[Failure], total: int) -> str:
 
 
 def write_or_verify_config(
-    rdir: Path, recipe: Recipe, fhash: str, run: str, comp: Competition
+    rdir: Path, recipe: Recipe, fhash: str, run: str, comp: Competition, plan: dict | None = None
 ) -> None:
     """Write the resolved recipe once; refuse to mix folds trained with another recipe/folds."""
     path = rdir / "config.toml"
@@ -121,4 +141,6 @@ def write_or_verify_config(
         },
         "recipe": recipe.to_dict(),
     }
+    if plan:
+        meta["plan"] = plan
     artifacts.atomic_write_text(path, to_toml(meta))

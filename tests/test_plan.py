@@ -1,0 +1,127 @@
+"""The time budget: plan arithmetic, probes under a fake clock, plan.toml written once and
+reused, runs left out, refusals, and the shipped recipe sets."""
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.competition.load import load_competition
+from pipeline.config import load_recipe
+from pipeline.errors import PipelineError
+from pipeline.layout import Workspace
+from pipeline.train import plan as planner
+
+from .fakes import write_leaves
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cost(kind="finetune", once=10.0, epoch=20.0, fold=5.0, probe=1.0):
+    return planner.Cost(kind, once, epoch, fold, probe, {})
+
+
+def test_budget_parsing():
+    assert planner.parse_budget("20m") == 1200 and planner.parse_budget("1.5h") == 5400
+    assert planner.parse_budget("90s") == 90 and planner.parse_budget("7") == 420
+    with pytest.raises(PipelineError, match="BUDGET='soon': use a duration like 20m"):
+        planner.parse_budget("soon")
+
+
+def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit():
+    costs = {"a": cost(), "f": cost("features", once=100.0, epoch=0.0, fold=4.0)}
+    # a: 10 + 5 * (E * 20 + 5) + 1 probe; f: 100 + 5 * 4 + 1 probe = 121
+    plan = planner.make_plan(costs, {"a": 4, "f": 1}, 5, 1000.0, auto=True)
+    # E = 8 (2x the recipe, the cap): 10 + 5 * 165 + 1 + 121 = 957 <= 1000
+    assert plan.epochs == {"a": 8, "f": 1} and plan.total_s == pytest.approx(957.0)
+    plan = planner.make_plan(costs, {"a": 4, "f": 1}, 5, 600.0, auto=True)
+    # E = 4: 10 + 5 * 85 + 1 + 121 = 557; E = 5: 657 > 600
+    assert plan.epochs["a"] == 4 and plan.total_s == pytest.approx(557.0)
+    plan = planner.make_plan(costs, {"a": 4, "f": 1}, 5, 200.0, auto=True)
+    # a at 1 epoch: 10 + 5 * 25 + 1 = 136; then f (121) no longer fits: left out
+    assert list(plan.costs) == ["a"] and plan.epochs == {"a": 1}
+    with pytest.raises(PipelineError, match="EPOCHS=recipe|too small"):
+        planner.make_plan({"a": cost()}, {"a": 4}, 5, 300.0, auto=False)
+    with pytest.raises(PipelineError) as e:
+        planner.make_plan(costs, {"a": 4, "f": 1}, 5, 100.0, auto=True)
+    assert str(e.value) == (
+        "BUDGET=1.66667m is too small for any run (1 epoch each): a 2.2 min, f 2.0 min "
+        "(probes 2 s); raise BUDGET or name cheaper RUNS"
+    )
+    text = planner.format_plan(plan, 100, 10, "cpu", ("f",))
+    assert "f                     left out" in text and "1 (4)" in text
+
+
+class FakeClock:
+    """Each reading is one second after the one before."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_leaves(tmp_path / "input" / "toy", n_per_class=10, n_test=6)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "t.toml").write_text(
+        'backbone = "test_resnet"\nimage_size = 16\nepochs = 2\nbatch_size = 8\ntta = ["none", "hflip"]\n'
+    )
+    assert main(["folds", "--comp", "input/toy", "--k", "2"]) == 0
+    return tmp_path
+
+
+def test_probe_arithmetic_under_a_fake_clock(toy):
+    comp = load_competition(toy / "input" / "toy")
+    ws = Workspace("toy", models=toy / "models", output=toy)
+    recipe = load_recipe(toy / "models" / "t.toml")
+    y = np.arange(30) % 3
+    c = planner.probe_run(comp, ws, recipe, y, 2, torch.device("cpu"), FakeClock(), batches=3)
+    # one tick for decode, one for the 3 timed training batches (24 images), one for prediction
+    # of 3 batches of 16 images (48, one view)
+    assert c.kind == "finetune" and c.once_s == 1.0
+    assert c.figures == {"train_ips": 24.0, "predict_ips_per_view": 48.0}
+    assert c.epoch_s == pytest.approx(15 / 24 + 15 / 48)  # 15 training rows, 15 validation rows
+    assert c.fold_s == pytest.approx((15 + 6) * 2 / 48 + planner.FOLD_OVERHEAD_S)
+
+
+def test_budget_plan_written_once_reused_and_recorded(toy, capsys):
+    comp = ["--comp", "input/toy"]
+    assert main(["train", *comp, "--runs", "t", "--budget", "60m", "--folds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "plan for BUDGET=60m on cpu: K=2" in out and "wrote models/toy/plan.toml" in out
+    saved = tomllib.loads((toy / "models/toy/plan.toml").read_text())
+    assert saved["budget_s"] == 3600 and saved["runs"]["t"]["epochs"] == 4  # 2x: the cap
+    assert main(["train", *comp, "--runs", "t"]) == 0  # no BUDGET: the written plan
+    out = capsys.readouterr().out
+    assert "plan: models/toy/plan.toml (BUDGET=60m" in out and "probing" not in out
+    cfg = tomllib.loads((toy / "models/toy/t/config.toml").read_text())
+    assert cfg["recipe"]["epochs"] == 4 and cfg["plan"]["epochs"] == 4
+    assert cfg["plan"]["budget_s"] == 3600 and cfg["wall"]["folds_s"] > 0
+    assert len(cfg["wall"]["fold_s"]) == 2
+    assert main(["train", *comp, "--runs", "t", "--budget", "20m"]) == 2
+    err = capsys.readouterr().err
+    assert "models/toy/plan.toml was planned for BUDGET=60m, not 20m; delete it" in err
+
+
+def test_shipped_sets_cpu_never_picks_gpu(toy, capsys):
+    ws = Workspace("toy", models=ROOT / "models")
+    cpu = sorted(p.stem for p in (ROOT / "models" / "cpu").glob("*.toml"))
+    gpu = sorted(p.stem for p in (ROOT / "models" / "gpu").glob("*.toml"))
+    assert cpu and gpu and not set(cpu) & set(gpu)
+    for run in cpu + gpu:
+        load_recipe(ws.recipe(run))  # every shipped recipe is valid
+    from pipeline.cli import _recipe_set
+
+    assert _recipe_set(ws, "auto", "cpu") == cpu
+    assert _recipe_set(ws, "cpu", "auto") == cpu
+    assert _recipe_set(ws, "gpu", "cpu") == gpu  # asked for by name only
+    with pytest.raises(PipelineError, match="RECIPES='big': use auto, cpu or gpu"):
+        _recipe_set(ws, "big", "cpu")
