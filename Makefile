@@ -47,7 +47,7 @@ DRY_FLAG := $(if $(filter-out 0,$(DRY_RUN)),--dry-run,)
 ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT) $(if $(CACHE),--cache $(CACHE),)
 
 .PHONY: help setup demo test lint check folds train curve ensemble report submit predict package \
-	lb weights bench bench-ensemble soak clean
+	lb weights bench plan-check bench-ensemble soak clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -160,6 +160,9 @@ BENCH_RUN = $(if $(and $(SYNTH),$(filter-out command line,$(origin RUN))),,--run
 bench: setup ## images/s of loader, bare model, real loop, prediction (WHOLE=1: one real fold)
 	$(PY) -m pipeline.tools bench $(if $(SYNTH),--synthetic --models $(MODELS),$(ROOTS)) $(BENCH_RUN) \
 		--set "$(SET)" --device $(DEVICE) $(if $(filter-out 0,$(WHOLE)),--whole,)
+
+plan-check: setup ## how close make train BUDGET=...'s plan came: planned vs measured seconds
+	$(PY) -m pipeline.tools plan-check $(ROOTS)
 
 bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthetic logits
 	$(PY) -m pipeline.tools bench-ensemble

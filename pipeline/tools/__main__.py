@@ -66,10 +66,17 @@ def cmd_score(a):
     score(Path(a.comp), Path(a.answers), Path(a.submission))
 
 
+def cmd_plan_check(a):
+    from ..cli import open_competition
+    from .plan_check import plan_check
+
+    plan_check(open_competition(a)[1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.tools",
-        description="developer tooling: bench, bench-ensemble, soak",
+        description="developer tooling: bench, plan-check, bench-ensemble, soak, formats, score",
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="verb")
     s = sub.add_parser("bench", help="images/s of loader, bare model, real loop, and prediction")
@@ -85,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batches", type=int, default=20, help="timed batches per figure")
     s.add_argument("--whole", action="store_true", help="also time a real train of one fold")
     s.add_argument("--fold", type=int, default=0, help="the fold --whole trains")
+    s = sub.add_parser("plan-check", help="a budget plan's seconds against the measured ones")
+    s.set_defaults(fn=cmd_plan_check)
+    add_comp(s)
     s = sub.add_parser("bench-ensemble", help="seconds per ensemble method, synthetic logits")
     s.set_defaults(fn=cmd_bench_ensemble)
     s.add_argument("--members", type=int, default=20)

@@ -31,14 +31,32 @@ if ("none", *CROP_SCALE) != AUGMENT_PRESETS:  # the names are config.AUGMENT_PRE
     raise ImportError(f"augment presets {AUGMENT_PRESETS} have no code here: {tuple(CROP_SCALE)}")
 
 
-def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -> np.memmap:
-    """Decode ``rel_paths`` (relative to ``root``) into ``cache_path``; reuse it if up to date."""
+def cached(rel_paths: list[str], size: int, cache_path: Path) -> np.memmap | None:
+    """The decode cache of ``rel_paths`` at ``size`` when it exists and is up to date."""
     key = hashlib.sha256(("\n".join(rel_paths) + f"|{size}").encode()).hexdigest()[:16]
     meta_path = cache_path.with_suffix(".json")
     shape = (len(rel_paths), size, size, 3)
     if cache_path.is_file() and meta_path.is_file():
         if json.loads(meta_path.read_text()).get("key") == key:
             return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
+    return None
+
+
+def decode_sample(root: Path, rel_paths: list[str], size: int) -> np.ndarray:
+    """The first images of ``rel_paths`` decoded into memory as a cache build would (threads,
+    resize), without writing a cache: what the time-budget probe times and trains on."""
+    out = np.empty((len(rel_paths), size, size, 3), dtype=np.uint8)
+    _decode_into(out, root, rel_paths, size, f"probe decode @{size}px")
+    return out
+
+
+def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -> np.memmap:
+    """Decode ``rel_paths`` (relative to ``root``) into ``cache_path``; reuse it if up to date."""
+    if (hit := cached(rel_paths, size, cache_path)) is not None:
+        return hit
+    key = hashlib.sha256(("\n".join(rel_paths) + f"|{size}").encode()).hexdigest()[:16]
+    meta_path = cache_path.with_suffix(".json")
+    shape = (len(rel_paths), size, size, 3)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_name(f".{cache_path.name}.tmp")
     out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
