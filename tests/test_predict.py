@@ -281,3 +281,18 @@ def test_kaggle_commands_of_package_code_submit_and_lb(copy, tmp_path, monkeypat
     assert ledger["oof_score"].notna().all() and ledger["nested_score"].notna().all()
     assert (copy / "submissions" / "toy" / "lb.png").stat().st_size > 0
     assert "2 of 2 rows matched 2 Kaggle rows" in capsys.readouterr().out
+
+
+def test_the_cli_predict_path_imports_nothing_a_kaggle_image_lacks():
+    """``python -m pipeline predict`` builds the whole parser first: it must not pull in
+    imagehash, cleanlab, albumentations or kaggle on the way (predict.json records them)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import pipeline.cli as c; c.build_parser(); import pipeline.predict.args; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'imagehash', 'cleanlab', 'albumentations', 'kaggle'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

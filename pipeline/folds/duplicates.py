@@ -15,7 +15,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -71,6 +70,8 @@ def hash_images(root: Path, rel_paths: list[str], cache: Path) -> tuple[np.ndarr
 
 
 def _hash_file(path: Path) -> tuple[str, str]:
+    import imagehash  # here, not at the top: the CLI's parser reads NEAR_DISTANCE from this module
+
     try:
         sha1 = hashlib.sha1(path.read_bytes()).hexdigest()
         # decoded as training decodes it (16-bit, RGBA, palette -> 8-bit RGB)
