@@ -131,3 +131,18 @@ def test_feature_recipe_needs_pretrained_weights():
         recipe_from_dict({"kind": "features", "backbone": "resnet18"})
     with pytest.raises(RecipeError, match='kind = .*"finetune", "features"'):
         recipe_from_dict({"kind": "frozen"})
+
+
+def test_a_feature_member_predicts_like_any_member(workdir, capsys):
+    """Ensembled, then ``make predict`` on the test folder: the folded best.pt of each fold
+    (loaded without the pretrained file) rewrites the ensemble's submission."""
+    import pandas as pd
+
+    comp = ["--comp", "input/toy"]
+    assert main(["train", *comp, "--runs", "f"]) == 0
+    assert main(["ensemble", *comp, "--runs", "f", "--methods", "soft", "--no-report"]) == 0
+    (workdir / "models" / "pretrained" / "test_resnet.safetensors").unlink()  # not needed
+    to = workdir / "pred" / "submission.csv"
+    assert main(["predict", *comp, "--test", "input/toy", "--to", str(to)]) == 0
+    made = pd.read_csv(workdir / "submissions" / "toy" / "ensemble" / "submission.csv")
+    assert pd.read_csv(to).equals(made)

@@ -31,7 +31,7 @@ def test_budget_parsing():
         planner.parse_budget("soon")
 
 
-def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit():
+def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_path):
     costs = {"a": cost(), "f": cost("features", once=100.0, epoch=0.0, fold=4.0)}
     # a: 10 + 5 * (E * 20 + 5) + 1 probe; f: 100 + 5 * 4 + 1 probe = 121
     plan = planner.make_plan(costs, {"a": 4, "f": 1}, 5, 1000.0, auto=True)
@@ -53,6 +53,10 @@ def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit():
     )
     text = planner.format_plan(plan, 100, 10, "cpu", ("f",))
     assert "f                     left out" in text and "1 (4)" in text
+    planner.write_plan(Path(tmp_path) / "plan.toml", plan, "cpu", ("f",), costs)
+    saved = tomllib.loads((Path(tmp_path) / "plan.toml").read_text())
+    assert saved["left_out"] == ["f"] and saved["left_out_costs"]["f"]["smallest_s"] == 120.0
+    assert saved["runs"]["a"]["epochs"] == 1 and saved["total_s"] == 136.0
 
 
 class FakeClock:

@@ -154,7 +154,11 @@ def format_plan(
 # ---------------------------------------------------------------- plan.toml
 
 
-def write_plan(path: Path, plan: Plan, device: str, left_out: tuple[str, ...] = ()) -> None:
+def write_plan(
+    path: Path, plan: Plan, device: str, left_out: tuple[str, ...] = (), costs: dict | None = None
+) -> None:
+    """``plan.toml``; ``costs`` (every probed run) adds the left-out runs' smallest seconds and
+    probe figures under ``[left_out_costs]``, so a user sees what a larger budget would buy."""
     runs = {
         r: {
             "kind": c.kind,
@@ -175,6 +179,14 @@ def write_plan(path: Path, plan: Plan, device: str, left_out: tuple[str, ...] = 
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "runs": runs,
     }
+    if left_out and costs:
+        meta["left_out_costs"] = {
+            r: {
+                "smallest_s": round(costs[r].seconds(1, plan.k), 1),
+                **{k: round(v, 2) for k, v in costs[r].figures.items()},
+            }
+            for r in left_out
+        }
     artifacts.atomic_write_text(path, to_toml(meta))
 
 
@@ -367,7 +379,7 @@ def resolve_plan(
         plan = make_plan(costs, epochs, k, budget_s, auto)
         dropped = tuple(r for r in costs if r not in plan.costs)
         print(format_plan(plan, len(comp.train), len(comp.test), str(device), dropped))
-        write_plan(path, plan, str(device), dropped)
+        write_plan(path, plan, str(device), dropped, costs)
         print(f"wrote {path}: re-runs and resumes use these epochs (delete it to plan again)")
         saved = read_plan(path)
     else:
