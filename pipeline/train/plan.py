@@ -14,21 +14,18 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import artifacts
-from ..config import Recipe, to_toml
+from ..config import to_toml
 from ..errors import PipelineError
+from .probe import FOLD_OVERHEAD_S as FOLD_OVERHEAD_S
+from .probe import Cost, probe_run
 
-SAMPLE = 512  # images the probe decodes (when not cached) and times on
-FOLD_OVERHEAD_S = 3.0  # per fold: model creation, checkpoints, metrics, curves
 MAX_SCALE = 2.0  # EPOCHS=auto never more than doubles a recipe's epochs
-Clock = Callable[[], float]
 
 
 def parse_budget(text: str) -> float:
@@ -37,24 +34,6 @@ def parse_budget(text: str) -> float:
     if not m or float(m.group(1)) <= 0:
         raise PipelineError(f"BUDGET={text!r}: use a duration like 20m, 1.5h or 900s")
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "": 60}[m.group(2)]
-
-
-@dataclass(frozen=True)
-class Cost:
-    """What one run costs: ``once_s`` (decode, embeddings, the L2 path), ``epoch_s`` (one epoch
-    of one fold: training and validation), ``fold_s`` (per fold: OOF and test prediction or a
-    head fit, overhead), and what its probe took."""
-
-    kind: str
-    once_s: float
-    epoch_s: float
-    fold_s: float
-    probe_s: float
-    figures: dict  # the measured rates behind it (images/s), for the plan file
-
-    def seconds(self, epochs: int, k: int) -> float:
-        per_fold = (epochs * self.epoch_s if self.kind == "finetune" else 0.0) + self.fold_s
-        return self.once_s + k * per_fold
 
 
 @dataclass(frozen=True)
@@ -207,145 +186,6 @@ def planned_epochs(saved: dict, path: Path, runs: list[str], budget_s: float | N
             f"{path} does not plan run {missing[0]!r}; delete it to plan again with these RUNS"
         )
     return {r: int(saved["runs"][r]["epochs"]) for r in runs if r in saved["runs"]}
-
-
-# ---------------------------------------------------------------- probes
-
-
-class _First:
-    """The first ``warmup + batches`` batches of a loader; the clock starts at batch ``warmup``."""
-
-    def __init__(self, loader, warmup: int, batches: int, clock: Clock):
-        self.loader, self.warmup, self.batches, self.clock = loader, warmup, batches, clock
-        self.t0 = self.images = 0
-
-    def __len__(self) -> int:
-        return self.warmup + self.batches
-
-    def __iter__(self):
-        i = 0
-        while True:  # a small dataset wraps around
-            for batch in self.loader:
-                if i == len(self):
-                    return
-                if i == self.warmup:
-                    self.t0 = self.clock()
-                if i >= self.warmup:
-                    self.images += len(batch[1])
-                i += 1
-                yield batch
-
-
-def probe_run(
-    comp,
-    ws,
-    recipe: Recipe,
-    y_all: np.ndarray,
-    k: int,
-    device: torch.device,
-    clock: Clock = time.perf_counter,
-    batches: int = 4,
-    warmup: int = 1,
-) -> Cost:
-    """Time ``recipe`` on this machine: decoding ``SAMPLE`` images (unless the decode cache
-    exists; nothing is written), then a few batches of the real training loop and of prediction
-    on them, or of embedding for a feature member."""
-    from . import features, loop
-    from .backbone import create_model, data_config
-    from .data import (
-        CachedImages,
-        auto_workers,
-        cached,
-        decode_sample,
-        loader_transform,
-        make_loader,
-    )
-
-    start = clock()
-    size = recipe.image_size
-    n_train, n_test, n_classes = len(comp.train), len(comp.test), len(comp.classes)
-    paths = comp.train["path"].tolist()
-    hit = cached(paths, size, ws.decode_cache("train", size))
-    n_sample = min(SAMPLE, n_train)
-    images = (
-        np.asarray(hit[:n_sample])
-        if hit is not None
-        else decode_sample(comp.root, paths[:n_sample], size)
-    )
-    decode_s = 0.0 if hit is not None else (clock() - start) * (n_train + n_test) / n_sample
-    start = clock()
-    views = len(recipe.tta)
-    pbs = recipe.batch_size * 2
-    # as the fold's own prediction runs it (channels_last input: 1.8x on this CPU for lite0)
-    how = {"dtype": loop.amp_dtype(recipe, device), "channels_last": recipe.channels_last}
-    if recipe.kind == "features":
-        model = create_model(recipe, 0).to(device)
-        cfg = data_config(model, recipe)
-        norm = (torch.tensor(cfg["mean"], device=device), torch.tensor(cfg["std"], device=device))
-        args = (norm, device, pbs)
-        cached = features.cached_views(comp, ws, recipe)
-        todo = (n_train + n_test) * (views - len(cached["train"]))
-        if todo:
-            rows = np.arange((warmup + batches) * pbs) % n_sample
-            loop.predict(model, images, rows[: warmup * pbs], ("none",), *args, **how)
-            t = clock()
-            loop.predict(model, images, rows[warmup * pbs :], ("none",), *args, **how)
-            embed_ips = batches * pbs / max(clock() - t, 1e-9)
-        else:
-            embed_ips = float("inf")
-        head_s = _head_seconds(n_train * (k - 1) // k * views, model.num_features, n_classes, clock)
-        path_s = head_s * features.PATH_ITER / features.MAX_ITER * len(features.L2_PATH) * 0.6
-        return Cost(
-            "features",
-            once_s=decode_s + todo / embed_ips + path_s,
-            epoch_s=0.0,
-            fold_s=head_s + FOLD_OVERHEAD_S,
-            probe_s=clock() - start,
-            figures={"decode_s": decode_s, "embed_ips": min(embed_ips, 1e9), "head_fit_s": head_s},
-        )
-    model = create_model(recipe, n_classes).to(device)
-    cfg = data_config(model, recipe)
-    norm = (torch.tensor(cfg["mean"], device=device), torch.tensor(cfg["std"], device=device))
-    ds = CachedImages(images, np.arange(n_sample), y_all[:n_sample], loader_transform(recipe), 0)
-    loader = make_loader(
-        ds, recipe.batch_size, True, recipe.seed, auto_workers(recipe, device), device
-    )
-    state = loop.make_state(
-        model, recipe, norm, device, len(loader), n_classes, comp.task.multilabel
-    )
-    timed = _First(loader, warmup, batches, clock)
-    loop.train_one_epoch(state, timed, "probe train")
-    train_ips = timed.images / max(clock() - timed.t0, 1e-9)
-    rows = np.arange(batches * pbs) % n_sample
-    args = (norm, device, pbs)
-    loop.predict(state.eval_model(), images, rows[:pbs], ("none",), *args, **how)
-    t = clock()
-    loop.predict(state.eval_model(), images, rows, ("none",), *args, **how)
-    view_ips = len(rows) / max(clock() - t, 1e-9)  # one view
-    fold_train, fold_val = n_train * (k - 1) / k, n_train / k
-    return Cost(
-        "finetune",
-        once_s=decode_s,
-        epoch_s=fold_train / train_ips + fold_val / view_ips,
-        fold_s=(fold_val + n_test) * views / view_ips + FOLD_OVERHEAD_S,
-        probe_s=clock() - start,
-        figures={"decode_s": decode_s, "train_ips": train_ips, "predict_ips_per_view": view_ips},
-    )
-
-
-def _head_seconds(n: int, d: int, c: int, clock: Clock, evals: int = 3) -> float:
-    """One fold's L-BFGS head fit, priced from ``evals`` loss+gradient evaluations of its size
-    (about 1.3 evaluations per iteration with the strong-Wolfe line search)."""
-    from .features import MAX_ITER
-
-    x = torch.randn(n, d)
-    w = torch.zeros(c, d, requires_grad=True)
-    y = torch.randint(0, c, (n,))
-    t = clock()
-    for _ in range(evals):
-        loss = torch.nn.functional.cross_entropy(x @ w.T, y)
-        loss.backward()
-    return (clock() - t) / evals * MAX_ITER * 1.3
 
 
 # ---------------------------------------------------------------- the train stage's use
