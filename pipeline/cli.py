@@ -68,6 +68,13 @@ def cmd_train(a):
     if a.epochs not in ("auto", "recipe"):
         raise PipelineError(f"EPOCHS={a.epochs!r}: use auto (fit BUDGET) or recipe")
     budget = parse_budget(a.budget) if a.budget else None
+
+    def teach(run: str, teacher: str, folds: list[int]) -> None:
+        from .teach import teach as write_targets
+        from .train.backbone import resolve_device
+
+        write_targets(comp, ws, resolve_device(a.device), run, teacher, folds)
+
     train_stage(
         comp,
         ws,
@@ -78,6 +85,7 @@ def cmd_train(a):
         dispatch,
         budget_s=budget,
         auto_epochs=a.epochs == "auto",
+        teach=teach,
     )
 
 

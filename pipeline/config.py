@@ -22,10 +22,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pretrained": ("none", "hub"),
     "optimizer": ("adamw", "sgd"),
     "amp": ("auto", "bf16", "fp16", "off"),
+    "checkpoint": ("best", "last"),
 }
 
 # fields added after runs were trained: a run's config.toml without one meant this value
-ADDED_LATER: dict[str, Any] = {"kind": "finetune"}
+ADDED_LATER: dict[str, Any] = {
+    "kind": "finetune",
+    "teacher": "",
+    "distill_weight": 0.5,
+    "pseudo_floor": 0.0,
+    "checkpoint": "best",
+}
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,16 @@ class Recipe:
     accum_steps: int = 1  # gradient accumulation: one optimizer step per this many batches
     clip_grad: float = 0.0  # max global gradient norm; 0 = off
     patience: int = 0  # stop after this many epochs without a val-accuracy gain; 0 = off
+    checkpoint: str = "best"  # best.pt = the best val epoch, or "last" (a teacher's fold model)
     freeze_epochs: int = 0  # first N epochs train only the head (linear probe), then everything
     amp: str = "auto"  # CUDA mixed precision: auto (bf16 if supported, else fp16), bf16, fp16, off
     channels_last: bool = True  # NHWC memory format, CPU and CUDA (CPU: lite0 1.8x, mnv3 2x)
     compile: bool = False  # torch.compile the model on CUDA (ignored on CPU); eager if it fails
     device_augment: bool = False  # the preset's crop + flip per batch on the device, not the loader
     custom_augment: tuple = ()  # extra Albumentations ops after the preset: [{name = "CLAHE", p = 0.3}]
+    teacher: str = ""  # a finished ensemble (make ensemble NAME=...) whose soft targets it learns
+    distill_weight: float = 0.5  # with a teacher: target = (1 - this) * label + this * teacher
+    pseudo_floor: float = 0.0  # with a teacher: test images this sure join training; 0 = none
 
     def __post_init__(self) -> None:
         for name, valid in CHOICES.items():
@@ -95,6 +106,21 @@ class Recipe:
             raise RecipeError(
                 'kind = "features" embeds with a frozen pretrained backbone: set pretrained_file '
                 '(offline, see `make weights`) or pretrained = "hub"'
+            )
+        if not 0 <= self.distill_weight <= 1 or not 0 <= self.pseudo_floor < 1:
+            raise RecipeError(
+                f"distill_weight = {self.distill_weight} must be in [0, 1] and pseudo_floor = "
+                f"{self.pseudo_floor} in [0, 1)"
+            )
+        if self.pseudo_floor > 0 and not self.teacher:
+            raise RecipeError(
+                f"pseudo_floor = {self.pseudo_floor} needs teacher = the name of a finished "
+                'ensemble (make ensemble NAME=...), e.g. teacher = "ensemble"'
+            )
+        if self.teacher and (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
+            raise RecipeError(
+                f"teacher = {self.teacher!r} with mixup/cutmix: mixing soft targets is not "
+                "supported; set mixup_alpha = 0 and cutmix_alpha = 0 in a student recipe"
             )
         if self.lr <= 0:
             raise RecipeError(f"lr = {self.lr} must be positive")

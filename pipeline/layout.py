@@ -91,6 +91,16 @@ class Workspace:
     def fold_dir(self, run: str, fold: int) -> Path:
         return self.run_dir(run) / f"fold{fold}"
 
+    def fit_logits(self, run: str, fold: int) -> Path:
+        """The fold model's logits on its own training rows, made when a student's teacher
+        ensemble counts the run among its members (``train/student.py``)."""
+        return self.fold_dir(run, fold) / "fit.npz"
+
+    def teacher_targets(self, teacher: str, fold: int) -> Path:
+        """Soft targets for the students of fold ``fold`` from the finished ensemble ``teacher``:
+        made only from what never saw fold ``fold``'s labels (``pipeline/teach``)."""
+        return self.runs_dir / "teachers" / teacher / f"fold{fold}.npz"
+
     def job_log(self, run: str, fold: int) -> Path:
         """Console output of a (run, fold) trained by a worker (``JOBS`` > 1, ``EXECUTOR=ray``)."""
         return self.run_dir(run) / "logs" / f"fold{fold}.log"

@@ -51,10 +51,10 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
         oof = {str(i): z["logits"][:, n] for n, i in enumerate(z["ids"])}
     with np.load(rdir / "test.npz") as z:
         assert z["logits"].shape == (2, 6, 3)
-    head = json.loads((rdir / "head.json").read_text())
-    assert head["l2"] in features.L2_PATH and head["path"][0]["l2"] == features.L2_PATH[0]
     done = json.loads((rdir / "fold1" / "done.json").read_text())
-    assert done["kind"] == "features" and done["l2"] == head["l2"]
+    assert done["l2"] in features.L2_PATH and done["l2_path"][0]["l2"] == features.L2_PATH[0]
+    assert done["kind"] == "features" and done["l2_inner_val"] == 2  # never fold 1 itself
+    assert done["holdout_used"] is False and done["pseudo_labels"] == 0
     assert done["val_acc"] > 0.5  # the class blob is linearly visible in random-net features
     out = capsys.readouterr().out
     assert "embedded 36 train images x 2 views" in out and "OOF accuracy by view" in out

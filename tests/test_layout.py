@@ -1,6 +1,6 @@
 """Architecture tests for the ``pipeline`` package layout.
 
-Layers (high -> low): tools > __main__ > cli > predict > {folds | train | ensemble | report | submit}
+Layers (high -> low): tools > __main__ > cli > teach > predict > {folds | train | ensemble | report | submit}
 > competition > core (config, layout, artifacts, errors, plots, lazy).
 
 The contracts themselves live in ``[tool.importlinter]`` in pyproject.toml; these tests

@@ -121,6 +121,16 @@ def _candidates(tried: list[str], task: Task) -> dict[str, Callable[[], Any]]:
     return out
 
 
+def method_factory(name: str, task: Task) -> Callable[[], Any]:
+    """A factory of the method ``name`` as the leaderboard scored it (``logit``, ``stack+cuts``,
+    ...): what refitting a saved ensemble on other rows needs (a student's teacher per fold)."""
+    base = canonical(name.partition("+")[0])
+    candidates = _candidates([base], task)
+    if name not in candidates:
+        raise PipelineError(f"method {name!r} is not one this pipeline fits for {task.metric}")
+    return candidates[name]
+
+
 def _state_meta(
     comp: Competition, ws: Workspace, members: Members, oof: OOF, dup_labels: bool
 ) -> dict[str, Any]:

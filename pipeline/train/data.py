@@ -132,8 +132,29 @@ def _preset(preset: str, size: int) -> list:
     return ops
 
 
+class Joined:
+    """Two ``(N, S, S, 3) uint8`` caches read as one (train rows, then test rows): what a
+    student with pseudo-labels trains on. Indexed by an array of rows, like a memmap."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray) -> None:
+        self.first, self.second = first, second
+        self.shape = (len(first) + len(second), *first.shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.asarray(rows)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        head = rows < len(self.first)
+        out[head] = self.first[rows[head]]
+        out[~head] = self.second[rows[~head] - len(self.first)]
+        return out
+
+
 class CachedImages(torch.utils.data.Dataset):
-    """Rows of a uint8 cache. Keys are ``epoch * len(self) + i`` (see ``EpochSampler``)."""
+    """Rows of a uint8 cache. Keys are ``epoch * len(self) + i`` (see ``EpochSampler``).
+    With ``soft (N, C)`` (a student's targets by row) batches carry them as a third tensor."""
 
     def __init__(
         self,
@@ -142,9 +163,10 @@ class CachedImages(torch.utils.data.Dataset):
         labels: np.ndarray | None,
         transform: A.Compose | None = None,
         seed: int = 0,
+        soft: np.ndarray | None = None,
     ) -> None:
         self.images, self.rows, self.labels = images, np.asarray(rows), labels
-        self.transform, self.seed = transform, seed
+        self.transform, self.seed, self.soft = transform, seed, soft
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -152,8 +174,9 @@ class CachedImages(torch.utils.data.Dataset):
     def __getitem__(self, key: int):
         return self.__getitems__([key])
 
-    def __getitems__(self, keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch ``(B, S, S, 3) uint8`` and labels ``(B,)``; augmentation seeded per batch."""
+    def __getitems__(self, keys: list[int]) -> tuple[torch.Tensor, ...]:
+        """One batch ``(B, S, S, 3) uint8``, labels ``(B,)`` (and soft targets ``(B, C)``);
+        augmentation seeded per batch."""
         epoch, first = divmod(int(keys[0]), len(self))
         idx = np.asarray([k % len(self) for k in keys])
         batch = np.ascontiguousarray(self.images[self.rows[idx]])
@@ -161,7 +184,10 @@ class CachedImages(torch.utils.data.Dataset):
             self.transform.set_random_seed(self.seed * 1_000_003 + epoch * 10_007 + first)
             batch = np.stack([self.transform(image=img)["image"] for img in batch])
         labels = self.labels[self.rows[idx]] if self.labels is not None else np.zeros(len(idx))
-        return torch.from_numpy(batch), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        out = (torch.from_numpy(batch), torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+        if self.soft is None:
+            return out
+        return *out, torch.from_numpy(np.asarray(self.soft[self.rows[idx]], dtype=np.float32))
 
 
 class EpochSampler(torch.utils.data.Sampler):

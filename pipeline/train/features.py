@@ -4,9 +4,9 @@ A pretrained backbone embeds every train and test image once per (backbone, weig
 size, TTA view); the embeddings are an artifact under ``<models>/<comp>/features/`` that every
 fold and every head of that backbone shares. Each fold then fits a softmax (or, multi-label,
 sigmoid) linear head on standardised embeddings of its training rows under every view (each view
-is a label-preserving augmentation): full-batch L-BFGS in float32. The L2 strength is chosen once
-per run along a warm-started path from strong to weak, by an inner split of fold 0's training
-rows (``run_l2``).
+is a label-preserving augmentation): full-batch L-BFGS in float32. Each fold chooses its L2
+strength along a warm-started path from strong to weak on its own training rows (the next fold
+is the inner validation set), so nothing in a fold model was chosen with its held-out labels.
 
 The head is folded into the backbone's classifier (``W / sd``, ``b - mu / sd . W``) and saved as
 ``best.pt`` like any fine-tuned fold, so prediction and packaging treat both kinds alike. The
@@ -31,7 +31,7 @@ from ..competition import Competition
 from ..competition.task import encode
 from ..config import Recipe
 from ..layout import Workspace
-from . import loop
+from . import loop, student
 from .backbone import create_model, data_config
 from .data import build_cache
 from .fold import save_torch
@@ -147,11 +147,14 @@ def fit_head(
     max_iter: int = MAX_ITER,
 ) -> LinearHead:
     """Minimise mean cross-entropy (or BCE) + ``l2 / 2 * |W|^2`` by full-batch L-BFGS, float32.
-    ``init`` (same standardiser) warm-starts it; ``y`` is ``(N,)`` classes or ``(N, C)`` 0/1."""
+    ``init`` (same standardiser) warm-starts it; ``y`` is ``(N,)`` classes, or ``(N, C)``
+    targets: 0/1 (or probabilities) per label for multi-label, class probabilities (a
+    teacher's soft targets) for single-label."""
     mean, scale = (init.mean, init.scale) if init is not None else standardiser(x)
     xs = (torch.as_tensor(x, dtype=torch.float32) - mean) / scale
     yt = torch.as_tensor(y)
-    yt = yt.float() if multilabel else yt.long()
+    soft = yt.is_floating_point() or multilabel
+    yt = yt.float() if soft else yt.long()
     d = xs.shape[1]
     w = (init.weight.clone() if init else torch.zeros(n_classes, d)).requires_grad_(True)
     b = (init.bias.clone() if init else torch.zeros(n_classes)).requires_grad_(True)
@@ -168,7 +171,10 @@ def fit_head(
     def closure() -> torch.Tensor:
         opt.zero_grad()
         z = xs @ w.T + b
-        data = F.binary_cross_entropy_with_logits(z, yt) if multilabel else F.cross_entropy(z, yt)
+        if multilabel:
+            data = F.binary_cross_entropy_with_logits(z, yt)
+        else:  # class indices or class probabilities (soft targets)
+            data = F.cross_entropy(z, yt)
         loss = data + 0.5 * l2 * (w * w).sum()
         loss.backward()
         return loss
@@ -178,17 +184,25 @@ def fit_head(
 
 
 def stack_views(feats: np.ndarray, rows: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Training rows under every view (each view is a label-preserving augmentation)."""
+    """Training rows under every view (each view is a label-preserving augmentation); ``y``
+    holds each row's target (a class, 0/1 per label, or a student's soft targets)."""
     x = feats[:, rows].reshape(-1, feats.shape[-1])
     return x, np.concatenate([y[rows]] * feats.shape[0])
 
 
 def choose_l2(
-    task, feats: np.ndarray, y_all: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray, n: int
+    task,
+    feats: np.ndarray,
+    targets: np.ndarray,
+    y_all: np.ndarray,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    n: int,
 ) -> tuple[float, list[dict]]:
-    """Walk ``L2_PATH`` on ``fit_rows`` (warm starts), score each on ``val_rows`` (view none's
-    logits) under the competition metric; stop two steps past the best."""
-    x, y = stack_views(feats, fit_rows, y_all)
+    """Walk ``L2_PATH`` fitting ``targets`` of ``fit_rows`` (warm starts), score each on the
+    labels ``y_all`` of ``val_rows`` (view none's logits) under the competition metric; stop two
+    steps past the best."""
+    x, y = stack_views(feats, fit_rows, targets)
     head, best, path = None, None, []
     for l2 in L2_PATH:
         head = fit_head(x, y, n, l2, task.multilabel, init=head, max_iter=PATH_ITER)
@@ -202,29 +216,6 @@ def choose_l2(
     return best[0], path
 
 
-def run_l2(
-    ws: Workspace, run: str, task, feats: np.ndarray, y_all: np.ndarray, rows, folds, n: int
-) -> dict:
-    """The run's L2 strength, chosen once (``<run>/head.json``) by an inner split of fold 0's
-    training rows: fold 1 is the inner validation set, folds 2.. the inner training set. Fold
-    0's held-out rows take no part; a later fold's rows helped pick one of seven values."""
-    path = ws.run_dir(run) / "head.json"
-    if path.is_file():
-        return artifacts.read_json(path, f"delete {path} and re-run make train")
-    k = int(folds.max()) + 1
-    val = 1 % k
-    fit_rows = rows[(folds != 0) & (folds != val)]
-    l2, steps = choose_l2(task, feats, y_all, fit_rows, rows[folds == val], n)
-    chosen = {"l2": l2, "inner_train": "folds 2..", "inner_val": "fold 1", "path": steps}
-    artifacts.write_json(path, chosen)
-    print(
-        f"{run}: L2 {l2:g} chosen on fold 0's rows (inner {task.metric}: "
-        + ", ".join(f"{p['l2']:g} {p['inner_score']:.4f}" for p in steps)
-        + ")"
-    )
-    return chosen
-
-
 def train_features_fold(
     comp: Competition,
     ws: Workspace,
@@ -235,7 +226,10 @@ def train_features_fold(
     fold: int,
     device: torch.device,
 ) -> None:
-    """One fold of a feature member: fit the head at the run's L2, write the fold's outputs."""
+    """One fold of a feature member: choose its L2 on its own training rows (the next fold is
+    the inner validation set), fit the head, write the fold's outputs. A student (``teacher``
+    in the recipe) fits its teacher's soft targets, plus confident test images, at the L2 its
+    labels choose."""
     t0 = time.perf_counter()
     fdir = ws.fold_dir(run, fold)
     task = comp.task
@@ -247,9 +241,21 @@ def train_features_fold(
     y_all[rows] = y
     n = len(comp.classes)
     torch.manual_seed(recipe.seed + fold)
-    l2 = run_l2(ws, run, task, train_feats, y_all, rows, folds, n)["l2"]
+    k = int(folds.max()) + 1
+    inner = (fold + 1) % k
     tr_rows, va_rows = rows[folds != fold], rows[folds == fold]
-    x, yy = stack_views(train_feats, tr_rows, y_all)
+    inner_fit, inner_val = rows[(folds != fold) & (folds != inner)], rows[folds == inner]
+    feats, targets, extra = train_feats, y_all, np.zeros(0, dtype=np.int64)  # extra: pseudo rows
+    if recipe.teacher:
+        taught = student.lesson(comp, ws, recipe, fold, fhash, tr_rows, y_all)
+        tqdm.write(f"{run} fold {fold}: {student.describe(taught, recipe, len(comp.test))}")
+        feats = np.concatenate([train_feats, test_feats[:, taught.pseudo]], axis=1)
+        targets = np.concatenate([taught.soft, taught.pseudo_soft])
+        extra = len(comp.train) + np.arange(len(taught.pseudo))
+    # a student's L2 is chosen on the labels alone: its teacher's targets for the inner training
+    # rows come from fold models that trained on the inner validation fold
+    l2, steps = choose_l2(task, train_feats, y_all, y_all, inner_fit, inner_val, n)
+    x, yy = stack_views(feats, np.r_[tr_rows, extra], targets)
     head = fit_head(x, yy, n, l2, task.multilabel)
     oof = np.stack([head.logits(f[va_rows]).numpy() for f in train_feats])
     test = np.stack([head.logits(f).numpy() for f in test_feats])
@@ -281,12 +287,18 @@ def train_features_fold(
         "epochs": 1,
         "seconds": round(secs, 1),  # embedding included when this fold computed them
         "threads": torch.get_num_threads(),
+        "holdout_used": False,  # nothing was chosen on this fold's held-out rows
+        "l2_inner_val": inner,
+        "l2_path": steps,
+        "pseudo_labels": len(extra),
         **row,
     }
     artifacts.write_json(fdir / "done.json", done)
     tqdm.write(
-        f"{run} fold {fold}: linear head at L2 {l2:g}, val loss {val_loss:.3f} "
-        f"{task.metric} {val_score:.4f} (view none), {secs:.0f} s"
+        f"{run} fold {fold}: linear head at L2 {l2:g} (chosen with fold {inner} as inner "
+        f"validation: "
+        + ", ".join(f"{p['l2']:g} {p['inner_score']:.4f}" for p in steps)
+        + f"), val loss {val_loss:.3f} {task.metric} {val_score:.4f} (view none), {secs:.0f} s"
     )
 
 

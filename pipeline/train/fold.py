@@ -22,10 +22,10 @@ from ..competition import Competition
 from ..competition.task import encode
 from ..config import Recipe
 from ..layout import Workspace
-from . import loop
+from . import loop, student
 from .backbone import create_model, data_config
 from .curves import plot_curves
-from .data import CachedImages, auto_workers, build_cache, loader_transform, make_loader
+from .data import CachedImages, Joined, auto_workers, build_cache, loader_transform, make_loader
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,38 @@ def setup_fold(job: FoldJob) -> FoldSetup:
     train_imgs = build_cache(comp.root, comp.train["path"].tolist(), r.image_size, cache)
     va_rows = rows[folds == fold]  # rows of the decode cache, i.e. of comp.train
     aug = loader_transform(r)
-    ds = CachedImages(train_imgs, rows[folds != fold], y_all, aug, seed=r.seed + fold)
+    images, tr_rows, labels, soft = train_imgs, rows[folds != fold], y_all, None
+    if r.teacher:  # a student: soft targets, and confident test images after the train rows
+        images, tr_rows, labels, soft = _student_rows(job, train_imgs, tr_rows, y_all)
+    ds = CachedImages(images, tr_rows, labels, aug, seed=r.seed + fold, soft=soft)
     loader = make_loader(ds, r.batch_size, True, r.seed + fold, auto_workers(r, dev), dev)
     state = loop.make_state(
         model, r, norm, dev, len(loader), len(comp.classes), comp.task.multilabel
     )
     return FoldSetup(model, cfg, norm, train_imgs, va_rows, y_all, state, loader)
+
+
+def _student_rows(job: FoldJob, train_imgs: np.ndarray, tr_rows: np.ndarray, y_all: np.ndarray):
+    """A student's training data: ``(images, rows, labels, soft targets)``, where images and
+    rows reach past the train cache into the test cache for the pseudo-labelled images."""
+    comp, r = job.comp, job.recipe
+    taught = student.lesson(comp, job.ws, r, job.fold, job.fhash, tr_rows, y_all)
+    tqdm.write(f"{job.tag}: {student.describe(taught, r, len(comp.test))}")
+    if not len(taught.pseudo):
+        return train_imgs, tr_rows, y_all, taught.soft
+    size, n = r.image_size, len(comp.train)
+    test_imgs = build_cache(
+        comp.root, comp.test["path"].tolist(), size, job.ws.decode_cache("test", size)
+    )
+    t_probs = taught.pseudo_soft
+    t_labels = (t_probs > 0.5).astype(np.int64) if comp.task.multilabel else t_probs.argmax(1)
+    labels = np.full((n + len(comp.test), *y_all.shape[1:]), -1, dtype=np.int64)
+    labels[:n] = y_all
+    labels[n + taught.pseudo] = t_labels  # what train accuracy counts for a pseudo-label
+    soft = np.zeros((n + len(comp.test), taught.soft.shape[1]), dtype=np.float32)
+    soft[:n] = taught.soft
+    soft[n + taught.pseudo] = t_probs
+    return Joined(train_imgs, test_imgs), np.r_[tr_rows, n + taught.pseudo], labels, soft
 
 
 def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
@@ -129,7 +155,7 @@ def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
         row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
         row["val_score"] = task.score(y_va, task.probabilities(va))  # picks the best epoch
         history.append({"epoch": epoch + 1, **row})
-        if improved := _improves(task, row, best):
+        if improved := _improves(task, row, best) or r.checkpoint == "last":
             best = (row["val_score"], row["val_loss"])
             weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
             save_torch(fdir / "best.pt", weights)
@@ -204,6 +230,9 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict], seconds: fl
         "epochs": len(metrics),
         "threads": torch.get_num_threads(),  # float sums differ with the thread count
         "seconds": round(seconds, 1),  # this process's part (a resumed fold's last attempt)
+        # whether the held-out labels chose this model: a best epoch before the recipe's last
+        # (or an early stop); such a fold model cannot teach its fold's student
+        "holdout_used": int(best["epoch"]) != job.recipe.epochs,
     }
     artifacts.write_json(fdir / "done.json", done)
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint

@@ -193,7 +193,7 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
     correct = torch.zeros((), dtype=torch.float64, device=dev)
     seen, t0 = 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=None, dynamic_ncols=True)
-    for i, (images, labels) in enumerate(bar):
+    for i, (images, labels, *taught) in enumerate(bar):
         x = to_input(images, *state.norm, dev, r.channels_last)
         if r.device_augment:
             x = device_augment(x, r.augment)
@@ -201,9 +201,14 @@ def train_one_epoch(state: TrainState, loader, desc: str) -> dict:
         target = state.mixup(x, y) if state.mixup is not None else None
         if target is not None:
             x, target = target
+        soft = taught[0].to(dev, non_blocking=True) if taught else None  # a student's targets
         with autocast(dev, dtype):
             logits = state.forward(x)
-            if state.multilabel:
+            if soft is not None and state.multilabel:
+                loss = F.binary_cross_entropy_with_logits(logits.float(), soft)
+            elif soft is not None:
+                loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            elif state.multilabel:
                 loss = bce(logits, y, r.label_smoothing)
             elif target is not None:
                 loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()

@@ -24,7 +24,7 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class Cost:
-    """What one run costs: ``once_s`` (decode, embeddings, the L2 path), ``epoch_s`` (one epoch
+    """What one run costs: ``once_s`` (decode, embeddings), ``epoch_s`` (one epoch
     of one fold: training and validation), ``fold_s`` (per fold: OOF and test prediction or a
     head fit, overhead), and what its probe took."""
 
@@ -139,14 +139,15 @@ def _probe_features(comp, ws, recipe, images, y_all, k, device, clock, batches, 
         if todo
         else float("inf")
     )
-    n_fit = n_train * (k - 1) // k * views
+    pseudo = len(comp.test) if recipe.pseudo_floor > 0 else 0  # at most every test image
+    n_fit = (n_train * (k - 1) // k + pseudo) * views
     head_s = _head_seconds(n_fit, model.num_features, len(comp.classes), clock)
     path_s = head_s * features.PATH_ITER / features.MAX_ITER * len(features.L2_PATH) * 0.6
     return Cost(
         "features",
-        once_s=todo / embed_ips + path_s,
+        once_s=todo / embed_ips,
         epoch_s=0.0,
-        fold_s=head_s + FOLD_OVERHEAD_S,
+        fold_s=head_s + path_s + FOLD_OVERHEAD_S,  # each fold walks its own L2 path
         probe_s=0.0,
         figures={"embed_ips": min(embed_ips, 1e9), "head_fit_s": head_s},
     )
@@ -170,6 +171,8 @@ def _probe_finetune(comp, ws, recipe, images, y_all, k, device, clock, batches, 
     train_ips = timed.images / max(clock() - timed.t0, 1e-9)
     view_ips = _timed_predict(state.eval_model(), images, recipe, norm, device, clock, batches, 1)
     fold_train, fold_val = n_train * (k - 1) / k, n_train / k
+    if recipe.pseudo_floor > 0:  # at most every test image joins a student's training rows
+        fold_train += len(comp.test)
     return Cost(
         "finetune",
         once_s=0.0,

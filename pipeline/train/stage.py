@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -38,11 +39,13 @@ def train_stage(
     dispatch: Dispatch | None = None,
     budget_s: float | None = None,
     auto_epochs: bool = True,
+    teach: Callable[[str, str, list[int]], None] | None = None,
 ) -> None:
     """Train ``folds`` (default all) of every recipe in ``runs`` (``<models>/<run>.toml`` with
     ``overrides``) on ``device`` with the executor of ``dispatch`` (default: this process, one
     job after another); assemble each run whose folds are all done. ``budget_s``: plan the
-    epochs to fit (``plan.py``); a written ``plan.toml`` is used whenever it exists."""
+    epochs to fit (``plan.py``); a written ``plan.toml`` is used whenever it exists. ``teach(run,
+    teacher, folds)`` writes a student's targets before its folds train (``pipeline/teach``)."""
     t_start = time.perf_counter()
     fpath = ws.folds_csv
     folds_df = artifacts.read_folds(fpath, comp.root, comp.task.kind)
@@ -72,6 +75,10 @@ def train_stage(
                 (fdir / "last.pt").unlink(missing_ok=True)
                 continue
             jobs.append(Job(run, fold))
+    for run, recipe in recipes.items():
+        pending = [j.fold for j in jobs if j.run == run]
+        if recipe.teacher and pending and teach is not None:
+            teach(run, recipe.teacher, pending)
     ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev))
     failed = run_jobs(ctx, jobs, dispatch or Dispatch())
     for run in recipes:

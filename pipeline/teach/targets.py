@@ -1,0 +1,227 @@
+"""Leak-free soft targets for the students of each fold, from a finished ensemble (the teacher).
+
+A student of fold k is scored on fold k's held-out rows, so nothing it learns from may have been
+computed with fold k's labels. Its teacher's OOF logits cannot serve: the OOF logits of a row of
+fold j come from fold j's model, which trained on fold k. So, for fold k:
+
+1. each teacher member's **fold-k model** (trained without fold k; refused when fold k's labels
+   chose it: a best epoch before the recipe's last, or an early stop) predicts fold k's training
+   rows (``<run>/fold<k>/fit.npz``, cached) and the test images (its ``fold<k>/test.npz``);
+2. each member speaks through the mean of its TTA views (no view is chosen: a choice would be
+   made on labels), and the teacher's method (``ensemble_state.json``) is fitted again on the
+   OOF rows of the other folds only: the fit nested CV makes without fold k;
+3. that fit combines the fold-k models' logits into probabilities, written with the folds whose
+   labels made them (``label_folds``, never k) to ``teachers/<teacher>/fold<k>.npz``.
+
+A method with fitted weights (``weighted``, ``stack``, ...) still sees the OOF logits of the
+other folds, made by models that trained on fold k: the second-order route every nested-CV score
+accepts. No label of fold k is ever a target of a fit that feeds fold k's student, and with a
+fixed rule (``soft``, ``logit``, ``hard``, ``rank``) fold k's targets do not change at all when
+fold k's labels do (``tests/test_teacher.py`` retrains a teacher to show it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import artifacts
+from ..competition import Competition
+from ..ensemble.members import combine_label_views, combine_views, load_folds, load_member
+from ..ensemble.stage import method_factory
+from ..errors import ArtifactError, PipelineError
+from ..layout import Workspace
+from ..predict.members import Member, load_fold_model, load_saved
+from ..train import loop
+from ..train.data import build_cache
+from ..train.features import embeddings
+
+
+def teach(comp: Competition, ws: Workspace, device: torch.device, run: str, teacher: str, folds):
+    """Write (or reuse) the targets of ``folds`` for student ``run`` of ``teacher``."""
+    for k in folds:
+        fold_targets(comp, ws, teacher, k, device, student=run)
+
+
+def state_hash(ws: Workspace, name: str) -> str:
+    """What the saved ensemble is: its state files' hashes (a re-made teacher is a new one)."""
+    out = ws.submission_dir(name)
+    files = [out / "ensemble_state.json", out / "ensemble_state.npz"]
+    return artifacts.text_hash("".join(artifacts.file_hash(p) for p in files if p.is_file()))
+
+
+def fold_targets(
+    comp: Competition, ws: Workspace, name: str, fold: int, device: torch.device, student: str = ""
+) -> Path:
+    """``teachers/<name>/fold<fold>.npz``: the teacher's probabilities for fold ``fold``'s
+    training rows and the test images, from what never saw fold ``fold``'s labels."""
+    path = ws.teacher_targets(name, fold)
+    saved = load_saved(ws, name)
+    oof = load_folds(comp, ws)
+    remake = f"make ensemble COMP={comp.root} NAME={name}"
+    if saved.state["folds_hash"] != oof.folds_hash:
+        raise ArtifactError(
+            f"teacher {name!r} was fitted on other folds than {ws.folds_csv}; re-run: {remake}"
+        )
+    if student in saved.state["members"]:
+        raise PipelineError(
+            f"{student} names teacher {name!r}, which has {student} among its members: a run "
+            f"cannot learn from itself; make the teacher without it (make ensemble NAME={name} "
+            "RUNS=...) or name another teacher"
+        )
+    shash = state_hash(ws, name)
+    if _up_to_date(path, oof.folds_hash, shash):
+        return path
+    k_all = int(oof.fold.max()) + 1
+    if not 0 <= fold < k_all:
+        raise PipelineError(f"fold {fold} is not in {ws.folds_csv} (folds 0..{k_all - 1})")
+    held = oof.fold == fold
+    fit = ~held
+    ids = oof.folds["id"].astype(str).to_numpy()
+    rows = pd.Index(comp.train["id"].astype(str)).get_indexer(ids)
+    task = comp.task
+    combine = combine_label_views if task.multilabel else combine_views
+    on_oof, on_fit, on_test, on_held = [], [], [], []
+    for m in saved.members:  # every member under the mean of its views: nothing chosen on labels
+        o, _ = load_member(comp, ws, m.run, oof)
+        rerun = f"make train COMP={comp.root} RUNS={m.run}"
+        test = artifacts.read_logits(ws.fold_dir(m.run, fold) / "test.npz", "test", rerun)
+        inset = fit_logits(comp, ws, m, fold, ids[fit], rows[fit], oof.folds_hash, device)
+        on_oof.append(combine(o["logits"][:, fit]))
+        on_held.append(combine(o["logits"][:, held]))
+        on_fit.append(combine(inset))
+        on_test.append(combine(test["logits"]))
+    method = str(saved.state["method"])
+    est = method_factory(method, task)().fit(np.stack(on_oof), oof.y[fit])
+    probs = est.predict_proba(np.stack(on_fit)).astype(np.float32)
+    test_probs = est.predict_proba(np.stack(on_test)).astype(np.float32)
+    score = float(task.score(oof.y[held], est.predict_proba(np.stack(on_held))))
+    label_folds = np.unique(oof.fold[fit])
+    artifacts.write_logits(
+        path,
+        ids=ids[fit],
+        probs=probs,
+        test_ids=comp.test["id"].astype(str).to_numpy(),
+        test_probs=test_probs,
+        classes=np.array(comp.classes),
+        folds_hash=np.array(oof.folds_hash),
+        state_hash=np.array(shash),
+        fold=np.array(fold),
+        label_folds=label_folds,
+        members=np.array(saved.state["members"]),
+        method=np.array(method),
+        held_score=np.array(score),
+    )
+    print(
+        f"teacher {name!r} for fold {fold}: {method} of {len(on_fit)} members' fold-{fold} "
+        f"models, fitted on folds {', '.join(map(str, label_folds))} ({int(fit.sum())} rows); "
+        f"on fold {fold} itself (never used) it scores {task.metric} {score:.4f}; wrote {path}"
+    )
+    return path
+
+
+def _up_to_date(path: Path, folds_hash: str, shash: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["folds_hash"]) == folds_hash and str(z["state_hash"]) == shash
+    except Exception:  # unreadable or older: make it again
+        return False
+
+
+def holdout_reason(done: dict, m: Member, fold: int) -> str:
+    """Why fold ``fold``'s model of member ``m`` was chosen with its own held-out labels, or
+    "" when it was not (``done.json``'s ``holdout_used``; inferred for older runs)."""
+    if "holdout_used" in done:
+        used = bool(done["holdout_used"])
+    elif done.get("kind") == "features":  # before per-fold L2: fold 0's inner split (val fold 1)
+        used = fold != 0
+    else:
+        used = int(done["best_epoch"]) != m.recipe.epochs
+    if not used:
+        return ""
+    if done.get("kind") == "features":
+        return (
+            "its linear head was chosen with that fold's labels (an L2 strength picked before "
+            "each fold chose its own on its training rows): retrain the run"
+        )
+    return (
+        f"its best.pt is epoch {done['best_epoch']} of {m.recipe.epochs}, picked on that fold's "
+        'held-out rows: retrain it with checkpoint = "last" (and patience = 0)'
+    )
+
+
+def fit_logits(
+    comp: Competition,
+    ws: Workspace,
+    m: Member,
+    fold: int,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    folds_hash: str,
+    device: torch.device,
+) -> np.ndarray:
+    """``(V, len(rows), C)``: fold ``fold``'s model of member ``m`` on rows ``rows`` of
+    ``comp.train`` (its own training rows), under each of its views; cached in ``fit.npz``."""
+    fdir = ws.fold_dir(m.run, fold)
+    rerun = f"make train COMP={comp.root} RUNS={m.run}"
+    done = artifacts.read_json(fdir / "done.json", rerun)
+    if why := holdout_reason(done, m, fold):
+        raise PipelineError(
+            f"teacher member {m.run} fold {fold} cannot teach fold {fold}'s student: {why}; or "
+            "leave the run out of the teacher (make ensemble NAME=... RUNS=...)"
+        )
+    path = ws.fit_logits(m.run, fold)
+    ckpt = artifacts.file_hash(m.weights[fold])
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if (
+                    str(z["checkpoint"]) == ckpt
+                    and str(z["folds_hash"]) == folds_hash
+                    and z["ids"].astype(str).tolist() == list(ids)
+                ):
+                    return z["logits"]
+        except Exception:  # unreadable: compute again
+            pass
+    n_classes = len(comp.classes)
+    model = load_fold_model(m, fold, n_classes, device)
+    r = m.recipe
+    if r.kind == "features":  # the cached embeddings through the folded classifier
+        feats, _ = embeddings(comp, ws, r, "train", device)
+        clf = model.get_classifier()
+        w, b = clf.weight.detach().float().cpu(), clf.bias.detach().float().cpu()
+        logits = np.stack([(torch.from_numpy(f[rows]) @ w.T + b).numpy() for f in feats])
+    else:
+        imgs = build_cache(
+            comp.root,
+            comp.train["path"].tolist(),
+            r.image_size,
+            ws.decode_cache("train", r.image_size),
+        )
+        norm = (torch.tensor(m.mean, device=device), torch.tensor(m.std, device=device))
+        logits = loop.predict(
+            model,
+            imgs,
+            rows,
+            r.tta,
+            norm,
+            device,
+            r.batch_size * 2,
+            desc=f"teacher {m.run} fold {fold}: its training rows",
+            dtype=loop.amp_dtype(r, device),
+            channels_last=r.channels_last,
+        )
+    artifacts.write_logits(
+        path,
+        ids=ids,
+        views=np.array(r.tta),
+        logits=logits,
+        checkpoint=np.array(ckpt),
+        folds_hash=np.array(folds_hash),
+    )
+    return logits
