@@ -52,7 +52,8 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
     with np.load(rdir / "test.npz") as z:
         assert z["logits"].shape == (2, 6, 3)
     done = json.loads((rdir / "fold1" / "done.json").read_text())
-    assert done["l2"] in features.L2_PATH and done["l2_path"][0]["l2"] == features.L2_PATH[0]
+    assert done["l2_inner"] in features.L2_PATH and done["l2_path"][0]["l2"] == features.L2_PATH[0]
+    assert done["l2"] == pytest.approx(done["l2_inner"] / 2)  # K=3: inner 12 of 24 training rows
     assert done["kind"] == "features" and done["l2_inner_val"] == 2  # never fold 1 itself
     assert done["holdout_used"] is False and done["pseudo_labels"] == 0
     assert done["val_acc"] > 0.5  # the class blob is linearly visible in random-net features
