@@ -147,3 +147,13 @@ def test_a_feature_member_predicts_like_any_member(workdir, capsys):
     assert main(["predict", *comp, "--test", "input/toy", "--to", str(to)]) == 0
     made = pd.read_csv(workdir / "submissions" / "toy" / "ensemble" / "submission.csv")
     assert pd.read_csv(to).equals(made)
+
+
+def test_a_feature_member_has_a_learning_curve(workdir):
+    """make curve fits a feature recipe's fold-0 heads on the subsets (it does not fine-tune)."""
+    comp = ["--comp", "input/toy"]
+    assert main(["curve", *comp, "--run", "f", "--fractions", "0.5"]) == 0
+    done = json.loads((workdir / "models/toy/f/curve/frac050/fold0/done.json").read_text())
+    assert done["kind"] == "features" and done["epochs"] == 1
+    curve = (workdir / "models/toy/f/curve/curve.csv").read_text().splitlines()
+    assert len(curve) == 2 and curve[1].startswith("0.5,12,accuracy,")

@@ -21,6 +21,7 @@ from ..errors import PipelineError
 from ..layout import Workspace
 from ..plots import pyplot
 from .assemble import train_rows
+from .features import train_features_fold
 from .fold import train_fold
 from .stage import resolve_device, write_or_verify_config
 
@@ -71,7 +72,8 @@ def curve_stage(
         part = pd.concat([train.iloc[keep], folds_df[folds_df["fold"] == fold]]).sort_index()
         write_or_verify_config(ws.run_dir(sub_run), recipe, fhash, sub_run, comp)
         if not (ws.fold_dir(sub_run, fold) / "done.json").is_file():
-            train_fold(comp, ws, part, fhash, sub_run, recipe, fold, dev)
+            fit = train_features_fold if recipe.kind == "features" else train_fold
+            fit(comp, ws, part, fhash, sub_run, recipe, fold, dev)
         rows.append(_point(comp, ws, sub_run, fold, frac, len(keep), labels))
     if (ws.fold_dir(run, fold) / "done.json").is_file():  # the run itself is the 100 % point
         rows.append(_point(comp, ws, run, fold, 1.0, len(train), labels))
