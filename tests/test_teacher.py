@@ -187,6 +187,11 @@ def test_a_run_cannot_teach_itself_nor_teach_with_a_fold_chosen_on_its_labels(
     (world_a / "models" / "s.toml").write_text(
         FEATURES + 'image_size = 24\ntta = ["none"]\nteacher = "teach"\n'
     )
+    ray = ["--executor", "ray", "--no-shared-fs"]
+    assert main(["train", "--comp", "input/toy", "--runs", "s", *ray]) == 2
+    assert "s is a student of 'teach': its folds read the teacher's targets" in (
+        capsys.readouterr().err
+    )
     assert main(["train", "--comp", "input/toy", "--runs", "s"]) == 2
     err = capsys.readouterr().err
     assert "teacher member g fold 1 cannot teach fold 1's student" in err

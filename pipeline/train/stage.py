@@ -75,12 +75,19 @@ def train_stage(
                 (fdir / "last.pt").unlink(missing_ok=True)
                 continue
             jobs.append(Job(run, fold))
+    d = dispatch or Dispatch()
     for run, recipe in recipes.items():
         pending = [j.fold for j in jobs if j.run == run]
+        if recipe.teacher and pending and d.executor == "ray" and not d.shared_fs:
+            raise PipelineError(
+                f"{run} is a student of {recipe.teacher!r}: its folds read the teacher's targets "
+                f"from {ws.runs_dir}/teachers/, which SHARED_FS=0 tasks cannot see; train it with "
+                "SHARED_FS=1 (a folder every node mounts) or EXECUTOR=local"
+            )
         if recipe.teacher and pending and teach is not None:
             teach(run, recipe.teacher, pending)
     ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev))
-    failed = run_jobs(ctx, jobs, dispatch or Dispatch())
+    failed = run_jobs(ctx, jobs, d)
     for run in recipes:
         assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
         record_wall(ws.run_dir(run), time.perf_counter() - t_start)
