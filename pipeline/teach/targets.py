@@ -22,6 +22,7 @@ fold k's labels do (``tests/test_teacher.py`` retrains a teacher to show it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +31,57 @@ import torch
 
 from .. import artifacts
 from ..competition import Competition
-from ..ensemble.members import combine_label_views, combine_views, load_folds, load_member
+from ..ensemble.members import OOF, combine_label_views, combine_views, load_folds, load_member
 from ..ensemble.stage import method_factory
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
-from ..predict.members import Member, load_fold_model, load_saved
+from ..predict.members import Member, Saved, load_fold_model, load_saved
 from ..train import loop
 from ..train.data import build_cache
 from ..train.features import embeddings
 
 
+@dataclass
+class Teacher:
+    """A saved ensemble read once for all the folds it teaches: its state and members, the
+    folds, each member's OOF logits under the mean of its views (nothing chosen on labels),
+    and the feature members' embeddings as they are first needed."""
+
+    name: str
+    saved: Saved
+    oof: OOF
+    state_hash: str
+    member_oof: dict[str, np.ndarray]  # run -> (N, C)
+    feats: dict[str, np.ndarray] = field(default_factory=dict)  # run -> (V, N_train, D)
+
+
+def load_teacher(comp: Competition, ws: Workspace, name: str, student: str = "") -> Teacher:
+    """Read and check the teacher ``name`` of ``student``: same folds, not its own member."""
+    saved = load_saved(ws, name)
+    oof = load_folds(comp, ws)
+    if saved.state["folds_hash"] != oof.folds_hash:
+        raise ArtifactError(
+            f"teacher {name!r} was fitted on other folds than {ws.folds_csv}; re-run: "
+            f"make ensemble COMP={comp.root} NAME={name}"
+        )
+    if student in saved.state["members"]:
+        raise PipelineError(
+            f"{student} names teacher {name!r}, which has {student} among its members: a run "
+            f"cannot learn from itself; make the teacher without it (make ensemble NAME={name} "
+            "RUNS=...) or name another teacher"
+        )
+    combine = combine_label_views if comp.task.multilabel else combine_views
+    member_oof = {
+        m.run: combine(load_member(comp, ws, m.run, oof)[0]["logits"]) for m in saved.members
+    }
+    return Teacher(name, saved, oof, state_hash(ws, name), member_oof)
+
+
 def teach(comp: Competition, ws: Workspace, device: torch.device, run: str, teacher: str, folds):
     """Write (or reuse) the targets of ``folds`` for student ``run`` of ``teacher``."""
+    t = load_teacher(comp, ws, teacher, run)
     for k in folds:
-        fold_targets(comp, ws, teacher, k, device, student=run)
+        fold_targets(comp, ws, teacher, k, device, teacher=t)
 
 
 def state_hash(ws: Workspace, name: str) -> str:
@@ -54,83 +92,82 @@ def state_hash(ws: Workspace, name: str) -> str:
 
 
 def fold_targets(
-    comp: Competition, ws: Workspace, name: str, fold: int, device: torch.device, student: str = ""
+    comp: Competition,
+    ws: Workspace,
+    name: str,
+    fold: int,
+    device: torch.device,
+    student: str = "",
+    teacher: Teacher | None = None,
 ) -> Path:
     """``teachers/<name>/fold<fold>.npz``: the teacher's probabilities for fold ``fold``'s
     training rows and the test images, from what never saw fold ``fold``'s labels."""
-    path = ws.teacher_targets(name, fold)
-    saved = load_saved(ws, name)
-    oof = load_folds(comp, ws)
-    remake = f"make ensemble COMP={comp.root} NAME={name}"
-    if saved.state["folds_hash"] != oof.folds_hash:
-        raise ArtifactError(
-            f"teacher {name!r} was fitted on other folds than {ws.folds_csv}; re-run: {remake}"
-        )
-    if student in saved.state["members"]:
-        raise PipelineError(
-            f"{student} names teacher {name!r}, which has {student} among its members: a run "
-            f"cannot learn from itself; make the teacher without it (make ensemble NAME={name} "
-            "RUNS=...) or name another teacher"
-        )
-    shash = state_hash(ws, name)
-    if _up_to_date(path, oof.folds_hash, shash):
+    t = teacher or load_teacher(comp, ws, name, student)
+    path, oof, task = ws.teacher_targets(name, fold), t.oof, comp.task
+    if _matching(path, {"folds_hash": oof.folds_hash, "state_hash": t.state_hash}):
         return path
-    k_all = int(oof.fold.max()) + 1
-    if not 0 <= fold < k_all:
-        raise PipelineError(f"fold {fold} is not in {ws.folds_csv} (folds 0..{k_all - 1})")
-    held = oof.fold == fold
-    fit = ~held
-    ids = oof.folds["id"].astype(str).to_numpy()
-    rows = pd.Index(comp.train["id"].astype(str)).get_indexer(ids)
-    task = comp.task
-    combine = combine_label_views if task.multilabel else combine_views
-    on_oof, on_fit, on_test, on_held = [], [], [], []
-    for m in saved.members:  # every member under the mean of its views: nothing chosen on labels
-        o, _ = load_member(comp, ws, m.run, oof)
-        rerun = f"make train COMP={comp.root} RUNS={m.run}"
-        test = artifacts.read_logits(ws.fold_dir(m.run, fold) / "test.npz", "test", rerun)
-        inset = fit_logits(comp, ws, m, fold, ids[fit], rows[fit], oof.folds_hash, device)
-        on_oof.append(combine(o["logits"][:, fit]))
-        on_held.append(combine(o["logits"][:, held]))
-        on_fit.append(combine(inset))
-        on_test.append(combine(test["logits"]))
-    method = str(saved.state["method"])
-    est = method_factory(method, task)().fit(np.stack(on_oof), oof.y[fit])
-    probs = est.predict_proba(np.stack(on_fit)).astype(np.float32)
-    test_probs = est.predict_proba(np.stack(on_test)).astype(np.float32)
-    score = float(task.score(oof.y[held], est.predict_proba(np.stack(on_held))))
+    if fold not in set(oof.fold.tolist()):
+        raise PipelineError(f"fold {fold} is not in {ws.folds_csv}")
+    fit = oof.fold != fold
+    on_fit, on_test = _fold_model_logits(comp, ws, t, fold, device)
+    method = str(t.saved.state["method"])
+    on_oof = np.stack([t.member_oof[m.run] for m in t.saved.members])
+    est = method_factory(method, task)().fit(on_oof[:, fit], oof.y[fit])
+    score = float(task.score(oof.y[~fit], est.predict_proba(on_oof[:, ~fit])))
     label_folds = np.unique(oof.fold[fit])
     artifacts.write_logits(
         path,
-        ids=ids[fit],
-        probs=probs,
+        ids=oof.folds["id"].astype(str).to_numpy()[fit],
+        probs=est.predict_proba(on_fit).astype(np.float32),
         test_ids=comp.test["id"].astype(str).to_numpy(),
-        test_probs=test_probs,
+        test_probs=est.predict_proba(on_test).astype(np.float32),
         classes=np.array(comp.classes),
         folds_hash=np.array(oof.folds_hash),
-        state_hash=np.array(shash),
+        state_hash=np.array(t.state_hash),
         fold=np.array(fold),
         label_folds=label_folds,
-        members=np.array(saved.state["members"]),
+        members=np.array(t.saved.state["members"]),
         method=np.array(method),
         held_score=np.array(score),
     )
     print(
-        f"teacher {name!r} for fold {fold}: {method} of {len(on_fit)} members' fold-{fold} "
+        f"teacher {name!r} for fold {fold}: {method} of {len(on_oof)} members' fold-{fold} "
         f"models, fitted on folds {', '.join(map(str, label_folds))} ({int(fit.sum())} rows); "
         f"on fold {fold} itself (never used) it scores {task.metric} {score:.4f}; wrote {path}"
     )
     return path
 
 
-def _up_to_date(path: Path, folds_hash: str, shash: str) -> bool:
+def _fold_model_logits(
+    comp: Competition, ws: Workspace, t: Teacher, fold: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, n, C)`` and ``(M, T, C)``: each member's fold-``fold`` model on that fold's training
+    rows and on the test images, under the mean of its views."""
+    combine = combine_label_views if comp.task.multilabel else combine_views
+    fit = t.oof.fold != fold
+    ids = t.oof.folds["id"].astype(str).to_numpy()[fit]
+    rows = pd.Index(comp.train["id"].astype(str)).get_indexer(ids)
+    on_fit, on_test = [], []
+    for m in t.saved.members:
+        rerun = f"make train COMP={comp.root} RUNS={m.run}"
+        test = artifacts.read_logits(ws.fold_dir(m.run, fold) / "test.npz", "test", rerun)
+        on_fit.append(combine(fit_logits(comp, ws, m, fold, ids, rows, t, device)))
+        on_test.append(combine(test["logits"]))
+    return np.stack(on_fit), np.stack(on_test)
+
+
+def _matching(path: Path, key: dict[str, str]) -> dict[str, np.ndarray] | None:
+    """The arrays of a cached ``.npz`` whose ``key`` entries all match, else None (absent,
+    unreadable, older or made from other inputs: made again)."""
     if not path.is_file():
-        return False
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return str(z["folds_hash"]) == folds_hash and str(z["state_hash"]) == shash
-    except Exception:  # unreadable or older: make it again
-        return False
+            if all(k in z.files and str(z[k]) == v for k, v in key.items()):
+                return {k: z[k] for k in z.files}
+    except Exception:
+        pass
+    return None
 
 
 def holdout_reason(done: dict, m: Member, fold: int) -> str:
@@ -162,14 +199,13 @@ def fit_logits(
     fold: int,
     ids: np.ndarray,
     rows: np.ndarray,
-    folds_hash: str,
+    t: Teacher,
     device: torch.device,
 ) -> np.ndarray:
     """``(V, len(rows), C)``: fold ``fold``'s model of member ``m`` on rows ``rows`` of
     ``comp.train`` (its own training rows), under each of its views; cached in ``fit.npz``."""
-    fdir = ws.fold_dir(m.run, fold)
     rerun = f"make train COMP={comp.root} RUNS={m.run}"
-    done = artifacts.read_json(fdir / "done.json", rerun)
+    done = artifacts.read_json(ws.fold_dir(m.run, fold) / "done.json", rerun)
     if why := holdout_reason(done, m, fold):
         raise PipelineError(
             f"teacher member {m.run} fold {fold} cannot teach fold {fold}'s student: {why}; or "
@@ -177,31 +213,22 @@ def fit_logits(
         )
     path = ws.fit_logits(m.run, fold)
     ckpt = artifacts.file_hash(m.weights[fold])
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if (
-                    str(z["checkpoint"]) == ckpt
-                    and str(z["folds_hash"]) == folds_hash
-                    and z["ids"].astype(str).tolist() == list(ids)
-                ):
-                    return z["logits"]
-        except Exception:  # unreadable: compute again
-            pass
-    n_classes = len(comp.classes)
-    model = load_fold_model(m, fold, n_classes, device)
+    key = {"checkpoint": ckpt, "folds_hash": t.oof.folds_hash}
+    cached = _matching(path, key)
+    if cached is not None and cached["ids"].astype(str).tolist() == list(ids):
+        return cached["logits"]
+    model = load_fold_model(m, fold, len(comp.classes), device)
     r = m.recipe
     if r.kind == "features":  # the cached embeddings through the folded classifier
-        feats, _ = embeddings(comp, ws, r, "train", device)
+        if m.run not in t.feats:
+            t.feats[m.run] = embeddings(comp, ws, r, "train", device)[0]
         clf = model.get_classifier()
         w, b = clf.weight.detach().float().cpu(), clf.bias.detach().float().cpu()
-        logits = np.stack([(torch.from_numpy(f[rows]) @ w.T + b).numpy() for f in feats])
+        logits = np.stack([(torch.from_numpy(f[rows]) @ w.T + b).numpy() for f in t.feats[m.run]])
     else:
+        size = r.image_size
         imgs = build_cache(
-            comp.root,
-            comp.train["path"].tolist(),
-            r.image_size,
-            ws.decode_cache("train", r.image_size),
+            comp.root, comp.train["path"].tolist(), size, ws.decode_cache("train", size)
         )
         norm = (torch.tensor(m.mean, device=device), torch.tensor(m.std, device=device))
         logits = loop.predict(
@@ -216,12 +243,6 @@ def fit_logits(
             dtype=loop.amp_dtype(r, device),
             channels_last=r.channels_last,
         )
-    artifacts.write_logits(
-        path,
-        ids=ids,
-        views=np.array(r.tta),
-        logits=logits,
-        checkpoint=np.array(ckpt),
-        folds_hash=np.array(folds_hash),
-    )
+    key = {k: np.array(v) for k, v in key.items()}
+    artifacts.write_logits(path, ids=ids, views=np.array(r.tta), logits=logits, **key)
     return logits

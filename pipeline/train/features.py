@@ -34,7 +34,7 @@ from ..layout import Workspace
 from . import loop, student
 from .backbone import create_model, data_config
 from .data import build_cache
-from .fold import save_torch
+from .fold import FoldJob, save_torch, write_fold_logits
 
 # L2 strengths (on the mean loss, standardised features) tried from strong to weak
 L2_PATH = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -231,57 +231,34 @@ def train_features_fold(
     in the recipe) fits its teacher's soft targets, plus confident test images, at the L2 its
     labels choose."""
     t0 = time.perf_counter()
-    fdir = ws.fold_dir(run, fold)
-    task = comp.task
+    job = FoldJob(comp, ws, folds_df, fhash, run, recipe, fold, device)
+    task, n = comp.task, len(comp.classes)
     train_feats, cfg = embeddings(comp, ws, recipe, "train", device)
     test_feats, _ = embeddings(comp, ws, recipe, "test", device)
     rows, folds = folds_df["row"].to_numpy(), folds_df["fold"].to_numpy()
     y = encode(folds_df["label"], comp.classes, task.kind)
     y_all = np.zeros((len(comp.train), *y.shape[1:]), dtype=np.int64)
     y_all[rows] = y
-    n = len(comp.classes)
     torch.manual_seed(recipe.seed + fold)
-    k = int(folds.max()) + 1
-    inner = (fold + 1) % k
     tr_rows, va_rows = rows[folds != fold], rows[folds == fold]
-    inner_fit, inner_val = rows[(folds != fold) & (folds != inner)], rows[folds == inner]
+    l2, chosen = fold_l2(task, train_feats, y_all, rows, folds, fold, n)
     feats, targets, extra = train_feats, y_all, np.zeros(0, dtype=np.int64)  # extra: pseudo rows
     if recipe.teacher:
         taught = student.lesson(comp, ws, recipe, fold, fhash, tr_rows, y_all)
-        tqdm.write(f"{run} fold {fold}: {student.describe(taught, recipe, len(comp.test))}")
+        tqdm.write(f"{job.tag}: {student.describe(taught, recipe, len(comp.test))}")
         feats = np.concatenate([train_feats, test_feats[:, taught.pseudo]], axis=1)
         targets = np.concatenate([taught.soft, taught.pseudo_soft])
         extra = len(comp.train) + np.arange(len(taught.pseudo))
-    # a student's L2 is chosen on the labels alone: its teacher's targets for the inner training
-    # rows come from fold models that trained on the inner validation fold
-    l2_inner, steps = choose_l2(task, train_feats, y_all, y_all, inner_fit, inner_val, n)
-    # the penalty is on the mean loss: the fold's training set is larger than the inner one, so
-    # the same total regularisation is a proportionally smaller L2 (tinyimagenet176, fold 1:
-    # inner choice 0.03 gives 0.564 TTA accuracy, 0.0225 0.569, 0.01 0.578)
-    l2 = l2_inner * len(inner_fit) / len(tr_rows)
-    x, yy = stack_views(feats, np.r_[tr_rows, extra], targets)
-    head = fit_head(x, yy, n, l2, task.multilabel)
+    head = fit_head(*stack_views(feats, np.r_[tr_rows, extra], targets), n, l2, task.multilabel)
     oof = np.stack([head.logits(f[va_rows]).numpy() for f in train_feats])
-    test = np.stack([head.logits(f).numpy() for f in test_feats])
-    val = oof[0]
     y_va = y_all[va_rows]
-    val_loss, val_acc = loop.loss_and_accuracy(val, y_va)
-    val_score = float(task.score(y_va, task.probabilities(val)))
-    save_folded(recipe, n, head, fdir / "best.pt")
-    common = {
-        "classes": np.array(comp.classes),
-        "views": np.array(recipe.tta),
-        "folds_hash": np.array(fhash),
-        "task": np.array(task.kind),
-    }
-    ids = comp.train["id"].to_numpy()[va_rows]
-    artifacts.write_logits(
-        fdir / "oof.npz", ids=ids, fold=np.full(len(va_rows), fold), logits=oof, **common
-    )
-    artifacts.write_logits(fdir / "test.npz", ids=comp.test["id"].to_numpy(), logits=test, **common)
+    val_loss, val_acc = loop.loss_and_accuracy(oof[0], y_va)
+    val_score = float(task.score(y_va, task.probabilities(oof[0])))
+    save_folded(recipe, n, head, job.fdir / "best.pt")
+    write_fold_logits(job, va_rows, oof, np.stack([head.logits(f).numpy() for f in test_feats]))
     secs = time.perf_counter() - t0
     row = {"l2": l2, "val_loss": val_loss, "val_acc": val_acc, "val_score": val_score}
-    artifacts.write_csv(fdir / "metrics.csv", pd.DataFrame([row]))
+    artifacts.write_csv(job.fdir / "metrics.csv", pd.DataFrame([row]))
     done = {
         "kind": "features",
         "best_epoch": 1,
@@ -292,19 +269,31 @@ def train_features_fold(
         "seconds": round(secs, 1),  # embedding included when this fold computed them
         "threads": torch.get_num_threads(),
         "holdout_used": False,  # nothing was chosen on this fold's held-out rows
-        "l2_inner": l2_inner,  # the path's choice on the inner split, before the size ratio
-        "l2_inner_val": inner,
-        "l2_path": steps,
+        **chosen,
         "pseudo_labels": len(extra),
         **row,
     }
-    artifacts.write_json(fdir / "done.json", done)
+    artifacts.write_json(job.fdir / "done.json", done)
     tqdm.write(
-        f"{run} fold {fold}: linear head at L2 {l2:.3g} ({l2_inner:g} chosen with fold {inner} "
-        f"as inner validation: "
-        + ", ".join(f"{p['l2']:g} {p['inner_score']:.4f}" for p in steps)
+        f"{job.tag}: linear head at L2 {l2:.3g} ({chosen['l2_inner']:g} chosen with fold "
+        f"{chosen['l2_inner_val']} as inner validation: "
+        + ", ".join(f"{p['l2']:g} {p['inner_score']:.4f}" for p in chosen["l2_path"])
         + f"), val loss {val_loss:.3f} {task.metric} {val_score:.4f} (view none), {secs:.0f} s"
     )
+
+
+def fold_l2(task, feats, y_all, rows, folds, fold: int, n: int) -> tuple[float, dict]:
+    """The L2 a fold's head is fitted at, and how it was chosen: on the fold's training rows,
+    the next fold the inner validation set, by the labels alone (a student's teacher targets
+    for the inner training rows come from fold models that trained on the inner validation
+    fold). The penalty is on the mean loss and the fold's training set is larger than the inner
+    one, so the same total regularisation is a proportionally smaller L2 (tinyimagenet176,
+    fold 1: inner choice 0.03 gives 0.564 TTA accuracy, 0.0225 0.569, 0.01 0.578)."""
+    inner = (fold + 1) % (int(folds.max()) + 1)
+    inner_fit, inner_val = rows[(folds != fold) & (folds != inner)], rows[folds == inner]
+    l2_inner, steps = choose_l2(task, feats, y_all, y_all, inner_fit, inner_val, n)
+    l2 = l2_inner * len(inner_fit) / int((folds != fold).sum())
+    return l2, {"l2_inner": l2_inner, "l2_inner_val": inner, "l2_path": steps}
 
 
 def save_folded(recipe: Recipe, n_classes: int, head: LinearHead, path: Path) -> None:

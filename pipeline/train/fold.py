@@ -203,20 +203,7 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict], seconds: fl
     test_imgs = build_cache(comp.root, test_paths, size, job.ws.decode_cache("test", size))
     oof = _predict(job, setup, setup.model, setup.train_imgs, setup.va_rows, "oof")
     test = _predict(job, setup, setup.model, test_imgs, np.arange(len(test_imgs)), "test")
-    common = {
-        "classes": np.array(comp.classes),
-        "views": np.array(job.recipe.tta),
-        "folds_hash": np.array(job.fhash),
-        "task": np.array(comp.task.kind),
-    }
-    artifacts.write_logits(
-        fdir / "oof.npz",
-        ids=comp.train["id"].to_numpy()[setup.va_rows],
-        fold=np.full(len(setup.va_rows), job.fold),
-        logits=oof,
-        **common,
-    )
-    artifacts.write_logits(fdir / "test.npz", ids=comp.test["id"].to_numpy(), logits=test, **common)
+    write_fold_logits(job, setup.va_rows, oof, test)
     metrics = pd.DataFrame(history)
     artifacts.write_csv(fdir / "metrics.csv", metrics)
     plot_curves(metrics, fdir / "curves.png", f"{comp.name} / {job.run} / fold {job.fold}")
@@ -236,6 +223,28 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict], seconds: fl
     }
     artifacts.write_json(fdir / "done.json", done)
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint
+
+
+def write_fold_logits(job: FoldJob, va_rows: np.ndarray, oof: np.ndarray, test: np.ndarray) -> None:
+    """The fold's ``oof.npz`` (its held-out rows ``va_rows`` of ``comp.train``) and ``test.npz``,
+    ``(V, n, C)`` logits under the recipe's views: the contract of every kind of fold."""
+    comp = job.comp
+    common = {
+        "classes": np.array(comp.classes),
+        "views": np.array(job.recipe.tta),
+        "folds_hash": np.array(job.fhash),
+        "task": np.array(comp.task.kind),
+    }
+    artifacts.write_logits(
+        job.fdir / "oof.npz",
+        ids=comp.train["id"].to_numpy()[va_rows],
+        fold=np.full(len(va_rows), job.fold),
+        logits=oof,
+        **common,
+    )
+    artifacts.write_logits(
+        job.fdir / "test.npz", ids=comp.test["id"].to_numpy(), logits=test, **common
+    )
 
 
 def _predict(

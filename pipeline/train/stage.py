@@ -76,16 +76,7 @@ def train_stage(
                 continue
             jobs.append(Job(run, fold))
     d = dispatch or Dispatch()
-    for run, recipe in recipes.items():
-        pending = [j.fold for j in jobs if j.run == run]
-        if recipe.teacher and pending and d.executor == "ray" and not d.shared_fs:
-            raise PipelineError(
-                f"{run} is a student of {recipe.teacher!r}: its folds read the teacher's targets "
-                f"from {ws.runs_dir}/teachers/, which SHARED_FS=0 tasks cannot see; train it with "
-                "SHARED_FS=1 (a folder every node mounts) or EXECUTOR=local"
-            )
-        if recipe.teacher and pending and teach is not None:
-            teach(run, recipe.teacher, pending)
+    _teach_students(ws, recipes, jobs, d, teach)
     ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev))
     failed = run_jobs(ctx, jobs, d)
     for run in recipes:
@@ -99,6 +90,22 @@ def train_stage(
         )
     if failed:
         raise PipelineError(failure_line(failed, len(jobs)))
+
+
+def _teach_students(ws: Workspace, recipes: dict, jobs: list[Job], d: Dispatch, teach) -> None:
+    """Have each student's targets written (``teach``) for the folds it is about to train."""
+    for run, recipe in recipes.items():
+        pending = [j.fold for j in jobs if j.run == run]
+        if not (recipe.teacher and pending):
+            continue
+        if d.executor == "ray" and not d.shared_fs:
+            raise PipelineError(
+                f"{run} is a student of {recipe.teacher!r}: its folds read the teacher's targets "
+                f"from {ws.runs_dir}/teachers/, which SHARED_FS=0 tasks cannot see; train it with "
+                "SHARED_FS=1 (a folder every node mounts) or EXECUTOR=local"
+            )
+        if teach is not None:
+            teach(run, recipe.teacher, pending)
 
 
 def run_jobs(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
