@@ -231,18 +231,8 @@ def fit_logits(
             comp.root, comp.train["path"].tolist(), size, ws.decode_cache("train", size)
         )
         norm = (torch.tensor(m.mean, device=device), torch.tensor(m.std, device=device))
-        logits = loop.predict(
-            model,
-            imgs,
-            rows,
-            r.tta,
-            norm,
-            device,
-            r.batch_size * 2,
-            desc=f"teacher {m.run} fold {fold}: its training rows",
-            dtype=loop.amp_dtype(r, device),
-            channels_last=r.channels_last,
-        )
+        desc = f"teacher {m.run} fold {fold}: its training rows"
+        logits = loop.predict_as_trained(model, imgs, rows, r.tta, norm, device, r, desc)
     key = {k: np.array(v) for k, v in key.items()}
     artifacts.write_logits(path, ids=ids, views=np.array(r.tta), logits=logits, **key)
     return logits

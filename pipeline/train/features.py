@@ -70,17 +70,9 @@ def embeddings(
         imgs = build_cache(comp.root, table["path"].tolist(), size, ws.decode_cache(split, size))
         norm = (torch.tensor(cfg["mean"], device=device), torch.tensor(cfg["std"], device=device))
         t0 = time.perf_counter()
-        feats = loop.predict(
-            model,
-            imgs,
-            np.arange(len(imgs)),
-            tuple(missing),
-            norm,
-            device,
-            recipe.batch_size * 2,
-            desc=f"embed {split} {key} {'+'.join(missing)}",
-            dtype=loop.amp_dtype(recipe, device),
-            channels_last=recipe.channels_last,
+        desc = f"embed {split} {key} {'+'.join(missing)}"
+        feats = loop.predict_as_trained(
+            model, imgs, np.arange(len(imgs)), tuple(missing), norm, device, recipe, desc
         )
         secs = time.perf_counter() - t0
         print(

@@ -252,18 +252,9 @@ def _predict(
 ) -> np.ndarray:
     """``(V, len(rows), C)`` logits of ``model``; validation (``what`` "val") uses view none."""
     r = job.recipe
-    return loop.predict(
-        model,
-        images,
-        rows,
-        ("none",) if what == "val" else r.tta,
-        setup.norm,
-        job.device,
-        r.batch_size * 2,
-        desc=f"{job.tag} {what}" if what != "val" else "val",
-        dtype=loop.amp_dtype(r, job.device),
-        channels_last=r.channels_last,
-    )
+    views = ("none",) if what == "val" else r.tta
+    desc = f"{job.tag} {what}" if what != "val" else "val"
+    return loop.predict_as_trained(model, images, rows, views, setup.norm, job.device, r, desc)
 
 
 def load_resume(path: Path, state: loop.TrainState) -> dict:

@@ -274,6 +274,15 @@ def predict(
     return np.concatenate(chunks, axis=1).astype(np.float32)
 
 
+def predict_as_trained(model, images, rows, views, norm, device, recipe: Recipe, desc: str):
+    """``predict`` with the recipe's settings (batch ``2 x batch_size``, its autocast and
+    memory format): how every fold, embedding and teacher pass predicts."""
+    dtype = amp_dtype(recipe, device)
+    batch = recipe.batch_size * 2
+    kw = {"desc": desc, "dtype": dtype, "channels_last": recipe.channels_last}
+    return predict(model, images, rows, views, norm, device, batch, **kw)
+
+
 def bce(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
     """Binary cross-entropy per label of ``(B, C)`` logits against 0/1 ``y``; targets pulled
     ``smoothing / 2`` towards 1/2 (label smoothing for independent labels)."""
