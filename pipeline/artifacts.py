@@ -9,9 +9,11 @@ never leaves a half-written artifact. Readers check shapes and cross-file agreem
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from .atomic import atomic_write as atomic_write
 from .atomic import atomic_write_bytes as atomic_write_bytes
 from .atomic import atomic_write_text as atomic_write_text
 from .atomic import file_hash as file_hash
+from .config import DEFAULT_KIND
 from .errors import ArtifactError
 
 # ---------------------------------------------------------------- folds/<comp>.csv
@@ -277,6 +280,67 @@ def _ledger_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if list(df.columns) != LEDGER_COLUMNS:
         raise ArtifactError(f"{path} is not a ledger CSV; move it aside and re-run")
     return df
+
+
+# ---------------------------------------------------------------- <run>/fold<k>/done.json
+
+
+@dataclass(frozen=True)
+class FoldDone:
+    """A finished fold (``done.json``, written last: the fold is skipped on re-run). Every kind
+    of member writes these fields; what only one kind has (a feature head's L2 path) is in
+    ``extra``, written beside them."""
+
+    kind: str  # the member kind that fitted it (train/kinds/)
+    best_epoch: int  # the epoch best.pt holds (1 for a kind without epochs)
+    epochs: int  # epochs run (an early stop runs fewer than the recipe's)
+    metric: str  # the competition's metric that val_score is
+    val_score: float  # of best.pt on the held-out rows, view none
+    val_acc: float  # the best held-out accuracy of any epoch
+    mean: list[float]  # the input normalisation the model expects
+    std: list[float]
+    threads: int  # torch threads (float sums differ with the thread count)
+    seconds: float  # this process's part (a resumed fold's last attempt)
+    # whether the held-out labels chose this model (a best epoch before the recipe's last, say):
+    # such a fold model cannot teach its fold's student. None: an older file that did not say
+    holdout_used: bool | None
+    val_loss: float | None = None  # of best.pt (kinds that record it)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_DONE_FIELDS = [f.name for f in dataclasses.fields(FoldDone) if f.name != "extra"]
+
+
+def write_done(path: str | Path, done: FoldDone) -> Path:
+    d = dataclasses.asdict(done)
+    extra = d.pop("extra")
+    if d["val_loss"] is None:
+        del d["val_loss"]
+    return write_json(path, {**d, **extra})
+
+
+def read_done(path: str | Path, rerun: str) -> FoldDone:
+    """``done.json`` of either schema: a fine-tuned fold's before it named its kind (no
+    ``kind``; before ``metric``/``val_score`` or ``holdout_used`` in older files still) or a
+    frozen-feature fold's. A file without the fields every kind writes is refused naming it."""
+    d = read_json(path, rerun)
+    if not isinstance(d, dict) or not {"best_epoch", "val_acc", "mean", "std"} <= set(d):
+        raise ArtifactError(
+            f"{path} is not a finished fold's record (no best_epoch/val_acc/mean/std); delete "
+            f"{Path(path).parent} and re-run: {rerun}"
+        )
+    d = {
+        "kind": DEFAULT_KIND,
+        "metric": "accuracy",
+        "val_score": d["val_acc"],
+        "epochs": d["best_epoch"],
+        "threads": 0,
+        "seconds": 0.0,
+        "holdout_used": None,
+        **d,
+    }
+    extra = {k: v for k, v in d.items() if k not in _DONE_FIELDS}
+    return FoldDone(**{k: d[k] for k in _DONE_FIELDS if k in d}, extra=extra)
 
 
 # ---------------------------------------------------------------- json

@@ -70,8 +70,8 @@ def cmd_train(a):
     budget = parse_budget(a.budget) if a.budget else None
 
     def teach(run: str, teacher: str, folds: list[int]) -> None:
+        from .model.device import resolve_device
         from .teach import teach as write_targets
-        from .train.backbone import resolve_device
 
         write_targets(comp, ws, resolve_device(a.device), run, teacher, folds)
 
@@ -110,8 +110,9 @@ def _recipe_set(ws, name: str, device: str) -> list[str]:
 
 
 def _dispatch(a):
-    """The executor settings of ``train`` (``EXECUTOR JOBS THREADS GPUS RETRIES``)."""
-    from .train.jobs import Dispatch
+    """The executor settings of ``train`` (``EXECUTOR JOBS THREADS RETRIES``, and the
+    executor's own: ``GPUS`` of local workers, ``SHARED_FS`` of Ray), those given only."""
+    from .train.executors import Dispatch
 
     try:
         gpus = tuple(int(g) for g in split_words(a.gpus)) or None
@@ -120,7 +121,10 @@ def _dispatch(a):
         raise PipelineError(
             f"GPUS={a.gpus!r} THREADS={a.threads!r}: use GPUS=0,1 and THREADS=<n>"
         ) from None
-    return Dispatch(a.executor, a.jobs, threads, gpus, a.retries, shared_fs=not a.no_shared_fs)
+    options = {"gpus": gpus} if gpus is not None else {}
+    if a.no_shared_fs:
+        options["shared_fs"] = False
+    return Dispatch(a.executor, a.jobs, threads, a.retries, options)
 
 
 def cmd_curve(a):
@@ -178,7 +182,7 @@ def cmd_package(a):
 
 
 def cmd_weights(a):
-    from .train.pretrained import import_weights
+    from .model.pretrained import import_weights
 
     import_weights(a.name, Path(a.out), Path(a.source) if a.source else None)
 

@@ -15,9 +15,11 @@ from .errors import RecipeError
 # these names (they refuse to import otherwise), and docs/recipes.md is checked against them.
 AUGMENT_PRESETS = ("none", "light", "medium", "heavy")
 TTA_VIEWS = ("none", "hflip", "vflip", "scale")
+# the member kind of a recipe that names none: train/kinds/ registers every kind, this one
+# included, and the train stage refuses a name it does not register
+DEFAULT_KIND = "finetune"
 # fields whose value is one of a few names
 CHOICES: dict[str, tuple[str, ...]] = {
-    "kind": ("finetune", "features"),
     "augment": AUGMENT_PRESETS,
     "pretrained": ("none", "hub"),
     "optimizer": ("adamw", "sgd"),
@@ -27,7 +29,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 # fields added after runs were trained: a run's config.toml without one meant this value
 ADDED_LATER: dict[str, Any] = {
-    "kind": "finetune",
+    "kind": DEFAULT_KIND,
     "teacher": "",
     "distill_weight": 0.5,
     "pseudo_floor": 0.0,
@@ -39,9 +41,7 @@ ADDED_LATER: dict[str, Any] = {
 class Recipe:
     """Every field has a default; a recipe file overrides only what it names."""
 
-    kind: str = (
-        "finetune"  # "finetune" (train the network) or "features" (frozen backbone, linear head)
-    )
+    kind: str = DEFAULT_KIND  # member kind registered in train/kinds/ (docs/recipes.md: kinds)
     backbone: str = "resnet18"  # any timm model name (timm.list_models())
     pretrained: str = "none"  # "none" (random init) or "hub" (timm download; needs internet)
     pretrained_file: str = ""  # local timm-format .safetensors/.pth; classifier re-initialised
@@ -102,10 +102,9 @@ class Recipe:
             raise RecipeError(f"batch_size = {self.batch_size} must be even for mixup/cutmix")
         if self.accum_steps < 1:
             raise RecipeError(f"accum_steps = {self.accum_steps} must be at least 1")
-        if self.kind == "features" and self.pretrained == "none" and not self.pretrained_file:
+        if not self.kind.isidentifier():
             raise RecipeError(
-                'kind = "features" embeds with a frozen pretrained backbone: set pretrained_file '
-                '(offline, see `make weights`) or pretrained = "hub"'
+                f"kind = {self.kind!r} is not a member kind's name; see docs/recipes.md for kinds"
             )
         if not 0 <= self.distill_weight <= 1 or not 0 <= self.pseudo_floor < 1:
             raise RecipeError(

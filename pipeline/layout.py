@@ -61,9 +61,9 @@ class Workspace:
 
     # ---------------------------------------------------------------- train stage
     def embedding(self, key: str, split: str, view: str) -> Path:
-        """Frozen-backbone embeddings ``(N, D)`` of ``split`` under ``view``, shared by every fold
-        and head of the backbone ``key`` (``<backbone>_<size>_<weights>``)."""
-        return self.runs_dir / "features" / key / f"{split}_{view}.npz"
+        """Frozen-backbone embeddings ``(N, D)`` of ``split`` under ``view``, shared by every fold,
+        head and member kind of the backbone ``key`` (``<backbone>_<size>_<weights>``)."""
+        return self.runs_dir / "embeddings" / key / f"{split}_{view}.npz"
 
     RECIPE_SETS = ("cpu", "gpu")  # shipped recipe sets: <models>/cpu/, <models>/gpu/
 

@@ -27,7 +27,7 @@ from pipeline.competition import load_competition
 from pipeline.competition.check import check_stage
 from pipeline.competition.images import decode_image, load_rgb
 from pipeline.errors import CompetitionError, PipelineError
-from pipeline.train.data import build_cache
+from pipeline.train.cache import build_cache
 
 from .fakes import CLASSES, write_cifar, write_leaves
 

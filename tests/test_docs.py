@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.config import AUGMENT_PRESETS, CHOICES, TTA_VIEWS, Recipe
 from pipeline.ensemble.methods import ALIASES, METHODS
+from pipeline.train.kinds import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -37,7 +38,8 @@ def test_recipes_doc_names_every_recipe_field_and_choice() -> None:
     text = (DOCS / "recipes.md").read_text()
     missing = [f.name for f in dataclasses.fields(Recipe) if f"`{f.name}`" not in text]
     assert not missing, f"docs/recipes.md lacks Recipe field(s): {missing}"
-    for name in (*AUGMENT_PRESETS, *TTA_VIEWS, *(c for cs in CHOICES.values() for c in cs)):
+    names = (*AUGMENT_PRESETS, *TTA_VIEWS, *(c for cs in CHOICES.values() for c in cs), *KINDS)
+    for name in names:
         assert f"`{name}`" in text or f'"{name}"' in text, f"docs/recipes.md lacks {name!r}"
 
 

@@ -5,10 +5,13 @@ import torch
 
 from pipeline.config import Recipe
 from pipeline.errors import RecipeError
+from pipeline.model.device import amp_dtype
+from pipeline.model.infer import predict
 from pipeline.train import loop
-from pipeline.train.backbone import param_groups
-from pipeline.train.data import CachedImages, make_loader, train_transform
-from pipeline.train.fold import epochs_since_best
+from pipeline.train.augment import train_transform
+from pipeline.train.kinds.finetune import epochs_since_best
+from pipeline.train.loader import CachedImages, make_loader
+from pipeline.train.optim import make_optimizer, make_scheduler, param_groups
 
 
 def _model():
@@ -29,8 +32,8 @@ def test_head_multiplier_and_layer_decay():
 def test_schedule_warmup_then_cosine_keeps_group_ratio():
     m = _model()
     r = Recipe(lr=1.0, head_lr_mult=10, epochs=2, warmup_epochs=1, min_lr_ratio=0.1)
-    opt = loop.make_optimizer(m, r)
-    sched = loop.make_scheduler(opt, r, steps_per_epoch=10)
+    opt = make_optimizer(m, r)
+    sched = make_scheduler(opt, r, steps_per_epoch=10)
     lrs = []
     for _ in range(20):
         lrs.append([g["lr"] for g in opt.param_groups])
@@ -90,9 +93,9 @@ def test_epoch_with_accumulation_clipping_ema_mixup_and_custom_augment():
     assert any(
         not torch.equal(a, b) for a, b in zip(before, state.ema.module.parameters(), strict=True)
     )
-    out = loop.predict(state.eval_model(), images, np.arange(5), ("none", "hflip"), norm, dev, 2)
+    out = predict(state.eval_model(), images, np.arange(5), ("none", "hflip"), norm, dev, 2)
     assert out.shape == (2, 5, 3) and out.dtype == np.float32
-    assert loop.amp_dtype(r, dev) is None
+    assert amp_dtype(r, dev) is None
 
 
 def test_recipe_knob_errors():

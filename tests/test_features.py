@@ -11,10 +11,11 @@ from safetensors.torch import save_file
 
 from pipeline.cli import main
 from pipeline.competition.load import load_competition
-from pipeline.config import RecipeError, load_recipe, recipe_from_dict
-from pipeline.train import features, loop
-from pipeline.train.backbone import create_model, data_config
-from pipeline.train.data import build_cache
+from pipeline.config import load_recipe
+from pipeline.model.backbone import create_model, data_config
+from pipeline.model.infer import predict
+from pipeline.train import heads as features
+from pipeline.train.cache import build_cache
 
 from .fakes import CLASSES, write_leaves
 
@@ -71,13 +72,13 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
     imgs = build_cache(workdir / "input" / "toy", paths, 24, workdir / "cache.u8")
     cfg = data_config(model, recipe)
     norm = (torch.tensor(cfg["mean"]), torch.tensor(cfg["std"]))
-    again = loop.predict(
+    again = predict(
         model, imgs, np.arange(len(ids)), ("none", "hflip"), norm, torch.device("cpu"), 8
     )
     np.testing.assert_allclose(again, fold_logits, atol=2e-4)
 
     # resume: a fold redone later reuses the cached embeddings and gives the same logits
-    emb = sorted((workdir / "models" / "toy" / "features").glob("*/*.npz"))
+    emb = sorted((workdir / "models" / "toy" / "embeddings").glob("*/*.npz"))
     assert [p.name for p in emb] == [
         "test_hflip.npz",
         "test_none.npz",
@@ -127,11 +128,17 @@ def test_linear_head_fits_warm_starts_and_folds():
     assert ((multi.logits(x).numpy() > 0) == labels.astype(bool)).mean() > 0.95
 
 
-def test_feature_recipe_needs_pretrained_weights():
-    with pytest.raises(RecipeError, match='kind = "features" embeds with a frozen pretrained'):
-        recipe_from_dict({"kind": "features", "backbone": "resnet18"})
-    with pytest.raises(RecipeError, match='kind = .*"finetune", "features"'):
-        recipe_from_dict({"kind": "frozen"})
+def test_feature_recipe_needs_pretrained_weights(workdir, capsys):
+    """Refused by the train stage, which checks each recipe with its kind before anything runs."""
+    (workdir / "models" / "raw.toml").write_text('kind = "features"\nbackbone = "test_resnet"\n')
+    assert main(["train", "--comp", "input/toy", "--runs", "raw"]) == 2
+    err = capsys.readouterr().err
+    assert 'raw.toml: kind = "features" embeds with a frozen pretrained backbone: set' in err
+    (workdir / "models" / "frozen.toml").write_text('kind = "frozen"\n')
+    assert main(["train", "--comp", "input/toy", "--runs", "frozen"]) == 2
+    err = capsys.readouterr().err
+    assert "frozen.toml: kind = 'frozen' is not a registered member kind; use one of" in err
+    assert not list((workdir / "models" / "toy").glob("*/config.toml"))  # nothing trained
 
 
 def test_a_feature_member_predicts_like_any_member(workdir, capsys):

@@ -8,8 +8,9 @@ import math
 import torch
 
 from pipeline.config import Recipe
-from pipeline.train import inputs, loop
-from pipeline.train.data import device_augment, loader_transform
+from pipeline.train import augment as inputs
+from pipeline.train import loop
+from pipeline.train.augment import device_augment, loader_transform
 
 
 def _batch(b: int = 6, s: int = 16) -> torch.Tensor:

@@ -15,14 +15,10 @@ from pipeline.errors import PipelineError
 from pipeline.folds.stage import folds_stage
 from pipeline.layout import Workspace
 from pipeline.tools import soak
-from pipeline.train.jobs import (
-    Dispatch,
-    Job,
-    default_threads,
-    exit_reason,
-    last_epoch,
-    visible_device,
-)
+from pipeline.train.context import Job
+from pipeline.train.executors import Dispatch
+from pipeline.train.executors.base import default_threads, last_epoch
+from pipeline.train.executors.local import exit_reason, visible_device
 from pipeline.train.stage import train_stage
 
 from .fakes import write_leaves
@@ -141,7 +137,7 @@ def test_ray_without_shared_fs_returns_the_fold_files_to_the_driver(
     root = _copy(reference.parent / "template", tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # in the task's scratch folder
     monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
-    dispatch = Dispatch("ray", threads=1, shared_fs=False)
+    dispatch = Dispatch("ray", threads=1, options={"shared_fs": False})
     train_stage(*_open(root), ["r"], device="cpu", dispatch=dispatch)
     assert (tmp_path / "after:fold1_last.pt").is_file()
     log = (root / "models/toy/r/logs/fold1.log").read_text()
@@ -171,9 +167,19 @@ def test_train_cli_flags_make_the_dispatch():
 
     base = ["train", "--comp", "input/x", "--runs", "r"]
     assert _dispatch(build_parser().parse_args(base)) == Dispatch()  # make train's defaults
-    flags = ["--executor", "ray", "--jobs", "2", "--threads", "3", "--gpus", "0,1"]
+    flags = ["--executor", "ray", "--jobs", "2", "--threads", "3"]
     a = build_parser().parse_args([*base, *flags, "--retries", "0", "--no-shared-fs"])
-    assert _dispatch(a) == Dispatch("ray", 2, 3, (0, 1), 0, shared_fs=False)
+    assert _dispatch(a) == Dispatch("ray", 2, 3, 0, {"shared_fs": False})
+    a = build_parser().parse_args([*base, "--jobs", "2", "--gpus", "0,1"])
+    assert _dispatch(a) == Dispatch("local", 2, None, 1, {"gpus": (0, 1)})
+    # an option of another executor is refused naming it: GPUS is the local workers', SHARED_FS
+    # Ray's (Ray gives each task its GPU)
+    with pytest.raises(
+        PipelineError, match=r"GPUS is not an option of EXECUTOR=ray \(its options: SHARED_FS\)"
+    ):
+        _dispatch(build_parser().parse_args([*base, *flags, "--gpus", "0,1"]))
+    with pytest.raises(PipelineError, match=r"SHARED_FS is not an option of EXECUTOR=local JOBS=1"):
+        _dispatch(build_parser().parse_args([*base, "--no-shared-fs"]))
     with pytest.raises(PipelineError, match="GPUS='a'"):
         _dispatch(build_parser().parse_args([*base, "--gpus", "a"]))
 

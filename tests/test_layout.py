@@ -1,7 +1,7 @@
 """Architecture tests for the ``pipeline`` package layout.
 
 Layers (high -> low): tools > __main__ > cli > teach > predict > {folds | train | ensemble | report | submit}
-> competition > core (config, layout, artifacts, errors, plots, lazy).
+> {competition | model} > core (config, layout, artifacts, errors, plots, lazy).
 
 The contracts themselves live in ``[tool.importlinter]`` in pyproject.toml; these tests
 (a) run them, (b) prove they bite on a planted violation in a throwaway copy,
@@ -99,10 +99,10 @@ def _target(package_dir: Path) -> Path:
         ),
         pytest.param(
             "predict",
-            "from pipeline.train import data as _planted",
+            "from pipeline.train import augment as _planted",
             ["kaggle-offline"],
             "pipeline.predict is not allowed to import albumentations",
-            id="predict-imports-albumentations-via-train-data",
+            id="predict-imports-albumentations-via-train-augment",
         ),
         pytest.param(
             "predict",
@@ -110,6 +110,20 @@ def _target(package_dir: Path) -> Path:
             ["layers"],
             "pipeline.predict is not allowed to import pipeline.cli",
             id="predict-imports-cli",
+        ),
+        pytest.param(
+            "predict",
+            "from pipeline.train import loop as _planted",
+            ["predict-not-train"],
+            "pipeline.predict is not allowed to import pipeline.train",
+            id="predict-imports-train-loop",
+        ),
+        pytest.param(
+            "model",
+            "import pandas as _planted",
+            ["model-lean"],
+            "pipeline.model is not allowed to import pandas",
+            id="model-imports-pandas",
         ),
         pytest.param(
             "folds",

@@ -13,7 +13,8 @@ from pipeline.ensemble.members import load_folds
 from pipeline.errors import PipelineError
 from pipeline.folds.stage import folds_stage
 from pipeline.layout import Workspace
-from pipeline.train.fold import FoldJob, setup_fold
+from pipeline.train.context import Job, TrainContext
+from pipeline.train.kinds.finetune import setup_fold
 from pipeline.train.stage import train_stage
 
 from .fakes import CLASSES, write_cifar
@@ -129,13 +130,14 @@ def test_fold_rows_are_looked_up_by_id(toy, tmp_path):
     ws = Workspace.under(tmp_path, "toy")
     folds = artifacts.read_folds(ws.folds_csv)
     folds["row"] = np.arange(len(folds)) + (np.arange(len(folds)) >= 7)  # id 8 is train row 7
-    job = FoldJob(toy, ws, folds, "h", "r", load_recipe(ws.recipe("r")), 0, torch.device("cpu"))
+    ctx = TrainContext.build(toy, ws, folds, "h", {"r": load_recipe(ws.recipe("r"))}, "cpu")
+    job = ctx.fold_job(Job("r", 0), torch.device("cpu"))
     assert job.fdir == tmp_path / "models" / "toy" / "r" / "fold0"
     setup = setup_fold(job)
     ids = toy.train["id"].to_numpy()
     assert ids[setup.va_rows].tolist() == folds["id"][folds["fold"] == 0].tolist()
     assert sorted(ids[setup.loader.dataset.rows]) == sorted(folds["id"][folds["fold"] == 1])
-    assert setup.y_all[0] == CLASSES.index("dog") and setup.y_all[7] == -1
+    assert job.y_all[0] == CLASSES.index("dog") and job.y_all[7] == -1
     assert len(setup.train_imgs) == 18  # the decode cache keeps every train image
 
 

@@ -1,8 +1,10 @@
 import numpy as np
 import torch
 
-from pipeline.train.data import CachedImages, EpochSampler, build_cache, train_transform
-from pipeline.train.tta import VIEWS, apply_view
+from pipeline.model.tta import VIEWS, apply_view
+from pipeline.train.augment import train_transform
+from pipeline.train.cache import build_cache
+from pipeline.train.loader import CachedImages, EpochSampler
 
 
 def test_flips_are_invertible():

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from pipeline.config import Recipe
 from pipeline.errors import PipelineError
-from pipeline.train import pretrained
-from pipeline.train.backbone import data_config, load_backbone_weights
+from pipeline.model import pretrained
+from pipeline.model.backbone import data_config, load_backbone_weights
 
 TINY = "test_efficientnet"  # timm's tiny EfficientNet, 1000-class head by default
 

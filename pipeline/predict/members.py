@@ -23,7 +23,7 @@ from ..config import Recipe, recipe_from_dict
 from ..ensemble.state import load_state
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
-from ..train.backbone import create_model
+from ..model.backbone import create_model
 
 WEIGHTS = "weights.safetensors"  # a package's fold weights; a workspace has best.pt
 
@@ -143,7 +143,7 @@ def _member(
                 f"{fold} of member {run!r} is missing or unfinished; run: {train}"
             )
         weights.append(file)
-        norm = norm or artifacts.read_json(done, train)
+        norm = norm or artifacts.read_done(done, train)
     return Member(
         run,
         recipe,
@@ -151,8 +151,8 @@ def _member(
         tuple(views),
         score,
         tuple(weights),
-        tuple(norm["mean"]),
-        tuple(norm["std"]),
+        tuple(norm.mean),
+        tuple(norm.std),
     )
 
 

@@ -34,10 +34,10 @@ from ..competition.testset import load_test_folder
 from ..ensemble.members import combine_label_views, combine_views
 from ..errors import PipelineError
 from ..layout import Workspace
-from ..train.backbone import resolve_device
-from ..train.inputs import resize_square, to_input
-from ..train.loop import amp_dtype, autocast
-from ..train.tta import apply_view
+from ..model.device import amp_dtype, autocast, resolve_device
+from ..model.infer import normalisation
+from ..model.inputs import resize_square, to_input
+from ..model.tta import apply_view
 from . import budget
 from .members import Member, Saved, load_fold_model, load_saved
 
@@ -119,10 +119,7 @@ class _Pass:
             for m in saved.members
         }
         self.dtype = {m.run: _dtype(precision, m, dev) for m in saved.members}
-        self.norm = {
-            m.run: (torch.tensor(m.mean, device=dev), torch.tensor(m.std, device=dev))
-            for m in saved.members
-        }
+        self.norm = {m.run: normalisation(m.mean, m.std, dev) for m in saved.members}
         where.mkdir(parents=True, exist_ok=True)
         self.logits = {
             m.run: np.lib.format.open_memmap(

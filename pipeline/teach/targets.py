@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,24 +36,23 @@ from ..ensemble.members import OOF, combine_label_views, combine_views, load_fol
 from ..ensemble.stage import method_factory
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
+from ..model.infer import normalisation
 from ..predict.members import Member, Saved, load_fold_model, load_saved
-from ..train import loop
-from ..train.data import build_cache
-from ..train.features import embeddings
+from ..train.kinds import get_kind
 
 
 @dataclass
 class Teacher:
     """A saved ensemble read once for all the folds it teaches: its state and members, the
     folds, each member's OOF logits under the mean of its views (nothing chosen on labels),
-    and the feature members' embeddings as they are first needed."""
+    and what its members' kinds reuse from fold to fold (a feature member's embeddings)."""
 
     name: str
     saved: Saved
     oof: OOF
     state_hash: str
     member_oof: dict[str, np.ndarray]  # run -> (N, C)
-    feats: dict[str, np.ndarray] = field(default_factory=dict)  # run -> (V, N_train, D)
+    memo: dict[Any, Any] = field(default_factory=dict)  # what the members' kinds reuse by fold
 
 
 def load_teacher(comp: Competition, ws: Workspace, name: str, student: str = "") -> Teacher:
@@ -170,28 +170,6 @@ def _matching(path: Path, key: dict[str, str]) -> dict[str, np.ndarray] | None:
     return None
 
 
-def holdout_reason(done: dict, m: Member, fold: int) -> str:
-    """Why fold ``fold``'s model of member ``m`` was chosen with its own held-out labels, or
-    "" when it was not (``done.json``'s ``holdout_used``; inferred for older runs)."""
-    if "holdout_used" in done:
-        used = bool(done["holdout_used"])
-    elif done.get("kind") == "features":  # before per-fold L2: fold 0's inner split (val fold 1)
-        used = fold != 0
-    else:
-        used = int(done["best_epoch"]) != m.recipe.epochs
-    if not used:
-        return ""
-    if done.get("kind") == "features":
-        return (
-            "its linear head was chosen with that fold's labels (an L2 strength picked before "
-            "each fold chose its own on its training rows): retrain the run"
-        )
-    return (
-        f"its best.pt is epoch {done['best_epoch']} of {m.recipe.epochs}, picked on that fold's "
-        'held-out rows: retrain it with checkpoint = "last" (and patience = 0)'
-    )
-
-
 def fit_logits(
     comp: Competition,
     ws: Workspace,
@@ -205,8 +183,9 @@ def fit_logits(
     """``(V, len(rows), C)``: fold ``fold``'s model of member ``m`` on rows ``rows`` of
     ``comp.train`` (its own training rows), under each of its views; cached in ``fit.npz``."""
     rerun = f"make train COMP={comp.root} RUNS={m.run}"
-    done = artifacts.read_json(ws.fold_dir(m.run, fold) / "done.json", rerun)
-    if why := holdout_reason(done, m, fold):
+    done = artifacts.read_done(ws.fold_dir(m.run, fold) / "done.json", rerun)
+    kind = get_kind(m.recipe.kind)
+    if why := kind.holdout_reason(done, m.recipe, fold):
         raise PipelineError(
             f"teacher member {m.run} fold {fold} cannot teach fold {fold}'s student: {why}; or "
             "leave the run out of the teacher (make ensemble NAME=... RUNS=...)"
@@ -218,21 +197,9 @@ def fit_logits(
     if cached is not None and cached["ids"].astype(str).tolist() == list(ids):
         return cached["logits"]
     model = load_fold_model(m, fold, len(comp.classes), device)
-    r = m.recipe
-    if r.kind == "features":  # the cached embeddings through the folded classifier
-        if m.run not in t.feats:
-            t.feats[m.run] = embeddings(comp, ws, r, "train", device)[0]
-        clf = model.get_classifier()
-        w, b = clf.weight.detach().float().cpu(), clf.bias.detach().float().cpu()
-        logits = np.stack([(torch.from_numpy(f[rows]) @ w.T + b).numpy() for f in t.feats[m.run]])
-    else:
-        size = r.image_size
-        imgs = build_cache(
-            comp.root, comp.train["path"].tolist(), size, ws.decode_cache("train", size)
-        )
-        norm = (torch.tensor(m.mean, device=device), torch.tensor(m.std, device=device))
-        desc = f"teacher {m.run} fold {fold}: its training rows"
-        logits = loop.predict_as_trained(model, imgs, rows, r.tta, norm, device, r, desc)
+    norm = normalisation(m.mean, m.std, device)
+    desc = f"teacher {m.run} fold {fold}: its training rows"
+    logits = kind.logits_on_rows(comp, ws, m.recipe, model, norm, rows, device, t.memo, desc)
     key = {k: np.array(v) for k, v in key.items()}
-    artifacts.write_logits(path, ids=ids, views=np.array(r.tta), logits=logits, **key)
+    artifacts.write_logits(path, ids=ids, views=np.array(m.recipe.tta), logits=logits, **key)
     return logits

@@ -4,12 +4,12 @@
 
 (a) the real training DataLoader (``make_loader`` over every train row, same augmentation and
     workers as ``train_fold``) including ``to_input`` on the device;
-(b) the bare training step: forward, loss, backward and ``engine.optimizer_step`` (optimizer, schedule,
+(b) the bare training step: forward, loss, backward and ``train_loop.optimizer_step`` (optimizer, schedule,
     EMA) of the same ``TrainState`` on random tensors already on the device, with no per-batch sync;
-(c) the real training loop: ``engine.train_one_epoch`` on that DataLoader, so augmentation,
+(c) the real training loop: ``train_loop.train_one_epoch`` on that DataLoader, so augmentation,
     collation, ``to_input``, mixup, ``loss.item()``, the scheduler and the progress bar are all
     in the timing; and (d)/(e) the same pair for TTA prediction (bare forwards of every view on
-    random tensors, then ``engine.predict`` over cached images).
+    random tensors, then ``model.infer.predict`` over cached images).
 
 Warm-up batches run through the same code path first and are left out of the timing: for (a)
 and (c) the clock starts when the loop asks for batch ``warmup``, within the same pass, so worker
@@ -31,17 +31,15 @@ import torch.nn.functional as F
 from .. import artifacts
 from ..config import Recipe
 from ..layout import Workspace
-from ..train import loop as engine
-from ..train.backbone import create_model, data_config
-from ..train.data import (
-    CachedImages,
-    auto_workers,
-    build_cache,
-    loader_transform,
-    make_loader,
-)
-from ..train.inputs import to_input
-from ..train.tta import apply_view
+from ..model.backbone import create_model, data_config
+from ..model.device import amp_dtype, autocast
+from ..model.infer import predict
+from ..model.inputs import to_input
+from ..model.tta import apply_view
+from ..train import loop as train_loop
+from ..train.augment import loader_transform
+from ..train.cache import build_cache
+from ..train.loader import CachedImages, auto_workers, make_loader
 
 
 def bench_stage(
@@ -79,8 +77,8 @@ def bench_stage(
     aug = loader_transform(r)
     ds = CachedImages(images, np.arange(len(images)), labels, aug, seed=r.seed)
     loader = make_loader(ds, bs, True, r.seed, workers, device)
-    loop = engine.make_state(model, r, norm, device, len(loader), len(classes))
-    engine.set_frozen(model, False)  # a typical (unfrozen) epoch
+    loop = train_loop.make_state(model, r, norm, device, len(loader), len(classes))
+    train_loop.set_frozen(model, False)  # a typical (unfrozen) epoch
 
     res: dict = {
         "comp": name,
@@ -92,7 +90,7 @@ def bench_stage(
         "predict_batch_size": pbs,
         "workers": workers,
         "views": list(r.tta),
-        "amp": str(engine.amp_dtype(r, device) or "off").replace("torch.", ""),
+        "amp": str(amp_dtype(r, device) or "off").replace("torch.", ""),
         "batches": batches,
         "warmup": warmup,
         "train_images": len(images),
@@ -226,7 +224,7 @@ class _Timed:
         return self.images / max(time.perf_counter() - self.t0, 1e-9)
 
 
-def _loader_ips(loader, loop: engine.TrainState, warmup: int, batches: int) -> float:
+def _loader_ips(loader, loop: train_loop.TrainState, warmup: int, batches: int) -> float:
     """(a) The training DataLoader and ``to_input``, nothing else."""
     dev, r = loop.device, loop.recipe
     timed = _Timed(loader, warmup, batches, dev, epoch=0)
@@ -237,7 +235,7 @@ def _loader_ips(loader, loop: engine.TrainState, warmup: int, batches: int) -> f
 
 
 def _other_format_ips(
-    loop: engine.TrainState, bs: int, classes: int, warmup: int, batches: int
+    loop: train_loop.TrainState, bs: int, classes: int, warmup: int, batches: int
 ) -> float:
     """(b) again in the other memory format (NCHW if the recipe uses channels_last, else NHWC),
     so the bench shows what the chosen format buys on this device; the model is restored."""
@@ -251,17 +249,17 @@ def _other_format_ips(
 
 
 def _bare_train_ips(
-    loop: engine.TrainState,
+    loop: train_loop.TrainState,
     bs: int,
     classes: int,
     warmup: int,
     batches: int,
     channels_last: bool | None = None,
 ) -> float:
-    """(b) Forward, loss, backward and ``engine.optimizer_step`` on random device tensors, as the real loop
+    """(b) Forward, loss, backward and ``train_loop.optimizer_step`` on random device tensors, as the real loop
     does them (same autocast, loss, grad scaler, accumulation) minus data, mixup and host syncs."""
     r, dev = loop.recipe, loop.device
-    dtype = engine.amp_dtype(r, dev)
+    dtype = amp_dtype(r, dev)
     s = r.image_size
     x = torch.randn(bs, 3, s, s, device=dev)
     if r.channels_last if channels_last is None else channels_last:
@@ -273,36 +271,36 @@ def _bare_train_ips(
         if i == warmup:
             _sync(dev)
             t0 = time.perf_counter()
-        with engine.autocast(dev, dtype):
+        with autocast(dev, dtype):
             logits = loop.forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
         loop.scaler.scale(loss / r.accum_steps).backward()
         if (i + 1) % r.accum_steps == 0:
-            engine.optimizer_step(loop)
+            train_loop.optimizer_step(loop)
     _sync(dev)
     loop.opt.zero_grad(set_to_none=True)
     return batches * bs / max(time.perf_counter() - t0, 1e-9)
 
 
-def _train_ips(loop: engine.TrainState, loader, warmup: int, batches: int) -> float:
-    """(c) ``engine.train_one_epoch`` over ``warmup + batches`` batches of the real loader."""
+def _train_ips(loop: train_loop.TrainState, loader, warmup: int, batches: int) -> float:
+    """(c) ``train_loop.train_one_epoch`` over ``warmup + batches`` batches of the real loader."""
     timed = _Timed(loader, warmup, batches, loop.device, epoch=1000)
-    engine.train_one_epoch(loop, timed, "bench train")
+    train_loop.train_one_epoch(loop, timed, "bench train")
     return timed.ips()
 
 
-def _bare_predict_ips(loop: engine.TrainState, pbs: int, warmup: int, batches: int) -> float:
+def _bare_predict_ips(loop: train_loop.TrainState, pbs: int, warmup: int, batches: int) -> float:
     """(d) Forward of every TTA view on random device tensors, under the same autocast as
     ``finish_fold``'s OOF/test prediction."""
     dev, s = loop.device, loop.recipe.image_size
-    dtype = engine.amp_dtype(loop.recipe, dev)
+    dtype = amp_dtype(loop.recipe, dev)
     model = loop.eval_model()
     model.eval()
     x = torch.randn(pbs, 3, s, s, device=dev)
     if loop.recipe.channels_last:  # as predict's to_input makes it
         x = x.contiguous(memory_format=torch.channels_last)
     t0 = 0.0
-    with torch.inference_mode(), engine.autocast(dev, dtype):
+    with torch.inference_mode(), autocast(dev, dtype):
         for i in range(warmup + batches):
             if i == warmup:
                 _sync(dev)
@@ -313,20 +311,22 @@ def _bare_predict_ips(loop: engine.TrainState, pbs: int, warmup: int, batches: i
     return batches * pbs / max(time.perf_counter() - t0, 1e-9)
 
 
-def _predict_ips(loop: engine.TrainState, images: np.ndarray, pbs: int, warmup: int, batches: int):
-    """(e) ``engine.predict`` with every TTA view over cached train images (wrapping around)."""
+def _predict_ips(
+    loop: train_loop.TrainState, images: np.ndarray, pbs: int, warmup: int, batches: int
+):
+    """(e) ``model.infer.predict`` with every TTA view over cached train images (wrapping around)."""
     dev, views = loop.device, loop.recipe.tta
-    dtype = engine.amp_dtype(loop.recipe, dev)
+    dtype = amp_dtype(loop.recipe, dev)
     model = loop.eval_model()
     rows = np.arange((warmup + batches) * pbs) % len(images)
     common = (loop.norm, dev, pbs)
     timed = rows[warmup * pbs :]
     how = {"dtype": dtype, "channels_last": loop.recipe.channels_last}
     if warmup:
-        engine.predict(model, images, rows[: warmup * pbs], views, *common, desc="warm-up", **how)
+        predict(model, images, rows[: warmup * pbs], views, *common, desc="warm-up", **how)
     _sync(dev)
     t0 = time.perf_counter()
-    engine.predict(model, images, timed, views, *common, desc="bench predict", **how)
+    predict(model, images, timed, views, *common, desc="bench predict", **how)
     _sync(dev)
     return len(timed) / max(time.perf_counter() - t0, 1e-9)
 

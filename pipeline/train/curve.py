@@ -21,8 +21,8 @@ from ..errors import PipelineError
 from ..layout import Workspace
 from ..plots import pyplot
 from .assemble import train_rows
-from .features import train_features_fold
-from .fold import train_fold
+from .context import Job, TrainContext
+from .kinds import check_recipe
 from .stage import resolve_device, write_or_verify_config
 
 FRACTIONS = (0.1, 0.25, 0.5)
@@ -63,6 +63,7 @@ def curve_stage(
         raise PipelineError(f"fold {fold} is not in {fpath}")
     fhash, dev = artifacts.file_hash(fpath), resolve_device(device)
     recipe = load_recipe(ws.recipe(run), overrides)
+    kind = check_recipe(recipe, str(ws.recipe(run)))
     train = folds_df[folds_df["fold"] != fold]
     labels = folds_df.set_index("id")["label"]
     subsets = nested_subsets(train["label"].reset_index(drop=True), tuple(fractions), recipe.seed)
@@ -72,8 +73,8 @@ def curve_stage(
         part = pd.concat([train.iloc[keep], folds_df[folds_df["fold"] == fold]]).sort_index()
         write_or_verify_config(ws.run_dir(sub_run), recipe, fhash, sub_run, comp)
         if not (ws.fold_dir(sub_run, fold) / "done.json").is_file():
-            fit = train_features_fold if recipe.kind == "features" else train_fold
-            fit(comp, ws, part, fhash, sub_run, recipe, fold, dev)
+            ctx = TrainContext.build(comp, ws, part, fhash, {sub_run: recipe}, str(dev))
+            kind.fit_curve_point(ctx.fold_job(Job(sub_run, fold), dev))
         rows.append(_point(comp, ws, sub_run, fold, frac, len(keep), labels))
     if (ws.fold_dir(run, fold) / "done.json").is_file():  # the run itself is the 100 % point
         rows.append(_point(comp, ws, run, fold, 1.0, len(train), labels))

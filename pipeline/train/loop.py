@@ -1,7 +1,7 @@
-"""The training loop: optimizer, schedule, mixed precision, EMA, mixup, one epoch, TTA prediction.
+"""The training loop: the state an epoch updates, mixed precision, EMA, mixup, one epoch.
 
 ``TrainState`` is everything an epoch updates (saved whole in ``last.pt`` for resume);
-``train_one_epoch`` and ``predict`` are the only places a model runs."""
+``train_one_epoch`` is the only place a model trains (``model.infer`` is where one predicts)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from ..config import Recipe
 from ..errors import RecipeError
-from .backbone import param_groups
-from .inputs import device_augment, to_input
-from .tta import apply_view
+from ..model.device import amp_dtype, autocast
+from ..model.inputs import to_input
+from .augment import device_augment
+from .optim import make_optimizer, make_scheduler
 
 
 @dataclass
@@ -128,47 +129,6 @@ class compile_or_eager:  # noqa: N801 (used like a function: the model's forward
         self.forward = self.model
 
 
-def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    groups = param_groups(model, recipe)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=recipe.lr)
-
-
-def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
-    """Per-step linear warmup then cosine to ``lr * min_lr_ratio``.
-
-    LambdaLR multiplies each group's own LR, so the head keeps its ``head_lr_mult`` ratio (and
-    each block its layer-decay scale) through the whole schedule; timm's CosineLRScheduler takes
-    one absolute ``lr_min`` for all groups.
-    """
-    total = max(1, recipe.epochs * steps_per_epoch)
-    # warmup never takes more than half the schedule (e.g. SET="epochs=1" on a 1-epoch warmup)
-    warm = min(int(recipe.warmup_epochs * steps_per_epoch), total // 2)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return 0.01 + 0.99 * step / warm
-        t = min(1.0, (step - warm) / max(1, total - warm))
-        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 autocast on CUDA only; CPU trains in fp32 (CPU autocast is slower here)."""
-    if device.type != "cuda" or recipe.amp == "off":
-        return None
-    if recipe.amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if recipe.amp == "bf16" else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Autocast to ``dtype`` on ``device``; an inactive context (fp32) when ``dtype`` is None."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
 def set_frozen(model: torch.nn.Module, frozen: bool) -> None:
     """Freeze everything but the classifier (linear probe) or unfreeze all."""
     head = {id(p) for p in model.get_classifier().parameters()}
@@ -244,43 +204,6 @@ def optimizer_step(state: TrainState) -> None:
     state.sched.step()
     if state.ema is not None:
         state.ema.update(state.model, step=state.sched.last_epoch)
-
-
-@torch.inference_mode()
-def predict(
-    model,
-    images: np.ndarray,
-    rows: np.ndarray,
-    views: tuple[str, ...],
-    norm,
-    device: torch.device,
-    batch_size: int,
-    *,
-    desc: str = "predict",
-    dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Logits ``(V, len(rows), C) float32`` for each TTA view, in ``rows`` order."""
-    model.eval()
-    chunks: list[np.ndarray] = []
-    for start in tqdm(
-        range(0, len(rows), batch_size), desc=desc, leave=False, disable=None, dynamic_ncols=True
-    ):
-        batch = torch.from_numpy(np.ascontiguousarray(images[rows[start : start + batch_size]]))
-        x = to_input(batch, *norm, device, channels_last)
-        with autocast(device, dtype):
-            out = [model(apply_view(v, x)).float() for v in views]
-        chunks.append(torch.stack(out).cpu().numpy())
-    return np.concatenate(chunks, axis=1).astype(np.float32)
-
-
-def predict_as_trained(model, images, rows, views, norm, device, recipe: Recipe, desc: str):
-    """``predict`` with the recipe's settings (batch ``2 x batch_size``, its autocast and
-    memory format): how every fold, embedding and teacher pass predicts."""
-    dtype = amp_dtype(recipe, device)
-    batch = recipe.batch_size * 2
-    kw = {"desc": desc, "dtype": dtype, "channels_last": recipe.channels_last}
-    return predict(model, images, rows, views, norm, device, batch, **kw)
 
 
 def bce(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import artifacts
-from ..config import to_toml
+from ..config import Recipe, to_toml
 from ..errors import PipelineError
+from .kinds import get_kind
 from .probe import FOLD_OVERHEAD_S as FOLD_OVERHEAD_S
-from .probe import Cost, probe_run
+from .probe import Clock, Cost, ProbeInput, sample_images
 
 MAX_SCALE = 2.0  # EPOCHS=auto never more than doubles a recipe's epochs
 
@@ -71,7 +72,7 @@ def make_plan(
 
 
 def _epochs_plan(costs, recipe_epochs, k, budget_s, auto) -> Plan | None:
-    tune = [r for r in costs if costs[r].kind == "finetune"]
+    tune = [r for r in costs if get_kind(costs[r].kind).scales_epochs]
 
     def epochs_at(scale: float) -> dict[str, int]:
         e = {r: 1 for r in costs}
@@ -113,9 +114,9 @@ def format_plan(
         f"  {'run':<22}{'kind':<10}{'epochs':>10}{'once':>9}{'/epoch':>9}{'/fold':>8}{'total':>10}",
     ]
     for run, c in plan.costs.items():
-        e = plan.epochs[run]
-        ep = f"{e} ({plan.recipe_epochs[run]})" if c.kind == "finetune" else "-"
-        per_epoch = f"{c.epoch_s:.0f}s" if c.kind == "finetune" else "-"
+        e, scales = plan.epochs[run], get_kind(c.kind).scales_epochs
+        ep = f"{e} ({plan.recipe_epochs[run]})" if scales else "-"
+        per_epoch = f"{c.epoch_s:.0f}s" if scales else "-"
         lines.append(
             f"  {run:<22}{c.kind:<10}{ep:>10}{c.once_s:>8.0f}s{per_epoch:>9}{c.fold_s:>7.0f}s"
             f"{plan.run_seconds(run) / 60:>8.1f}min"
@@ -191,22 +192,42 @@ def planned_epochs(saved: dict, path: Path, runs: list[str], budget_s: float | N
 # ---------------------------------------------------------------- the train stage's use
 
 
+def probe_run(
+    comp,
+    ws,
+    recipe: Recipe,
+    y_all: np.ndarray,
+    k: int,
+    device,
+    clock: Clock = time.perf_counter,
+    batches: int = 4,
+    warmup: int = 1,
+) -> Cost:
+    """Time ``recipe`` on this machine: decoding ``SAMPLE`` images (unless the decode cache
+    exists; nothing is written), then its kind's probe (``Kind.probe``) on them."""
+    start = clock()
+    images, decode_s = sample_images(comp, ws, recipe.image_size)
+    decode_s *= clock() - start  # priced from the sample's time (0 when cached)
+    start = clock()
+    p = ProbeInput(comp, ws, recipe, images, y_all, k, device, clock, batches, warmup)
+    cost = get_kind(recipe.kind).probe(p)
+    once = cost.once_s + decode_s
+    figures = {"decode_s": decode_s, **cost.figures}
+    return replace(cost, once_s=once, probe_s=clock() - start, figures=figures)
+
+
 def resolve_plan(
-    comp, ws, recipes: dict, folds_df, k: int, device, budget_s, auto: bool
+    comp, ws, recipes: dict, labels: np.ndarray, k: int, device, budget_s, auto: bool
 ) -> tuple[dict, list[str]]:
     """``{run: plan entry}`` for the runs a plan covers, and the runs it left out: planned now
     (``budget_s`` given and no ``plan.toml`` yet) or read from ``plan.toml``; ``{}`` and ``[]``
-    without either."""
-    from ..competition.task import encode
-
+    without either. ``labels``: by train row (``context.labels_by_row``)."""
     path = ws.plan
     saved = read_plan(path)
     if saved is None:
         if budget_s is None:
             return {}, []
-        y = encode(folds_df["label"], comp.classes, comp.task.kind)
-        y_all = np.zeros((len(comp.train), *y.shape[1:]), dtype=np.int64)
-        y_all[folds_df["row"].to_numpy()] = y
+        y_all = np.maximum(labels, 0)  # a row the folds file dropped trains as class 0
         costs, sizes = {}, set()
         for run, recipe in recipes.items():
             print(f"plan: probing {run} ...", flush=True)
@@ -240,7 +261,7 @@ def record_wall(rdir: Path, stage_s: float) -> None:
     if cfg is None:
         return
     folds = sorted(rdir.glob("fold*/done.json"))
-    secs = [float(artifacts.read_json(p, "make train").get("seconds", 0.0)) for p in folds]
+    secs = [artifacts.read_done(p, "make train").seconds for p in folds]
     cfg["wall"] = {
         "folds_s": round(sum(secs), 1),
         "fold_s": [round(x, 1) for x in secs],

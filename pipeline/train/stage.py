@@ -1,7 +1,7 @@
-"""The train stage: every (run, fold) not yet done is a job (``jobs.py``) that an executor
-runs (``fold.py`` trains it): in this process, in ``JOBS`` local workers or as Ray tasks; then
-each run's fold outputs are assembled into ``models/<comp>/<run>/{oof,test}.npz``
-(``assemble.py``).
+"""The train stage: plan -> jobs -> executor -> assemble. Every (run, fold) not yet done is a
+``Job`` (``context.py``) that an executor (``executors/``: in this process, in ``JOBS`` local
+workers or as Ray tasks) hands to the run's member kind (``kinds/``) to fit; then each run's
+fold outputs are assembled into ``models/<comp>/<run>/{oof,test}.npz`` (``assemble.py``).
 
 A fold with ``done.json`` is skipped; a run's ``config.toml`` (the resolved recipe and the folds
 hash) is written once and every later call must agree with it.
@@ -23,9 +23,12 @@ from ..competition import Competition
 from ..config import ADDED_LATER, Recipe, load_recipe, to_toml
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
+from ..model.device import resolve_device as resolve_device
 from .assemble import assemble_run, train_rows
-from .backbone import resolve_device as resolve_device
-from .jobs import Dispatch, Failure, Job, TrainContext, prepare_shared, run_local, run_sequential
+from .context import Job, TrainContext, labels_by_row
+from .executors import Dispatch, execute, refusal
+from .executors.base import Failure
+from .kinds import check_recipe, get_kind
 from .plan import record_wall, resolve_plan
 
 
@@ -57,12 +60,15 @@ def train_stage(
         raise PipelineError(f"FOLDS has fold {bad[0]} but {fpath} has folds 0..{k - 1}")
     dev = resolve_device(device)
     recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
-    plans, left_out = resolve_plan(comp, ws, recipes, folds_df, k, dev, budget_s, auto_epochs)
+    for run, recipe in recipes.items():
+        check_recipe(recipe, str(ws.recipe(run)))
+    labels = labels_by_row(comp, folds_df)
+    plans, left_out = resolve_plan(comp, ws, recipes, labels, k, dev, budget_s, auto_epochs)
     for run in left_out:
         print(f"{run}: left out by the plan {ws.plan} (over budget); not trained")
         del recipes[run]
     for run, entry in plans.items():
-        if recipes[run].kind == "finetune":
+        if get_kind(recipes[run].kind).scales_epochs:
             recipes[run] = dataclasses.replace(recipes[run], epochs=int(entry["epochs"]))
     jobs = []
     for run, recipe in recipes.items():
@@ -77,8 +83,8 @@ def train_stage(
             jobs.append(Job(run, fold))
     d = dispatch or Dispatch()
     _teach_students(ws, recipes, jobs, d, teach)
-    ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev))
-    failed = run_jobs(ctx, jobs, d)
+    ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev), labels)
+    failed = execute(ctx, jobs, d)
     for run in recipes:
         assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
         record_wall(ws.run_dir(run), time.perf_counter() - t_start)
@@ -98,31 +104,13 @@ def _teach_students(ws: Workspace, recipes: dict, jobs: list[Job], d: Dispatch, 
         pending = [j.fold for j in jobs if j.run == run]
         if not (recipe.teacher and pending):
             continue
-        if d.executor == "ray" and not d.shared_fs:
+        if why := refusal(d, "workspace"):
             raise PipelineError(
                 f"{run} is a student of {recipe.teacher!r}: its folds read the teacher's targets "
-                f"from {ws.runs_dir}/teachers/, which SHARED_FS=0 tasks cannot see; train it with "
-                "SHARED_FS=1 (a folder every node mounts) or EXECUTOR=local"
+                f"from {ws.runs_dir}/teachers/, which {why}"
             )
         if teach is not None:
             teach(run, recipe.teacher, pending)
-
-
-def run_jobs(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
-    """Run ``jobs`` with the executor ``d`` names; returns the jobs that failed every attempt."""
-    threads = d.job_threads()
-    if not jobs:
-        return []
-    if d.executor == "ray":
-        from .ray_executor import run_ray
-
-        if d.shared_fs:  # else each node builds its own, in its scratch cache
-            prepare_shared(ctx, jobs)
-        return run_ray(ctx, jobs, threads, d.retries, d.shared_fs)
-    if d.jobs == 1:
-        return run_sequential(ctx, jobs, threads)
-    prepare_shared(ctx, jobs)
-    return run_local(ctx, jobs, d, threads)
 
 
 def failure_line(failed: list[Failure], total: int) -> str:

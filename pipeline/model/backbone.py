@@ -9,15 +9,7 @@ import timm
 import torch
 
 from ..config import Recipe
-from ..errors import PipelineError, RecipeError
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineError(f"DEVICE={name} but CUDA is not available here; use DEVICE=cpu")
-    return torch.device(name)
+from ..errors import RecipeError
 
 
 def create_model(recipe: Recipe, num_classes: int, pretrained: bool = True) -> torch.nn.Module:
@@ -111,38 +103,3 @@ def data_config(model: torch.nn.Module, recipe: Recipe) -> dict:
         norm = json.loads(sidecar.read_text())
         mean, std = norm.get("mean", mean), norm.get("std", std)
     return {"mean": mean, "std": std, "input_size": [3, recipe.image_size, recipe.image_size]}
-
-
-def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict]:
-    """Groups by (head?, no-decay?, layer scale): head LR x ``head_lr_mult``, blocks scaled by
-    timm's layer-wise decay, and no weight decay on norms and biases."""
-    head_ids = {id(p) for p in model.get_classifier().parameters()}
-    scale = _layer_scales(model, recipe.layer_decay)
-    groups: dict[tuple[bool, bool, float], list] = {}
-    for p in model.parameters():
-        key = (id(p) in head_ids, p.ndim <= 1, scale.get(id(p), 1.0))
-        groups.setdefault(key, []).append(p)
-    out = []
-    for (is_head, no_decay, s), params in sorted(groups.items(), key=lambda kv: kv[0]):
-        lr = recipe.lr * s * (recipe.head_lr_mult if is_head else 1.0)
-        wd = 0.0 if no_decay else recipe.weight_decay
-        out.append(
-            {"params": params, "lr": lr, "initial_lr": lr, "weight_decay": wd, "is_head": is_head}
-        )
-    return out
-
-
-def _layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[int, float]:
-    """``id(param) -> lr scale`` from timm's ``param_groups_layer_decay`` (empty when off)."""
-    if layer_decay >= 1.0:
-        return {}
-    from timm.optim import param_groups_layer_decay
-
-    try:
-        groups = param_groups_layer_decay(model, layer_decay=layer_decay)
-    except (AttributeError, NotImplementedError):
-        raise RecipeError(
-            f"layer_decay needs a timm model with group_matcher; {type(model).__name__} has none; "
-            "set layer_decay = 1.0"
-        ) from None
-    return {id(p): g.get("lr_scale", 1.0) for g in groups for p in g["params"]}

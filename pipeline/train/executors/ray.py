@@ -21,13 +21,38 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import artifacts
-from ..errors import PipelineError
-from ..layout import Workspace
-from .jobs import FORWARDED_ENV, Failure, Job, Progress, TrainContext, prepare_shared, run_job
+from ... import artifacts
+from ...errors import PipelineError
+from ...layout import Workspace
+from ..context import Job, TrainContext
+from .base import FORWARDED_ENV, Failure, Progress, prepare_shared, run_job
+
+if TYPE_CHECKING:
+    from . import Dispatch
 
 PROGRESS_S = 60.0  # seconds between the lines on jobs still running or queued
+OPTIONS = {
+    "shared_fs": True,  # SHARED_FS: every node sees models/; False: tasks return the fold's files
+}
+
+
+def execute(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
+    shared_fs = d.option("shared_fs")
+    if shared_fs:  # else each node builds its own, in its scratch cache
+        prepare_shared(ctx, jobs)
+    return run_ray(ctx, jobs, d.job_threads(), d.retries, shared_fs)
+
+
+def refuses(d: Dispatch, what: str) -> str:
+    """A task without the shared filesystem sees none of the driver's files."""
+    if what == "workspace" and not d.option("shared_fs"):
+        return (
+            "SHARED_FS=0 tasks cannot see; train it with SHARED_FS=1 (a folder every node "
+            "mounts) or EXECUTOR=local"
+        )
+    return ""
 
 
 def ray_module():
