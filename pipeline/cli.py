@@ -36,6 +36,8 @@ def open_competition(a, strict: bool = True):
     comp = load_competition(a.comp, strict=strict)
     if strict:
         print(comp.task.describe(str(comp.root)), flush=True)
+        for note in comp.notes:
+            print(note, flush=True)
     cache = Path(a.cache) if a.cache else None
     return comp, Workspace(comp.name, Path(a.models), Path(a.output), cache)
 

@@ -23,6 +23,8 @@ def check_stage(comp: Competition, workers: int = 2) -> str:
     Prints each problem (CSV rows and images, at most MAX_PROBLEMS) as one ``error:`` line on
     stderr and raises ``CompetitionError``; else prints and returns a one-line summary.
     """
+    for note in comp.notes:
+        print(note)
     splits = (("train", comp.train, comp.train_csv), ("test", comp.test, comp.sample_path))
     jobs = [
         (s, c, n, r) for s, df, c in splits for n, r in enumerate(df["path"]) if isinstance(r, str)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CompetitionError
+from . import classes as class_checks
 from . import paths
 from .rules import read_csv, read_csv_header
 
@@ -21,24 +22,35 @@ def class_column_tables(
     id_col: str,
     class_cols: list[str],
     settings: dict[str, str],
-) -> tuple[Path, pd.DataFrame, str, str]:
+) -> tuple[Path, pd.DataFrame, str, str, tuple[str, ...]]:
     """A sample with one probability column per class: the train CSV either has the same
     columns one-hot (plant-pathology-2020) or one column whose values are those classes
-    (dog-breed-identification). Returns ``(train_csv, train_df, target_col, layout)``."""
+    (dog-breed-identification). Returns ``(train_csv, train_df, target_col, layout, drop)``:
+    a label column that also holds classes the sample has no column for is refused naming
+    them, or with ``train_only_classes = "drop"`` those classes are ``drop``, whose rows
+    ``load`` leaves out."""
     wanted = set(class_cols)
     cands = [p for p in csvs if p != sample_path and id_col in read_csv_header(p)]
     if "train_csv" in settings:
         cands = [root / settings["train_csv"]]
+    near = []  # (classes shared with the sample, path, df, col): label columns with extra classes
     for path in cands:
         df = read_csv(path)
         if wanted <= set(df.columns):
             table = from_one_hot(path, df, id_col, class_cols)
             multi = table["label"].str.contains(" ", regex=False).any()
-            return path, table, "label", "multi-hot" if multi else "one-hot"
+            return path, table, "label", "multi-hot" if multi else "one-hot", ()
         for col in df.columns:
             values = set(df[col].unique()) - {""}
             if col != id_col and values and values <= wanted:
-                return path, df, col, "csv"
+                return path, df, col, "csv", ()
+            shared = len(values & wanted)
+            if col != id_col and shared >= max(2, len(wanted) / 2):
+                near.append((shared, path, df, col))
+    if near:
+        _, path, df, col = max(near, key=lambda c: c[0])
+        drop = class_checks.train_only(path, df, col, class_cols, sample_path, settings)
+        return path, df, col, "csv", drop
     listing = "; ".join(f"{p.name}: {', '.join(read_csv_header(p))}" for p in csvs)
     raise CompetitionError(
         f"{sample_path} has columns [{id_col}, {', '.join(class_cols[:5])}"

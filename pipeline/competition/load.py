@@ -21,6 +21,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from ..errors import CompetitionError
+from . import classes as class_checks
 from . import layouts, rules
 from .paths import resolve_images
 from .rules import read_csv, read_csv_header
@@ -40,6 +41,10 @@ SETTINGS = {
     "roc_auc, log_loss, mean_column_auc); default: inferred from the sample submission",
     "positive_label": "binary probability submissions: the class whose probability is written",
     "group_column": "train CSV column whose rows must share a fold (a patient, a driver)",
+    "sample_only_classes": '"zero": write probability 0 in the sample\'s columns of classes no '
+    "train row carries (default: refused)",
+    "train_only_classes": '"drop": leave out the train rows of classes the sample submission has '
+    "no column for (default: refused)",
 }
 
 
@@ -54,6 +59,7 @@ class Tables(NamedTuple):
     target_col: str
     class_columns: list[str]  # the sample's probability columns (empty for one target)
     layout: str  # "csv", "one-hot", "multi-hot" or "class-folders"
+    drop: tuple[str, ...] = ()  # classes whose rows are left out (train_only_classes = "drop")
 
 
 @dataclass
@@ -74,6 +80,9 @@ class Competition:
     task: Task = field(default_factory=lambda: Task("multiclass", "label", "accuracy"))
     class_columns: list[str] = field(default_factory=list)  # sample's probability columns
     layout: str = "csv"  # "csv", "one-hot" or "class-folders": where the train labels come from
+    # sample class columns no train row carries, written with probability 0 (sample_only_classes)
+    sample_only: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was read differently, for the CLI
 
 
 def load_competition(root: str | Path, strict: bool = True) -> Competition:
@@ -100,7 +109,9 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
     )
     if problems and strict:
         raise CompetitionError(rules.first_problem(root, problems))
-    labels = t.train_df[t.target_col][t.train_df[t.target_col] != ""]
+    t, notes = _checked_labels(t, settings)
+    labels = t.train_df[t.target_col]
+    labels = labels[(labels != "") & ~labels.isin(t.drop)]
     task = detect_task(
         settings, t.sample, t.id_col, labels, t.class_columns, t.sample_path.name, t.layout
     )
@@ -108,6 +119,21 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
     if problems and strict:
         raise CompetitionError(rules.first_problem(root, problems))
     train = _train_table(root, settings, t, paths["train"])
+    if t.drop:  # after every row was checked with its own row number
+        n = int(train["label"].isin(t.drop).sum())
+        train = train[~train["label"].isin(t.drop)].reset_index(drop=True)
+        notes.append(
+            f"note: {t.train_csv.name}: {n} rows of {len(t.drop)} classes without a column in "
+            f"{t.sample_path.name} left out ({', '.join(t.drop[:5])}; train_only_classes = "
+            '"drop")'
+        )
+    classes = class_order(train["label"][train["label"] != ""], task.kind)
+    only = class_checks.sample_only(t.sample_path, t.train_csv, t.class_columns, classes, settings)
+    if only:
+        notes.append(
+            f"note: {t.sample_path.name} columns {', '.join(only)} get probability 0: no train "
+            f'row carries them (sample_only_classes = "zero")'
+        )
     return Competition(
         root=root,
         name=root.name,
@@ -118,12 +144,27 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
         train_csv=t.train_csv,
         train=train,
         test=pd.DataFrame({"id": test_ids, "path": paths["test"]}),
-        classes=class_order(train["label"][train["label"] != ""], task.kind),
+        classes=classes,
         problems=problems,
         task=task,
         class_columns=t.class_columns,
         layout=t.layout,
+        sample_only=only,
+        notes=notes,
     )
+
+
+def _checked_labels(t: Tables, settings: dict[str, str]) -> tuple[Tables, list[str]]:
+    """The train labels as the task reads them: an ordinal task's grades checked, label sets
+    written with another separator read as sets (or refused); the notes on what was read."""
+    notes = []
+    df, col = t.train_df, t.target_col
+    if settings.get("task") == "ordinal":
+        class_checks.ordinal_grades(t.train_csv, df, t.id_col, col)
+    if t.layout == "csv" and settings.get("task", "multilabel") == "multilabel":
+        df, note = class_checks.label_set_separators(t.train_csv, df, t.id_col, col)
+        notes += [note] if note else []
+    return t._replace(train_df=df), notes
 
 
 def _image_paths(
@@ -178,10 +219,12 @@ def _read_tables(root: Path, csvs: list[Path], settings: dict[str, str]) -> Tabl
                 f"{sample_path} has no column {id_col!r} (columns: {', '.join(cols)})"
             )
         class_cols = [c for c in cols if c != id_col]
-        train_csv, train_df, target, layout = layouts.class_column_tables(
+        train_csv, train_df, target, layout, drop = layouts.class_column_tables(
             root, csvs, sample_path, id_col, class_cols, settings
         )
-        return Tables(sample_path, sample, train_csv, train_df, id_col, target, class_cols, layout)
+        return Tables(
+            sample_path, sample, train_csv, train_df, id_col, target, class_cols, layout, drop
+        )
     id_col, target_col = _sample_columns(sample_path, sample, settings)
     folder = (
         layouts.class_folders(root, settings)

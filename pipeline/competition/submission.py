@@ -40,7 +40,11 @@ def write_submission(
     elif fmt == "probability":
         values[comp.target_col] = probs[:, classes.index(comp.task.positive)]
     else:
-        values |= {c: probs[:, classes.index(c)] for c in comp.class_columns}
+        # a class only the sample has (sample_only_classes = "zero", else refused on loading)
+        zero = np.zeros(len(probs))
+        values |= {
+            c: probs[:, classes.index(c)] if c in classes else zero for c in comp.class_columns
+        }
     if sorted(cols) != sorted(values):
         raise SubmissionError(
             f"{comp.sample_path} has columns {cols}; a {fmt} submission fills "

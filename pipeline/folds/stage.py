@@ -49,11 +49,6 @@ def make_folds(
                 f"least {k} per class ({len(small)} such classes); use "
                 f"K={max(2, int(counts.min()))} or add images"
             )
-    elif ((counts := y.sum(axis=0)) < k).any():
-        raise PipelineError(
-            f"{int((counts < k).sum())} label(s) appear in fewer than K={k} rows (the rarest: "
-            f"{int(counts.min())}); use a smaller K"
-        )
     grouped = groups is not None and pd.Series(groups).duplicated().any()
     if grouped and len(set(groups)) < k:
         raise PipelineError(
@@ -87,6 +82,28 @@ def _multilabel_split(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> n
     for f, (_, held) in enumerate(splitter.split(np.zeros(len(uniq)), (present > 0).astype(int))):
         group_fold[held] = f
     return group_fold[codes]
+
+
+def rare_labels(comp: Competition, train: pd.DataFrame, y: np.ndarray, k: int) -> None:
+    """Multi-label labels carried by fewer than ``k`` rows: allowed, with one warning each
+    naming the label and its rows (some held-out folds hold none of it), except under a metric
+    that is undefined on such a fold (ROC AUC per label needs both classes): refused."""
+    counts = y.sum(axis=0)
+    for j in np.flatnonzero(counts < k):
+        rows = np.flatnonzero(y[:, j])
+        where = "ids " + ", ".join(repr(train["id"].iloc[r]) for r in rows[:5])
+        label, n = comp.classes[j], len(rows)
+        if comp.task.metric == "mean_column_auc":
+            raise PipelineError(
+                f"label {label!r} is on {n} row(s) of {comp.train_csv.name} ({where}) but K={k}: "
+                f"{comp.task.metric} (ROC AUC of each label) is undefined on a held-out fold "
+                f"without it; use K={max(2, n)} or fewer folds, or add images of {label!r}"
+            )
+        print(
+            f"warning: label {label!r} is on only {n} row(s) of {comp.train_csv.name} ({where}), "
+            f"fewer than K={k}: the folds that hold none of it cannot score it, and its OOF "
+            "score rests on those rows"
+        )
 
 
 def join_groups(ids: pd.Series, given: pd.Series, clusters: np.ndarray | None) -> np.ndarray:
@@ -125,6 +142,7 @@ def folds_stage(
         group = join_groups(train["id"], train["group"], group)
     if comp.task.multilabel:
         y = encode(train["label"], comp.classes, "multilabel")
+        rare_labels(comp, train, y, k)
         df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group, y=y)
     else:
         df = make_folds(train["label"], train["id"], k=k, seed=seed, groups=group)

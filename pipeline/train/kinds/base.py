@@ -57,8 +57,9 @@ class Kind:
         raise NotImplementedError
 
     def estimate_score(self, p: ProbeInput) -> float | None:
-        """The planner's estimate of this run's held-out score from the probe's sample, or None
-        when the kind cannot tell from a sample (the planner then ranks runs by order)."""
+        """This run's held-out score estimated from the probe's sample, or None when the kind
+        cannot tell from a sample: the hook a planner that picks members by value needs.
+        No kind estimates yet, and today's planner keeps runs in ``RUNS`` order."""
         return None
 
     def holdout_reason(self, done: FoldDone, recipe: Recipe, fold: int) -> str:
