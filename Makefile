@@ -56,6 +56,7 @@ help: ## list the targets
 	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
 	@echo "             DUP_LABELS NAME DRY_RUN TEST TO PRECISION TIME_LIMIT BATCH OWNER SLUG GPU"
 	@echo "             KERNEL VERSION EXECUTOR JOBS THREADS GPUS RETRIES SHARED_FS SYNTHETIC"
+	@echo "             ON_BAD_IMAGE MAX_BAD"
 	@echo "             RECIPES BUDGET EPOCHS"
 	@echo "             (README.md: Make variables)"
 
@@ -127,10 +128,15 @@ TO ?=
 PRECISION ?=
 TIME_LIMIT ?= 9h
 BATCH ?= 64
+# ON_BAD_IMAGE=fallback: predict an unreadable test image from the rest (the notebook's way),
+# failing past MAX_BAD (default 1%) of them; default here: refuse
+ON_BAD_IMAGE ?= refuse
+MAX_BAD ?= 1%
 predict: setup ## inference only: the saved ensemble NAME on the test folder TEST
 	$(PY) -m pipeline predict --comp $(COMP) --models $(MODELS) --output $(OUT) --name $(NAME) \
 		--test "$(TEST)" $(if $(TO),--to $(TO),) --device $(DEVICE) \
-		--precision $(or $(PRECISION),auto) --time-limit $(TIME_LIMIT) --batch-size $(BATCH)
+		--precision $(or $(PRECISION),auto) --time-limit $(TIME_LIMIT) --batch-size $(BATCH) \
+		--on-bad-image $(ON_BAD_IMAGE) --max-bad $(MAX_BAD)
 
 # make package NAME=ensemble [PRECISION=fp32] [OWNER=<kaggle user>] [GPU=0] [DRY_RUN=1]
 OWNER ?=
@@ -138,7 +144,7 @@ SLUG ?=
 GPU ?= 1
 package: setup ## Kaggle dataset + offline notebook of NAME (prints, then runs, the kaggle commands)
 	$(PY) -m pipeline package --comp $(COMP) --models $(MODELS) --output $(OUT) --name $(NAME) \
-		--precision $(or $(PRECISION),fp16) --time-limit $(TIME_LIMIT) $(DRY_FLAG) \
+		--precision $(or $(PRECISION),fp16) --time-limit $(TIME_LIMIT) --max-bad $(MAX_BAD) $(DRY_FLAG) \
 		$(if $(OWNER),--owner $(OWNER),) $(if $(SLUG),--slug $(SLUG),) \
 		$(if $(filter 0,$(GPU)),--no-gpu,)
 

@@ -180,7 +180,10 @@ def cmd_package(a):
     from .predict.package import package_stage
 
     ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
-    package_stage(ws, a.name, a.slug, a.owner, a.precision, not a.no_gpu, a.time_limit, a.dry_run)
+    package_stage(
+        ws, a.name, a.slug, a.owner, a.precision, not a.no_gpu, a.time_limit, a.dry_run,
+        a.max_bad,
+    )  # fmt: skip
 
 
 def cmd_weights(a):
@@ -321,6 +324,9 @@ def _code_verbs(verb) -> None:
     s.add_argument("--precision", default="fp16", help="stored weights: fp16 or fp32")
     s.add_argument("--no-gpu", action="store_true", help="the notebook runs on CPU")
     s.add_argument("--time-limit", default="9h", help="the notebook's TIME_LIMIT")
+    s.add_argument(
+        "--max-bad", default="1%", help="the notebook fails past this share of unreadable images"
+    )
     s.add_argument("--dry-run", action="store_true", help="print the kaggle commands only")
 
 

@@ -296,3 +296,159 @@ def test_the_cli_predict_path_imports_nothing_a_kaggle_image_lacks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_local_predict_refuses_a_bad_image_unless_told_to_fall_back(copy, capsys):
+    """ON_BAD_IMAGE=fallback here: the unreadable image gets the class predicted most often for
+    the others, in one loud line, and predict.json names it."""
+    test = _break(copy, "bad-image")
+    (test / "test" / "5.png").unlink()  # and one missing
+    to = copy / "out" / "submission.csv"
+    args = ["predict", *roots(copy), "--test", str(test), "--to", str(to)]
+    assert main(args) == 2 and "error: " in capsys.readouterr().err
+    assert main([*args, "--on-bad-image", "fallback", "--max-bad", "40%"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"BAD TEST IMAGE \d: id '3': truncated or corrupt PNG", out), out
+    assert re.search(
+        r"BAD TEST IMAGE \d: id '5': .*sampleSubmission.csv row 6: no image test/5\.<jpg", out
+    )
+    assert "2 unreadable test image(s) predicted from the rest" in out
+    rec = json.loads((to.parent / "predict.json").read_text())["bad_images"]
+    assert rec["count"] == 2 and rec["ids"] == ["3", "5"] and rec["policy"] == "fallback"
+    assert rec["fallback"] == "the class predicted most often for the other test images"
+    sub = pd.read_csv(to, dtype=str)
+    assert sub["label"][2] == sub["label"][4] == sub["label"][[0, 1, 3]].mode()[0]
+    assert main([*args, "--on-bad-image", "fallback"]) == 2  # the first of 5 is over 1 %
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(
+        r"1 of 5 test images cannot be read \(20.0% > MAX_BAD=1.0%; first: id '5'", err[0]
+    )
+
+
+def _hidden_test_set(root: Path, n: int, bad: int) -> Path:
+    """A hidden test set of ``n`` images laid out like the competition's, ``bad`` of them
+    unreadable: corrupt, missing, or not an image, in turn."""
+    from PIL import Image
+
+    from .fakes import _image
+
+    rng = np.random.default_rng(7)
+    (root / "test").mkdir(parents=True)
+    ids = [str(1000 + i) for i in range(n)]
+    for i, id_ in enumerate(ids):
+        Image.fromarray(_image(rng, i % 3)).save(root / "test" / f"{id_}.png")
+    pd.DataFrame({"id": ids, "label": "cat"}).to_csv(root / "sampleSubmission.csv", index=False)
+    for j in range(bad):
+        path = root / "test" / f"{ids[10 * j + 3]}.png"
+        if j % 3 == 0:
+            path.write_bytes(path.read_bytes()[:40])  # truncated
+        elif j % 3 == 1:
+            path.unlink()
+        else:
+            path.write_text("<html>404</html>")
+    return root
+
+
+def test_packaged_notebook_predicts_a_hidden_test_set_with_bad_images(trained, tmp_path, capsys):
+    """Acceptance: the notebook, in a clean folder, on 200 hidden test images with one corrupt
+    and one missing writes a valid submission and lists both ids; with 5 % bad it fails in one
+    line."""
+    assert (
+        main(["package", *roots(trained), "--owner", "me", "--precision", "fp32", "--dry-run"]) == 0
+    )
+    capsys.readouterr()
+    pkg = trained / "package" / "toy" / "ensemble"
+    for bad, ok in ((2, True), (10, False)):
+        kaggle = tmp_path / f"kaggle{bad}"
+        shutil.copytree(pkg / "dataset", kaggle / "input" / "toy-ensemble-models")
+        _hidden_test_set(kaggle / "input" / "toy", 200, bad)
+        (kaggle / "working").mkdir()
+        env = {
+            "PATH": os.environ["PATH"], "PYTHONPATH": str(kaggle / "input" / "toy-ensemble-models"),
+            "PIPELINE_INPUT": str(kaggle / "input"), "PIPELINE_WORKING": str(kaggle / "working"),
+            "OMP_NUM_THREADS": "1", "HOME": str(tmp_path),
+        }  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(pkg / "kernel" / "predict.py")], cwd=kaggle / "working",
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if not ok:
+            err = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and len(err) == 1, done.stderr[-2000:]
+            assert re.search(
+                r"^error: \d+ of 200 test images cannot be read \(\d\.\d% > MAX_BAD=1\.0%; first: id '10\d3'",
+                err[0],
+            ), err[0]
+            assert not (kaggle / "working" / "submission.csv").exists()
+            continue
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (
+            "BAD TEST IMAGE 1: id '1013'" in done.stdout
+            and "BAD TEST IMAGE 2: id '1003'" in done.stdout
+        )
+        sub = pd.read_csv(kaggle / "working" / "submission.csv", dtype=str)
+        assert len(sub) == 200 and set(sub["label"]) <= {"cat", "dog", "owl"}
+        rec = json.loads((kaggle / "working" / "predict.json").read_text())["bad_images"]
+        assert rec["count"] == 2 and rec["ids"] == ["1003", "1013"] and rec["max_bad"] == 0.01
+
+
+def test_make_package_ships_its_allow_list_only(trained, tmp_path, monkeypatch, capsys):
+    """Credentials and stray files planted in the project, MODELS, the competition folder and
+    the source folder never reach the package; a secret inside a shipped file is refused."""
+    from pipeline.predict import shipping
+
+    key = "0123456789abcdef0123456789abcdef"
+    monkeypatch.setenv("KAGGLE_KEY", key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    work = tmp_path / "w"
+    shutil.copytree(trained, work, ignore=shutil.ignore_patterns("package", "out"))
+    src = tmp_path / "src" / "pipeline"
+    shutil.copytree(shipping.source_root(), src, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(shipping, "source_root", lambda: src)
+    planted = {
+        "kaggle.json": json.dumps({"username": "me", "key": key}),
+        ".env": f"KAGGLE_KEY={key}\n",
+        "credentials.json": '{"refresh_token": "r3fr3sh-t0k3n"}',
+        "access_token": "t0k3n-t0k3n",
+        "id_rsa": "-----BEGIN OPENSSH PRIVATE KEY-----",
+        "notes.txt": "scratch",
+    }
+    folders = [
+        work, work / "models", work / "models/toy", work / "models/toy/a",
+        work / "models/toy/a/fold0", work / "input/toy", work / "submissions/toy/ensemble",
+        src, src / "predict",
+    ]  # fmt: skip
+    for folder in folders:
+        for name, text in planted.items():
+            (folder / name).write_text(text)
+    (src / "predict" / "notes.py.bak").write_text("x")
+    monkeypatch.chdir(work)
+    args = ["package", *roots(work), "--owner", "me", "--dry-run"]
+    assert main(args) == 0, capsys.readouterr().err
+    pkg = work / "package" / "toy" / "ensemble"
+    files = sorted(p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file())
+    assert not [f for f in files if Path(f).name in {*planted, "notes.py.bak"}], files
+    others = [f for f in files if not f.startswith("dataset/pipeline/")]
+    assert others == [
+        "dataset/dataset-metadata.json",
+        *[f"dataset/models/toy/{r}/{f}" for r in "ab" for f in (
+            "config.toml", *[f"fold{k}/{n}" for k in (0, 1) for n in ("done.json", "weights.safetensors")],
+            "member.json")],
+        "dataset/submissions/toy/ensemble/ensemble_state.json",
+        "dataset/submissions/toy/ensemble/ensemble_state.npz",
+        "kernel/kernel-metadata.json", "kernel/predict.ipynb", "kernel/predict.py",
+    ]  # fmt: skip
+    source = [f for f in files if f.startswith("dataset/pipeline/")]
+    assert source and all(f.endswith(".py") and "/tools/" not in f for f in source)
+    for f in files:
+        data = (pkg / f).read_bytes()
+        assert key.encode() not in data and b"t0k3n" not in data and b"OPENSSH" not in data, f
+    # a secret inside a file the package ships is refused, and nothing is written
+    shutil.rmtree(pkg)
+    (src / "settings.py").write_text(f'KEY = "{key}"\n')
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        "make package: dataset/pipeline/settings.py holds this machine's Kaggle credentials" in err
+    )
+    assert not pkg.exists() and not list(pkg.parent.glob(".*.tmp"))

@@ -62,22 +62,26 @@ def _is_path_layout(root: Path, ids: list[str]) -> bool:
 
 
 def _best_folder(root: Path, ids: list[str], split: str) -> str:
-    """The folder holding most of ``ids`` as ``<id>.<ext>``; ties go to a name with the split."""
+    """The folder holding most of ``ids`` as ``<id>.<ext>``; ties go to a name with the split.
+    A folder named for the split that holds at least half of them wins over any other: CIFAR's
+    test ids are also train file names, so a test folder missing a few images must not hand
+    the test ids to the train images."""
     wanted = {i.lower() for i in ids}
-    best: tuple[int, int, str] | None = None
+    best: tuple[int, int, int, str] | None = None
     for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
         hits = len(wanted & {k.lower() for k in stem_index(Path(dirpath))})
         if hits:
-            key = (hits, int(split in rel.lower()), rel)
-            best = key if best is None or key[:2] > best[:2] else best
+            named = int(split in rel.lower())
+            key = (named * int(2 * hits >= len(wanted)), hits, named, rel)
+            best = key if best is None or key[:3] > best[:3] else best
     if best is None:
         raise CompetitionError(
             f"{root}: no image file named <id>.<ext> for any {split} id (first id: {ids[0]!r}); "
             f'set {split}_images = "<folder>" in {root}/competition.toml'
         )
-    return best[2]
+    return best[3]
 
 
 def stem_index(folder: Path) -> dict[str, str]:

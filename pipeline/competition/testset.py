@@ -28,11 +28,14 @@ def load_test_folder(
     id_col: str = "",
     target_col: str = "",
     class_columns: list[str] | None = None,
+    bad_ok: bool = False,
 ) -> Competition:
     """A ``Competition`` with ``test`` (id, path in sample order) and an empty ``train``.
 
     ``id_col``/``target_col``/``class_columns`` are the trained competition's (from the saved
-    ensemble); empty means: the sample's first column, its second, the rest."""
+    ensemble); empty means: the sample's first column, its second, the rest. ``bad_ok``: a test
+    id without a usable image file is kept with path None and its line in ``problems`` (the
+    notebook predicts it from the rest) instead of refused."""
     root = Path(root)
     if not root.is_dir():
         raise CompetitionError(
@@ -62,9 +65,9 @@ def load_test_folder(
     ids = sample[id_col]
     problems = rules.id_problems(sample_path, ids)
     paths, bad, folder = resolve_images(root, ids.tolist(), "test", settings.get("test_images"))
-    problems += rules.image_problems(root, "test", sample_path, bad, folder)
-    if problems:
-        raise CompetitionError(rules.first_problem(root, problems))
+    images = rules.image_problems(root, "test", sample_path, bad, folder)
+    if problems or (images and not bad_ok):
+        raise CompetitionError(rules.first_problem(root, problems + images))
     return Competition(
         root=root,
         name=comp_name,
@@ -78,4 +81,5 @@ def load_test_folder(
         classes=list(classes),
         task=task,
         class_columns=class_columns,
+        problems=images,
     )

@@ -30,6 +30,8 @@ from .. import artifacts
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..submit.kaggle import has_kaggle_credentials, kaggle_exe, send
+from . import shipping
+from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
 from .budget import DEFAULT_LIMIT, margin_for, parse_duration
 from .members import WEIGHTS, Saved, load_saved
 
@@ -53,6 +55,7 @@ def first(*candidates):
 data = first(PARAMS["dataset"], f"datasets/{{PARAMS['owner']}}/{{PARAMS['dataset']}}")
 test = first(PARAMS["slug"], f"competitions/{{PARAMS['slug']}}")
 sys.path.insert(0, str(data))
+from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.predict.args import run_predict  # noqa: E402
 from pipeline.predict.stage import FORBIDDEN  # noqa: E402
 
@@ -60,8 +63,12 @@ args = dict(
     comp=PARAMS["comp"], models=str(data / "models"), output=str(data), name=PARAMS["name"],
     test=str(test), to=str(WORKING / "submission.csv"), device="auto",
     precision=PARAMS["precision"], batch_size=64, time_limit=PARAMS["time_limit"],
+    on_bad_image="fallback", max_bad=PARAMS["max_bad"],  # a hidden test set cannot be fixed
 )
-run_predict(Namespace(**args))
+try:
+    run_predict(Namespace(**args))
+except PipelineError as e:  # one line, not a traceback: what went wrong and the fix
+    raise SystemExit(f"error: {{e}}") from None
 import pipeline  # noqa: E402
 
 loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(FORBIDDEN))
@@ -79,11 +86,13 @@ def package_stage(
     gpu: bool = True,
     time_limit: str = DEFAULT_LIMIT,
     dry_run: bool = False,
+    max_bad: str = DEFAULT_MAX_BAD,
 ) -> dict[str, Any]:
     """Write ``dataset/`` and ``kernel/`` for ensemble ``name``; print (and unless ``dry_run``
     with credentials, run) the Kaggle commands. Returns the parameters the notebook uses."""
     if precision not in ("fp16", "fp32"):
         raise PipelineError(f"PRECISION={precision!r}: a package stores fp16 or fp32 weights")
+    parse_max_bad(max_bad)  # refused here, not in the notebook
     saved = load_saved(ws, name)
     slug = slug or saved.state.get("slug") or saved.state["comp"]
     owner = owner or _kaggle_user() or "YOUR_KAGGLE_USERNAME"
@@ -97,12 +106,18 @@ def package_stage(
         "kernel": f"{base}-predict"[:50],
         "precision": "auto",  # compute as trained; fp16 weights are cast up on loading
         "time_limit": time_limit,
+        "max_bad": max_bad,
     }
     out = ws.package_dir(name)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    _write_dataset(ws, saved, tmp / "dataset", params, precision)
-    _write_kernel(tmp / "kernel", params, gpu)
+    try:
+        _write_dataset(ws, saved, tmp / "dataset", params, precision)
+        _write_kernel(tmp / "kernel", params, gpu)
+        shipping.audit(tmp, saved.state["comp"], name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)  # whole: a killed package run leaves only the .tmp folder
     size = sum(p.stat().st_size for p in (out / "dataset").rglob("*") if p.is_file())
@@ -141,10 +156,7 @@ def _usable(time_limit: str) -> float:
 
 
 def _write_dataset(ws: Workspace, saved: Saved, root: Path, params: dict, precision: str) -> None:
-    src = Path(__file__).resolve().parents[1]
-    shutil.copytree(
-        src, root / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tools")
-    )
+    shipping.copy_source(shipping.source_root(), root / "pipeline")
     pkg = Workspace(saved.state["comp"], root / "models", root)
     st = saved.state
     for m in saved.members:

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from .. import artifacts
-from ..competition.images import load_rgb
+from ..competition.images import ImageError, load_rgb
 from ..competition.submission import validate_for, write_submission
 from ..competition.testset import load_test_folder
 from ..ensemble.members import combine_label_views, combine_views
@@ -39,6 +39,7 @@ from ..model.infer import normalisation
 from ..model.inputs import resize_square, to_input
 from ..model.tta import apply_view
 from . import budget
+from .bad_images import DEFAULT_MAX_BAD, BadImages
 from .members import Member, Saved, load_fold_model, load_saved
 
 FORBIDDEN = ("albumentations", "cleanlab", "imagehash", "kaggle")  # not on a Kaggle GPU image
@@ -56,35 +57,45 @@ def predict_stage(
     batch_size: int = 64,
     time_limit: str | float = budget.DEFAULT_LIMIT,
     clock: Callable[[], float] = time.perf_counter,
+    on_bad_image: str = "refuse",
+    max_bad: str | float = DEFAULT_MAX_BAD,
 ) -> dict[str, Any]:
     """Predict ``test`` with ensemble ``name``; write ``to`` (default
     ``submissions/<comp>/<name>/predict/submission.csv``) and ``predict.json`` beside it.
     ``precision`` "auto" runs each member as it was trained (its recipe's ``amp`` on CUDA, fp32
-    on CPU). Returns the ``predict.json`` content."""
+    on CPU). ``on_bad_image`` "fallback" (the notebook's) predicts an unreadable test image from
+    the rest, up to ``max_bad`` of them (``bad_images.py``); "refuse" stops in one line.
+    Returns the ``predict.json`` content."""
     start = clock()
     if precision not in PRECISIONS:
         raise PipelineError(f"PRECISION={precision!r}: use one of {', '.join(PRECISIONS)}")
     limit = budget.parse_duration(time_limit)
     saved = load_saved(ws, name)
     st = saved.state
+    bad = BadImages(on_bad_image, max_bad, [])
     comp = load_test_folder(
         test, st["comp"], saved.classes, saved.task, st["id_col"], st["target_col"],
-        st.get("class_columns"),
+        st.get("class_columns"), bad_ok=bad.fallback,
     )  # fmt: skip
+    bad.ids = comp.test["id"].astype(str).tolist()
+    paths = [comp.root / p if isinstance(p, str) else None for p in comp.test["path"]]
+    for row in (n for n, p in enumerate(paths) if p is None):  # its line is in comp.problems
+        bad.add(row, next(p for p in comp.problems if f"row {row + 2}:" in p))
     dev = resolve_device(device)
     out = Path(to) if to else ws.predict_dir(name) / "submission.csv"
     logits_dir = out.parent / "logits"
-    paths = [comp.root / p for p in comp.test["path"]]
     plan = ", ".join(f"{m.run} x{len(m.weights)} folds {'+'.join(m.views)}" for m in saved.members)
     print(f"predict: {len(paths)} images of {comp.sample_path}; {plan}; {dev}, {precision}")
-    run = _Pass(saved, dev, precision, batch_size, logits_dir, len(paths))
+    run = _Pass(saved, dev, precision, batch_size, logits_dir, len(paths), bad)
     try:
         record = run.stream(paths, start, limit, clock)
         probs, how = blend(saved, run.logits, record["dropped"])
     except BaseException:
         run.discard()
         raise
+    probs = np.array(probs, dtype=np.float64)
     pred = probs.argmax(axis=1)
+    fallback = bad.fill(probs, pred, saved.task.format, saved.task.multilabel)
     np.save(logits_dir / "probs.npy", np.asarray(probs, dtype=np.float32))  # (T, C), for checks
     write_submission(comp, out, pred, probs)
     try:
@@ -99,10 +110,16 @@ def predict_stage(
         device=str(dev),
         precision=precision,
         seconds=round(clock() - start, 3),
+        bad_images=bad.record(fallback),
         forbidden_imported=sorted({m.split(".")[0] for m in sys.modules} & set(FORBIDDEN)),
     )
     artifacts.write_json(out.parent / "predict.json", record)
     print(f"wrote {out} ({how}); {record['img_per_s']:.1f} img/s over the pass")
+    if bad.rows:
+        print(
+            f"{len(bad.rows)} unreadable test image(s) predicted from the rest ({fallback}): "
+            + ", ".join(repr(i) for i in record["bad_images"]["ids"][:20])
+        )
     return record
 
 
@@ -110,9 +127,16 @@ class _Pass:
     """One pass over the test images: every member's fold models loaded once, logits on disk."""
 
     def __init__(
-        self, saved: Saved, dev: torch.device, precision: str, batch: int, where: Path, n: int
+        self,
+        saved: Saved,
+        dev: torch.device,
+        precision: str,
+        batch: int,
+        where: Path,
+        n: int,
+        bad: BadImages,
     ) -> None:
-        self.saved, self.dev, self.batch, self.where = saved, dev, batch, where
+        self.saved, self.dev, self.batch, self.where, self.bad = saved, dev, batch, where, bad
         c = len(saved.classes)
         self.models = {
             m.run: [load_fold_model(m, f, c, dev) for f in range(len(m.weights))]
@@ -150,7 +174,7 @@ class _Pass:
             bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None, leave=False)
             for i, s in enumerate(starts):
                 t0 = clock()
-                images = [f.result() for f in pending]
+                images = self._results(pending, s)
                 if i + 1 < len(starts):  # decode the next batch while this one runs
                     pending = self._decode(pool, paths, starts[i + 1])
                 probe = i < PROBE_BATCHES
@@ -194,11 +218,31 @@ class _Pass:
         worker to every member size (only small copies are held, however large the files)."""
         sizes = sorted({m.recipe.image_size for m in self.saved.members})
 
-        def one(path: Path) -> dict[int, np.ndarray]:
-            img = load_rgb(path)
+        def one(path: Path | None) -> dict[int, np.ndarray] | ImageError:
+            try:
+                img = load_rgb(path) if path is not None else None
+            except ImageError as e:
+                if not self.bad.fallback:
+                    raise
+                return e
+            if img is None:  # no file: already recorded by predict_stage
+                img = np.zeros((1, 1, 3), dtype=np.uint8)
             return {z: resize_square(img, z) for z in sizes}
 
         return [pool.submit(one, p) for p in paths[s : s + self.batch]]
+
+    def _results(self, pending: list, s: int) -> list[dict[int, np.ndarray]]:
+        """The decoded batch starting at test row ``s``; an unreadable image (fallback) is
+        recorded and replaced by a black one, whose logits are overwritten after the pass."""
+        out = []
+        for j, f in enumerate(pending):
+            got = f.result()
+            if isinstance(got, ImageError):
+                self.bad.add(s + j, got.reason)
+                sizes = sorted({m.recipe.image_size for m in self.saved.members})
+                got = {z: np.zeros((z, z, 3), dtype=np.uint8) for z in sizes}
+            out.append(got)
+        return out
 
     @torch.inference_mode()
     def _forward(self, m: Member, batch: dict, s: int, active: set, costs, clock) -> None:
