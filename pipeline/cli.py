@@ -65,11 +65,11 @@ def cmd_train(a):
     if not runs:
         runs = _recipe_set(ws, a.recipes, a.device)
     dispatch = _dispatch(a)
-    from .train.plan import parse_budget
+    from .durations import parse_duration
 
     if a.epochs not in ("auto", "recipe"):
         raise PipelineError(f"EPOCHS={a.epochs!r}: use auto (fit BUDGET) or recipe")
-    budget = parse_budget(a.budget) if a.budget else None
+    budget = parse_duration(a.budget, "BUDGET") if a.budget else None
 
     def teach(run: str, teacher: str, folds: list[int]) -> None:
         from .model.device import resolve_device

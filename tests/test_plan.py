@@ -11,6 +11,7 @@ import torch
 from pipeline.cli import main
 from pipeline.competition.load import load_competition
 from pipeline.config import load_recipe
+from pipeline.durations import parse_duration
 from pipeline.errors import PipelineError
 from pipeline.layout import Workspace
 from pipeline.train import plan as planner
@@ -24,11 +25,13 @@ def cost(kind="finetune", once=10.0, epoch=20.0, fold=5.0, probe=1.0):
     return planner.Cost(kind, once, epoch, fold, probe, {})
 
 
-def test_budget_parsing():
-    assert planner.parse_budget("20m") == 1200 and planner.parse_budget("1.5h") == 5400
-    assert planner.parse_budget("90s") == 90 and planner.parse_budget("7") == 420
-    with pytest.raises(PipelineError, match="BUDGET='soon': use a duration like 20m"):
-        planner.parse_budget("soon")
+def test_one_duration_parser_for_budget_and_time_limit():
+    assert parse_duration("20m", "BUDGET") == 1200 and parse_duration("1.5h", "BUDGET") == 5400
+    assert parse_duration("90s", "X") == 90 and parse_duration("1h30m", "TIME_LIMIT") == 5400
+    assert parse_duration(" 2h 5s ", "X") == 7205
+    for bad in ("7", "soon", "30mins", "5s1h", "1h1h", "0m", ""):
+        with pytest.raises(PipelineError, match=f"BUDGET={bad!r}: a duration"):
+            parse_duration(bad, "BUDGET")
 
 
 def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_path):
@@ -98,7 +101,7 @@ def test_probe_arithmetic_under_a_fake_clock(toy):
 
 def test_budget_plan_written_once_reused_and_recorded(toy, capsys):
     comp = ["--comp", "input/toy"]
-    assert main(["train", *comp, "--runs", "t", "--budget", "60m", "--folds", "0"]) == 0
+    assert main(["train", *comp, "--runs", "t", "--budget", "1h", "--folds", "0"]) == 0
     out = capsys.readouterr().out
     assert "plan for BUDGET=60m on cpu: K=2" in out and "wrote models/toy/plan.toml" in out
     saved = tomllib.loads((toy / "models/toy/plan.toml").read_text())
@@ -113,6 +116,8 @@ def test_budget_plan_written_once_reused_and_recorded(toy, capsys):
     assert main(["train", *comp, "--runs", "t", "--budget", "20m"]) == 2
     err = capsys.readouterr().err
     assert "models/toy/plan.toml was planned for BUDGET=60m, not 20m; delete it" in err
+    assert main(["train", *comp, "--runs", "t", "--budget", "1h30m"]) == 2  # read as 90 minutes
+    assert "was planned for BUDGET=60m, not 90m" in capsys.readouterr().err
 
 
 def test_shipped_sets_cpu_never_picks_gpu(toy, capsys):

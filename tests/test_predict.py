@@ -221,7 +221,25 @@ def test_budget_drops_only_what_it_must() -> None:
     assert budget.drops(costs, 0.0, 10, 40.0, tta, ["a", "b"]) == []
     assert budget.drops(costs, 0.0, 10, 30.0, tta, ["a", "b"]) == [("a", "hflip")]
     assert budget.drops(costs, 0.0, 10, 5.0, tta, ["a", "b"]) == [("a", "hflip"), ("a", "*")]
-    assert budget.parse_duration("2h30m") == 9000 and budget.parse_duration("90") == 90
+
+
+def test_time_limit_and_budget_refuse_a_bare_number_alike(copy, capsys):
+    """Acceptance: TIME_LIMIT=30 and BUDGET=30 stop with the same line; 1h30m works for both."""
+    test = ["--test", str(copy / "input" / "toy"), "--to", str(copy / "out" / "s.csv")]
+    errs = []
+    for args in (
+        ["predict", *roots(copy), *test, "--time-limit", "30"],
+        ["train", "--comp", str(copy / "input" / "toy"), "--models", str(copy / "models"),
+         "--output", str(copy), "--runs", "a", "--budget", "30"],
+    ):  # fmt: skip
+        assert main(args) == 2
+        errs.append(capsys.readouterr().err.strip())
+    assert errs == [
+        f"error: {v}='30': a duration needs its unit: e.g. 90s, 20m, 1.5h or 1h30m"
+        for v in ("TIME_LIMIT", "BUDGET")
+    ]
+    assert main(["predict", *roots(copy), *test, "--time-limit", "1h30m"]) == 0
+    assert json.loads((copy / "out" / "predict.json").read_text())["time_limit_s"] == 5400
 
 
 STUB = """#!/bin/sh

@@ -9,24 +9,7 @@ then whole members, weakest first, down to one.
 
 from __future__ import annotations
 
-import re
-
 DEFAULT_LIMIT = "9h"  # Kaggle's notebook limit for most code competitions
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds in ``"9h"``, ``"90m"``, ``"45s"``, ``"1h30m"`` or a bare number of seconds."""
-    if isinstance(text, int | float):
-        return float(text)
-    s = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", s)
-    if not parts or "".join(f"{n}{u}" for n, u in parts) != s.replace(" ", ""):
-        from ..errors import PipelineError
-
-        raise PipelineError(f"TIME_LIMIT={text!r}: use e.g. 9h, 2h30m, 90m or seconds")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 def margin_for(limit: float) -> float:

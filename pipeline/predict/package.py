@@ -27,12 +27,13 @@ from typing import Any
 import torch
 
 from .. import artifacts
+from ..durations import parse_duration
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..submit.kaggle import has_kaggle_credentials, kaggle_exe, send
 from . import shipping
 from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
-from .budget import DEFAULT_LIMIT, margin_for, parse_duration
+from .budget import DEFAULT_LIMIT, margin_for
 from .members import WEIGHTS, Saved, load_saved
 
 NOTEBOOK = '''"""Code-competition notebook written by `make package`: predicts offline, internet off."""
@@ -93,6 +94,7 @@ def package_stage(
     if precision not in ("fp16", "fp32"):
         raise PipelineError(f"PRECISION={precision!r}: a package stores fp16 or fp32 weights")
     parse_max_bad(max_bad)  # refused here, not in the notebook
+    parse_duration(time_limit, "TIME_LIMIT")
     saved = load_saved(ws, name)
     slug = slug or saved.state.get("slug") or saved.state["comp"]
     owner = owner or _kaggle_user() or "YOUR_KAGGLE_USERNAME"
@@ -151,7 +153,7 @@ def _speed_guide(ws: Workspace, name: str, time_limit: str) -> None:
 
 
 def _usable(time_limit: str) -> float:
-    limit = parse_duration(time_limit)
+    limit = parse_duration(time_limit, "TIME_LIMIT")
     return limit - margin_for(limit)
 
 

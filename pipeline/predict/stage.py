@@ -31,6 +31,7 @@ from .. import artifacts
 from ..competition.images import ImageError, load_rgb
 from ..competition.submission import validate_for, write_submission
 from ..competition.testset import load_test_folder
+from ..durations import parse_duration
 from ..ensemble.members import combine_label_views, combine_views
 from ..errors import PipelineError
 from ..layout import Workspace
@@ -69,7 +70,7 @@ def predict_stage(
     start = clock()
     if precision not in PRECISIONS:
         raise PipelineError(f"PRECISION={precision!r}: use one of {', '.join(PRECISIONS)}")
-    limit = budget.parse_duration(time_limit)
+    limit = parse_duration(time_limit, "TIME_LIMIT")
     saved = load_saved(ws, name)
     st = saved.state
     bad = BadImages(on_bad_image, max_bad, [])

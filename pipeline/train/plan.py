@@ -12,7 +12,6 @@ planning again; the plan and the measured seconds go into each run's ``config.to
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,14 +26,6 @@ from .probe import FOLD_OVERHEAD_S as FOLD_OVERHEAD_S
 from .probe import Clock, Cost, ProbeInput, sample_images
 
 MAX_SCALE = 2.0  # EPOCHS=auto never more than doubles a recipe's epochs
-
-
-def parse_budget(text: str) -> float:
-    """``"90s"``, ``"25m"``, ``"1.5h"`` or a bare number of minutes -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
-    if not m or float(m.group(1)) <= 0:
-        raise PipelineError(f"BUDGET={text!r}: use a duration like 20m, 1.5h or 900s")
-    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "": 60}[m.group(2)]
 
 
 @dataclass(frozen=True)
