@@ -171,5 +171,7 @@ soak: setup ## kill train at random moments TIMES times; every resume must be bi
 	$(py) -m pipeline.tools soak $(call arg,TIMES,--times) $(call arg,SET,--set) \
 		$(call arg,COMP,--comp) $(call arg,RUNS,--runs) $(device)
 
-clean: ## delete folds, trained runs and submissions (recipes stay)
-	rm -rf folds/*.csv $(or $(MODELS),models)/*/ submissions/*/
+clean: ## delete folds, trained runs and submissions (recipes, shipped sets and weights stay)
+	rm -rf folds/*.csv submissions/*/
+	find $(or $(MODELS),models) -mindepth 1 -maxdepth 1 -type d ! -name cpu ! -name gpu \
+		! -name pretrained -exec rm -rf {} +

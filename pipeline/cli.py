@@ -132,7 +132,7 @@ def _dispatch(a):
 
 def cmd_curve(a):
     from .config import parse_overrides
-    from .train.curve import curve_stage
+    from .train.learning_curve import curve_stage
 
     fractions = tuple(float(f) for f in split_words(a.fractions))
     comp, ws = open_competition(a)
@@ -166,7 +166,7 @@ def cmd_submit(a):
 
 
 def cmd_lb(a):
-    from .submit.leaderboard import lb_stage
+    from .submit.ledger import lb_stage
 
     lb_stage(*open_competition(a))
 
@@ -296,7 +296,9 @@ def _model_verbs(verb) -> None:
     s = verb("ensemble", cmd_ensemble, "fit ensembles on OOF logits, write submission.csv, report")
     s.add_argument("--runs", default="", help="members (default: every trained run)")
     s.add_argument(
-        "--method", default="auto", help=f"auto (best nested accuracy) or one of: {method_help()}"
+        "--method",
+        default="auto",
+        help=f"auto (the best nested score under the metric) or: {method_help()}",
     )
     s.add_argument("--name", default="ensemble")
     s.add_argument("--methods", default="", help="methods to try (default all): 'soft caruana'")

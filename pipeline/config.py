@@ -67,11 +67,11 @@ class Recipe:
     mix_prob: float = 1.0  # fraction of batches mixed when mixup/cutmix is on
     accum_steps: int = 1  # gradient accumulation: one optimizer step per this many batches
     clip_grad: float = 0.0  # max global gradient norm; 0 = off
-    patience: int = 0  # stop after this many epochs without a val-accuracy gain; 0 = off
+    patience: int = 0  # stop after this many epochs without a val score gain (the metric); 0 = off
     checkpoint: str = "best"  # best.pt = the best val epoch, or "last" (a teacher's fold model)
     freeze_epochs: int = 0  # first N epochs train only the head (linear probe), then everything
     amp: str = "auto"  # CUDA mixed precision: auto (bf16 if supported, else fp16), bf16, fp16, off
-    channels_last: bool = True  # NHWC memory format, CPU and CUDA (CPU: lite0 1.8x, mnv3 2x)
+    channels_last: bool = True  # NHWC memory format, CPU and CUDA (docs/performance.md)
     compile: bool = False  # torch.compile the model on CUDA (ignored on CPU); eager if it fails
     device_augment: bool = False  # the preset's crop + flip per batch on the device, not the loader
     custom_augment: tuple = ()  # extra Albumentations ops after the preset: [{name = "CLAHE", p = 0.3}]

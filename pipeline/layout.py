@@ -17,6 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PipelineError
+
+RECIPE_SETS = ("cpu", "gpu")  # shipped recipe sets: <models>/cpu/, <models>/gpu/
+# folders of <models>/ that are not competitions, and of <models>/<comp>/ that are not runs
+RESERVED_COMPS = (*RECIPE_SETS, "pretrained")
+RESERVED_RUNS = ("embeddings", "teachers")
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -26,6 +33,15 @@ class Workspace:
     models: Path = Path("models")
     output: Path = Path(".")
     cache_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.comp in RESERVED_COMPS:
+            raise PipelineError(
+                f"a competition folder named {self.comp!r} would share {Path(self.models)}/"
+                f"{self.comp}/ with the {'shipped recipe set' if self.comp in RECIPE_SETS else 'offline weights'}"
+                f"; rename the folder (e.g. input/{self.comp}-comp); reserved: "
+                f"{', '.join(RESERVED_COMPS)}"
+            )
 
     @classmethod
     def under(cls, root: str | Path, comp: str) -> Workspace:
@@ -65,10 +81,18 @@ class Workspace:
         head and member kind of the backbone ``key`` (``<backbone>_<size>_<weights>``)."""
         return self.runs_dir / "embeddings" / key / f"{split}_{view}.npz"
 
-    RECIPE_SETS = ("cpu", "gpu")  # shipped recipe sets: <models>/cpu/, <models>/gpu/
+    RECIPE_SETS = RECIPE_SETS
 
     def recipe(self, run: str) -> Path:
-        """``<models>/<run>.toml``, else the shipped set's ``<models>/{cpu,gpu}/<run>.toml``."""
+        """``<models>/<run>.toml``, else the shipped set's ``<models>/{cpu,gpu}/<run>.toml``. A run
+        named like a folder of ``<models>/<comp>/`` that is not a run is refused."""
+        if run in RESERVED_RUNS or run.startswith("."):
+            raise PipelineError(
+                f"run {run!r}: {self.runs_dir}/{run}/ holds "
+                f"{'shared embeddings' if run == 'embeddings' else 'a teacher' if run == 'teachers' else 'caches'}"
+                f", not a run; save the recipe under another name (reserved: "
+                f"{', '.join(RESERVED_RUNS)} and names starting with '.')"
+            )
         own = Path(self.models) / f"{run}.toml"
         for name in self.RECIPE_SETS:
             shipped = Path(self.models) / name / f"{run}.toml"

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from pipeline.train.curve import nested_subsets
+from pipeline.train.learning_curve import nested_subsets
 
 from .fakes import write_leaves
 

@@ -20,7 +20,7 @@ from pipeline.ensemble.members import load_members
 from pipeline.ensemble.state import load_state
 from pipeline.layout import Workspace
 from pipeline.predict import budget
-from pipeline.predict.members import load_saved
+from pipeline.predict.saved import load_saved
 from pipeline.predict.stage import predict_stage
 
 from .fakes import write_cifar

@@ -4,17 +4,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.cli import main
+
 from .fakes import write_leaves
 
 RECIPE = """backbone = "test_resnet"
 image_size = 24
-epochs = 4
+epochs = 2
 batch_size = 8
 augment = "medium"
 mixup_alpha = 0.2
@@ -24,20 +25,27 @@ tta = ["none", "hflip"]
 
 
 def _setup(root: Path) -> None:
-    write_leaves(root / "input" / "toy", n_per_class=30, n_test=4)
+    write_leaves(root / "input" / "toy", n_per_class=12, n_test=4)
     (root / "models").mkdir(parents=True)
     (root / "models" / "r.toml").write_text(RECIPE)
-    _cli(root, "folds", "--comp", "input/toy", "--k", "2").check_returncode()
+    assert main(["folds", *_roots(root), "--k", "2"]) == 0
 
 
-def _cli(root: Path, *args: str, wait: bool = True):
+def _roots(root: Path) -> list[str]:
+    return [
+        "--comp",
+        str(root / "input/toy"),
+        "--models",
+        str(root / "models"),
+        "--output",
+        str(root),
+    ]
+
+
+def _cli(root: Path, *args: str, env: dict | None = None):
     cmd = [sys.executable, "-m", "pipeline", *args]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    if wait:
-        return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    return subprocess.Popen(
-        cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(env or {})}
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
@@ -45,13 +53,13 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     for root in (killed, clean):
         _setup(root)
     last = killed / "models" / "toy" / "r" / "fold0" / "last.pt"
-    proc = _cli(killed, "train", "--comp", "input/toy", "--runs", "r", wait=False)
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
+    # the deterministic kill hook (atomic.py): SIGKILL right after epoch 1's last.pt of fold 0
+    # is renamed into place, mid-fold, with no timing race
+    env = {"PIPELINE_KILL_AT": "after:fold0/last.pt"}
+    proc = _cli(killed, "train", "--comp", "input/toy", "--runs", "r", env=env)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert "PIPELINE_KILL_AT: SIGKILL at after:fold0/last.pt" in proc.stderr
     assert last.exists(), "fold 0 never wrote last.pt"
-    os.kill(proc.pid, signal.SIGKILL)  # mid-fold: after epoch 1's checkpoint, before the fold ends
-    proc.wait()
     fdir = last.parent
     assert not (fdir / "done.json").exists()
 
@@ -59,9 +67,9 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     metrics = pd.read_csv(fdir / "metrics.csv")
-    assert metrics["epoch"].tolist() == [1, 2, 3, 4]
+    assert metrics["epoch"].tolist() == [1, 2]
 
-    assert _cli(clean, "train", "--comp", "input/toy", "--runs", "r").returncode == 0
+    assert main(["train", *_roots(clean), "--runs", "r"]) == 0  # in-process, same threads
     for name in ("oof.npz", "test.npz"):
         with (
             np.load(killed / "models/toy/r" / name) as a,

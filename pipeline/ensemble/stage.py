@@ -4,7 +4,7 @@ Reads ``folds/<comp>.csv`` and ``models/<comp>/<run>/{oof,test}.npz``; writes
 ``submissions/<comp>/<name>/{leaderboard.csv, submission.csv, oof_ensemble.npz, ensemble.json}``.
 The estimators live in ``blend`` (fixed rules), ``optimise`` (searched weights) and
 ``stacking``; ``nested`` scores each one by nested CV over the folds, and "auto" picks the best
-nested accuracy. The report stage reads ``oof_ensemble.npz`` afterwards (the CLI chains it).
+nested score under the competition's metric. The report stage reads ``oof_ensemble.npz`` afterwards (the CLI chains it).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def ensemble_stage(
     """Fit every method on the OOF logits, score it by nested CV, write ``submissions/<comp>/<name>/``.
 
     Members are ``runs`` (default: every trained run); each uses the TTA view (or the mean of its
-    views) best on its OOF rows. ``method`` "auto" takes the best nested accuracy; ``methods``
+    views) best on its OOF rows. ``method`` "auto" takes the best nested score; ``methods``
     limits which are tried (aliases such as "geo" count as their method). ``dup_labels`` turns
     on the test-label trick (see ``_dup_labels``). Returns the ``ensemble.json`` content.
     """

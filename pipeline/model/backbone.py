@@ -40,7 +40,7 @@ def small_head(model: torch.nn.Module) -> None:
 
     timm's EfficientNet/MobileNet init draws head weights from U(+-1/sqrt(num_classes)): fine
     for 1000 ImageNet classes, but for 2-5 classes the starting logits have a standard
-    deviation near 7 on pretrained features (measured on lite0 at 64 px), so the first epochs
+    deviation near 7 on pretrained features (docs/performance.md), so the first epochs
     are spent undoing it (a 5-class fine-tune began at train loss 5.2 against ln 5 = 1.6).
     Models trained from scratch keep timm's init."""
     head = model.get_classifier()

@@ -34,7 +34,7 @@ from ..submit.kaggle import has_kaggle_credentials, kaggle_exe, send
 from . import shipping
 from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
 from .budget import DEFAULT_LIMIT, margin_for
-from .members import WEIGHTS, Saved, load_saved
+from .saved import WEIGHTS, Saved, load_saved
 
 NOTEBOOK = '''"""Code-competition notebook written by `make package`: predicts offline, internet off."""
 import json, os, sys

@@ -41,7 +41,7 @@ from ..model.inputs import resize_square, to_input
 from ..model.tta import apply_view
 from . import budget
 from .bad_images import DEFAULT_MAX_BAD, BadImages
-from .members import Member, Saved, load_fold_model, load_saved
+from .saved import Member, Saved, load_fold_model, load_saved
 
 FORBIDDEN = ("albumentations", "cleanlab", "imagehash", "kaggle")  # not on a Kaggle GPU image
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

@@ -37,7 +37,7 @@ from ..ensemble.stage import method_factory
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from ..model.infer import normalisation
-from ..predict.members import Member, Saved, load_fold_model, load_saved
+from ..predict.saved import Member, Saved, load_fold_model, load_saved
 from ..train.kinds import get_kind
 
 

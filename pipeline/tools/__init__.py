@@ -1,2 +1,2 @@
-"""Developer tooling, never imported by the product: ``python -m pipeline.tools {bench,
-bench-ensemble, soak}``."""
+"""Developer tooling, never imported by the product: ``python -m pipeline.tools {bench, prepare,
+plan-check, bench-ensemble, soak, formats, score}``."""

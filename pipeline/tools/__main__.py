@@ -40,6 +40,15 @@ def cmd_bench(a):
         whole_train(comp, a.run, recipe, res, fold=a.fold, sets=a.set, ws=ws)
 
 
+def cmd_prepare(a):
+    from ..cli import open_competition
+    from ..config import parse_overrides
+    from ..train.stage import prepare_stage
+
+    comp, ws = open_competition(a)
+    prepare_stage(comp, ws, split_words(a.runs), parse_overrides(a.set), a.device)
+
+
 def cmd_bench_ensemble(a):
     from .bench_ensemble import bench_ensemble
 
@@ -76,7 +85,8 @@ def cmd_plan_check(a):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.tools",
-        description="developer tooling: bench, plan-check, bench-ensemble, soak, formats, score",
+        description="developer tooling: bench, prepare, plan-check, bench-ensemble, soak, formats, "
+        "score",
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="verb")
     s = sub.add_parser("bench", help="images/s of loader, bare model, real loop, and prediction")
@@ -92,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batches", type=int, default=20, help="timed batches per figure")
     s.add_argument("--whole", action="store_true", help="also time a real train of one fold")
     s.add_argument("--fold", type=int, default=0, help="the fold --whole trains")
+    s = sub.add_parser("prepare", help="decode caches and embeddings of RUNS, as train builds them")
+    s.set_defaults(fn=cmd_prepare)
+    add_comp(s)
+    s.add_argument("--runs", required=True, help="recipes whose inputs to prepare")
+    s.add_argument("--set", default="", help="recipe overrides")
+    s.add_argument("--device", default="auto")
     s = sub.add_parser("plan-check", help="a budget plan's seconds against the measured ones")
     s.set_defaults(fn=cmd_plan_check)
     add_comp(s)

@@ -97,7 +97,7 @@ def sample_images(comp, ws, size: int) -> tuple[np.ndarray, float]:
 
 def timed_predict(model, images, recipe: Recipe, norm, device, clock, batches, warmup) -> float:
     """Images/s of one view of prediction as the fold runs it (same batch size, memory format
-    and autocast: channels_last input is 1.8x on this CPU for lite0), after ``warmup`` batches."""
+    and autocast, whose speed differs a lot: docs/performance.md), after ``warmup`` batches."""
     from ..model.device import amp_dtype
     from ..model.infer import predict
 

@@ -27,7 +27,7 @@ from ..model.device import resolve_device as resolve_device
 from .assemble import assemble_run, train_rows
 from .context import Job, TrainContext, labels_by_row
 from .executors import Dispatch, execute, refusal
-from .executors.base import Failure
+from .executors.base import Failure, prepare_shared
 from .kinds import check_recipe, get_kind
 from .plan import record_wall, resolve_plan
 
@@ -96,6 +96,24 @@ def train_stage(
         )
     if failed:
         raise PipelineError(failure_line(failed, len(jobs)))
+
+
+def prepare_stage(
+    comp: Competition, ws: Workspace, runs: list[str], overrides: dict | None, device: str
+) -> None:
+    """What ``make train`` builds before any job starts, alone: the decode caches of the runs'
+    image sizes and what their kinds prepare (embeddings), e.g. before timing a train stage."""
+    folds_df = artifacts.read_folds(ws.folds_csv, comp.root, comp.task.kind)
+    folds_df["row"] = train_rows(comp, folds_df, ws.folds_csv)
+    recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
+    for run, recipe in recipes.items():
+        check_recipe(recipe, str(ws.recipe(run)))
+    dev = str(resolve_device(device))
+    fhash = artifacts.file_hash(ws.folds_csv)
+    ctx = TrainContext.build(comp, ws, folds_df, fhash, recipes, dev)
+    prepare_shared(ctx, [Job(run, 0) for run in runs])
+    sizes = sorted({r.image_size for r in recipes.values()})
+    print(f"prepared {', '.join(runs)}: decode caches at {sizes} px in {ws.cache}")
 
 
 def _teach_students(ws: Workspace, recipes: dict, jobs: list[Job], d: Dispatch, teach) -> None:

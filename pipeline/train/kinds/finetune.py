@@ -25,7 +25,7 @@ from .. import loop, student
 from ..augment import loader_transform
 from ..cache import Joined, build_cache
 from ..context import FoldJob
-from ..curves import plot_curves
+from ..epoch_plots import plot_curves
 from ..fold import epoch_score, load_resume, save_torch, write_fold_logits
 from ..loader import CachedImages, auto_workers, make_loader
 from ..probe import FOLD_OVERHEAD_S, Cost, First, ProbeInput, model_and_norm, timed_predict

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# GPU check (issue 12; docs/scale-out.md#gpu-check): `make bench` on synthetic 224 px images in
+# GPU check (docs/scale-out.md#gpu-check): `make bench` on synthetic 224 px images in
 # memory (no competition, nothing downloaded, nothing written but $OUT_DIR) with the machine's own
 # torch: resnet50 and efficientnet_b0, batch 128, bf16; the loader's augmentation, then the same
 # crop + flip on the GPU (device_augment), then that with torch.compile. Prints each bench table
 # and a summary of real loop / bare model (c/b; target >= 0.90). At most BUDGET (450 s) of benches
 # plus start-up: under 8 minutes on one GPU.
 #
-#   tools/gpu_check.sh                  # on the GPU machine, from a checkout of this repository
-#   PY=/opt/conda/bin/python tools/gpu_check.sh
+#   scripts/gpu_check.sh                  # on the GPU machine, from a checkout of this repository
+#   PY=/opt/conda/bin/python scripts/gpu_check.sh
 #
 # Needs torch with CUDA, timm, albumentations, opencv, pandas, scikit-learn (pip install -e .
 # --no-deps on top of the machine's torch, or put the checkout on PYTHONPATH as done below).
 # Smaller settings for a dry run on CPU:
-#   DEVICE=cpu SIZE=16 BATCH=8 BACKBONES=test_resnet AMP=off IMAGES=32 BATCHES=2 tools/gpu_check.sh
+#   DEVICE=cpu SIZE=16 BATCH=8 BACKBONES=test_resnet AMP=off IMAGES=32 BATCHES=2 scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Wall time of RUNS x K folds trained with JOBS=1 THREADS=2 against JOBS=2 THREADS=1 on CPU
-# (issue 12; docs/scale-out.md#measuring). Each configuration trains into its own models folder
-# under $WORK from the same folds file and the same decode cache, built before the clocks start.
+# (docs/scale-out.md#measuring). Each configuration trains into its own models folder under $WORK
+# from the same folds file and the same decode cache, built before the clocks start
+# (python -m pipeline.tools prepare: what make train builds before any job starts).
 # COMPARE=1 adds a JOBS=1 THREADS=1 run and checks that its OOF and test logits are bit-identical
 # to JOBS=2 THREADS=1's (same threads per job).
 #
-#   tools/jobs_wall.sh                              # digits demo, both demo recipes, K=5
-#   COMP=../shared/data/cifar10 RUNS="resnet18_32 mnv3_32" SET="epochs=1" tools/jobs_wall.sh
+#   scripts/jobs_wall.sh                              # digits demo, both demo recipes, K=5
+#   COMP=../shared/data/cifar10 RUNS="resnet18_32 mnv3_32" SET="epochs=1" scripts/jobs_wall.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -24,24 +25,8 @@ fi
 rm -rf "$WORK" && mkdir -p "$WORK"
 "$PY" -m pipeline folds --comp "$COMP" --models "$WORK/prep" --output "$WORK" --k "$K" \
   --cache "$WORK/cache" > "$WORK/folds.log"
-"$PY" - "$COMP" "$WORK/cache" "$MODELS_SRC" "$SET" $RUNS <<'PYEOF'
-import sys
-from pathlib import Path
-
-from pipeline.competition import load_competition
-from pipeline.config import load_recipe, parse_overrides
-from pipeline.layout import Workspace
-from pipeline.train.data import build_cache
-
-comp_dir, cache, src, sets, *runs = sys.argv[1:]
-comp = load_competition(comp_dir)
-ws = Workspace(comp.name, cache_root=Path(cache))
-sizes = {load_recipe(Path(src) / f"{r}.toml", parse_overrides(sets)).image_size for r in runs}
-for size in sorted(sizes):
-    for split, frame in (("train", comp.train), ("test", comp.test)):
-        build_cache(comp.root, frame["path"].tolist(), size, ws.decode_cache(split, size))
-print(f"decode caches ready: {sorted(sizes)} px, {len(comp.train)} train, {len(comp.test)} test")
-PYEOF
+"$PY" -m pipeline.tools prepare --comp "$COMP" --models "$MODELS_SRC" --output "$WORK" \
+  --cache "$WORK/cache" --runs "$RUNS" --set "$SET" --device cpu
 
 configs=("1 2" "2 1")
 [ "$COMPARE" = 1 ] && configs+=("1 1")
