@@ -108,9 +108,11 @@ curve: setup ## learning curve of RUN: fold 0 trained on 10/25/50 % of its rows,
 ## METHODS: the methods tried, e.g. "soft caruana stack" (all)
 ## DUP_LABELS: 1 = test images that duplicate train images of one label get that label
 ## NAME: the submission folder under submissions/<comp>/ (ensemble)
+## PRIOR: the submission's test class priors: auto = EM-adjusted when a label shift is detected, train, em (auto)
 ensemble: setup ## fit every method on OOF logits, nested scores, submission.csv, then report
 	$(py) -m pipeline ensemble $(roots) $(call arg,RUNS,--runs) $(call arg,METHOD,--method) \
-		$(call arg,NAME,--name) $(call arg,METHODS,--methods) $(call on,DUP_LABELS,--dup-labels)
+		$(call arg,NAME,--name) $(call arg,METHODS,--methods) $(call on,DUP_LABELS,--dup-labels) \
+		$(call arg,PRIOR,--prior)
 
 report: setup ## rebuild the per-class report of NAME from oof_ensemble.npz
 	$(py) -m pipeline report $(roots) $(call arg,NAME,--name)

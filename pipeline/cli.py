@@ -144,7 +144,7 @@ def cmd_ensemble(a):
 
     comp, ws = open_competition(a)
     methods = split_words(a.methods) or None
-    ensemble_stage(comp, ws, split_words(a.runs), a.method, a.name, methods, a.dup_labels)
+    ensemble_stage(comp, ws, split_words(a.runs), a.method, a.name, methods, a.dup_labels, a.prior)
     if not a.no_report:  # the report stage reads what the ensemble stage just wrote
         from .report import report_stage
 
@@ -306,6 +306,11 @@ def _model_verbs(verb) -> None:
         "--dup-labels",
         action="store_true",
         help="test images that duplicate train images of one label get that label",
+    )
+    s.add_argument(
+        "--prior",
+        default="auto",
+        help="test class priors: auto (EM-adjusted when a shift is detected), train or em",
     )
     s.add_argument("--no-report", action="store_true", help="skip the report stage")
     s = verb("report", cmd_report, "per-class report of an ensemble, from oof_ensemble.npz")

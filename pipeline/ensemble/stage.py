@@ -27,6 +27,7 @@ from .members import OOF, Members, duplicate_test_labels, load_members, print_me
 from .methods import METHODS, MULTILABEL, canonical, method_class
 from .nested import choose, leaderboard, print_leaderboard
 from .post import POSTS, WithPost, post_for
+from .prior import adjust, check_prior, describe
 from .state import save_state
 
 OUTPUTS = (
@@ -46,14 +47,18 @@ def ensemble_stage(
     name: str = "ensemble",
     methods: list[str] | None = None,
     dup_labels: bool = False,
+    prior: str = "auto",
 ) -> dict[str, Any]:
     """Fit every method on the OOF logits, score it by nested CV, write ``submissions/<comp>/<name>/``.
 
     Members are ``runs`` (default: every trained run); each uses the TTA view (or the mean of its
     views) best on its OOF rows. ``method`` "auto" takes the best nested score; ``methods``
     limits which are tried (aliases such as "geo" count as their method). ``dup_labels`` turns
-    on the test-label trick (see ``_dup_labels``). Returns the ``ensemble.json`` content.
+    on the test-label trick (see ``_dup_labels``). ``prior``: the test priors the submission
+    uses (``prior.py``: auto adjusts only when a shift is detected). Returns the
+    ``ensemble.json`` content.
     """
+    check_prior(prior, comp.task)
     tried = list(dict.fromkeys(canonical(m) for m in (methods or METHODS)))
     post = ""
     if method != "auto":
@@ -76,7 +81,9 @@ def ensemble_stage(
     out = ws.submission_dir(name)
     artifacts.write_csv(out / "leaderboard.csv", table)
     est = fitted[chosen]
-    test_probs = est.predict_proba(members.test)
+    train_prior = class_prior(oof.y, len(comp.classes), comp.task)
+    test_probs, shift = adjust(prior, comp.task, train_prior, est.predict_proba(members.test))
+    print(describe(shift, comp.classes))
     test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
     if dup_labels:
@@ -88,12 +95,21 @@ def ensemble_stage(
         test_pred, trick = _dup_labels(comp, ws, test_pred)
     write_submission(comp, out / "submission.csv", test_pred, test_probs)
     _write_oof(comp, ws, name, oof, members, est)
-    save_state(out, chosen, est, _state_meta(comp, ws, members, oof, dup_labels))
+    meta = _state_meta(comp, ws, members, oof, dup_labels)
+    meta.update(prior=prior, train_prior=None if train_prior is None else train_prior.tolist())
+    save_state(out, chosen, est, meta)
     summary = _summary(comp, name, chosen, method, members, est, table)
-    summary.update(test_label_trick=trick, folds_hash=oof.folds_hash)
+    summary.update(test_label_trick=trick, folds_hash=oof.folds_hash, label_shift=shift)
     artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
     print(f"wrote {out}/: {', '.join(OUTPUTS)}")
     return summary
+
+
+def class_prior(y: np.ndarray, n_classes: int, task: Task) -> np.ndarray | None:
+    """The train class priors of the OOF rows (None for multi-label: no single class)."""
+    if task.multilabel:
+        return None
+    return np.bincount(np.asarray(y), minlength=n_classes) / len(y)
 
 
 def _candidates(tried: list[str], task: Task) -> dict[str, Callable[[], Any]]:

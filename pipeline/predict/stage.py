@@ -33,6 +33,7 @@ from ..competition.submission import validate_for, write_submission
 from ..competition.testset import load_test_folder
 from ..durations import parse_duration
 from ..ensemble.members import combine_label_views, combine_views
+from ..ensemble.prior import adjust, describe
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..model.device import amp_dtype, autocast, resolve_device
@@ -95,6 +96,11 @@ def predict_stage(
         run.discard()
         raise
     probs = np.array(probs, dtype=np.float64)
+    if st.get("train_prior") is not None:  # the ensemble's PRIOR, estimated on these images
+        probs, record["label_shift"] = adjust(
+            st.get("prior", "train"), saved.task, np.asarray(st["train_prior"]), probs
+        )
+        print(describe(record["label_shift"], saved.classes))
     pred = probs.argmax(axis=1)
     fallback = bad.fill(probs, pred, saved.task.format, saved.task.multilabel)
     np.save(logits_dir / "probs.npy", np.asarray(probs, dtype=np.float32))  # (T, C), for checks

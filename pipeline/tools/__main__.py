@@ -49,6 +49,14 @@ def cmd_prepare(a):
     prepare_stage(comp, ws, split_words(a.runs), parse_overrides(a.set), a.device)
 
 
+def cmd_prior_check(a):
+    from ..cli import open_competition
+    from .prior_check import prior_check
+
+    comp, ws = open_competition(a)
+    prior_check(comp, ws, a.name, a.rows, a.repeats)
+
+
 def cmd_bench_ensemble(a):
     from .bench_ensemble import bench_ensemble
 
@@ -108,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", required=True, help="recipes whose inputs to prepare")
     s.add_argument("--set", default="", help="recipe overrides")
     s.add_argument("--device", default="auto")
+    s = sub.add_parser("prior-check", help="the label-shift adjustment on re-weighted OOF rows")
+    s.set_defaults(fn=cmd_prior_check)
+    add_comp(s)
+    s.add_argument("--name", default="ensemble")
+    s.add_argument("--rows", type=int, default=2000, help="rows per resample")
+    s.add_argument("--repeats", type=int, default=20, help="resamples of each kind")
     s = sub.add_parser("plan-check", help="a budget plan's seconds against the measured ones")
     s.set_defaults(fn=cmd_plan_check)
     add_comp(s)
