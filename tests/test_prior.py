@@ -44,6 +44,26 @@ def test_em_recovers_known_priors_and_adjusting_helps():
     assert np.allclose(adjusted.sum(axis=1), 1)
 
 
+def test_auto_applies_a_shift_only_where_its_oof_check_says_it_helps(monkeypatch):
+    """The OOF rows resampled to the estimated test priors decide: on calibrated posteriors the
+    check measures a gain and auto applies it; when the check finds none (overconfident
+    posteriors: the digits ensemble in docs/ensembles-report.md), auto leaves the submission."""
+    train = np.array([0.55, 0.25, 0.1, 0.1])
+    y, probs = calibrated(6000, train, train, seed=3)
+    _, test = calibrated(3000, np.array([0.05, 0.05, 0.45, 0.45]), train, seed=4)
+    out, rec = prior.adjust("auto", MULTICLASS, train, test, bootstrap=0, oof=(y, probs))
+    check = rec["self_check"]
+    assert rec["p_value_no_shift"] < prior.ALPHA and check["repeats"] == prior.SELF_CHECK
+    assert check["gain"] > 0.05 and rec["applied"] and out is not test
+    assert "on OOF rows resampled to these priors it helps (accuracy" in rec["why"]
+    monkeypatch.setattr(prior, "self_check", lambda *a, **k: {**check, "helps": False})
+    out, rec = prior.adjust("auto", MULTICLASS, train, test, bootstrap=0, oof=(y, probs))
+    assert out is test and not rec["applied"] and "it does not help" in rec["why"]
+    # make predict has no OOF rows: the ensemble's check decides
+    out, rec = prior.adjust("auto", MULTICLASS, train, test, bootstrap=0, helps=False)
+    assert out is test and "the ensemble's OOF check said it does not help" in rec["why"]
+
+
 def test_auto_leaves_unshifted_data_alone():
     train = np.array([0.55, 0.25, 0.1, 0.1])
     y, probs = calibrated(4000, train, train, seed=1)  # the test drawn like the train

@@ -7,7 +7,9 @@ reweighted by ``w_y = p_te(y) / p_tr(y)`` and renormalised. ``em_priors`` estima
 from the unlabelled test posteriors by EM (Saerens, Latinne and Decaestecker 2002); the same
 paper's likelihood-ratio statistic tests "no shift" (chi-square with C-1 degrees of freedom).
 
-``PRIOR=auto`` (default) adjusts only when that test rejects "no shift" at ``ALPHA``;
+``PRIOR=auto`` (default) adjusts only when that test rejects "no shift" at ``ALPHA`` and the
+adjustment helps on the OOF rows resampled to the estimated test priors (EM needs calibrated
+posteriors: on overconfident ones it overshoots, and re-weighting then costs accuracy);
 ``PRIOR=train`` never adjusts; ``PRIOR=em`` always does. Multi-label and ordinal tasks refuse
 ``em`` (their labels are not one draw of one class per image, or the grades are scored by their
 order). ``tools prior-check`` validates the adjustment on re-weighted resamples of the OOF rows.
@@ -102,22 +104,70 @@ def estimate(
     return out
 
 
+SELF_CHECK = 5  # OOF resamples at the estimated test priors that PRIOR=auto scores
+
+
+def self_check(
+    y: np.ndarray, probs: np.ndarray, task, target: np.ndarray, n: int, repeats: int = SELF_CHECK
+) -> dict[str, Any]:
+    """Whether re-weighting helps where it would be used: the OOF rows ``y``/``probs``
+    resampled (``n`` rows, by class) to the priors ``target``, their priors estimated by EM
+    from their own posteriors, and the metric with and without the re-weighting."""
+    rng = np.random.default_rng(0)
+    c = probs.shape[1]
+    train = np.bincount(y, minlength=c) / len(y)
+    by_class = [np.flatnonzero(y == k) for k in range(c)]
+    plain, adjusted = [], []
+    for _ in range(repeats):
+        counts = rng.multinomial(n, np.asarray(target) / np.sum(target))
+        idx = np.concatenate([rng.choice(by_class[k], counts[k]) for k in range(c) if counts[k]])
+        te = em_priors(probs[idx], train, tol=1e-6)
+        plain.append(task.score(y[idx], probs[idx]))
+        adjusted.append(task.score(y[idx], reweight(probs[idx], te / train)))
+    gain = float(np.mean(adjusted) - np.mean(plain))
+    helps = task.better(float(np.mean(adjusted)), float(np.mean(plain)))
+    return {"plain": float(np.mean(plain)), "adjusted": float(np.mean(adjusted)), "gain": gain,
+            "helps": bool(helps), "repeats": repeats, "rows": n}  # fmt: skip
+
+
 def adjust(
-    prior: str, task, train_prior: np.ndarray, probs: np.ndarray, bootstrap: int = BOOTSTRAP
+    prior: str,
+    task,
+    train_prior: np.ndarray,
+    probs: np.ndarray,
+    bootstrap: int = BOOTSTRAP,
+    oof: tuple[np.ndarray, np.ndarray] | None = None,
+    helps: bool | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``probs (T, C)`` with the test priors ``PRIOR`` picks, and the record for
-    ``ensemble.json``/``predict.json``: what was estimated, tested and applied."""
+    ``ensemble.json``/``predict.json``: what was estimated, tested and applied. Under
+    ``auto`` a detected shift is applied when ``self_check`` on ``oof`` (labels, posteriors)
+    says it helps, or, without ``oof`` (``make predict``), when ``helps`` (the ensemble's own
+    check) says so."""
     check_prior(prior, task)
     if task.multilabel or task.kind == "ordinal":
         return probs, {"prior": prior, "applied": False, "why": f"not estimated for {task.kind}"}
     shift = estimate(probs, train_prior, bootstrap=bootstrap)
     shifted = shift["p_value_no_shift"] < ALPHA
-    applied = prior == "em" or (prior == "auto" and shifted)
     why = {
         "em": "PRIOR=em",
         "train": "PRIOR=train",
         "auto": f"p = {shift['p_value_no_shift']:.2g} {'<' if shifted else '>='} {ALPHA}",
     }[prior]
+    applied = prior == "em" or (prior == "auto" and shifted)
+    if prior == "auto" and shifted and oof is not None:
+        check = self_check(
+            *oof, task, np.asarray(shift["test_prior"]), min(len(oof[0]), len(probs))
+        )
+        shift["self_check"] = check
+        applied = check["helps"]
+        why += (
+            f"; on OOF rows resampled to these priors it {'helps' if applied else 'does not help'}"
+            f" ({task.metric} {check['plain']:.4f} -> {check['adjusted']:.4f})"
+        )
+    elif prior == "auto" and shifted and helps is not None:
+        applied = helps
+        why += f"; the ensemble's OOF check said it {'helps' if helps else 'does not help'}"
     out = reweight(probs, np.asarray(shift["test_prior"]) / train_prior) if applied else probs
     return out, {"prior": prior, "applied": applied, "why": why, **shift}
 

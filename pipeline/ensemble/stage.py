@@ -82,7 +82,10 @@ def ensemble_stage(
     artifacts.write_csv(out / "leaderboard.csv", table)
     est = fitted[chosen]
     train_prior = class_prior(oof.y, len(comp.classes), comp.task)
-    test_probs, shift = adjust(prior, comp.task, train_prior, est.predict_proba(members.test))
+    oof_post = None if train_prior is None else (oof.y, est.predict_proba(members.oof))
+    test_probs, shift = adjust(
+        prior, comp.task, train_prior, est.predict_proba(members.test), oof=oof_post
+    )
     print(describe(shift, comp.classes))
     test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
@@ -96,7 +99,11 @@ def ensemble_stage(
     write_submission(comp, out / "submission.csv", test_pred, test_probs)
     _write_oof(comp, ws, name, oof, members, est)
     meta = _state_meta(comp, ws, members, oof, dup_labels)
-    meta.update(prior=prior, train_prior=None if train_prior is None else train_prior.tolist())
+    meta.update(
+        prior=prior,
+        train_prior=None if train_prior is None else train_prior.tolist(),
+        prior_helps=shift.get("self_check", {}).get("helps"),
+    )
     save_state(out, chosen, est, meta)
     summary = _summary(comp, name, chosen, method, members, est, table)
     summary.update(test_label_trick=trick, folds_hash=oof.folds_hash, label_shift=shift)

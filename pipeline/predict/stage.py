@@ -98,8 +98,9 @@ def predict_stage(
     probs = np.array(probs, dtype=np.float64)
     if st.get("train_prior") is not None:  # the ensemble's PRIOR, estimated on these images
         probs, record["label_shift"] = adjust(
-            st.get("prior", "train"), saved.task, np.asarray(st["train_prior"]), probs
-        )
+            st.get("prior", "train"), saved.task, np.asarray(st["train_prior"]), probs,
+            helps=st.get("prior_helps"),
+        )  # fmt: skip
         print(describe(record["label_shift"], saved.classes))
     pred = probs.argmax(axis=1)
     fallback = bad.fill(probs, pred, saved.task.format, saved.task.multilabel)

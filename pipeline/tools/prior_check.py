@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import artifacts
 from ..ensemble import prior
+from ..errors import PipelineError
 
 
 def resample_scores(
@@ -34,8 +35,12 @@ def resample_scores(
                     [rng.choice(by_class[k], counts[k]) for k in range(c) if len(by_class[k])]
                 )
             ys, ps = y[idx], probs[idx]
+            rest = np.ones(len(y), dtype=bool)
+            rest[idx] = False  # auto's own OOF check sees none of the scored rows' labels
             em, rec_em = prior.adjust("em", task, train, ps, bootstrap=0)
-            auto, rec = prior.adjust("auto", task, train, ps, bootstrap=0)
+            auto, rec = prior.adjust(
+                "auto", task, train, ps, bootstrap=0, oof=(y[rest], probs[rest])
+            )
             actual = np.bincount(ys, minlength=c) / len(ys)
             rows.append(
                 {
@@ -57,9 +62,10 @@ def prior_check(comp, ws, name: str, n: int, repeats: int) -> pd.DataFrame:
     from ..ensemble.members import load_folds
 
     oof = load_folds(comp, ws)
-    data = artifacts.read_logits(
-        ws.submission_dir(name) / "oof_ensemble.npz", "oof", "make ensemble"
-    )
+    path = ws.submission_dir(name) / "oof_ensemble.npz"
+    data = artifacts.read_npz(path, {"ids", "probs"}, f"make ensemble NAME={name}")
+    if data["ids"].astype(str).tolist() != oof.folds["id"].astype(str).tolist():
+        raise PipelineError(f"{path} was made for other folds; re-run: make ensemble NAME={name}")
     probs = data["probs"].astype(np.float64)
     table = resample_scores(oof.y, probs, comp.task, n=min(n, len(oof.y)), repeats=repeats)
     summary = table.groupby("resample")[
