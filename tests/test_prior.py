@@ -70,7 +70,7 @@ def test_auto_leaves_unshifted_data_alone():
     adjusted, rec = prior.adjust("auto", MULTICLASS, train, probs)
     assert not rec["applied"] and rec["p_value_no_shift"] > prior.ALPHA
     assert adjusted is probs
-    lo, hi = rec["total_variation_95"]
+    lo, hi = rec["total_variation_bootstrap_95"]
     assert rec["total_variation"] < 0.03 and lo < 0.05
     same, rec = prior.adjust("train", MULTICLASS, train, probs)
     assert same is probs and not rec["applied"] and rec["why"] == "PRIOR=train"

@@ -75,8 +75,9 @@ def estimate(
     probs: np.ndarray, train_prior: np.ndarray, seed: int = 0, bootstrap: int = BOOTSTRAP
 ) -> dict[str, Any]:
     """The test priors by EM with a bootstrap 95 % interval per class (``bootstrap``
-    resamples; 0: none), the total-variation distance to the train priors (with its interval)
-    and the p-value of "no shift"."""
+    resamples; 0: none), the total-variation distance to the train priors (and its 95 % range
+    over the resamples, which sampling noise inflates: a distance is never negative) and the
+    p-value of "no shift", the statistic to read for whether there is a shift."""
     te = em_priors(probs, train_prior)
     lr = log_likelihood_ratio(probs, train_prior, te)
     p_value = float(chi2.sf(max(lr, 0.0), df=len(te) - 1))
@@ -100,7 +101,10 @@ def estimate(
     tv = 0.5 * np.abs(boot - train_prior).sum(axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
     out["test_prior_95"] = [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
-    out["total_variation_95"] = [float(np.percentile(tv, 2.5)), float(np.percentile(tv, 97.5))]
+    out["total_variation_bootstrap_95"] = [
+        float(np.percentile(tv, 2.5)),
+        float(np.percentile(tv, 97.5)),
+    ]
     return out
 
 
@@ -176,7 +180,7 @@ def describe(rec: dict[str, Any], classes: list[str]) -> str:
     """One console line on the estimated shift and what was done."""
     if "test_prior" not in rec:
         return f"label shift: {rec['why']}"
-    lo, hi = rec.get("total_variation_95", (np.nan, np.nan))
+    lo, hi = rec.get("total_variation_bootstrap_95", (np.nan, np.nan))
     diff = np.asarray(rec["test_prior"]) - np.asarray(rec["train_prior"])
     top = np.argsort(-np.abs(diff))[:3]
     moved = ", ".join(
@@ -184,7 +188,8 @@ def describe(rec: dict[str, Any], classes: list[str]) -> str:
     )
     return (
         f"label shift: test priors by EM differ from train by {rec['total_variation']:.3f} "
-        f"(total variation, 95% {lo:.3f}-{hi:.3f}; {moved}); no-shift test p = "
+        f"(total variation; {lo:.3f}-{hi:.3f} over bootstrap resamples, whose noise inflates "
+        f"it; {moved}); no-shift test p = "
         f"{rec['p_value_no_shift']:.2g}; {'applied' if rec['applied'] else 'not applied'} "
         f"({rec['why']})"
     )
