@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import RecipeError
 
-# The recipe's vocabulary, defined here once: train/data.py and train/tta.py implement exactly
+# The recipe's vocabulary, defined here once: train/augment.py and model/tta.py implement exactly
 # these names (they refuse to import otherwise), and docs/recipes.md is checked against them.
 AUGMENT_PRESETS = ("none", "light", "medium", "heavy")
 TTA_VIEWS = ("none", "hflip", "vflip", "scale")

@@ -17,7 +17,7 @@ CROP_SCALE = {"light": (0.7, 1.0), "medium": (0.5, 1.0), "heavy": (0.35, 1.0)}
 def device_augment(x: torch.Tensor, preset: str, ratio: tuple[float, float] = (0.8, 1.25)):
     """Random resized crop (the preset's scale range, ``ratio`` aspect range) and horizontal flip
     of a normalised ``(B, 3, S, S)`` batch on its own device, one affine resample for the whole
-    batch. Draws from torch's CPU generator (seeded per epoch by ``fold.seed_epoch``), so a run
+    batch. Draws from torch's CPU generator (seeded per epoch by ``kinds.finetune.seed_epoch``), so a run
     is reproducible and resumable and the draws do not depend on the device."""
     if preset == "none":
         return x
