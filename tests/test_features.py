@@ -2,6 +2,7 @@
 contract of fine-tuned folds, a folded best.pt that predicts the same logits, and resume."""
 
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -164,3 +165,18 @@ def test_a_feature_member_has_a_learning_curve(workdir):
     assert done["kind"] == "features" and done["epochs"] == 1
     curve = (workdir / "models/toy/f/curve/curve.csv").read_text().splitlines()
     assert len(curve) == 2 and curve[1].startswith("0.5,12,accuracy,")
+
+
+def test_budget_plan_estimates_feature_members_and_picks_by_value(workdir, capsys):
+    """Each feature member's probe fits a head on half of its embedded sample and scores the
+    other half; with an estimate for every run the plan is the best-valued set that fits."""
+    (workdir / "models" / "g.toml").write_text(RECIPE.replace("image_size = 24", "image_size = 16"))
+    args = ["train", "--comp", "input/toy", "--runs", "f g", "--budget", "30m", "--folds", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "est." in out and "chosen by the estimated ensemble accuracy: " in out
+    plan = tomllib.loads((workdir / "models" / "toy" / "plan.toml").read_text())
+    kept = list(plan["runs"])
+    assert kept and all(0 <= plan["runs"][r]["estimate"] <= 1 for r in kept)
+    for r in plan.get("left_out", []):
+        assert "estimate" in plan["left_out_costs"][r]

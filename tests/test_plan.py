@@ -34,6 +34,33 @@ def test_one_duration_parser_for_budget_and_time_limit():
             parse_duration(bad, "BUDGET")
 
 
+def test_plan_by_value_keeps_a_strong_late_run_and_spends_what_is_left():
+    """A fake cost/score table: frozen members weak (cheap, first), strong (dear, late) and a
+    fine-tuned run. In RUNS order the weak one crowds the strong one out; by value the strong
+    one is kept, and the epochs of the fine-tuned run take what the budget has left."""
+    costs = {
+        "weak": cost("features", once=300.0, epoch=0.0, fold=4.0),
+        "strong": cost("features", once=700.0, epoch=0.0, fold=4.0),
+        "tune": cost(once=0.0, epoch=10.0, fold=2.0),
+    }
+    worth = {"weak": 0.50, "strong": 0.65, "tune": 0.40}
+
+    def value(subset: tuple[str, ...]) -> float:  # a blend is a little better than its best
+        return max(worth[r] for r in subset) + 0.01 * (len(subset) - 1)
+
+    epochs = {"weak": 1, "strong": 1, "tune": 4}
+    old = planner.make_plan(costs, epochs, 5, 1000.0, auto=True)
+    assert list(old.costs) == ["weak", "tune"]  # priority order: strong never fit after weak
+    plan = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
+    assert list(plan.costs) == ["strong", "tune"]
+    # strong 700 + 20 + 1 = 721; tune 5 * (E * 10 + 2) + 1: E = 5 fits (261 -> 982), 6 does not
+    assert plan.epochs == {"strong": 1, "tune": 5} and plan.total_s == pytest.approx(982.0)
+    assert plan.total_s <= 1000.0 and 1000.0 - plan.total_s < 5 * 10  # no epoch left unspent
+    # equal value: more runs, then the cheaper plan (weak + tune 732 s; strong + tune 982 s)
+    flat = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=lambda s: 1.0)
+    assert list(flat.costs) == ["weak", "tune"] and flat.total_s == pytest.approx(732.0)
+
+
 def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_path):
     costs = {"a": cost(), "f": cost("features", once=100.0, epoch=0.0, fold=4.0)}
     # a: 10 + 5 * (E * 20 + 5) + 1 probe; f: 100 + 5 * 4 + 1 probe = 121

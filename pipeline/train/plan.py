@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -44,13 +45,37 @@ class Plan:
         return sum(self.run_seconds(r) + self.costs[r].probe_s for r in self.costs)
 
 
+MAX_SUBSETS_OF = 12  # runs up to which every subset is weighed by its estimated value
+
+
 def make_plan(
-    costs: dict[str, Cost], recipe_epochs: dict[str, int], k: int, budget_s: float, auto: bool
+    costs: dict[str, Cost],
+    recipe_epochs: dict[str, int],
+    k: int,
+    budget_s: float,
+    auto: bool,
+    value: Callable[[tuple[str, ...]], float] | None = None,
 ) -> Plan:
-    """Runs in ``costs`` order (priority) while each still fits at one epoch (fine-tuned) after
-    the ones kept before it, then the largest common epoch scale (at most ``MAX_SCALE``; with
-    ``auto`` False, the recipes' epochs) whose total fits ``budget_s``. Refuses, naming the
-    smallest plan, when not even the first run fits."""
+    """The runs to train and their epochs. With ``value`` (the estimated score of a set of
+    runs, higher is better) and an estimate for every run: the set with the best value whose
+    plan fits ``budget_s`` (ties: more runs, then the cheaper plan), so a strong late run is
+    never dropped for an early weak one. Without: runs in ``costs`` order (priority) while each still fits at one
+    epoch after the ones kept before it. Then the largest common epoch scale (at most
+    ``MAX_SCALE``; with ``auto`` False, the recipes' epochs) whose total fits. Refuses, naming
+    the smallest plan, when not even one run fits."""
+    if value is not None and len(costs) <= MAX_SUBSETS_OF:
+        best: tuple[tuple[float, int, float], Plan] | None = None
+        runs = list(costs)
+        for mask in range(1, 2 ** len(runs)):
+            subset = tuple(r for i, r in enumerate(runs) if mask >> i & 1)
+            plan = _epochs_plan({r: costs[r] for r in subset}, recipe_epochs, k, budget_s, auto)
+            key = (value(subset), len(subset), -plan.total_s) if plan is not None else None
+            if key is not None and (best is None or key > best[0]):
+                best = (key, plan)
+        if best is not None:
+            return best[1]
+        smallest = Plan(budget_s, k, {r: 1 for r in costs}, recipe_epochs, costs)
+        raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))
     kept: dict[str, Cost] = {}
     for run, cost in costs.items():
         trial = {**kept, run: cost}
@@ -86,6 +111,10 @@ def _epochs_plan(costs, recipe_epochs, k, budget_s, auto) -> Plan | None:
     return None
 
 
+def _est(c: Cost) -> str:
+    return f"{c.estimate.score:.3f}" if c.estimate is not None else "-"
+
+
 def refusal(smallest: Plan, how: str) -> str:
     """The one line for a budget not even the first run fits: each run's smallest minutes."""
     each = ", ".join(f"{r} {smallest.run_seconds(r) / 60:.1f} min" for r in smallest.costs)
@@ -97,23 +126,36 @@ def refusal(smallest: Plan, how: str) -> str:
 
 
 def format_plan(
-    plan: Plan, n_train: int, n_test: int, device: str, dropped: tuple[str, ...] = ()
+    plan: Plan,
+    n_train: int,
+    n_test: int,
+    device: str,
+    dropped: tuple[str, ...] = (),
+    costs: dict[str, Cost] | None = None,
+    chosen_by: str = "",
 ) -> str:
     lines = [
         f"plan for BUDGET={plan.budget_s / 60:g}m on {device}: K={plan.k}, {n_train:,} train / "
         f"{n_test:,} test images",
-        f"  {'run':<22}{'kind':<10}{'epochs':>10}{'once':>9}{'/epoch':>9}{'/fold':>8}{'total':>10}",
+        f"  {'run':<22}{'kind':<10}{'epochs':>10}{'once':>9}{'/epoch':>9}{'/fold':>8}{'total':>10}"
+        f"{'est.':>8}",
     ]
+    every = costs or plan.costs
     for run, c in plan.costs.items():
         e, scales = plan.epochs[run], get_kind(c.kind).scales_epochs
         ep = f"{e} ({plan.recipe_epochs[run]})" if scales else "-"
         per_epoch = f"{c.epoch_s:.0f}s" if scales else "-"
         lines.append(
             f"  {run:<22}{c.kind:<10}{ep:>10}{c.once_s:>8.0f}s{per_epoch:>9}{c.fold_s:>7.0f}s"
-            f"{plan.run_seconds(run) / 60:>8.1f}min"
+            f"{plan.run_seconds(run) / 60:>8.1f}min{_est(c):>8}"
         )
     for run in dropped:
-        lines.append(f"  {run:<22}left out: does not fit after the runs above (RUNS= to choose)")
+        why = "not in the best set that fits" if chosen_by else "does not fit after the runs above"
+        lines.append(
+            f"  {run:<22}left out: {why} (RUNS= to choose){'':>4}{_est(every[run]) if run in every else '':>8}"
+        )
+    if chosen_by:
+        lines.append(f"  {chosen_by}")
     probes = sum(c.probe_s for c in plan.costs.values())
     lines.append(
         f"  probes {probes:.0f} s; total {plan.total_s / 60:.1f} min of {plan.budget_s / 60:g} min "
@@ -138,6 +180,7 @@ def write_plan(
             "planned_s": round(plan.run_seconds(r), 1),
             **{k: round(v, 3) for k, v in asdict(c).items() if isinstance(v, float)},
             **{k: round(v, 2) for k, v in c.figures.items()},
+            **({"estimate": round(c.estimate.score, 4)} if c.estimate is not None else {}),
         }
         for r, c in plan.costs.items()
     }
@@ -155,6 +198,11 @@ def write_plan(
             r: {
                 "smallest_s": round(costs[r].seconds(1, plan.k), 1),
                 **{k: round(v, 2) for k, v in costs[r].figures.items()},
+                **(
+                    {"estimate": round(costs[r].estimate.score, 4)}
+                    if costs[r].estimate is not None
+                    else {}
+                ),
             }
             for r in left_out
         }
@@ -181,6 +229,26 @@ def planned_epochs(saved: dict, path: Path, runs: list[str], budget_s: float | N
 
 
 # ---------------------------------------------------------------- the train stage's use
+
+
+def ensemble_value(task, costs: dict[str, Cost], y_all: np.ndarray):
+    """The estimated score of a set of runs (higher is better, whatever the metric's
+    direction): the competition's metric of their mean probabilities on the probe's shared
+    held-out images. None unless every run has an estimate on the same images."""
+    ests = [c.estimate for c in costs.values()]
+    if not ests or any(e is None for e in ests) or len({tuple(e.val) for e in ests}) != 1:
+        return None
+    y = y_all[ests[0].val]
+    sign = 1.0 if task.greater_is_better else -1.0
+
+    def value(subset: tuple[str, ...]) -> float:
+        probs = np.mean([costs[r].estimate.probs for r in subset], axis=0)
+        try:
+            return sign * float(task.score(y, probs))
+        except ValueError:  # undefined on these images (a class missing): no preference
+            return -np.inf
+
+    return value
 
 
 def probe_run(
@@ -228,9 +296,22 @@ def resolve_plan(
             costs[run] = c
             sizes.add(recipe.image_size)
         epochs = {run: recipe.epochs for run, recipe in recipes.items()}
-        plan = make_plan(costs, epochs, k, budget_s, auto)
+        value = ensemble_value(comp.task, costs, y_all)
+        plan = make_plan(costs, epochs, k, budget_s, auto, value)
         dropped = tuple(r for r in costs if r not in plan.costs)
-        print(format_plan(plan, len(comp.train), len(comp.test), str(device), dropped))
+        chosen_by = (
+            f"chosen by the estimated ensemble {comp.task.metric}: "
+            f"{value(tuple(plan.costs)) * (1 if comp.task.greater_is_better else -1):.3f} "
+            f"(the runs' mean probabilities on the probe's "
+            f"held-out half, {len(next(iter(costs.values())).estimate.val)} images)"
+            if value is not None
+            else ""
+        )
+        print(
+            format_plan(
+                plan, len(comp.train), len(comp.test), str(device), dropped, costs, chosen_by
+            )
+        )
         write_plan(path, plan, str(device), dropped, costs)
         print(f"wrote {path}: re-runs and resumes use these epochs (delete it to plan again)")
         saved = read_plan(path)

@@ -20,7 +20,26 @@ from ..config import Recipe
 
 SAMPLE = 512  # images the probe decodes (when not cached) and times on
 FOLD_OVERHEAD_S = 3.0  # per fold: model creation, checkpoints, metrics, curves
+SPLIT_SEED = 0  # the probe sample's fit/held-out halves for score estimates
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A run's score estimated by its probe: a head fitted on half of the probe's sample and
+    ``probs (n_val, C)`` on the other half (``val``: positions in the sample, the same for
+    every run, so the planner can blend the runs' estimates into an ensemble's)."""
+
+    score: float
+    probs: np.ndarray
+    val: np.ndarray
+
+
+def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fit and held-out positions of an ``n``-image probe sample: one fixed shuffle, so
+    every run of a plan is estimated on the same held-out images."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,7 @@ class Cost:
     fold_s: float
     probe_s: float
     figures: dict  # the measured rates behind it (images/s), for the plan file
+    estimate: Estimate | None = None  # the kind's score estimate (Kind.estimate_score)
 
     def seconds(self, epochs: int, k: int) -> float:
         """All ``k`` folds at ``epochs`` epochs (a kind without epochs has ``epoch_s`` 0)."""
@@ -95,19 +115,31 @@ def sample_images(comp, ws, size: int) -> tuple[np.ndarray, float]:
     return decode_sample(comp.root, paths[:n], size), (len(paths) + len(comp.test)) / n
 
 
-def timed_predict(model, images, recipe: Recipe, norm, device, clock, batches, warmup) -> float:
+def timed_predict(
+    model, images, recipe: Recipe, norm, device, clock, batches, warmup, outputs: list | None = None
+) -> float:
     """Images/s of one view of prediction as the fold runs it (same batch size, memory format
-    and autocast, whose speed differs a lot: docs/performance.md), after ``warmup`` batches."""
+    and autocast, whose speed differs a lot: docs/performance.md), after ``warmup`` batches.
+    ``outputs`` (a list) receives the model's ``(len(images), D)`` outputs on every image."""
     from ..model.device import amp_dtype
     from ..model.infer import predict
 
     pbs = recipe.batch_size * 2
     how = {"dtype": amp_dtype(recipe, device), "channels_last": recipe.channels_last}
     rows = np.arange((warmup + batches) * pbs) % len(images)
-    predict(model, images, rows[: warmup * pbs], ("none",), norm, device, pbs, **how)
+    first = predict(model, images, rows[: warmup * pbs], ("none",), norm, device, pbs, **how)
     t = clock()
-    predict(model, images, rows[warmup * pbs :], ("none",), norm, device, pbs, **how)
-    return batches * pbs / max(clock() - t, 1e-9)
+    timed = predict(model, images, rows[warmup * pbs :], ("none",), norm, device, pbs, **how)
+    ips = batches * pbs / max(clock() - t, 1e-9)
+    if outputs is not None:
+        out = np.concatenate([first[0], timed[0]])[: len(images)]
+        if len(out) < len(images):  # a small batch: the rest, untimed
+            more = np.arange(len(out), len(images))
+            out = np.concatenate(
+                [out, predict(model, images, more, ("none",), norm, device, pbs, **how)[0]]
+            )
+        outputs.append(out)
+    return ips
 
 
 def model_and_norm(recipe: Recipe, n_classes: int, device):

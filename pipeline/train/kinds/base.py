@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from ...artifacts import FoldDone
 from ...config import Recipe
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..context import FoldJob, TrainContext
-    from ..probe import Cost, ProbeInput
+    from ..probe import Cost, Estimate, ProbeInput
 
 
 class Kind:
@@ -56,10 +58,11 @@ class Kind:
         """What one run of this kind costs on this machine, timed on the probe's sample."""
         raise NotImplementedError
 
-    def estimate_score(self, p: ProbeInput) -> float | None:
-        """This run's held-out score estimated from the probe's sample, or None when the kind
-        cannot tell from a sample: the hook a planner that picks members by value needs.
-        No kind estimates yet, and today's planner keeps runs in ``RUNS`` order."""
+    def estimate_score(self, p: ProbeInput, outputs: np.ndarray) -> Estimate | None:
+        """This run's score estimated from the probe's sample (``outputs``: what the kind's
+        probe computed on it), or None when the kind cannot tell from a sample (a fine-tune's
+        few timed batches say nothing of its score). When every run of a plan has one, the
+        planner picks the set of runs with the best blended estimate that fits the budget."""
         return None
 
     def holdout_reason(self, done: FoldDone, recipe: Recipe, fold: int) -> str:

@@ -30,7 +30,15 @@ from .. import heads, loop, student
 from ..context import FoldJob, TrainContext
 from ..embed import cached_views, embeddings
 from ..fold import save_torch, write_fold_logits
-from ..probe import FOLD_OVERHEAD_S, Cost, ProbeInput, model_and_norm, timed_predict
+from ..probe import (
+    FOLD_OVERHEAD_S,
+    Cost,
+    Estimate,
+    ProbeInput,
+    halves,
+    model_and_norm,
+    timed_predict,
+)
 from .base import Kind
 
 # the recipe fields a feature member reads: the backbone and how it embeds, its views, and a
@@ -40,6 +48,9 @@ FIELDS = {
     "seed", "amp", "channels_last", "label_smoothing", "teacher", "distill_weight",
     "pseudo_floor",
 }  # fmt: skip
+
+
+ESTIMATE_L2 = 1e-2  # the estimate's head: a middle value of heads.L2_PATH, not chosen per sample
 
 
 class Features(Kind):
@@ -66,12 +77,16 @@ class Features(Kind):
         comp, recipe, k = p.comp, p.recipe, p.k
         n_train, n_test, views = len(comp.train), len(comp.test), len(recipe.tta)
         model, norm = model_and_norm(recipe, 0, p.device)
-        todo = (n_train + n_test) * (views - len(cached_views(comp, p.ws, recipe)["train"]))
-        embed_ips = (
-            timed_predict(model, p.images, recipe, norm, p.device, p.clock, p.batches, p.warmup)
-            if todo
-            else float("inf")
-        )
+        cached = cached_views(comp, p.ws, recipe)["train"]
+        todo = (n_train + n_test) * (views - len(cached))
+        sample: list = []
+        embed_ips = float("inf")
+        if todo:
+            embed_ips = timed_predict(
+                model, p.images, recipe, norm, p.device, p.clock, p.batches, p.warmup, sample
+            )
+        else:  # every view is cached: the sample's rows of the first
+            sample.append(embeddings(comp, p.ws, recipe, "train", p.device)[0][0][: len(p.images)])
         pseudo = len(comp.test) if recipe.pseudo_floor > 0 else 0  # at most every test image
         n_fit = (n_train * (k - 1) // k + pseudo) * views
         head_s = heads.head_seconds(n_fit, model.num_features, len(comp.classes), p.clock)
@@ -83,7 +98,23 @@ class Features(Kind):
             fold_s=head_s + path_s + FOLD_OVERHEAD_S,  # each fold walks its own L2 path
             probe_s=0.0,
             figures={"embed_ips": min(embed_ips, 1e9), "head_fit_s": head_s},
+            estimate=self.estimate_score(p, sample[0]),
         )
+
+    def estimate_score(self, p: ProbeInput, outputs: np.ndarray) -> Estimate | None:
+        """A linear head on half of the sample's embeddings (one view), scored on the other
+        half under the competition's metric: what this backbone's features are worth here.
+        Few images per class make it low in absolute terms; the planner compares runs."""
+        task, n_classes = p.comp.task, len(p.comp.classes)
+        fit, val = halves(len(outputs))
+        y = p.y_all[: len(outputs)]
+        head = heads.fit_head(outputs[fit], y[fit], n_classes, ESTIMATE_L2, task.multilabel)
+        probs = task.probabilities(head.logits(outputs[val]).numpy())
+        try:
+            score = float(task.score(y[val], probs))
+        except ValueError:  # a metric undefined on the sample (a class missing from it)
+            return None
+        return Estimate(score, probs, val)
 
     def holdout_reason(self, done: artifacts.FoldDone, recipe: Recipe, fold: int) -> str:
         used = done.holdout_used
