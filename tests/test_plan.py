@@ -61,6 +61,32 @@ def test_plan_by_value_keeps_a_strong_late_run_and_spends_what_is_left():
     assert list(flat.costs) == ["weak", "tune"] and flat.total_s == pytest.approx(732.0)
 
 
+def test_plan_weighs_one_view_of_a_strong_run_against_two_of_a_weak_one(tmp_path):
+    """``run[none]`` is a run with its first view only: cheaper, and estimated on that view.
+    A run is planned once, whole or as its variant; plan.toml keeps the run with its tta."""
+    costs = {
+        "weak": cost("features", once=500.0, epoch=0.0, fold=4.0),
+        "strong": cost("features", once=1000.0, epoch=0.0, fold=8.0),
+        "strong[none]": cost("features", once=520.0, epoch=0.0, fold=5.0),
+    }
+    worth = {"weak": 0.50, "strong": 0.66, "strong[none]": 0.64}
+
+    def value(subset: tuple[str, ...]) -> float:
+        return max(worth[r] for r in subset) + 0.01 * (len(subset) - 1)
+
+    epochs = dict.fromkeys(costs, 1)
+    plan = planner.make_plan(costs, epochs, 5, 700.0, auto=True, value=value)
+    assert list(plan.costs) == ["strong[none]"]  # two views of weak (521 s) are worth less
+    plan = planner.make_plan(costs, epochs, 5, 1200.0, auto=True, value=value)
+    assert list(plan.costs) == ["strong"]  # 0.66 alone beats weak + strong[none] (0.65)
+    plan = planner.make_plan(costs, epochs, 5, 1600.0, auto=True, value=value)
+    assert list(plan.costs) == ["weak", "strong"]  # 1562 s; never strong and strong[none]
+    small = planner.make_plan(costs, epochs, 5, 700.0, auto=True, value=value)
+    planner.write_plan(tmp_path / "plan.toml", small, "cpu", ("weak",), costs)
+    saved = tomllib.loads((tmp_path / "plan.toml").read_text())
+    assert list(saved["runs"]) == ["strong"] and saved["runs"]["strong"]["tta"] == ["none"]
+
+
 def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_path):
     costs = {"a": cost(), "f": cost("features", once=100.0, epoch=0.0, fold=4.0)}
     # a: 10 + 5 * (E * 20 + 5) + 1 probe; f: 100 + 5 * 4 + 1 probe = 121

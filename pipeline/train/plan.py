@@ -45,7 +45,12 @@ class Plan:
         return sum(self.run_seconds(r) + self.costs[r].probe_s for r in self.costs)
 
 
-MAX_SUBSETS_OF = 12  # runs up to which every subset is weighed by its estimated value
+MAX_SUBSETS_OF = 14  # candidates up to which every subset is weighed by its estimated value
+
+
+def run_of(candidate: str) -> str:
+    """The run of a plan candidate: ``run``, or ``run[view]`` for it with one TTA view."""
+    return candidate.split("[", 1)[0]
 
 
 def make_plan(
@@ -68,6 +73,8 @@ def make_plan(
         runs = list(costs)
         for mask in range(1, 2 ** len(runs)):
             subset = tuple(r for i, r in enumerate(runs) if mask >> i & 1)
+            if len({run_of(r) for r in subset}) < len(subset):  # a run once, in one variant
+                continue
             plan = _epochs_plan({r: costs[r] for r in subset}, recipe_epochs, k, budget_s, auto)
             key = (value(subset), len(subset), -plan.total_s) if plan is not None else None
             if key is not None and (best is None or key > best[0]):
@@ -168,12 +175,19 @@ def format_plan(
 
 
 def write_plan(
-    path: Path, plan: Plan, device: str, left_out: tuple[str, ...] = (), costs: dict | None = None
+    path: Path,
+    plan: Plan,
+    device: str,
+    left_out: tuple[str, ...] = (),
+    costs: dict | None = None,
 ) -> None:
     """``plan.toml``; ``costs`` (every probed run) adds the left-out runs' smallest seconds and
-    probe figures under ``[left_out_costs]``, so a user sees what a larger budget would buy."""
+    probe figures under ``[left_out_costs]``, so a user sees what a larger budget would buy.
+    A run planned with its first TTA view only (``run[view]``) is written under its run with
+    ``tta``, which the train stage then trains it with."""
     runs = {
-        r: {
+        run_of(r): {
+            **({"tta": [r.split("[", 1)[1].rstrip("]")]} if r != run_of(r) else {}),
             "kind": c.kind,
             "epochs": plan.epochs[r],
             "recipe_epochs": plan.recipe_epochs[r],
@@ -270,9 +284,14 @@ def probe_run(
     start = clock()
     p = ProbeInput(comp, ws, recipe, images, y_all, k, device, clock, batches, warmup)
     cost = get_kind(recipe.kind).probe(p)
-    once = cost.once_s + decode_s
-    figures = {"decode_s": decode_s, **cost.figures}
-    return replace(cost, once_s=once, probe_s=clock() - start, figures=figures)
+    probe_s = clock() - start
+
+    def priced(c: Cost) -> Cost:
+        figures = {"decode_s": decode_s, **c.figures}
+        return replace(c, once_s=c.once_s + decode_s, probe_s=probe_s, figures=figures)
+
+    fewer = priced(cost.fewer) if cost.fewer is not None else None
+    return replace(priced(cost), fewer=fewer)
 
 
 def resolve_plan(
@@ -287,18 +306,23 @@ def resolve_plan(
         if budget_s is None:
             return {}, []
         y_all = np.maximum(labels, 0)  # a row the folds file dropped trains as class 0
-        costs, sizes = {}, set()
+        costs, sizes, epochs = {}, set(), {}
         for run, recipe in recipes.items():
             print(f"plan: probing {run} ...", flush=True)
             c = probe_run(comp, ws, recipe, y_all, k, device)
-            if recipe.image_size in sizes:  # an earlier run decodes this size's cache
-                c = replace(c, once_s=c.once_s - c.figures["decode_s"])
-            costs[run] = c
+            for name, cost in ((run, c), (f"{run}[{recipe.tta[0]}]", c.fewer)):
+                if cost is None:
+                    continue
+                if recipe.image_size in sizes:  # an earlier run decodes this size's cache
+                    cost = replace(cost, once_s=cost.once_s - cost.figures["decode_s"])
+                costs[name], epochs[name] = cost, recipe.epochs
             sizes.add(recipe.image_size)
-        epochs = {run: recipe.epochs for run, recipe in recipes.items()}
         value = ensemble_value(comp.task, costs, y_all)
+        if value is None:  # no estimates: the runs as the recipes have them, in RUNS order
+            costs = {r: c for r, c in costs.items() if r in recipes}
         plan = make_plan(costs, epochs, k, budget_s, auto, value)
-        dropped = tuple(r for r in costs if r not in plan.costs)
+        kept = {run_of(n) for n in plan.costs}
+        dropped = tuple(r for r in recipes if r not in kept)
         chosen_by = (
             f"chosen by the estimated ensemble {comp.task.metric}: "
             f"{value(tuple(plan.costs)) * (1 if comp.task.greater_is_better else -1):.3f} "

@@ -55,6 +55,7 @@ class Cost:
     probe_s: float
     figures: dict  # the measured rates behind it (images/s), for the plan file
     estimate: Estimate | None = None  # the kind's score estimate (Kind.estimate_score)
+    fewer: Cost | None = None  # the same run with its first TTA view only, if it has more
 
     def seconds(self, epochs: int, k: int) -> float:
         """All ``k`` folds at ``epochs`` epochs (a kind without epochs has ``epoch_s`` 0)."""

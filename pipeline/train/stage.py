@@ -70,6 +70,8 @@ def train_stage(
     for run, entry in plans.items():
         if get_kind(recipes[run].kind).scales_epochs:
             recipes[run] = dataclasses.replace(recipes[run], epochs=int(entry["epochs"]))
+        if "tta" in entry:  # the plan keeps this run's first view only
+            recipes[run] = dataclasses.replace(recipes[run], tta=tuple(entry["tta"]))
     jobs = []
     for run, recipe in recipes.items():
         write_or_verify_config(ws.run_dir(run), recipe, fhash, run, comp, plans.get(run))

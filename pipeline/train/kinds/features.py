@@ -15,6 +15,7 @@ The head is folded into the backbone's classifier (``W / sd``, ``b - mu / sd . W
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,43 +74,74 @@ class Features(Kind):
         fit_fold(job)
 
     def probe(self, p: ProbeInput) -> Cost:
-        """Embedding speed (unless every view is cached) and one head fit's arithmetic."""
-        comp, recipe, k = p.comp, p.recipe, p.k
-        n_train, n_test, views = len(comp.train), len(comp.test), len(recipe.tta)
+        """Embedding speed (unless every view is cached), one head fit's arithmetic, and the
+        score estimate; ``fewer`` is the same run with its first view only (a plan may weigh
+        one view of a strong backbone against two of a weak one)."""
+        comp, recipe = p.comp, p.recipe
+        n_all, views = len(comp.train) + len(comp.test), recipe.tta
         model, norm = model_and_norm(recipe, 0, p.device)
         cached = cached_views(comp, p.ws, recipe)["train"]
-        todo = (n_train + n_test) * (views - len(cached))
-        sample: list = []
+        timed: list = []
         embed_ips = float("inf")
-        if todo:
+        if len(cached) < len(views):
             embed_ips = timed_predict(
-                model, p.images, recipe, norm, p.device, p.clock, p.batches, p.warmup, sample
+                model, p.images, recipe, norm, p.device, p.clock, p.batches, p.warmup, timed
             )
-        else:  # every view is cached: the sample's rows of the first
-            sample.append(embeddings(comp, p.ws, recipe, "train", p.device)[0][0][: len(p.images)])
-        pseudo = len(comp.test) if recipe.pseudo_floor > 0 else 0  # at most every test image
-        n_fit = (n_train * (k - 1) // k + pseudo) * views
+        sample = self._sample_views(p, model, norm, cached, timed)
+        full = self._cost(p, model, n_all * (len(views) - len(cached)), embed_ips, len(views))
+        one = self._cost(p, model, n_all * (views[0] not in cached), embed_ips, 1)
+        fewer = (
+            replace(one, estimate=self.estimate_score(p, sample[:1])) if len(views) > 1 else None
+        )
+        return replace(full, estimate=self.estimate_score(p, sample), fewer=fewer)
+
+    def _cost(self, p: ProbeInput, model, todo: int, embed_ips: float, views: int) -> Cost:
+        """The run's cost with ``views`` views (``todo`` images still to embed): each fold
+        walks its own L2 path."""
+        comp, k = p.comp, p.k
+        pseudo = len(comp.test) if p.recipe.pseudo_floor > 0 else 0  # at most every test image
+        n_fit = (len(comp.train) * (k - 1) // k + pseudo) * views
         head_s = heads.head_seconds(n_fit, model.num_features, len(comp.classes), p.clock)
         path_s = head_s * heads.PATH_ITER / heads.MAX_ITER * len(heads.L2_PATH) * 0.6
         return Cost(
             self.name,
             once_s=todo / embed_ips,
             epoch_s=0.0,
-            fold_s=head_s + path_s + FOLD_OVERHEAD_S,  # each fold walks its own L2 path
+            fold_s=head_s + path_s + FOLD_OVERHEAD_S,
             probe_s=0.0,
             figures={"embed_ips": min(embed_ips, 1e9), "head_fit_s": head_s},
-            estimate=self.estimate_score(p, sample[0]),
         )
 
+    def _sample_views(self, p: ProbeInput, model, norm, cached, timed) -> np.ndarray:
+        """``(V, n, D)``: the probe sample's embeddings under each of the recipe's views, from
+        the timed pass, the cached embeddings, or one more (untimed) pass."""
+        from ...model.infer import predict_as_trained
+
+        r, n = p.recipe, len(p.images)
+        if all(v in cached for v in r.tta):
+            return embeddings(p.comp, p.ws, r, "train", p.device)[0][:, :n]
+        out = [
+            timed[0]
+            if v == "none" and timed
+            else predict_as_trained(
+                model, p.images, np.arange(n), (v,), norm, p.device, r, "probe"
+            )[0]
+            for v in r.tta
+        ]
+        return np.stack(out)
+
     def estimate_score(self, p: ProbeInput, outputs: np.ndarray) -> Estimate | None:
-        """A linear head on half of the sample's embeddings (one view), scored on the other
-        half under the competition's metric: what this backbone's features are worth here.
-        Few images per class make it low in absolute terms; the planner compares runs."""
+        """A linear head on half of the sample's embeddings ``(V, n, D)`` (every view a
+        training row, as a fold fits it), scored on the other half with its probabilities
+        averaged over the views (TTA) under the competition's metric: what this backbone's
+        features are worth here. Few images per class make it low in absolute terms; the
+        planner compares runs."""
         task, n_classes = p.comp.task, len(p.comp.classes)
-        fit, val = halves(len(outputs))
-        y = p.y_all[: len(outputs)]
-        head = heads.fit_head(outputs[fit], y[fit], n_classes, ESTIMATE_L2, task.multilabel)
-        probs = task.probabilities(head.logits(outputs[val]).numpy())
+        fit, val = halves(outputs.shape[1])
+        y = p.y_all[: outputs.shape[1]]
+        x, yy = heads.stack_views(outputs, fit, y)
+        head = heads.fit_head(x, yy, n_classes, ESTIMATE_L2, task.multilabel)
+        probs = np.mean([task.probabilities(head.logits(v[val]).numpy()) for v in outputs], axis=0)
         try:
             score = float(task.score(y[val], probs))
         except ValueError:  # a metric undefined on the sample (a class missing from it)
