@@ -111,6 +111,20 @@ def estimate(
 SELF_CHECK = 5  # OOF resamples at the estimated test priors that PRIOR=auto scores
 
 
+def resample_by_class(y: np.ndarray, target: np.ndarray, n: int, rng) -> np.ndarray:
+    """Row positions of ``n`` rows drawn (with replacement) so that their classes follow the
+    priors ``target``: what a test set with those priors would look like among rows ``y``."""
+    counts = rng.multinomial(n, np.asarray(target) / np.sum(target))
+    by_class = [np.flatnonzero(y == k) for k in range(len(counts))]
+    return np.concatenate(
+        [
+            rng.choice(by_class[k], counts[k])
+            for k in range(len(counts))
+            if counts[k] and len(by_class[k])
+        ]
+    )
+
+
 def self_check(
     y: np.ndarray, probs: np.ndarray, task, target: np.ndarray, n: int, repeats: int = SELF_CHECK
 ) -> dict[str, Any]:
@@ -118,13 +132,10 @@ def self_check(
     resampled (``n`` rows, by class) to the priors ``target``, their priors estimated by EM
     from their own posteriors, and the metric with and without the re-weighting."""
     rng = np.random.default_rng(0)
-    c = probs.shape[1]
-    train = np.bincount(y, minlength=c) / len(y)
-    by_class = [np.flatnonzero(y == k) for k in range(c)]
+    train = np.bincount(y, minlength=probs.shape[1]) / len(y)
     plain, adjusted = [], []
     for _ in range(repeats):
-        counts = rng.multinomial(n, np.asarray(target) / np.sum(target))
-        idx = np.concatenate([rng.choice(by_class[k], counts[k]) for k in range(c) if counts[k]])
+        idx = resample_by_class(y, target, n, rng)
         te = em_priors(probs[idx], train, tol=1e-6)
         plain.append(task.score(y[idx], probs[idx]))
         adjusted.append(task.score(y[idx], reweight(probs[idx], te / train)))

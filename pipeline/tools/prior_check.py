@@ -22,7 +22,6 @@ def resample_scores(
     rng = np.random.default_rng(seed)
     c = probs.shape[1]
     train = np.bincount(y, minlength=c) / len(y)
-    by_class = [np.flatnonzero(y == k) for k in range(c)]
     rows = []
     for kind in ("balanced", "dirichlet", "iid"):
         for r in range(repeats):
@@ -30,10 +29,7 @@ def resample_scores(
                 idx = rng.integers(0, len(y), n)
             else:
                 want = np.full(c, 1 / c) if kind == "balanced" else rng.dirichlet(np.ones(c))
-                counts = rng.multinomial(n, want)
-                idx = np.concatenate(
-                    [rng.choice(by_class[k], counts[k]) for k in range(c) if len(by_class[k])]
-                )
+                idx = prior.resample_by_class(y, want, n, rng)
             ys, ps = y[idx], probs[idx]
             rest = np.ones(len(y), dtype=bool)
             rest[idx] = False  # auto's own OOF check sees none of the scored rows' labels

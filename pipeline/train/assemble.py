@@ -39,6 +39,27 @@ def train_rows(comp, folds_df: pd.DataFrame, path: Path) -> np.ndarray:
     return rows.astype(np.int64)
 
 
+def read_training_folds(comp, ws) -> tuple[pd.DataFrame, str]:
+    """The folds file as training reads it: with a ``row`` column (each row's place in
+    ``comp.train``, see ``train_rows``), and its hash, which every trained artifact carries."""
+    path = ws.folds_csv
+    folds_df = artifacts.read_folds(path, comp.root, comp.task.kind)
+    folds_df["row"] = train_rows(comp, folds_df, path)  # folds rows may be relabelled/dropped
+    return folds_df, artifacts.file_hash(path)
+
+
+def load_recipes(ws, runs: list[str], overrides: dict | None) -> dict:
+    """``{run: Recipe}`` of ``<models>/<run>.toml`` with ``overrides``, each checked by its
+    member kind (an unknown kind, a recipe the kind cannot train: one line naming the file)."""
+    from ..config import load_recipe
+    from .kinds import check_recipe
+
+    recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
+    for run, recipe in recipes.items():
+        check_recipe(recipe, str(ws.recipe(run)))
+    return recipes
+
+
 def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, run: str) -> None:
     """Stitch fold OOF rows into ``oof.npz`` (folds-file order) and average fold test logits."""
     done = [f for f in range(k) if (rdir / f"fold{f}" / "done.json").is_file()]

@@ -16,13 +16,12 @@ import pandas as pd
 
 from .. import artifacts
 from ..competition import Competition
-from ..config import load_recipe
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..plots import pyplot
-from .assemble import train_rows
+from .assemble import load_recipes, read_training_folds
 from .context import Job, TrainContext
-from .kinds import check_recipe
+from .kinds import get_kind
 from .stage import resolve_device, write_or_verify_config
 
 FRACTIONS = (0.1, 0.25, 0.5)
@@ -56,14 +55,12 @@ def curve_stage(
         raise PipelineError("make curve: multi-label competitions are not supported yet")
     if not fractions or not all(0 < f < 1 for f in fractions):
         raise PipelineError(f"FRACTIONS={list(fractions)}: use fractions between 0 and 1")
-    fpath = ws.folds_csv
-    folds_df = artifacts.read_folds(fpath, comp.root, comp.task.kind)
-    folds_df["row"] = train_rows(comp, folds_df, fpath)
+    folds_df, fhash = read_training_folds(comp, ws)
     if fold not in set(folds_df["fold"]):
-        raise PipelineError(f"fold {fold} is not in {fpath}")
-    fhash, dev = artifacts.file_hash(fpath), resolve_device(device)
-    recipe = load_recipe(ws.recipe(run), overrides)
-    kind = check_recipe(recipe, str(ws.recipe(run)))
+        raise PipelineError(f"fold {fold} is not in {ws.folds_csv}")
+    dev = resolve_device(device)
+    recipe = load_recipes(ws, [run], overrides)[run]
+    kind = get_kind(recipe.kind)
     train = folds_df[folds_df["fold"] != fold]
     labels = folds_df.set_index("id")["label"]
     subsets = nested_subsets(train["label"].reset_index(drop=True), tuple(fractions), recipe.seed)

@@ -20,15 +20,15 @@ import torch
 
 from .. import artifacts
 from ..competition import Competition
-from ..config import ADDED_LATER, Recipe, load_recipe, to_toml
+from ..config import ADDED_LATER, Recipe, to_toml
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from ..model.device import resolve_device as resolve_device
-from .assemble import assemble_run, train_rows
+from .assemble import assemble_run, load_recipes, read_training_folds
 from .context import Job, TrainContext, labels_by_row
 from .executors import Dispatch, execute, refusal
 from .executors.base import Failure, prepare_shared
-from .kinds import check_recipe, get_kind
+from .kinds import get_kind
 from .plan import record_wall, resolve_plan
 
 
@@ -50,18 +50,13 @@ def train_stage(
     epochs to fit (``plan.py``); a written ``plan.toml`` is used whenever it exists. ``teach(run,
     teacher, folds)`` writes a student's targets before its folds train (``pipeline/teach``)."""
     t_start = time.perf_counter()
-    fpath = ws.folds_csv
-    folds_df = artifacts.read_folds(fpath, comp.root, comp.task.kind)
-    folds_df["row"] = train_rows(comp, folds_df, fpath)  # folds rows may be relabelled/dropped
-    fhash = artifacts.file_hash(fpath)
+    folds_df, fhash = read_training_folds(comp, ws)
     k = int(folds_df["fold"].max()) + 1
     todo = folds if folds is not None else list(range(k))
     if bad := [f for f in todo if not 0 <= f < k]:
-        raise PipelineError(f"FOLDS has fold {bad[0]} but {fpath} has folds 0..{k - 1}")
+        raise PipelineError(f"FOLDS has fold {bad[0]} but {ws.folds_csv} has folds 0..{k - 1}")
     dev = resolve_device(device)
-    recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
-    for run, recipe in recipes.items():
-        check_recipe(recipe, str(ws.recipe(run)))
+    recipes = load_recipes(ws, runs, overrides)
     labels = labels_by_row(comp, folds_df)
     plans, left_out = resolve_plan(comp, ws, recipes, labels, k, dev, budget_s, auto_epochs)
     for run in left_out:
@@ -105,14 +100,9 @@ def prepare_stage(
 ) -> None:
     """What ``make train`` builds before any job starts, alone: the decode caches of the runs'
     image sizes and what their kinds prepare (embeddings), e.g. before timing a train stage."""
-    folds_df = artifacts.read_folds(ws.folds_csv, comp.root, comp.task.kind)
-    folds_df["row"] = train_rows(comp, folds_df, ws.folds_csv)
-    recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
-    for run, recipe in recipes.items():
-        check_recipe(recipe, str(ws.recipe(run)))
-    dev = str(resolve_device(device))
-    fhash = artifacts.file_hash(ws.folds_csv)
-    ctx = TrainContext.build(comp, ws, folds_df, fhash, recipes, dev)
+    folds_df, fhash = read_training_folds(comp, ws)
+    recipes = load_recipes(ws, runs, overrides)
+    ctx = TrainContext.build(comp, ws, folds_df, fhash, recipes, str(resolve_device(device)))
     prepare_shared(ctx, [Job(run, 0) for run in runs])
     sizes = sorted({r.image_size for r in recipes.values()})
     print(f"prepared {', '.join(runs)}: decode caches at {sizes} px in {ws.cache}")
