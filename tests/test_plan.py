@@ -14,6 +14,7 @@ from pipeline.config import load_recipe
 from pipeline.durations import parse_duration
 from pipeline.errors import PipelineError
 from pipeline.layout import Workspace
+from pipeline.train import budget
 from pipeline.train import plan as planner
 
 from .fakes import write_leaves
@@ -143,7 +144,7 @@ def test_probe_arithmetic_under_a_fake_clock(toy):
     ws = Workspace("toy", models=toy / "models", output=toy)
     recipe = load_recipe(toy / "models" / "t.toml")
     y = np.arange(30) % 3
-    c = planner.probe_run(comp, ws, recipe, y, 2, torch.device("cpu"), FakeClock(), batches=3)
+    c = budget.probe_run(comp, ws, recipe, y, 2, torch.device("cpu"), FakeClock(), batches=3)
     # one tick to decode the 30 train images (all 36 priced), one for the 3 timed training
     # batches (24 images), one for prediction of 3 batches of 16 images (48, one view)
     assert c.kind == "finetune" and c.once_s == pytest.approx(36 / 30)

@@ -25,11 +25,11 @@ from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from ..model.device import resolve_device as resolve_device
 from .assemble import assemble_run, load_recipes, read_training_folds
+from .budget import record_wall, resolve_plan
 from .context import Job, TrainContext, labels_by_row
 from .executors import Dispatch, execute, refusal
 from .executors.base import Failure, prepare_shared
 from .kinds import get_kind
-from .plan import record_wall, resolve_plan
 
 
 def train_stage(
