@@ -12,10 +12,55 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CompetitionError
+from .task import class_order
 
 SAMPLE_ONLY = "sample_only_classes"  # "zero": a class only the sample has gets probability 0
 TRAIN_ONLY = "train_only_classes"  # "drop": train rows of a class the sample lacks are dropped
 SET_SEPARATORS = (",", ";", "|")  # what a label set is written with instead of spaces
+
+
+def read_as_task(
+    path: Path, df: pd.DataFrame, id_col: str, col: str, layout: str, settings
+) -> tuple[pd.DataFrame, list[str]]:
+    """The train labels as the task reads them: an ordinal task's grades checked, label sets
+    written with another separator read as sets (or refused); and the notes on what was read."""
+    notes = []
+    if settings.get("task") == "ordinal":
+        ordinal_grades(path, df, id_col, col)
+    if layout == "csv" and settings.get("task", "multilabel") == "multilabel":
+        df, note = label_set_separators(path, df, id_col, col)
+        notes += [note] if note else []
+    return df, notes
+
+
+def settle(
+    train: pd.DataFrame,
+    drop: tuple[str, ...],
+    kind: str,
+    train_csv: Path,
+    sample_path: Path,
+    class_columns: list[str],
+    settings,
+    notes: list[str],
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """``(train, classes, sample-only columns)`` once every row was checked under its own row
+    number: the rows of ``drop`` (``train_only_classes``) left out, the classes, and the
+    sample's columns no train row carries (``sample_only``); a note in ``notes`` for each."""
+    if drop:
+        n = int(train["label"].isin(drop).sum())
+        train = train[~train["label"].isin(drop)].reset_index(drop=True)
+        notes.append(
+            f"note: {train_csv.name}: {n} rows of {len(drop)} classes without a column in "
+            f'{sample_path.name} left out ({", ".join(drop[:5])}; {TRAIN_ONLY} = "drop")'
+        )
+    classes = class_order(train["label"][train["label"] != ""], kind)
+    only = sample_only(sample_path, train_csv, class_columns, classes, settings)
+    if only:
+        notes.append(
+            f"note: {sample_path.name} columns {', '.join(only)} get probability 0: no train "
+            f'row carries them ({SAMPLE_ONLY} = "zero")'
+        )
+    return train, classes, only
 
 
 def sample_only(

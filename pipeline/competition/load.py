@@ -25,7 +25,7 @@ from . import classes as class_checks
 from . import layouts, rules
 from .paths import resolve_images
 from .rules import read_csv, read_csv_header
-from .task import Task, class_order, detect_task
+from .task import Task, detect_task
 
 SETTINGS = {
     "slug": "Kaggle competition slug for `kaggle competitions submit -c` (default: folder name)",
@@ -109,7 +109,10 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
     )
     if problems and strict:
         raise CompetitionError(rules.first_problem(root, problems))
-    t, notes = _checked_labels(t, settings)
+    df, notes = class_checks.read_as_task(
+        t.train_csv, t.train_df, t.id_col, t.target_col, t.layout, settings
+    )
+    t = t._replace(train_df=df)
     labels = t.train_df[t.target_col]
     labels = labels[(labels != "") & ~labels.isin(t.drop)]
     task = detect_task(
@@ -119,21 +122,9 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
     if problems and strict:
         raise CompetitionError(rules.first_problem(root, problems))
     train = _train_table(root, settings, t, paths["train"])
-    if t.drop:  # after every row was checked with its own row number
-        n = int(train["label"].isin(t.drop).sum())
-        train = train[~train["label"].isin(t.drop)].reset_index(drop=True)
-        notes.append(
-            f"note: {t.train_csv.name}: {n} rows of {len(t.drop)} classes without a column in "
-            f"{t.sample_path.name} left out ({', '.join(t.drop[:5])}; train_only_classes = "
-            '"drop")'
-        )
-    classes = class_order(train["label"][train["label"] != ""], task.kind)
-    only = class_checks.sample_only(t.sample_path, t.train_csv, t.class_columns, classes, settings)
-    if only:
-        notes.append(
-            f"note: {t.sample_path.name} columns {', '.join(only)} get probability 0: no train "
-            f'row carries them (sample_only_classes = "zero")'
-        )
+    train, classes, only = class_checks.settle(
+        train, t.drop, task.kind, t.train_csv, t.sample_path, t.class_columns, settings, notes
+    )
     return Competition(
         root=root,
         name=root.name,
@@ -152,19 +143,6 @@ def load_competition(root: str | Path, strict: bool = True) -> Competition:
         sample_only=only,
         notes=notes,
     )
-
-
-def _checked_labels(t: Tables, settings: dict[str, str]) -> tuple[Tables, list[str]]:
-    """The train labels as the task reads them: an ordinal task's grades checked, label sets
-    written with another separator read as sets (or refused); the notes on what was read."""
-    notes = []
-    df, col = t.train_df, t.target_col
-    if settings.get("task") == "ordinal":
-        class_checks.ordinal_grades(t.train_csv, df, t.id_col, col)
-    if t.layout == "csv" and settings.get("task", "multilabel") == "multilabel":
-        df, note = class_checks.label_set_separators(t.train_csv, df, t.id_col, col)
-        notes += [note] if note else []
-    return t._replace(train_df=df), notes
 
 
 def _image_paths(
