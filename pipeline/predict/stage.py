@@ -66,22 +66,8 @@ def predict_stage(
         raise PipelineError(f"PRECISION={precision!r}: use one of {', '.join(PRECISIONS)}")
     limit = parse_duration(time_limit, "TIME_LIMIT")
     saved = load_saved(ws, name)
-    st = saved.state
     bad = BadImages(on_bad_image, max_bad, [])
-    comp = load_test_folder(
-        test,
-        st["comp"],
-        saved.classes,
-        saved.task,
-        st["id_col"],
-        st["target_col"],
-        st.get("class_columns"),
-        bad_ok=bad.fallback,
-    )
-    bad.ids = comp.test["id"].astype(str).tolist()
-    paths = [comp.root / p if isinstance(p, str) else None for p in comp.test["path"]]
-    for row in (n for n, p in enumerate(paths) if p is None):  # its line is in comp.problems
-        bad.add(row, next(p for p in comp.problems if f"row {row + 2}:" in p))
+    comp, paths = _test_folder(test, saved, bad)
     dev = resolve_device(device)
     out = Path(to) if to else ws.predict_dir(name) / "submission.csv"
     logits_dir = out.parent / "logits"
@@ -94,16 +80,7 @@ def predict_stage(
     except BaseException:
         run.discard()
         raise
-    probs = np.array(probs, dtype=np.float64)
-    if st.get("train_prior") is not None:  # the ensemble's PRIOR, estimated on these images
-        probs, record["label_shift"] = adjust(
-            st.get("prior", "train"),
-            saved.task,
-            np.asarray(st["train_prior"]),
-            probs,
-            helps=st.get("prior_helps"),
-        )
-        print(describe(record["label_shift"], saved.classes))
+    probs = _with_prior(saved, np.array(probs, dtype=np.float64), record)
     pred = probs.argmax(axis=1)
     fallback = bad.fill(probs, pred, saved.task.format, saved.task.multilabel)
     np.save(logits_dir / "probs.npy", np.asarray(probs, dtype=np.float32))  # (T, C), for checks
@@ -131,6 +108,44 @@ def predict_stage(
             + ", ".join(repr(i) for i in record["bad_images"]["ids"][:20])
         )
     return record
+
+
+def _test_folder(test: Path, saved: Saved, bad: BadImages):
+    """The test folder's competition and each test image's path (None: no usable file, the
+    notebook's fallback recorded in ``bad``; refused in one line otherwise)."""
+    st = saved.state
+    comp = load_test_folder(
+        test,
+        st["comp"],
+        saved.classes,
+        saved.task,
+        st["id_col"],
+        st["target_col"],
+        st.get("class_columns"),
+        bad_ok=bad.fallback,
+    )
+    bad.ids = comp.test["id"].astype(str).tolist()
+    paths = [comp.root / p if isinstance(p, str) else None for p in comp.test["path"]]
+    for row in (n for n, p in enumerate(paths) if p is None):  # its line is in comp.problems
+        bad.add(row, next(p for p in comp.problems if f"row {row + 2}:" in p))
+    return comp, paths
+
+
+def _with_prior(saved: Saved, probs: np.ndarray, record: dict) -> np.ndarray:
+    """``probs`` under the ensemble's ``PRIOR``, estimated on these test images (make ensemble's
+    OOF check decides ``auto``); ensembles saved before label shift are left as they were."""
+    st = saved.state
+    if st.get("train_prior") is None:
+        return probs
+    probs, record["label_shift"] = adjust(
+        st.get("prior", "train"),
+        saved.task,
+        np.asarray(st["train_prior"]),
+        probs,
+        helps=st.get("prior_helps"),
+    )
+    print(describe(record["label_shift"], saved.classes))
+    return probs
 
 
 def blend(
