@@ -81,12 +81,9 @@ def ensemble_stage(
     out = ws.submission_dir(name)
     artifacts.write_csv(out / "leaderboard.csv", table)
     est = fitted[chosen]
+    oof_probs = est.predict_proba(members.oof)
     train_prior = class_prior(oof.y, len(comp.classes), comp.task)
-    oof_post = None if train_prior is None else (oof.y, est.predict_proba(members.oof))
-    test_probs, shift = adjust(
-        prior, comp.task, train_prior, est.predict_proba(members.test), oof=oof_post
-    )
-    print(describe(shift, comp.classes))
+    test_probs, shift = _with_prior(comp, prior, train_prior, oof.y, oof_probs, est, members)
     test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
     if dup_labels:
@@ -97,7 +94,7 @@ def ensemble_stage(
             )
         test_pred, trick = _dup_labels(comp, ws, test_pred)
     write_submission(comp, out / "submission.csv", test_pred, test_probs)
-    _write_oof(comp, ws, name, oof, members, est)
+    _write_oof(comp, ws, name, oof, members, oof_probs)
     meta = _state_meta(comp, ws, members, oof, dup_labels)
     meta.update(
         prior=prior,
@@ -186,8 +183,17 @@ def _state_meta(
     }
 
 
+def _with_prior(comp, prior: str, train_prior, y, oof_probs, est, members):
+    """The chosen method's test probabilities under ``PRIOR`` (``prior.adjust``, its OOF check
+    on the method's OOF probabilities), and the label-shift record; one line on it."""
+    oof = None if train_prior is None else (y, oof_probs)
+    probs, shift = adjust(prior, comp.task, train_prior, est.predict_proba(members.test), oof=oof)
+    print(describe(shift, comp.classes))
+    return probs, shift
+
+
 def _write_oof(
-    comp: Competition, ws: Workspace, name: str, oof: OOF, members: Members, est: Any
+    comp: Competition, ws: Workspace, name: str, oof: OOF, members: Members, oof_probs
 ) -> None:
     """``oof_ensemble.npz``: the chosen method's OOF probs and each member's OOF argmax, which
     is all the report stage needs."""
@@ -195,7 +201,7 @@ def _write_oof(
         ws.submission_dir(name) / "oof_ensemble.npz",
         ids=oof.folds["id"].to_numpy(),
         classes=np.array(comp.classes),
-        probs=est.predict_proba(members.oof).astype(np.float32),
+        probs=np.asarray(oof_probs, dtype=np.float32),
         members=np.array(members.runs),
         member_preds=members.oof.argmax(axis=2).astype(np.int32),
         folds_hash=np.array(oof.folds_hash),

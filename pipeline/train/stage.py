@@ -63,21 +63,11 @@ def train_stage(
         print(f"{run}: left out by the plan {ws.plan} (over budget); not trained")
         del recipes[run]
     for run, entry in plans.items():
-        if get_kind(recipes[run].kind).scales_epochs:
-            recipes[run] = dataclasses.replace(recipes[run], epochs=int(entry["epochs"]))
-        if "tta" in entry:  # the plan keeps this run's first view only
-            recipes[run] = dataclasses.replace(recipes[run], tta=tuple(entry["tta"]))
+        recipes[run] = as_planned(recipes[run], entry)
     jobs = []
     for run, recipe in recipes.items():
         write_or_verify_config(ws.run_dir(run), recipe, fhash, run, comp, plans.get(run))
-        for fold in todo:
-            fdir = ws.fold_dir(run, fold)
-            if (fdir / "done.json").is_file():
-                print(f"{run} fold {fold}: done, skipped (delete {fdir} to retrain)")
-                # left when a kill fell between done.json and its removal in finish_fold
-                (fdir / "last.pt").unlink(missing_ok=True)
-                continue
-            jobs.append(Job(run, fold))
+        jobs += _pending(ws, run, todo)
     d = dispatch or Dispatch()
     _teach_students(ws, recipes, jobs, d, teach)
     ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev), labels)
@@ -93,6 +83,30 @@ def train_stage(
         )
     if failed:
         raise PipelineError(failure_line(failed, len(jobs)))
+
+
+def as_planned(recipe: Recipe, entry: dict) -> Recipe:
+    """The recipe as its ``plan.toml`` entry trains it: the planned epochs (a kind whose epochs
+    scale) and, when the plan keeps one view, that view."""
+    if get_kind(recipe.kind).scales_epochs:
+        recipe = dataclasses.replace(recipe, epochs=int(entry["epochs"]))
+    if "tta" in entry:
+        recipe = dataclasses.replace(recipe, tta=tuple(entry["tta"]))
+    return recipe
+
+
+def _pending(ws: Workspace, run: str, folds: list[int]) -> list[Job]:
+    """The folds of ``run`` without ``done.json`` (a done fold is skipped and said so)."""
+    jobs = []
+    for fold in folds:
+        fdir = ws.fold_dir(run, fold)
+        if (fdir / "done.json").is_file():
+            print(f"{run} fold {fold}: done, skipped (delete {fdir} to retrain)")
+            # left when a kill fell between done.json and its removal in finish_fold
+            (fdir / "last.pt").unlink(missing_ok=True)
+            continue
+        jobs.append(Job(run, fold))
+    return jobs
 
 
 def prepare_stage(
