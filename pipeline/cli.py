@@ -266,11 +266,8 @@ def _data_verbs(verb) -> None:
     )
 
 
-def _model_verbs(verb) -> None:
-    """train, ensemble, report, submit."""
-    from .ensemble.methods import method_help  # torch-free registry
-
-    s = verb("train", cmd_train, "train every (run, fold) not yet done")
+def _train_args(s: argparse.ArgumentParser) -> None:
+    """The train verb's recipes, budget and executor settings."""
     s.add_argument(
         "--runs", default="", help="recipe names from models/<run>.toml, comma/space separated"
     )
@@ -294,6 +291,13 @@ def _model_verbs(verb) -> None:
         action="store_true",
         help="Ray: tasks train in node scratch and return the fold's files to this driver",
     )
+
+
+def _model_verbs(verb) -> None:
+    """train, ensemble, report, submit."""
+    from .ensemble.methods import method_help  # torch-free registry
+
+    _train_args(verb("train", cmd_train, "train every (run, fold) not yet done"))
     s = verb("curve", cmd_curve, "learning curve: one fold trained on 10/25/50 % of its rows")
     s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
     s.add_argument("--fractions", default="0.1 0.25 0.5", help="train fractions, nested")
