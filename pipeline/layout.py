@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import PipelineError
 
-RECIPE_SETS = ("cpu", "gpu")  # shipped recipe sets: <models>/cpu/, <models>/gpu/
+RECIPE_SETS = ("cpu", "gpu", "cpu-hub", "gpu-hub")  # shipped recipe sets: <models>/<set>/
 # folders of <models>/ that are not competitions, and of <models>/<comp>/ that are not runs
 RESERVED_COMPS = (*RECIPE_SETS, "pretrained")
 RESERVED_RUNS = ("embeddings", "teachers")

@@ -50,6 +50,9 @@ def test_bench_ensemble_small(capsys):
     assert out["caruana + weighted"] == out["fit_caruana"] + out["fit_weighted"]
     printed = capsys.readouterr().out
     assert "3 members x 200 rows x 5 classes" in printed and "target <= 2 s" in printed
+    assert "peak resident memory" in printed and 0 < out["peak_gib"] < 64  # read from /proc
+    half = bench_ensemble(members=3, rows=200, classes=5, float16=True)
+    assert "(0 MiB float16)" in capsys.readouterr().out and half["fit_soft"] >= 0
 
 
 def test_whole_train_times_a_real_fold(tmp_path, monkeypatch, capsys):

@@ -267,3 +267,65 @@ def test_saved_state_applies_to_new_logits_without_pickle(tmp_path, make):
     assert state["members"] == ["a", "b", "c"] and state["version"] == 1
     new = rng.normal(size=(3, 30, 2))
     np.testing.assert_allclose(again.predict_proba(new), est.predict_proba(new), rtol=1e-6)
+
+
+def test_float16_members_keep_the_chosen_method_and_its_score(monkeypatch):
+    """Above ``STORE_FLOAT16_ABOVE`` bytes the ensemble stage keeps member logits as float16 and
+    every method computes in float32 blocks of rows: the leaderboard must choose the same
+    method, every nested score within 1e-3 of float32's."""
+    from pipeline.ensemble import blend, members
+    from pipeline.tools.bench_ensemble import synthetic_members
+
+    logits, y = synthetic_members(6, 3000, 20, seed=1)
+    fold = np.arange(3000) % 5
+    runs = [f"m{j}" for j in range(6)]
+    methods = {n: method_class(n) for n in METHODS}
+    t32, _, _ = leaderboard(runs, logits, y, fold, methods, False)
+    monkeypatch.setattr(blend, "BLOCK_ROWS", 700)  # several blocks per member and fold
+    t16, fitted, _ = leaderboard(runs, logits.astype(np.float16), y, fold, methods, False)
+    assert choose(t16, "auto") == choose(t32, "auto")
+    both = t32.merge(t16, on="name", suffixes=("", "_16"))
+    gap = (both["nested_score"] - both["nested_score_16"]).abs()
+    assert gap.max() <= 1e-3, gap.to_dict()
+    p16 = fitted["soft"].predict_proba(logits.astype(np.float16))
+    np.testing.assert_allclose(p16.sum(axis=1), 1.0, rtol=1e-12)
+
+    small = [logits[0], logits[1]]
+    assert members.store_dtype(small, small, multilabel=False) is np.float32
+    monkeypatch.setattr(members, "STORE_FLOAT16_ABOVE", 0)
+    assert members.store_dtype(small, small, multilabel=False) is np.float16
+    assert members.store_dtype(small, small, multilabel=True) is np.float32
+    assert members.store_dtype([logits[0] * 1e5], small, multilabel=False) is np.float32
+    stacked = members.stack_as(list(small), np.float16)
+    assert stacked.dtype == np.float16 and stacked.shape == (2, 3000, 20)
+
+
+def test_blocks_of_rows_change_no_method(monkeypatch):
+    """Every method predicts the same from one block as from many, and the fits that read the
+    members in blocks (their probabilities, or of the true class) find the same weights."""
+    from pipeline.ensemble import blend
+    from pipeline.tools.bench_ensemble import synthetic_members
+
+    logits, y = synthetic_members(4, 900, 7, seed=2)
+    whole = {n: method_class(n)().fit(logits, y) for n in METHODS}
+    p_whole = {n: e.predict_proba(logits) for n, e in whole.items()}
+    monkeypatch.setattr(blend, "BLOCK_ROWS", 128)
+    for n in METHODS:
+        p = whole[n].predict_proba(logits)
+        np.testing.assert_allclose(p, p_whole[n], rtol=1e-6, atol=1e-12, err_msg=n)
+    for n in ("weighted", "accuracy", "caruana"):
+        w = method_class(n)().fit(logits, y).weights_
+        np.testing.assert_allclose(w, whole[n].weights_, rtol=1e-6, atol=1e-9, err_msg=n)
+
+
+def test_stacking_leaves_the_members_logits_alone():
+    """The design matrix is a copy: centring it must not shift the caller's logits (rank
+    averaging, unlike a softmax, would see the shift)."""
+    from pipeline.tools.bench_ensemble import synthetic_members
+
+    for dtype in (np.float32, np.float16):
+        logits, y = synthetic_members(3, 300, 5, seed=4)
+        logits = logits.astype(dtype)
+        before = logits.copy()
+        Stacking().fit(logits, y).predict_proba(logits)
+        np.testing.assert_array_equal(logits, before)

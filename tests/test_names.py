@@ -23,7 +23,10 @@ def test_a_competition_named_like_a_models_folder_is_refused(name, tmp_path, cap
     write_leaves(tmp_path / "input" / name)
     assert main(["folds", "--comp", str(tmp_path / "input" / name), "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert f"rename the folder (e.g. input/{name}-comp); reserved: cpu, gpu, pretrained" in err
+    assert (
+        f"rename the folder (e.g. input/{name}-comp); reserved: cpu, gpu, cpu-hub, gpu-hub, pretrained"
+        in err
+    )
     assert not (tmp_path / "folds").exists()
 
 

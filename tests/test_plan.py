@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import Workspace
 from pipeline.train import budget
 from pipeline.train import plan as planner
+from pipeline.train.probe import Estimate
 
 from .fakes import write_leaves
 
@@ -88,6 +89,71 @@ def test_plan_weighs_one_view_of_a_strong_run_against_two_of_a_weak_one(tmp_path
     assert list(saved["runs"]) == ["strong"] and saved["runs"]["strong"]["tta"] == ["none"]
 
 
+def _rated(c, score):
+    est = Estimate(score, np.zeros((1, 1)), np.zeros(1))
+    return planner.Cost(c.kind, c.once_s, c.epoch_s, c.fold_s, c.probe_s, {}, est)
+
+
+def test_replan_spends_what_a_fast_run_left_and_trims_after_a_slow_one(tmp_path, capsys):
+    """After each run the rest is planned again for the budget left, priced at the measured
+    pace: a run that took half its price leaves room for the member the first plan left out;
+    one that took twice its price cuts the epochs of the fine-tune still to come."""
+    worth = {"a": 0.60, "b": 0.55, "tune": 0.50}
+
+    def value(subset: tuple[str, ...]) -> float:
+        return max(worth[r] for r in subset) + 0.01 * (len(subset) - 1) if subset else 0.0
+
+    costs = {
+        "a": _rated(cost("features", once=700.0, epoch=0.0, fold=4.0), worth["a"]),
+        "b": _rated(cost("features", once=400.0, epoch=0.0, fold=4.0), worth["b"]),
+    }
+    epochs = {"a": 1, "b": 1}
+    first = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
+    assert list(first.costs) == ["a"]  # a 721 s; a + b 1142 s does not fit
+    path = tmp_path / "plan.toml"
+    planner.write_plan(path, first, "cpu", ("b",), costs)
+    re = budget.Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "b"])
+    todo, left_out = re.after("a", seconds=360.0, elapsed_s=370.0)  # pace 0.5: 630 s left
+    assert list(todo) == ["b"] and left_out == []  # b at the pace: 210 s
+    saved = tomllib.loads(path.read_text())
+    assert list(saved["runs"]) == ["a", "b"] and saved["left_out"] == []
+    assert saved["replans"][0] == {
+        "after": "a",
+        "took_s": 360.0,
+        "pace": 0.5,
+        "left_s": 630.0,
+        "kept": [],
+        "added": ["b"],
+        "dropped": [],
+    }
+    assert "re-plan after a (6.0 min, pace 0.50 x the probe's price): 10.5 min left; adds b" in (
+        capsys.readouterr().out
+    )
+    todo, _ = re.after("b", seconds=200.0, elapsed_s=580.0)
+    assert todo == {}  # nothing left to add
+
+    costs = {
+        "a": _rated(cost("features", once=300.0, epoch=0.0, fold=4.0), worth["a"]),
+        "tune": _rated(cost(once=0.0, epoch=10.0, fold=2.0), worth["tune"]),
+    }
+    epochs = {"a": 1, "tune": 4}
+    first = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
+    assert first.epochs == {"a": 1, "tune": 8}  # 321 + 5 * (8 * 10 + 2) + 1 = 732 s
+    planner.write_plan(path, first, "cpu", (), costs)
+    re = budget.Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "tune"])
+    todo, _ = re.after("a", seconds=600.0, elapsed_s=620.0)  # pace 1.875: 380 s left
+    # tune at the pace: 5 * (E * 18.75 + 3.75) <= 380 -> E = 3
+    assert (
+        todo["tune"]["epochs"] == 3
+        and tomllib.loads(path.read_text())["runs"]["tune"]["epochs"] == 3
+    )
+    todo, left_out = budget.Replanner(
+        path, first, costs, epochs, True, value, "cpu", ["a", "tune"]
+    ).after("a", seconds=640.0, elapsed_s=990.0)
+    assert todo == {} and left_out == ["tune"]  # nothing fits the 10 s left: dropped
+    assert "drops tune" in capsys.readouterr().out
+
+
 def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_path):
     costs = {"a": cost(), "f": cost("features", once=100.0, epoch=0.0, fold=4.0)}
     # a: 10 + 5 * (E * 20 + 5) + 1 probe; f: 100 + 5 * 4 + 1 probe = 121
@@ -158,7 +224,9 @@ def test_budget_plan_written_once_reused_and_recorded(toy, capsys):
     assert main(["train", *comp, "--runs", "t", "--budget", "1h", "--folds", "0"]) == 0
     out = capsys.readouterr().out
     assert "plan for BUDGET=60m on cpu: K=2" in out and "wrote models/toy/plan.toml" in out
+    assert "re-plan after t (" in out and "keeps nothing more" in out
     saved = tomllib.loads((toy / "models/toy/plan.toml").read_text())
+    assert saved["replans"][0]["after"] == "t" and saved["replans"][0]["added"] == []
     assert saved["budget_s"] == 3600 and saved["runs"]["t"]["epochs"] == 4  # 2x: the cap
     assert main(["train", *comp, "--runs", "t"]) == 0  # no BUDGET: the written plan
     out = capsys.readouterr().out
@@ -186,5 +254,5 @@ def test_shipped_sets_cpu_never_picks_gpu(toy, capsys):
     assert _recipe_set(ws, "auto", "cpu") == cpu
     assert _recipe_set(ws, "cpu", "auto") == cpu
     assert _recipe_set(ws, "gpu", "cpu") == gpu  # asked for by name only
-    with pytest.raises(PipelineError, match="RECIPES='big': use auto, cpu or gpu"):
+    with pytest.raises(PipelineError, match="RECIPES='big': use auto, cpu, gpu, cpu-hub, gpu-hub"):
         _recipe_set(ws, "big", "cpu")

@@ -131,3 +131,63 @@ def test_real_lite0_import(tmp_path: Path) -> None:
     assert torch.isfinite(logits).all() and logits.std() > 0.1
     top5 = [timm.data.ImageNetInfo().index_to_description(int(i)) for i in logits.topk(5).indices]
     assert "window screen" in top5, top5  # a black/white checkerboard looks like a mesh
+
+
+def test_hub_recipe_loads_weights_through_a_stubbed_download(tmp_path, monkeypatch):
+    """``pretrained = "hub"`` goes through timm's own Hugging Face download, stubbed here (tests
+    never download): the backbone gets the downloaded tensors, the classifier is fresh for the
+    competition's classes; an unreachable hub stops in one line that names the fix."""
+    from safetensors.torch import save_file
+
+    from pipeline.errors import RecipeError
+    from pipeline.model.backbone import create_model
+
+    name = f"{TINY}.r160_in1k"  # a real hub tag of timm's tiny test net
+    torch.manual_seed(3)
+    source = timm.create_model(name, pretrained=False)
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    asked = []
+
+    def download(repo_id, filename, **kw):
+        asked.append((repo_id, filename))
+        return str(weights)
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", download)
+    recipe = Recipe(backbone=name, pretrained="hub", image_size=32)
+    model = create_model(recipe, num_classes=3)
+    assert asked == [("timm/test_efficientnet.r160_in1k", "model.safetensors")]
+    assert torch.equal(model.conv_stem.weight, source.conv_stem.weight)
+    assert model.get_classifier().out_features == 3
+    assert float(model.get_classifier().weight.detach().std()) < 0.02  # the small fresh head
+    assert data_config(model, recipe)["mean"] == [0.485, 0.456, 0.406]  # the hub cfg's
+
+    def offline(repo_id, filename, **kw):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load this file.")
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", offline)
+    with pytest.raises(RecipeError) as e:
+        create_model(recipe, num_classes=3)
+    assert str(e.value) == (
+        "backbone 'test_efficientnet.r160_in1k': pretrained = \"hub\" could not fetch its "
+        "weights from the Hugging Face hub (We couldn't connect to 'https://huggingface.co' to "
+        "load this file.); this needs internet (on Kaggle: Internet on), or set pretrained_file "
+        "to a local copy (docs/recipes.md#pretrained-weights-without-internet)"
+    )
+    assert create_model(recipe, num_classes=3, pretrained=False) is not None  # inference: no hub
+
+
+def test_hub_sets_name_real_hub_weights():
+    """Every recipe of the hub sets names a timm model whose pretrained config points at the
+    hub, so ``RECIPES=cpu-hub``/``gpu-hub`` download what they say (checked without network)."""
+    from pipeline.config import load_recipe
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    for folder in ("cpu-hub", "gpu-hub"):
+        found = sorted((root / folder).glob("*.toml"))
+        assert len(found) == 3
+        for path in found:
+            recipe = load_recipe(path)
+            cfg = timm.models.get_pretrained_cfg(recipe.backbone)
+            assert recipe.pretrained == "hub" and not recipe.pretrained_file, path
+            assert cfg is not None and cfg.hf_hub_id == f"timm/{recipe.backbone}", path

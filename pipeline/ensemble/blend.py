@@ -3,7 +3,10 @@
 Every estimator takes member logits ``(M, N, C)`` (M members, N rows, C classes):
 ``fit(oof_logits, y)`` returns self and sets ``weights_ (M,)``; ``predict_proba(logits)`` returns
 ``(N, C)`` rows that sum to 1. Work is done in float32 where the result only feeds an argmax or a
-log loss: 20 members x 18,353 rows x 176 classes is 258 MB in float32, twice that in float64.
+log loss, member by member and in blocks of ``BLOCK_ROWS`` rows (``mean_probs``,
+``member_probs``, ``true_class_probs``): 50 members x 50,000 rows x 200 classes is 1.9 GiB of
+float32 logits (0.9 GiB as the float16 the ensemble stage keeps that many in), and a method that
+made a softmax copy of all of them would double the memory it needs.
 """
 
 from __future__ import annotations
@@ -25,18 +28,61 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return _softmax(np.asarray(logits, dtype=np.float64), axis=axis)
 
 
-def softmax32(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis in float32 (torch's vectorised kernels: 5x numpy's speed)."""
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    return torch.softmax(z, dim=-1).numpy()
+BLOCK_ROWS = 8192  # rows per block of a member: (8192, 200) float32 is 6.5 MB
+
+
+def row_blocks(n: int, block: int | None = None) -> list[slice]:
+    """``slice``s covering ``range(n)`` in blocks of ``block`` (default ``BLOCK_ROWS``) rows."""
+    block = block or BLOCK_ROWS
+    return [slice(i, min(i + block, n)) for i in range(0, n, block)]
+
+
+def _block(logits: np.ndarray, j: int, rows: slice) -> torch.Tensor:
+    """Member ``j``'s logits of ``rows`` as a float32 tensor (a copy only for other dtypes)."""
+    return torch.from_numpy(np.ascontiguousarray(logits[j, rows], dtype=np.float32))
+
+
+def mean_probs(
+    logits: np.ndarray, weights: np.ndarray | None = None, temperatures: np.ndarray | None = None
+) -> np.ndarray:
+    """``(M, N, C)`` logits -> ``(N, C)`` float64 ``sum_m w_m softmax(z_m / T_m)`` (``w``
+    default ``1/M``, ``T`` default 1), member by member in blocks of rows: no ``(M, N, C)``
+    copy, whatever the logits' dtype."""
+    m, n, _ = logits.shape
+    w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64)
+    out = np.zeros(logits.shape[1:], dtype=np.float64)
+    for j in range(m):
+        if w[j] == 0:
+            continue
+        t = 1.0 if temperatures is None else float(temperatures[j])
+        for rows in row_blocks(n):
+            z = _block(logits, j, rows)
+            out[rows] += w[j] * torch.softmax(z / t if t != 1.0 else z, dim=-1).double().numpy()
+    return out
+
+
+def member_probs(logits: np.ndarray) -> np.ndarray:
+    """``(M, N, C)`` logits -> float32 softmax probabilities of each member, written block by
+    block into one array (the only ``(M, N, C)`` array made)."""
+    m, n, _ = logits.shape
+    out = np.empty(logits.shape, dtype=np.float32)
+    for j in range(m):
+        for rows in row_blocks(n):
+            out[j, rows] = torch.softmax(_block(logits, j, rows), dim=-1).numpy()
+    return out
 
 
 def true_class_probs(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``(M, N, C)`` logits, ``(N,)`` labels -> ``(M, N)`` float64 softmax prob of the label."""
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    idx = torch.as_tensor(np.asarray(y, dtype=np.int64)).view(1, -1, 1).expand(len(z), -1, 1)
-    log_p = z.gather(2, idx)[..., 0] - torch.logsumexp(z, dim=2)
-    return np.exp(log_p.double().numpy())
+    m, n, _ = logits.shape
+    yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
+    out = np.empty((m, n), dtype=np.float64)
+    for j in range(m):
+        for rows in row_blocks(n):
+            z = _block(logits, j, rows)
+            log_p = z.gather(1, yt[rows, None])[:, 0] - torch.logsumexp(z, dim=1)
+            out[j, rows] = np.exp(log_p.double().numpy())
+    return out
 
 
 def check_members(logits: np.ndarray, n_members: int | None = None) -> np.ndarray:
@@ -89,7 +135,7 @@ class HardVote:
         for w, vote in zip(self.weights_, logits.argmax(axis=2), strict=True):
             share[np.arange(n), vote] += w  # one vote per row per member
         share = np.round(share, _VOTE_DECIMALS)
-        mean_p = softmax32(logits).mean(axis=0, dtype=np.float64)
+        mean_p = mean_probs(logits)
         tied = share == share.max(axis=1, keepdims=True)
         winner = np.where(tied, mean_p, -1.0).argmax(axis=1)  # lowest index on an exact tie
         # The bump on the winner keeps argmax exact where mean probs differ below float precision.
@@ -102,7 +148,7 @@ class SoftVote(_Uniform):
     """Mean of member softmax probabilities."""
 
     def _combine(self, logits: np.ndarray) -> np.ndarray:
-        return normalise(softmax32(logits).mean(axis=0, dtype=np.float64))
+        return normalise(mean_probs(logits))
 
 
 class MeanLogits(_Uniform):
@@ -121,23 +167,31 @@ class RankAverage(_Uniform):
 
     def _combine(self, logits: np.ndarray) -> np.ndarray:
         n = logits.shape[1]
-        steps = np.arange(1, n + 1, dtype=np.int64)  # integer ranks: sums stay exact, ties too
-        total = np.zeros(logits.shape[:0:-1], dtype=np.int64)  # (C, N): rows sort contiguously
-        ranks = np.empty(logits.shape[:0:-1], dtype=np.int64)
-        for member in np.asarray(logits, dtype=np.float32):
-            cols = np.ascontiguousarray(member.T)
-            order = cols.argsort(axis=1, kind="stable")  # ties broken by row order
-            np.put_along_axis(ranks, order, steps[None, :], 1)
-            total += ranks
-        return normalise(total.T / n)
+        # integer ranks: sums stay exact, ties too; (C, N): each class column sorts contiguously
+        steps = torch.arange(1, n + 1, dtype=torch.int64).expand(logits.shape[2], n)
+        total = torch.zeros(logits.shape[:0:-1], dtype=torch.int64)
+        for member in logits:  # torch's sort: 2.3x numpy's argsort here (50,000 rows)
+            cols = torch.from_numpy(np.ascontiguousarray(member.T, dtype=np.float32))
+            order = torch.sort(cols, dim=1, stable=True).indices  # ties broken by row order
+            total.scatter_add_(1, order, steps)
+        return normalise(total.T.numpy() / n)
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+TEMPERATURE_ROWS = 10_000  # one number per member: this many rows pin it down
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, max_rows: int = TEMPERATURE_ROWS) -> float:
     """Temperature ``T`` minimising the log loss of ``softmax(logits / T)``; ``(N, C)``, ``(N,)``.
 
-    A 1-D bounded search over log T in [-3, 3] (T from 0.05 to 20), float32 for speed."""
+    A 1-D bounded search over log T in [-3, 3] (T from 0.05 to 20), float32 for speed, on at
+    most ``max_rows`` rows (a fixed random draw): one parameter needs no more, and the search
+    evaluates the loss about 25 times."""
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) > max_rows:
+        rows = np.sort(np.random.default_rng(0).choice(len(y), max_rows, replace=False))
+        logits, y = logits[rows], y[rows]
     z = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    target = torch.as_tensor(np.asarray(y, dtype=np.int64))
+    target = torch.as_tensor(y)
 
     def loss(log_t: float) -> float:
         return float(torch.nn.functional.cross_entropy(z / float(np.exp(log_t)), target))
@@ -158,5 +212,4 @@ class TemperatureSoftVote:
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         logits = check_members(logits, len(self.weights_))
-        scaled = np.asarray(logits, dtype=np.float32) / self.temperatures_[:, None, None]
-        return normalise(softmax32(scaled).mean(axis=0, dtype=np.float64))
+        return normalise(mean_probs(logits, temperatures=self.temperatures_))

@@ -33,10 +33,19 @@ class OOF:
     folds_hash: str
 
 
+# Member logits (OOF + test) above this many bytes in float32 are kept as float16: 50 members x
+# 50,000 rows x 200 classes is 1.9 GiB of OOF logits in float32. Every method computes in float32
+# blocks of rows (``blend.row_blocks``); tests/test_methods.py checks that float16 keeps the
+# chosen method and its nested score within 1e-3. Multi-label members stay float32.
+STORE_FLOAT16_ABOVE = 2**30
+FLOAT16_MAX = 60000.0  # larger logits (|z|) would overflow float16: those stay float32
+
+
 @dataclass(frozen=True)
 class Members:
-    """Trained runs under their chosen views: ``oof (M, N, C)`` and ``test (M, T, C)`` logits,
-    and one summary per member (per-view accuracies, the view used)."""
+    """Trained runs under their chosen views: ``oof (M, N, C)`` and ``test (M, T, C)`` logits
+    (float32, or float16 above ``STORE_FLOAT16_ABOVE``), and one summary per member (per-view
+    accuracies, the view used)."""
 
     runs: list[str]
     summaries: list[dict[str, Any]]
@@ -82,13 +91,38 @@ def load_members(comp: Competition, ws: Workspace, runs: list[str]) -> tuple[OOF
     """Read every member's logits, cross-check them with the folds, choose each one's view."""
     oof = load_folds(comp, ws)
     runs = find_runs(comp, ws, runs)
-    chosen = [choose_view(run, *load_member(comp, ws, run, oof), oof.y, comp.task) for run in runs]
-    return oof, Members(
-        runs=runs,
-        summaries=[m for m, _, _ in chosen],
-        oof=np.stack([o for _, o, _ in chosen]).astype(np.float32),  # (M, N, C)
-        test=np.stack([t for _, _, t in chosen]).astype(np.float32),  # (M, T, C)
-    )
+    summaries, oofs, tests = [], [], []
+    for run in runs:  # float32 at once: a TTA mean is float64, twice the size
+        summary, o, t = choose_view(run, *load_member(comp, ws, run, oof), oof.y, comp.task)
+        summaries.append(summary)
+        oofs.append(o.astype(np.float32))
+        tests.append(t.astype(np.float32))
+    dtype = store_dtype(oofs, tests, comp.task.multilabel)
+    if dtype == np.float16:
+        print(
+            f"members: {len(runs)} x {oofs[0].shape[0]:,} OOF rows x {oofs[0].shape[1]} classes "
+            "kept as float16 (methods compute in float32 blocks of rows)"
+        )
+    return oof, Members(runs, summaries, stack_as(oofs, dtype), stack_as(tests, dtype))
+
+
+def store_dtype(oofs: list[np.ndarray], tests: list[np.ndarray], multilabel: bool) -> type:
+    """float16 for single-label members whose float32 logits exceed ``STORE_FLOAT16_ABOVE``
+    bytes and fit float16's range; float32 otherwise."""
+    size = sum(a.nbytes for a in oofs) + sum(a.nbytes for a in tests)
+    if multilabel or size <= STORE_FLOAT16_ABOVE:
+        return np.float32
+    big = max(float(np.abs(a).max()) for a in [*oofs, *tests] if a.size)
+    return np.float16 if big <= FLOAT16_MAX else np.float32
+
+
+def stack_as(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    """``np.stack(arrays).astype(dtype)`` without the float32 stack in between; empties the
+    list as it goes, so the float32 copies are freed member by member."""
+    out = np.empty((len(arrays), *arrays[0].shape), dtype=dtype)
+    for j in range(len(arrays)):
+        out[j], arrays[j] = arrays[j], None
+    return out
 
 
 def load_member(

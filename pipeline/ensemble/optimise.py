@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..competition.metrics import METRICS
-from .blend import CLIP, check_members, normalise, softmax32, true_class_probs
+from .blend import CLIP, check_members, mean_probs, member_probs, normalise, true_class_probs
 
 
 class _WeightedMean:
@@ -23,8 +23,7 @@ class _WeightedMean:
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         """``(M, N, C)`` -> ``(N, C)``."""
-        probs = softmax32(check_members(logits, len(self.weights_)))
-        return normalise(np.tensordot(self.weights_.astype(np.float32), probs, 1))
+        return normalise(mean_probs(check_members(logits, len(self.weights_)), self.weights_))
 
 
 def _log_loss(w: np.ndarray, p_true: np.ndarray) -> float:
@@ -100,7 +99,7 @@ class AccuracyWeights(_WeightedMean):
         self.passes = passes
 
     def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> AccuracyWeights:
-        probs = softmax32(check_members(oof_logits))  # (M, N, C)
+        probs = member_probs(check_members(oof_logits))  # (M, N, C) float32
         y = np.asarray(y)
         w = np.ones(len(probs), dtype=np.float32)
         total = probs.sum(axis=0)
@@ -209,7 +208,7 @@ class Caruana(_WeightedMean):
     def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> Caruana:
         logits = check_members(oof_logits)
         if self.metric is not None:
-            probs = softmax32(logits).astype(np.float64)
+            probs = member_probs(logits).astype(np.float64)
             return self._fit_bags(len(probs), lambda mem: self._one_bag_metric(probs, y, mem))
         p_true = true_class_probs(logits, y)  # (M, N)
         p_true = np.clip(p_true, CLIP, None).astype(np.float32)  # float32 keeps 1e-15 (> 1e-38)

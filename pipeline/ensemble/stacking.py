@@ -7,10 +7,15 @@ full one (every class reading all M*C logits): with 20 members and 176 classes i
 weights for 18,353 rows, overfits, and takes minutes per fit; the restricted one has M*C + C
 weights, contains per-member temperature scaling and weighted logit averaging as special cases,
 and fits in seconds. The L2 (ridge, as sklearn's LogisticRegression) strength is chosen by an
-inner stratified K-fold on (at most ``inner_rows`` randomly drawn of) the rows it is
-given: each evaluation streams all M*N*C logits through memory (0.25 s for 20 x 18,353 x 176
-here), so the inner fits run on a subsample and only the final fit sees every row. Fitted with
-torch L-BFGS in float32.
+inner stratified K-fold on (at most ``inner_rows`` of, drawn per class) the rows it is given:
+each evaluation streams all M*N*C logits through memory (0.9 s for 50 x 40,000 x 200 here), so
+the inner fits run on a subsample with ``inner_iter`` iterations (enough to rank the
+strengths), and the final fit on every row starts from the chosen strength's inner fit and takes
+``final_iter`` more. At 50 members x 40,000 rows x 200 classes (held-out: 10,000 more rows),
+fitting the final model on a 20,000-row sample instead cost 0.7 points of held-out accuracy
+(0.9724 against 0.9796 with 60 iterations on every row); 20 inner and 25 warm final iterations
+gave 0.9786 in 43 s instead of 83 s (30 final iterations: 0.9794 in 48 s). Fitted with torch L-BFGS in float32; predictions are made in
+blocks of rows, so the design matrix of all rows is built only for the final fit.
 """
 
 from __future__ import annotations
@@ -19,14 +24,27 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from .blend import check_members, normalise
+from .blend import check_members, normalise, row_blocks
 
 
 def _design(logits: np.ndarray) -> torch.Tensor:
-    """``(M, N, C)`` logits -> ``(C, N, M)`` float32 tensor, so the model is one batched matmul."""
-    z = np.asarray(logits, dtype=np.float32)
-    z = z - z.mean(axis=2, keepdims=True)  # a per-row shift of a member's logits means nothing
-    return torch.from_numpy(np.ascontiguousarray(z.transpose(2, 1, 0)))
+    """``(M, N, C)`` logits -> ``(C, N, M)`` float32 tensor, so the model is one batched matmul
+    (one copy of the logits, centred in place)."""
+    x = torch.from_numpy(np.asarray(logits)).permute(2, 1, 0).contiguous().float()  # a copy
+    return x.sub_(x.mean(dim=0, keepdim=True))  # a per-row shift of a member's logits means nothing
+
+
+def per_class_sample(y: np.ndarray, size: int, seed: int) -> np.ndarray | None:
+    """Sorted row indices, about ``size`` of them, the same share of every class (at least one
+    row each); None when there are no more than ``size`` rows."""
+    if len(y) <= size:
+        return None
+    rng, share = np.random.default_rng(seed), size / len(y)
+    keep = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        keep.append(rng.permutation(rows)[: max(1, int(np.ceil(share * len(rows))))])
+    return np.sort(np.concatenate(keep))
 
 
 def _scores(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -67,15 +85,18 @@ class Stacking:
         inner_folds: int = 3,
         max_iter: int = 60,
         inner_rows: int = 5000,
+        inner_iter: int = 20,
+        final_iter: int = 25,
         seed: int = 0,
     ) -> None:
         self.lambdas, self.inner_folds, self.inner_rows = lambdas, inner_folds, inner_rows
         self.max_iter, self.seed = max_iter, seed
+        self.inner_iter, self.final_iter = inner_iter, final_iter
 
     def _inner_cv(self, x: torch.Tensor, y: np.ndarray) -> tuple[float, tuple | None]:
         """The chosen L2 strength and a warm start for the final fit (its last inner fit)."""
-        if len(y) > self.inner_rows:
-            keep = np.sort(np.random.default_rng(self.seed).permutation(len(y))[: self.inner_rows])
+        keep = per_class_sample(y, self.inner_rows, self.seed)
+        if keep is not None:
             x, y = x[:, torch.from_numpy(keep)], y[keep]
         k = min(self.inner_folds, int(np.bincount(y).max()))
         if len(self.lambdas) == 1 or k < 2:
@@ -89,7 +110,7 @@ class Stacking:
         for tr, va in splits:
             tr_t, va_t, init = torch.from_numpy(tr), torch.from_numpy(va), None
             for i, lam in enumerate(self.lambdas):  # strongest first, each warm-starts the next
-                init = fits[i] = _fit(x[:, tr_t], yt[tr_t], lam, init, self.max_iter)
+                init = fits[i] = _fit(x[:, tr_t], yt[tr_t], lam, init, self.inner_iter)
                 with torch.no_grad():
                     s = _scores(x[:, va_t], *init)
                     losses[i] += float(torch.nn.functional.cross_entropy(s, yt[va_t]))
@@ -103,9 +124,8 @@ class Stacking:
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.lambda_, start = self._inner_cv(x, y)
-            self.coef_, self.intercept_ = _fit(
-                x, torch.from_numpy(y), self.lambda_, start, self.max_iter
-            )
+            iters = self.max_iter if start is None else self.final_iter  # warm: fewer
+            self.coef_, self.intercept_ = _fit(x, torch.from_numpy(y), self.lambda_, start, iters)
         # One number per member for the leaderboard: its mean weight over classes, normalised.
         w = self.coef_.clamp(min=0).mean(dim=0).double().numpy()
         self.weights_ = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
@@ -113,7 +133,10 @@ class Stacking:
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         """``(M, N, C)`` -> ``(N, C)`` softmax of the stacked scores."""
-        x = _design(check_members(logits, len(self.weights_)))
+        logits = check_members(logits, len(self.weights_))
+        out = np.empty(logits.shape[1:], dtype=np.float64)
         with torch.no_grad():
-            p = torch.softmax(_scores(x, self.coef_, self.intercept_).double(), dim=1)
-        return normalise(p.numpy())
+            for rows in row_blocks(logits.shape[1]):
+                s = _scores(_design(logits[:, rows]), self.coef_, self.intercept_)
+                out[rows] = torch.softmax(s.double(), dim=1).numpy()
+        return normalise(out)

@@ -20,12 +20,20 @@ def create_model(recipe: Recipe, num_classes: int, pretrained: bool = True) -> t
         raise RecipeError(
             f"backbone {recipe.backbone!r} is not a timm model; similar: {', '.join(close) or 'none'}"
         )
-    model = timm.create_model(
-        recipe.backbone,
-        pretrained=pretrained and recipe.pretrained == "hub",
-        num_classes=num_classes,
-        drop_rate=recipe.drop_rate,
-    )
+    hub = pretrained and recipe.pretrained == "hub"
+    try:
+        model = timm.create_model(
+            recipe.backbone, pretrained=hub, num_classes=num_classes, drop_rate=recipe.drop_rate
+        )
+    except (OSError, RuntimeError, ValueError) as e:  # no network, no such tag, a bad file
+        if not hub:
+            raise
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise RecipeError(
+            f'backbone {recipe.backbone!r}: pretrained = "hub" could not fetch its weights '
+            f"from the Hugging Face hub ({why}); this needs internet (on Kaggle: Internet on), "
+            "or set pretrained_file to a local copy (docs/recipes.md#pretrained-weights-without-internet)"
+        ) from None
     if not pretrained:
         return model
     if recipe.pretrained_file:

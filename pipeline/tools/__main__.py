@@ -60,7 +60,15 @@ def cmd_prior_check(a):
 def cmd_bench_ensemble(a):
     from .bench_ensemble import bench_ensemble
 
-    bench_ensemble(a.members, a.rows, a.classes)
+    if a.whole:
+        import tempfile
+
+        from .bench_ensemble import bench_whole
+
+        with tempfile.TemporaryDirectory(prefix="bench-ensemble-", dir=a.work or None) as work:
+            bench_whole(Path(work), a.members, a.rows, a.classes, a.test_rows)
+        return
+    bench_ensemble(a.members, a.rows, a.classes, a.float16)
 
 
 def cmd_soak(a):
@@ -130,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--members", type=int, default=20)
     s.add_argument("--rows", type=int, default=18353)
     s.add_argument("--classes", type=int, default=176)
+    s.add_argument("--float16", action="store_true", help="logits kept as float16")
+    s.add_argument(
+        "--whole", action="store_true", help="member folders of that size + the real make ensemble"
+    )
+    s.add_argument("--test-rows", type=int, default=10000, help="test rows (--whole)")
+    s.add_argument("--work", default="", help="folder for --whole's files (default: system tmp)")
     s = sub.add_parser("soak", help="kill train at random moments; resume; compare")
     s.set_defaults(fn=cmd_soak)
     s.add_argument("--comp", default="", help="competition folder (default: the built-in digits)")

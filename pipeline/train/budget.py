@@ -7,7 +7,8 @@ arithmetic and its file are ``plan.py``.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,18 @@ import numpy as np
 from .. import artifacts
 from ..config import Recipe, to_toml
 from .kinds import get_kind
-from .plan import format_plan, make_plan, planned_epochs, read_plan, run_of, write_plan
+from .plan import (
+    MAX_SUBSETS_OF,
+    Plan,
+    best_subset,
+    format_plan,
+    in_order,
+    make_plan,
+    planned_epochs,
+    read_plan,
+    run_of,
+    write_plan,
+)
 from .probe import Clock, Cost, ProbeInput, sample_images
 
 
@@ -70,15 +82,17 @@ def probe_run(
 
 def resolve_plan(
     comp, ws, recipes: dict, labels: np.ndarray, k: int, device, budget_s, auto: bool
-) -> tuple[dict, list[str]]:
-    """``{run: plan entry}`` for the runs a plan covers, and the runs it left out: planned now
-    (``budget_s`` given and no ``plan.toml`` yet) or read from ``plan.toml``; ``{}`` and ``[]``
-    without either. ``labels``: by train row (``context.labels_by_row``)."""
+) -> tuple[dict, list[str], Replanner | None]:
+    """``{run: plan entry}`` for the runs a plan covers, the runs it left out, and, when the
+    plan was made by this call, the ``Replanner`` that revises it after each run: planned now
+    (``budget_s`` given and no ``plan.toml`` yet) or read from ``plan.toml``; ``{}``, ``[]``
+    and None without either. ``labels``: by train row (``context.labels_by_row``)."""
     path = ws.plan
     saved = read_plan(path)
+    replanner = None
     if saved is None:
         if budget_s is None:
-            return {}, []
+            return {}, [], None
         y_all = np.maximum(labels, 0)  # a row the folds file dropped trains as class 0
         costs, sizes, epochs = {}, set(), {}
         for run, recipe in recipes.items():
@@ -113,14 +127,124 @@ def resolve_plan(
         write_plan(path, plan, str(device), dropped, costs)
         print(f"wrote {path}: re-runs and resumes use these epochs (delete it to plan again)")
         saved = read_plan(path)
+        replanner = Replanner(path, plan, costs, epochs, auto, value, str(device), list(recipes))
     else:
         print(f"plan: {path} (BUDGET={saved['budget_s'] / 60:g}m, {saved['total_s'] / 60:.1f} min)")
-    epochs = planned_epochs(saved, path, list(recipes), budget_s)
+    entries, left_out = plan_entries(saved, path, list(recipes), budget_s)
+    return entries, left_out, replanner
+
+
+def plan_entries(saved: dict, path: Path, runs: list[str], budget_s) -> tuple[dict, list[str]]:
+    """``{run: plan entry}`` for the runs ``plan.toml`` trains, in its order, and the runs it
+    leaves out."""
+    epochs = planned_epochs(saved, path, runs, budget_s)
     entries = {
-        run: {"budget_s": saved["budget_s"], **saved["runs"][run], "epochs": e}
-        for run, e in epochs.items()
+        run: {"budget_s": saved["budget_s"], **saved["runs"][run], "epochs": epochs[run]}
+        for run in saved["runs"]
+        if run in epochs
     }
-    return entries, [r for r in recipes if r in saved.get("left_out", [])]
+    return entries, [r for r in runs if r in saved.get("left_out", [])]
+
+
+MIN_PACE, MAX_PACE = 0.5, 2.0  # the measured/planned factor a re-plan prices the rest with
+
+
+@dataclass
+class Replanner:
+    """Revises the plan after each trained run (``after``): the runs not yet started and the
+    ones left out are planned again for the budget that is left, priced by the probe's costs
+    times the pace measured so far (seconds taken / seconds planned of the runs done), and
+    valued together with the runs already trained. So a probe that overpriced leaves no
+    minutes unspent (another member, the other views of one, more epochs of a fine-tune that
+    has not started) and one that underpriced drops what would overrun. Only the call that
+    planned re-plans (the probe's estimates live in its memory); a resumed call follows the
+    ``plan.toml`` the last re-plan wrote."""
+
+    path: Path
+    plan: Plan
+    costs: dict  # every candidate the probe priced (runs and their one-view variants)
+    epochs: dict[str, int]  # recipe epochs per candidate
+    auto: bool
+    value: Callable[[tuple[str, ...]], float] | None
+    device: str
+    runs: list[str]  # the runs of this call, in RUNS order
+    done: dict[str, float] = field(default_factory=dict)  # candidate -> seconds it took
+    history: list[dict] = field(default_factory=list)
+
+    def after(self, run: str, seconds: float, elapsed_s: float) -> tuple[dict, list[str]]:
+        """Record that ``run`` took ``seconds``; with ``elapsed_s`` of the budget spent (probes
+        included), plan the rest again, rewrite ``plan.toml`` and return its ``{run: entry}``
+        for the runs still to train, in the order to train them, and the runs left out."""
+        name = next(c for c in self.plan.costs if run_of(c) == run)
+        self.done[name] = seconds
+        planned = sum(self.plan.run_seconds(c) for c in self.done)
+        pace = min(MAX_PACE, max(MIN_PACE, sum(self.done.values()) / max(planned, 1e-9)))
+        trained = {run_of(c) for c in self.done}
+        rest = {
+            c: _scaled(cost, pace) for c, cost in self.costs.items() if run_of(c) not in trained
+        }
+        left_s = self.plan.budget_s - elapsed_s
+        epochs, k, auto = self.epochs, self.plan.k, self.auto
+        if self.value is not None and len(rest) <= MAX_SUBSETS_OF:
+            new = best_subset(rest, epochs, k, left_s, auto, self.value, tuple(self.done))
+        else:  # no estimates: the runs still planned first, then the left-out ones, in order
+            order = [c for c in self.plan.costs if c in rest]
+            order += [c for c in rest if c not in order and c in self.runs]
+            new = in_order({c: rest[c] for c in order}, epochs, k, left_s, auto)
+        new = new or Plan(left_s, k, {}, epochs, {})
+        before = [c for c in self.plan.costs if c not in self.done]
+        self.history.append(
+            {
+                "after": run,
+                "took_s": round(seconds, 1),
+                "pace": round(pace, 3),
+                "left_s": round(left_s, 1),
+                "kept": [c for c in new.costs if c in before],
+                "added": [c for c in new.costs if c not in before],
+                "dropped": [c for c in before if c not in new.costs],
+            }
+        )
+        self.plan = Plan(
+            self.plan.budget_s,
+            k,
+            {**{c: self.plan.epochs[c] for c in self.done}, **new.epochs},
+            epochs,
+            {**{c: self.plan.costs[c] for c in self.done}, **new.costs},
+        )
+        kept = {run_of(c) for c in self.plan.costs}
+        left_out = tuple(r for r in self.runs if r not in kept)
+        write_plan(self.path, self.plan, self.device, left_out, self.costs, self.history)
+        print(replan_line(self.history[-1], new, self.value))
+        saved = read_plan(self.path)
+        entries, _ = plan_entries(saved, self.path, self.runs, self.plan.budget_s)
+        return {run_of(c): entries[run_of(c)] for c in new.costs}, list(left_out)
+
+
+def _scaled(cost: Cost, pace: float) -> Cost:
+    """``cost`` at the measured pace; its probe is spent already."""
+    return replace(
+        cost,
+        once_s=cost.once_s * pace,
+        epoch_s=cost.epoch_s * pace,
+        fold_s=cost.fold_s * pace,
+        probe_s=0.0,
+    )
+
+
+def replan_line(step: dict, new: Plan, value) -> str:
+    """One line per re-plan: the pace, what is left, and what changed."""
+    what = []
+    if step["added"]:
+        what.append("adds " + ", ".join(step["added"]))
+    if step["dropped"]:
+        what.append("drops " + ", ".join(step["dropped"]))
+    if not what:
+        what.append("keeps " + (", ".join(step["kept"]) if step["kept"] else "nothing more"))
+    return (
+        f"re-plan after {step['after']} ({step['took_s'] / 60:.1f} min, pace {step['pace']:.2f} "
+        f"x the probe's price): {step['left_s'] / 60:.1f} min left; {'; '.join(what)}"
+        f"{f' (planned {new.total_s / 60:.1f} min)' if new.costs else ''}"
+    )
 
 
 def record_wall(rdir: Path, stage_s: float) -> None:

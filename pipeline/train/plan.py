@@ -68,32 +68,61 @@ def make_plan(
     ``MAX_SCALE``; with ``auto`` False, the recipes' epochs) whose total fits. Refuses, naming
     the smallest plan, when not even one run fits."""
     if value is not None and len(costs) <= MAX_SUBSETS_OF:
-        best: tuple[tuple[float, int, float], Plan] | None = None
-        runs = list(costs)
-        for mask in range(1, 2 ** len(runs)):
-            subset = tuple(r for i, r in enumerate(runs) if mask >> i & 1)
-            if len({run_of(r) for r in subset}) < len(subset):  # a run once, in one variant
-                continue
-            plan = _epochs_plan({r: costs[r] for r in subset}, recipe_epochs, k, budget_s, auto)
-            key = (value(subset), len(subset), -plan.total_s) if plan is not None else None
-            if key is not None and (best is None or key > best[0]):
-                best = (key, plan)
-        if best is not None:
-            return best[1]
+        plan = best_subset(costs, recipe_epochs, k, budget_s, auto, value)
+        if plan is not None:
+            return plan
         smallest = Plan(budget_s, k, {r: 1 for r in costs}, recipe_epochs, costs)
         raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))
+    plan = in_order(costs, recipe_epochs, k, budget_s, auto)
+    if plan is None:
+        smallest = Plan(budget_s, k, {r: 1 for r in costs}, recipe_epochs, costs)
+        raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))
+    return plan
+
+
+def best_subset(
+    costs: dict[str, Cost],
+    recipe_epochs: dict[str, int],
+    k: int,
+    budget_s: float,
+    auto: bool,
+    value: Callable[[tuple[str, ...]], float],
+    base: tuple[str, ...] = (),
+) -> Plan | None:
+    """The subset of ``costs`` (a run once, in one variant) whose plan fits ``budget_s`` with
+    the best ``value(base + subset)``; ties: more runs, then the cheaper plan. With ``base``
+    (runs already trained) the empty subset competes too, so nothing is added that the estimate
+    says lowers the ensemble (an empty plan is returned then); without, None when nothing fits."""
+    best: tuple[tuple[float, int, float], Plan] | None = None
+    runs = list(costs)
+    for mask in range(0 if base else 1, 2 ** len(runs)):
+        subset = tuple(r for i, r in enumerate(runs) if mask >> i & 1)
+        if len({run_of(r) for r in subset}) < len(subset):  # a run once, in one variant
+            continue
+        chosen = {r: costs[r] for r in subset}
+        plan = _epochs_plan(chosen, recipe_epochs, k, budget_s, auto)
+        key = (value(base + subset), len(subset), -plan.total_s) if plan is not None else None
+        if key is not None and (best is None or key > best[0]):
+            best = (key, plan)
+    return best[1] if best is not None else None
+
+
+def in_order(
+    costs: dict[str, Cost], recipe_epochs: dict[str, int], k: int, budget_s: float, auto: bool
+) -> Plan | None:
+    """Runs in ``costs`` order (priority) while each still fits at one epoch after the ones
+    kept before it, then the epochs scaled to fit; None when not even the first fits."""
     kept: dict[str, Cost] = {}
     for run, cost in costs.items():
         trial = {**kept, run: cost}
         if _epochs_plan(trial, recipe_epochs, k, budget_s, auto) is not None:
             kept = trial
-    if not kept:
-        smallest = Plan(budget_s, k, {r: 1 for r in costs}, recipe_epochs, costs)
-        raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))
-    return _epochs_plan(kept, recipe_epochs, k, budget_s, auto)
+    return _epochs_plan(kept, recipe_epochs, k, budget_s, auto) if kept else None
 
 
 def _epochs_plan(costs, recipe_epochs, k, budget_s, auto) -> Plan | None:
+    if not costs:
+        return Plan(budget_s, k, {}, recipe_epochs, {})
     tune = [r for r in costs if get_kind(costs[r].kind).scales_epochs]
 
     def epochs_at(scale: float) -> dict[str, int]:
@@ -140,10 +169,11 @@ def format_plan(
     costs: dict[str, Cost] | None = None,
     chosen_by: str = "",
 ) -> str:
+    w = max([22, *(len(r) + 2 for r in [*plan.costs, *dropped])])
     lines = [
         f"plan for BUDGET={plan.budget_s / 60:g}m on {device}: K={plan.k}, {n_train:,} train / "
         f"{n_test:,} test images",
-        f"  {'run':<22}{'kind':<10}{'epochs':>10}{'once':>9}{'/epoch':>9}{'/fold':>8}{'total':>10}"
+        f"  {'run':<{w}}{'kind':<10}{'epochs':>10}{'once':>9}{'/epoch':>9}{'/fold':>8}{'total':>10}"
         f"{'est.':>8}",
     ]
     every = costs or plan.costs
@@ -152,13 +182,13 @@ def format_plan(
         ep = f"{e} ({plan.recipe_epochs[run]})" if scales else "-"
         per_epoch = f"{c.epoch_s:.0f}s" if scales else "-"
         lines.append(
-            f"  {run:<22}{c.kind:<10}{ep:>10}{c.once_s:>8.0f}s{per_epoch:>9}{c.fold_s:>7.0f}s"
+            f"  {run:<{w}}{c.kind:<10}{ep:>10}{c.once_s:>8.0f}s{per_epoch:>9}{c.fold_s:>7.0f}s"
             f"{plan.run_seconds(run) / 60:>8.1f}min{_est(c):>8}"
         )
     for run in dropped:
         why = "not in the best set that fits" if chosen_by else "does not fit after the runs above"
         lines.append(
-            f"  {run:<22}left out: {why} (RUNS= to choose){'':>4}{_est(every[run]) if run in every else '':>8}"
+            f"  {run:<{w}}left out: {why} (RUNS= to choose){'':>4}{_est(every[run]) if run in every else '':>8}"
         )
     if chosen_by:
         lines.append(f"  {chosen_by}")
@@ -179,9 +209,11 @@ def write_plan(
     device: str,
     left_out: tuple[str, ...] = (),
     costs: dict | None = None,
+    replans: list[dict] | None = None,
 ) -> None:
     """``plan.toml``; ``costs`` (every probed run) adds the left-out runs' smallest seconds and
-    probe figures under ``[left_out_costs]``, so a user sees what a larger budget would buy.
+    probe figures under ``[left_out_costs]``, so a user sees what a larger budget would buy;
+    ``replans`` is what each re-plan after a trained run measured and changed.
     A run planned with its first TTA view only (``run[view]``) is written under its run with
     ``tta``, which the train stage then trains it with."""
     runs = {
@@ -204,6 +236,7 @@ def write_plan(
         "total_s": round(plan.total_s, 1),
         "left_out": list(left_out),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **({"replans": replans} if replans else {}),
         "runs": runs,
     }
     if left_out and costs:

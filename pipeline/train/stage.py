@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 
@@ -58,31 +59,70 @@ def train_stage(
     dev = resolve_device(device)
     recipes = load_recipes(ws, runs, overrides)
     labels = labels_by_row(comp, folds_df)
-    plans, left_out = resolve_plan(comp, ws, recipes, labels, k, dev, budget_s, auto_epochs)
+    plans, left_out, replanner = resolve_plan(
+        comp, ws, recipes, labels, k, dev, budget_s, auto_epochs
+    )
+    every = dict(recipes)  # a re-plan may add a run the first plan left out
+    plans_made = dict(plans)
     for run in left_out:
         print(f"{run}: left out by the plan {ws.plan} (over budget); not trained")
         del recipes[run]
-    for run, entry in plans.items():
-        recipes[run] = as_planned(recipes[run], entry)
-    jobs = []
-    for run, recipe in recipes.items():
-        write_or_verify_config(ws.run_dir(run), recipe, fhash, run, comp, plans.get(run))
-        jobs += _pending(ws, run, todo)
     d = dispatch or Dispatch()
-    _teach_students(ws, recipes, jobs, d, teach)
     ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev), labels)
-    failed = execute(ctx, jobs, d)
-    for run in recipes:
-        assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
-        record_wall(ws.run_dir(run), time.perf_counter() - t_start)
-    if plans and jobs:
-        planned = sum(e["planned_s"] + e["probe_s"] for e in plans.values())
-        print(
-            f"train took {(time.perf_counter() - t_start) / 60:.1f} min; planned "
-            f"{planned / 60:.1f} min of BUDGET={next(iter(plans.values()))['budget_s'] / 60:g}m"
-        )
+    # A plan made now is revised after each run, so runs train one after another, best
+    # estimate first; otherwise every pending fold of every run goes to the executor at once.
+    rounds = [[r] for r in by_estimate(recipes, plans)] if replanner else [list(recipes)]
+    failed, total = [], 0
+    while rounds:
+        batch = rounds.pop(0)
+        jobs = []
+        for run in batch:
+            if run in plans:
+                recipes[run] = as_planned(recipes[run], plans[run])
+            write_or_verify_config(ws.run_dir(run), recipes[run], fhash, run, comp, plans.get(run))
+            jobs += _pending(ws, run, todo)
+        _teach_students(ws, recipes, jobs, d, teach)
+        t_batch = time.perf_counter()
+        failed += execute(ctx, jobs, d)
+        total += len(jobs)
+        for run in batch:
+            assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
+            record_wall(ws.run_dir(run), time.perf_counter() - t_start)
+        if replanner and not failed:
+            plans, left = replanner.after(
+                batch[0], time.perf_counter() - t_batch, time.perf_counter() - t_start
+            )
+            for run in left:
+                recipes.pop(run, None)
+            for run in plans:
+                recipes[run] = every[run]
+            rounds = [[r] for r in by_estimate(plans, plans)]
+    line = _budget_line(plans_made, replanner, time.perf_counter() - t_start)
+    if line and total:
+        print(line)
     if failed:
-        raise PipelineError(failure_line(failed, len(jobs)))
+        raise PipelineError(failure_line(failed, total))
+
+
+def _budget_line(plans: dict, replanner, took_s: float) -> str:
+    """``train took ... of BUDGET=...`` when a plan drove this call, else ""."""
+    if not plans:
+        return ""
+    if replanner is not None:
+        planned, budget = replanner.plan.total_s, replanner.plan.budget_s
+    else:
+        planned = sum(e["planned_s"] + e["probe_s"] for e in plans.values())
+        budget = next(iter(plans.values()))["budget_s"]
+    return (
+        f"train took {took_s / 60:.1f} min; planned {planned / 60:.1f} min of "
+        f"BUDGET={budget / 60:g}m"
+    )
+
+
+def by_estimate(runs, plans: dict) -> list[str]:
+    """``runs`` with the best probe estimate first (their order where there is none): when
+    time runs short, the members worth most are trained already."""
+    return sorted(runs, key=lambda r: -plans.get(r, {}).get("estimate", -np.inf))
 
 
 def as_planned(recipe: Recipe, entry: dict) -> Recipe:
