@@ -49,7 +49,8 @@ def test_bench_ensemble_small(capsys):
     assert {f"fit_{m}" for m in METHODS} <= set(out)
     assert out["caruana + weighted"] == out["fit_caruana"] + out["fit_weighted"]
     printed = capsys.readouterr().out
-    assert "3 members x 200 rows x 5 classes" in printed and "target <= 2 s" in printed
+    assert "3 members x 200 rows x 5 classes" in printed and "scale target <= 30 s" in printed
+    assert "target <= 2 s" not in printed  # the default size's targets, not this size's
     assert "peak resident memory" in printed and 0 < out["peak_gib"] < 64  # read from /proc
     half = bench_ensemble(members=3, rows=200, classes=5, float16=True)
     assert "(0 MiB float16)" in capsys.readouterr().out and half["fit_soft"] >= 0

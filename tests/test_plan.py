@@ -256,3 +256,37 @@ def test_shipped_sets_cpu_never_picks_gpu(toy, capsys):
     assert _recipe_set(ws, "gpu", "cpu") == gpu  # asked for by name only
     with pytest.raises(PipelineError, match="RECIPES='big': use auto, cpu, gpu, cpu-hub, gpu-hub"):
         _recipe_set(ws, "big", "cpu")
+
+
+def test_ensemble_value_weighs_a_weak_run_as_a_blend_would():
+    """The plan values a set of runs as the ensemble stage would blend them: a weak run mixed
+    in at the maximum-likelihood weight (fitted on one half of the probe's held-out images,
+    scored on the other) costs the strong run nothing, where an equal vote would drown it; two
+    runs right on different images are worth more together than either alone."""
+    from pipeline.competition.task import Task
+
+    rng = np.random.default_rng(0)
+    n, c = 400, 5
+    y = rng.integers(0, c, n)
+    val = np.arange(n)
+
+    def run(right: np.ndarray, sharp: float, says: np.ndarray = y) -> planner.Cost:
+        z = rng.normal(size=(n, c))
+        z[right, says[right]] += sharp
+        p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        return planner.Cost("features", 1.0, 0.0, 1.0, 0.0, {}, Estimate(0.0, p, val))
+
+    everyone = np.arange(n)
+    # as sure of itself as the strong run, but right on only 30 % of the images
+    says = np.where(rng.random(n) < 0.3, y, (y + rng.integers(1, c, n)) % c)
+    costs = {"strong": run(everyone[rng.random(n) < 0.8], 4.0), "weak": run(everyone, 4.0, says)}
+    value = budget.ensemble_value(Task("multiclass", "label", "accuracy"), costs, y)
+    equal = np.mean([costs[r].estimate.probs for r in costs], axis=0)
+    assert (equal.argmax(1) == y).mean() < value(("strong",)) - 0.05  # an equal vote drowns it
+    assert value(("strong", "weak")) >= value(("strong",)) - 0.01
+    first, second = everyone < n // 2, everyone >= n // 2
+    costs = {"a": run(everyone[first], 4.0), "b": run(everyone[second], 4.0)}
+    value = budget.ensemble_value(Task("multiclass", "label", "accuracy"), costs, y)
+    assert value(("a", "b")) > max(value(("a",)), value(("b",))) + 0.2
+    w = budget.mixture_weights(np.array([[0.9, 0.8, 0.9], [0.1, 0.2, 0.1]]))
+    assert w[0] > 0.99 and w.sum() == pytest.approx(1.0)

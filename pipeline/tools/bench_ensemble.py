@@ -90,9 +90,10 @@ def bench_ensemble(
         "stack": out["fit_stack"],
     }
     sums["caruana + weighted + accuracy"] = sums["caruana + weighted"] + out["fit_accuracy"]
+    default_size = (members, rows, classes) == (20, 18353, 176)  # the size TARGETS are for
     for what, secs in sums.items():
         target, verdict = TARGETS.get(what), ""
-        if target is not None:
+        if target is not None and default_size:
             verdict = f"  (target <= {target:.0f} s: {'met' if secs <= target else 'MISSED'})"
         print(f"{what}: {secs:.2f} s{verdict}")
     both = {n: out[f"fit_{n}"] + out[f"predict_{n}"] for n in METHODS}
