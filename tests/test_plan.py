@@ -58,9 +58,19 @@ def test_plan_by_value_keeps_a_strong_late_run_and_spends_what_is_left():
     # strong 700 + 20 + 1 = 721; tune 5 * (E * 10 + 2) + 1: E = 5 fits (261 -> 982), 6 does not
     assert plan.epochs == {"strong": 1, "tune": 5} and plan.total_s == pytest.approx(982.0)
     assert plan.total_s <= 1000.0 and 1000.0 - plan.total_s < 5 * 10  # no epoch left unspent
-    # equal value: more runs, then the cheaper plan (weak + tune 732 s; strong + tune 982 s)
+    # equal value: more runs, then the dearer plan, which spends the budget (strong + tune at
+    # 5 epochs, 982 s, over weak + tune, 732 s at the 2x epoch cap)
     flat = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=lambda s: 1.0)
-    assert list(flat.costs) == ["weak", "tune"] and flat.total_s == pytest.approx(732.0)
+    assert list(flat.costs) == ["strong", "tune"] and flat.total_s == pytest.approx(982.0)
+
+    # within VALUE_TIE (0.005) of the best is a tie too; further below is not
+    def close(gap: float):
+        return lambda s: 1.0 + gap * ("weak" in s) + 0.001 * len(s)
+
+    near = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=close(0.004))
+    assert list(near.costs) == ["strong", "tune"]
+    far = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=close(0.006))
+    assert list(far.costs) == ["weak", "tune"]
 
 
 def test_plan_weighs_one_view_of_a_strong_run_against_two_of_a_weak_one(tmp_path):
@@ -224,7 +234,7 @@ def test_budget_plan_written_once_reused_and_recorded(toy, capsys):
     assert main(["train", *comp, "--runs", "t", "--budget", "1h", "--folds", "0"]) == 0
     out = capsys.readouterr().out
     assert "plan for BUDGET=60m on cpu: K=2" in out and "wrote models/toy/plan.toml" in out
-    assert "re-plan after t (" in out and "keeps nothing more" in out
+    assert "re-plan after t (" in out and "nothing more to train" in out
     saved = tomllib.loads((toy / "models/toy/plan.toml").read_text())
     assert saved["replans"][0]["after"] == "t" and saved["replans"][0]["added"] == []
     assert saved["budget_s"] == 3600 and saved["runs"]["t"]["epochs"] == 4  # 2x: the cap

@@ -140,8 +140,9 @@ def resolve_plan(
         chosen_by = (
             f"chosen by the estimated ensemble {comp.task.metric}: "
             f"{value(tuple(plan.costs)) * (1 if comp.task.greater_is_better else -1):.3f} "
-            f"(the runs' mean probabilities on the probe's "
-            f"held-out half, {len(next(iter(costs.values())).estimate.val)} images)"
+            f"(the runs' probabilities on the probe's held-out half, "
+            f"{len(next(iter(costs.values())).estimate.val)} images, blended with weights "
+            "fitted on half of them and scored on the other)"
             if value is not None
             else ""
         )
@@ -257,15 +258,14 @@ def _scaled(cost: Cost, pace: float) -> Cost:
     )
 
 
+SAYS = (("adds", "added"), ("keeps", "kept"), ("drops", "dropped"))
+
+
 def replan_line(step: dict, new: Plan, value) -> str:
     """One line per re-plan: the pace, what is left, and what changed."""
-    what = []
-    if step["added"]:
-        what.append("adds " + ", ".join(step["added"]))
-    if step["dropped"]:
-        what.append("drops " + ", ".join(step["dropped"]))
-    if not what:
-        what.append("keeps " + (", ".join(step["kept"]) if step["kept"] else "nothing more"))
+    what = [f"{verb} {', '.join(step[key])}" for verb, key in SAYS if step[key]]
+    if not step["added"] and not step["kept"]:
+        what.append("nothing more to train")
     return (
         f"re-plan after {step['after']} ({step['took_s'] / 60:.1f} min, pace {step['pace']:.2f} "
         f"x the probe's price): {step['left_s'] / 60:.1f} min left; {'; '.join(what)}"

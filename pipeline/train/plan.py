@@ -45,6 +45,7 @@ class Plan:
 
 
 MAX_SUBSETS_OF = 14  # candidates up to which every subset is weighed by its estimated value
+VALUE_TIE = 0.005  # estimated values this close are a tie (about 1 of the probe's 256 images)
 
 
 def run_of(candidate: str) -> str:
@@ -90,10 +91,13 @@ def best_subset(
     base: tuple[str, ...] = (),
 ) -> Plan | None:
     """The subset of ``costs`` (a run once, in one variant) whose plan fits ``budget_s`` with
-    the best ``value(base + subset)``; ties: more runs, then the cheaper plan. With ``base``
-    (runs already trained) the empty subset competes too, so nothing is added that the estimate
-    says lowers the ensemble (an empty plan is returned then); without, None when nothing fits."""
-    best: tuple[tuple[float, int, float], Plan] | None = None
+    the best ``value(base + subset)``. Values within ``VALUE_TIE`` of the best count as a tie
+    (the probe's few hundred held-out images cannot tell them apart): then more runs, then the
+    dearer plan, which spends the budget the user gave on members and views the ensemble stage
+    can still weigh. With ``base`` (runs already trained) the empty subset competes too, so
+    nothing is added that the estimate says lowers the ensemble (an empty plan is returned
+    then); without, None when nothing fits."""
+    fits: list[tuple[float, int, float, Plan]] = []
     runs = list(costs)
     for mask in range(0 if base else 1, 2 ** len(runs)):
         subset = tuple(r for i, r in enumerate(runs) if mask >> i & 1)
@@ -101,10 +105,12 @@ def best_subset(
             continue
         chosen = {r: costs[r] for r in subset}
         plan = _epochs_plan(chosen, recipe_epochs, k, budget_s, auto)
-        key = (value(base + subset), len(subset), -plan.total_s) if plan is not None else None
-        if key is not None and (best is None or key > best[0]):
-            best = (key, plan)
-    return best[1] if best is not None else None
+        if plan is not None:
+            fits.append((value(base + subset), len(subset), plan.total_s, plan))
+    if not fits:
+        return None
+    top = max(f[0] for f in fits)
+    return max((f for f in fits if f[0] >= top - VALUE_TIE), key=lambda f: (f[1], f[2]))[3]
 
 
 def in_order(
