@@ -77,3 +77,17 @@ def test_whole_train_times_a_real_fold(tmp_path, monkeypatch, capsys):
     assert out["wall_s"] > 0 and out["whole_ratio"] == out["wall_s"] / out["ideal_s"]
     assert not (tmp_path / "models" / "leaves" / "tiny").exists()  # ran in a scratch folder
     assert "wall/ideal = " in capsys.readouterr().out
+
+
+def test_bench_ensemble_whole_runs_the_real_stage(tmp_path, capsys):
+    """``--whole``: member folders and a competition of that size, then the real ensemble stage
+    and report, timed, with the peak memory."""
+    from pipeline.tools.bench_ensemble import bench_whole
+
+    out = bench_whole(tmp_path, members=3, rows=300, classes=4, test_rows=40)
+    printed = capsys.readouterr().out
+    assert "make ensemble on 3 members x 300 rows x 4 classes (40 test rows)" in printed
+    assert out["ensemble_s"] > 0 and 0 < out["peak_gib"] < 64
+    sub = tmp_path / "submissions" / "bench" / "ensemble"
+    assert (sub / "ensemble.json").is_file() and (sub / "report" / "report.html").is_file()
+    assert len((sub / "submission.csv").read_text().splitlines()) == 41

@@ -32,10 +32,17 @@ def synthetic_members(m: int, n: int, c: int, seed: int = 0) -> tuple[np.ndarray
     shared = rng.standard_normal((n, c), dtype=np.float32)  # errors the members share
     logits = np.empty((m, n, c), dtype=np.float32)
     for j in range(m):
-        logits[j] = 0.6 * shared + rng.standard_normal((n, c), dtype=np.float32)
-        logits[j, np.arange(n), y] += 2.0 + 1.5 * j / max(m - 1, 1)
-        logits[j] *= 1.0 + j % 3  # different sharpness, so calibration matters
+        logits[j] = _member(rng, shared, y, j, m)
     return logits, y
+
+
+def _member(rng, shared: np.ndarray, y: np.ndarray, j: int, m: int) -> np.ndarray:
+    """Member ``j`` of ``m``: the shared errors plus its own, a signal on the true class that
+    grows with ``j``, and a sharpness of 1-3 (so calibration matters)."""
+    z = 0.6 * shared + rng.standard_normal(shared.shape, dtype=np.float32)
+    z[np.arange(len(y)), y] += 2.0 + 1.5 * j / max(m - 1, 1)
+    z *= 1.0 + j % 3
+    return z
 
 
 def _status(key: str) -> float | None:
@@ -121,54 +128,15 @@ def bench_whole(
     Classify Leaves layout (empty image files: the ensemble stage opens none), its folds file,
     and ``members`` runs of synthetic OOF and test logits, written under ``work``. Prints and
     returns the stage's wall time and peak resident memory (targets: 15 min, 8 GiB)."""
-    import pandas as pd
-
-    from .. import artifacts
-    from ..competition.load import load_competition
     from ..ensemble import ensemble_stage
     from ..layout import Workspace
     from ..report import report_stage
 
-    root = Path(work) / "input" / "bench"
-    (root / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    names = [f"class_{c:03d}" for c in range(classes)]
-    y, y_test = rng.integers(0, classes, rows), rng.integers(0, classes, test_rows)
-    train_ids = [f"images/{i}.jpg" for i in range(rows)]
-    test_ids = [f"images/{rows + i}.jpg" for i in range(test_rows)]
-    pd.DataFrame({"image": train_ids, "label": [names[c] for c in y]}).to_csv(
-        root / "train.csv", index=False
-    )
-    pd.DataFrame({"image": test_ids}).to_csv(root / "test.csv", index=False)
-    for i in [*train_ids, *test_ids]:  # the loader wants each file; the ensemble reads none
-        (root / i).touch()
-    pd.DataFrame({"image": test_ids, "label": names[0]}).to_csv(
-        root / "sample_submission.csv", index=False
-    )
-    comp = load_competition(root)
+    comp = _bench_competition(Path(work) / "input" / "bench", rows, test_rows, classes, rng)
     ws = Workspace("bench", models=Path(work) / "models", output=Path(work))
-    fold = np.empty(rows, dtype=np.int64)
-    for c in range(classes):  # stratified: each class dealt round the folds in random order
-        at = rng.permutation(np.flatnonzero(y == c))
-        fold[at] = np.arange(len(at)) % k
-    folds = pd.DataFrame({"id": comp.train["id"], "label": comp.train["label"], "fold": fold})
-    fhash = artifacts.file_hash(artifacts.write_folds(ws.folds_csv, folds))
-    shared = rng.standard_normal((rows, classes), dtype=np.float32)
-    shared_test = rng.standard_normal((test_rows, classes), dtype=np.float32)
     t0 = time.perf_counter()
-    for j in range(members):  # as synthetic_members, one member at a time
-        common = {"classes": names, "views": ["none"], "folds_hash": np.array(fhash)}
-        for split, ids, labels, noise in (
-            ("oof", comp.train["id"], y, shared),
-            ("test", comp.test["id"], y_test, shared_test),
-        ):
-            z = 0.6 * noise + rng.standard_normal(noise.shape, dtype=np.float32)
-            z[np.arange(len(labels)), labels] += 2.0 + 1.5 * j / max(members - 1, 1)
-            z *= 1.0 + j % 3
-            extra = {"fold": fold} if split == "oof" else {}
-            artifacts.write_logits(
-                ws.run_dir(f"m{j:02d}") / f"{split}.npz", ids=ids, logits=z[None], **extra, **common
-            )
+    _bench_members(comp, ws, members, k, rng)
     print(f"wrote {members} member folders under {ws.runs_dir} in {time.perf_counter() - t0:.0f} s")
     _reset_peak()
     t0 = time.perf_counter()
@@ -184,3 +152,52 @@ def bench_whole(
         f"(<= 8 GiB); chosen {summary['method']}"
     )
     return {"ensemble_s": t1 - t0, "report_s": t2 - t1, "peak_gib": peak}
+
+
+def _bench_competition(root: Path, rows: int, test_rows: int, classes: int, rng):
+    """A Classify Leaves layout of random labels and empty image files (the loader wants each
+    file; the ensemble stage reads none), loaded as a ``Competition``."""
+    import pandas as pd
+
+    from ..competition.load import load_competition
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    names = [f"class_{c:03d}" for c in range(classes)]
+    train_ids = [f"images/{i}.jpg" for i in range(rows)]
+    test_ids = [f"images/{rows + i}.jpg" for i in range(test_rows)]
+    labels = [names[c] for c in rng.integers(0, classes, rows)]
+    pd.DataFrame({"image": train_ids, "label": labels}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image": test_ids}).to_csv(root / "test.csv", index=False)
+    sample = pd.DataFrame({"image": test_ids, "label": names[0]})
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    for i in [*train_ids, *test_ids]:
+        (root / i).touch()
+    return load_competition(root)
+
+
+def _bench_members(comp, ws, members: int, k: int, rng) -> None:
+    """The folds file (stratified, K=``k``) and ``members`` runs' ``oof.npz``/``test.npz``,
+    generated one member at a time as ``synthetic_members`` does."""
+    from .. import artifacts
+
+    y = np.array([comp.classes.index(label) for label in comp.train["label"]])
+    y_test = rng.integers(0, len(comp.classes), len(comp.test))
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in range(len(comp.classes)):  # each class dealt round the folds in random order
+        at = rng.permutation(np.flatnonzero(y == c))
+        fold[at] = np.arange(len(at)) % k
+    folds = comp.train[["id", "label"]].assign(fold=fold)
+    fhash = artifacts.file_hash(artifacts.write_folds(ws.folds_csv, folds))
+    common = {"classes": comp.classes, "views": ["none"], "folds_hash": np.array(fhash)}
+    splits = [
+        ("oof", comp.train["id"], y, {"fold": fold}),
+        ("test", comp.test["id"], y_test, {}),
+    ]
+    shared = {
+        s: rng.standard_normal((len(ys), len(comp.classes)), np.float32) for s, _, ys, _ in splits
+    }
+    for j in range(members):
+        for split, ids, labels, extra in splits:
+            z = _member(rng, shared[split], labels, j, members)
+            path = ws.run_dir(f"m{j:02d}") / f"{split}.npz"
+            artifacts.write_logits(path, ids=ids, logits=z[None], **extra, **common)

@@ -63,18 +63,15 @@ def make_plan(
 ) -> Plan:
     """The runs to train and their epochs. With ``value`` (the estimated score of a set of
     runs, higher is better) and an estimate for every run: the set with the best value whose
-    plan fits ``budget_s`` (ties: more runs, then the cheaper plan), so a strong late run is
-    never dropped for an early weak one. Without: runs in ``costs`` order (priority) while each still fits at one
-    epoch after the ones kept before it. Then the largest common epoch scale (at most
-    ``MAX_SCALE``; with ``auto`` False, the recipes' epochs) whose total fits. Refuses, naming
-    the smallest plan, when not even one run fits."""
+    plan fits ``budget_s`` (``best_subset``: near-ties to more runs, then the dearer plan), so
+    a strong late run is never dropped for an early weak one. Without: runs in ``costs`` order
+    (``in_order``). Then the largest common epoch scale (at most ``MAX_SCALE``; with ``auto``
+    False, the recipes' epochs) whose total fits. Refuses, naming the smallest plan, when not
+    even one run fits."""
     if value is not None and len(costs) <= MAX_SUBSETS_OF:
         plan = best_subset(costs, recipe_epochs, k, budget_s, auto, value)
-        if plan is not None:
-            return plan
-        smallest = Plan(budget_s, k, {r: 1 for r in costs}, recipe_epochs, costs)
-        raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))
-    plan = in_order(costs, recipe_epochs, k, budget_s, auto)
+    else:
+        plan = in_order(costs, recipe_epochs, k, budget_s, auto)
     if plan is None:
         smallest = Plan(budget_s, k, {r: 1 for r in costs}, recipe_epochs, costs)
         raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))

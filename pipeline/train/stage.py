@@ -75,33 +75,39 @@ def train_stage(
     failed, total = [], 0
     while rounds:
         batch = rounds.pop(0)
-        jobs = []
-        for run in batch:
-            if run in plans:
-                recipes[run] = as_planned(recipes[run], plans[run])
-            write_or_verify_config(ws.run_dir(run), recipes[run], fhash, run, comp, plans.get(run))
-            jobs += _pending(ws, run, todo)
-        _teach_students(ws, recipes, jobs, d, teach)
         t_batch = time.perf_counter()
+        jobs = _start_round(ctx, batch, plans, todo, d, teach)
         failed += execute(ctx, jobs, d)
         total += len(jobs)
         for run in batch:
             assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
             record_wall(ws.run_dir(run), time.perf_counter() - t_start)
         if replanner and not failed:
-            plans, left = replanner.after(
-                batch[0], time.perf_counter() - t_batch, time.perf_counter() - t_start
-            )
+            now = time.perf_counter()
+            plans, left = replanner.after(batch[0], now - t_batch, now - t_start)
             for run in left:
                 recipes.pop(run, None)
-            for run in plans:
-                recipes[run] = every[run]
+            recipes.update({run: every[run] for run in plans})
             rounds = [[r] for r in by_estimate(plans, plans)]
     line = _budget_line(plans_made, replanner, time.perf_counter() - t_start)
     if line and total:
         print(line)
     if failed:
         raise PipelineError(failure_line(failed, total))
+
+
+def _start_round(ctx: TrainContext, batch: list[str], plans: dict, todo, d, teach) -> list[Job]:
+    """The runs of ``batch`` as planned, their ``config.toml`` written (or checked), their
+    students' targets written: the jobs of their pending folds."""
+    jobs = []
+    for run in batch:
+        if run in plans:
+            ctx.recipes[run] = as_planned(ctx.recipes[run], plans[run])
+        rdir = ctx.ws.run_dir(run)
+        write_or_verify_config(rdir, ctx.recipes[run], ctx.fhash, run, ctx.comp, plans.get(run))
+        jobs += _pending(ctx.ws, run, todo)
+    _teach_students(ctx.ws, ctx.recipes, jobs, d, teach)
+    return jobs
 
 
 def _budget_line(plans: dict, replanner, took_s: float) -> str:
