@@ -34,6 +34,7 @@ ADDED_LATER: dict[str, Any] = {
     "distill_weight": 0.5,
     "pseudo_floor": 0.0,
     "checkpoint": "best",
+    "train_stages": 1,
 }
 
 
@@ -70,6 +71,7 @@ class Recipe:
     patience: int = 0  # stop after this many epochs without a val score gain (the metric); 0 = off
     checkpoint: str = "best"  # best.pt = the best val epoch, or "last" (a teacher's fold model)
     freeze_epochs: int = 0  # first N epochs train only the head (linear probe), then everything
+    train_stages: int = 1  # kind "partial": the backbone's last N stages (and head) tuned per fold
     amp: str = "auto"  # CUDA mixed precision: auto (bf16 if supported, else fp16), bf16, fp16, off
     channels_last: bool = True  # NHWC memory format, CPU and CUDA (docs/performance.md)
     compile: bool = False  # torch.compile the model on CUDA (ignored on CPU); eager if it fails
@@ -93,7 +95,7 @@ class Recipe:
                 f"tta = {list(self.tta)!r}: unknown view {bad[0] if bad else '(empty list)'}; "
                 f"use views from {', '.join(TTA_VIEWS)}"
             )
-        for name in ("image_size", "epochs", "batch_size"):
+        for name in ("image_size", "epochs", "batch_size", "train_stages"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} = {getattr(self, name)} must be at least 1")
         if not 0 < self.layer_decay <= 1 or not 0 <= self.ema_decay < 1:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 KINDS: dict[str, str] = {
     "finetune": ".finetune",  # train the whole network per fold (timm, Albumentations)
     "features": ".features",  # frozen pretrained backbone: embed once, a linear head per fold
+    "partial": ".partial",  # frozen trunk cached once, its last stage(s) and head tuned per fold
 }
 
 
