@@ -2,6 +2,7 @@
 reused, runs left out, refusals, and the shipped recipe sets."""
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,55 @@ def test_replan_spends_what_a_fast_run_left_and_trims_after_a_slow_one(tmp_path,
     ).after("a", seconds=640.0, elapsed_s=990.0)
     assert todo == {} and left_out == ["tune"]  # nothing fits the 10 s left: dropped
     assert "drops tune" in capsys.readouterr().out
+
+
+def test_replan_prices_a_run_whose_embeddings_a_partial_run_wrote_at_nothing(tmp_path):
+    """A partial run's trunk pass writes its backbone's embeddings: the re-plan after it asks
+    each candidate's kind (``reprice``) and adds the feature member the first plan priced at a
+    whole embedding pass and left out."""
+    worth = {"part": 0.60, "feat": 0.60}
+
+    def value(subset: tuple[str, ...]) -> float:
+        return max((worth[r] for r in subset), default=0.0)
+
+    costs = {
+        "part": _rated(cost("partial", once=500.0, epoch=20.0, fold=4.0), worth["part"]),
+        "feat": _rated(cost("features", once=500.0, epoch=0.0, fold=4.0), worth["feat"]),
+    }
+    epochs = {"part": 4, "feat": 1}
+    first = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
+    assert list(first.costs) == ["part"]  # both: 1000 + 520 + ... does not fit
+    path = tmp_path / "plan.toml"
+    planner.write_plan(path, first, "cpu", ("feat",), costs)
+    cached = set()
+
+    def reprice(c, cst):
+        return replace(cst, once_s=0.0) if c in cached else cst
+
+    runs = ["part", "feat"]
+    re = budget.Replanner(path, first, costs, epochs, True, value, "cpu", runs, reprice)
+    before = budget.Replanner(path, first, costs, epochs, True, value, "cpu", runs)
+    assert before.after("part", seconds=900.0, elapsed_s=910.0)[0] == {}  # 500 s > 90 s left
+    cached.add("feat")  # the partial run embedded for it
+    todo, left_out = re.after("part", seconds=900.0, elapsed_s=910.0)
+    assert list(todo) == ["feat"] and left_out == []  # 5 folds x 4 s at pace 1.0 fit in 90 s
+
+
+def test_a_plan_prices_embeddings_a_partial_run_writes_once():
+    """A feature run whose embeddings the partial run of its backbone writes pays no embedding
+    pass in a set with it; the epochs the plan gives the partial run grow by what it saved."""
+    emb = frozenset({"embeddings:lite2_160_w:none", "embeddings:lite2_160_w:hflip"})
+    part = _rated(cost("partial", once=300.0, epoch=27.0, fold=16.0), 0.75)
+    feat = _rated(cost("features", once=230.0, epoch=0.0, fold=12.0), 0.75)
+    costs = {"part": replace(part, provides=emb), "feat": replace(feat, needs=emb)}
+    both = planner.shared(costs)
+    assert both["feat"].once_s == 0.0 and both["part"].once_s == 300.0
+    assert planner.shared({"feat": costs["feat"]})["feat"].once_s == 230.0  # alone: it embeds
+    other = replace(feat, needs=frozenset({"embeddings:lite1_128_w:none"}))
+    assert planner.shared({**costs, "feat": other})["feat"].once_s == 230.0  # another backbone
+    plan = planner.make_plan(costs, {"part": 4, "feat": 1}, 5, 1000.0, True, lambda s: 0.75)
+    # 301 + 5 * (E * 27 + 16) + (0 + 60 + 1) <= 1000 -> E = 4 (without sharing: E = 2)
+    assert set(plan.costs) == {"part", "feat"} and plan.epochs["part"] == 4
 
 
 def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_path):

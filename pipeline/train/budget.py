@@ -154,11 +154,33 @@ def resolve_plan(
         write_plan(path, plan, str(device), dropped, costs)
         print(f"wrote {path}: re-runs and resumes use these epochs (delete it to plan again)")
         saved = read_plan(path)
-        replanner = Replanner(path, plan, costs, epochs, auto, value, str(device), list(recipes))
+        replanner = Replanner(
+            path,
+            plan,
+            costs,
+            epochs,
+            auto,
+            value,
+            str(device),
+            list(recipes),
+            reprice=lambda c, cost, every=dict(recipes): repriced(comp, ws, every, c, cost),
+        )
     else:
         print(f"plan: {path} (BUDGET={saved['budget_s'] / 60:g}m, {saved['total_s'] / 60:.1f} min)")
     entries, left_out = plan_entries(saved, path, list(recipes), budget_s)
     return entries, left_out, replanner
+
+
+def repriced(comp, ws, recipes: dict, candidate: str, cost: Cost) -> Cost:
+    """``cost`` with nothing to pay once when the run's embeddings or activations (its
+    candidate's views) are on disk now: a partial run's trunk pass embeds for the feature
+    member of its backbone."""
+    recipe = recipes[run_of(candidate)]
+    if candidate != run_of(candidate):  # run[view]: that view only
+        recipe = replace(recipe, tta=(candidate.split("[", 1)[1].rstrip("]"),))
+    if cost.once_s > 0 and get_kind(recipe.kind).cached_once(comp, ws, recipe):
+        return replace(cost, once_s=0.0)
+    return cost
 
 
 def plan_entries(saved: dict, path: Path, runs: list[str], budget_s) -> tuple[dict, list[str]]:
@@ -195,6 +217,8 @@ class Replanner:
     value: Callable[[tuple[str, ...]], float] | None
     device: str
     runs: list[str]  # the runs of this call, in RUNS order
+    # a candidate's cost as its run's once-per-run work stands now (cached by a run before it)
+    reprice: Callable[[str, Cost], Cost] | None = None
     done: dict[str, float] = field(default_factory=dict)  # candidate -> seconds it took
     history: list[dict] = field(default_factory=list)
 
@@ -207,8 +231,11 @@ class Replanner:
         planned = sum(self.plan.run_seconds(c) for c in self.done)
         pace = min(MAX_PACE, max(MIN_PACE, sum(self.done.values()) / max(planned, 1e-9)))
         trained = {run_of(c) for c in self.done}
+        fresh = self.reprice or (lambda c, cost: cost)
         rest = {
-            c: _scaled(cost, pace) for c, cost in self.costs.items() if run_of(c) not in trained
+            c: _scaled(fresh(c, cost), pace)
+            for c, cost in self.costs.items()
+            if run_of(c) not in trained
         }
         left_s = self.plan.budget_s - elapsed_s
         epochs, k, auto = self.epochs, self.plan.k, self.auto

@@ -69,6 +69,13 @@ def _key(comp: Competition, recipe: Recipe, split: str) -> tuple[str, str]:
     return key, artifacts.text_hash("\n".join(table["id"].astype(str).tolist()))
 
 
+def embedding_keys(comp: Competition, recipe: Recipe, views) -> frozenset[str]:
+    """What a run's embeddings under ``views`` are, for the planner: ``embeddings:<key>:<view>``
+    (a partial run's trunk pass writes what a feature run of the same backbone reads)."""
+    key = _key(comp, recipe, "train")[0]
+    return frozenset(f"embeddings:{key}:{v}" for v in views)
+
+
 def cached_views(comp: Competition, ws: Workspace, recipe: Recipe) -> dict[str, list[str]]:
     """Per split, the recipe's views whose embeddings are already on disk (the planner's use)."""
     out = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .. import artifacts
@@ -100,7 +100,7 @@ def best_subset(
         subset = tuple(r for i, r in enumerate(runs) if mask >> i & 1)
         if len({run_of(r) for r in subset}) < len(subset):  # a run once, in one variant
             continue
-        chosen = {r: costs[r] for r in subset}
+        chosen = shared({r: costs[r] for r in subset})
         plan = _epochs_plan(chosen, recipe_epochs, k, budget_s, auto)
         if plan is not None:
             fits.append((value(base + subset), len(subset), plan.total_s, plan))
@@ -117,10 +117,23 @@ def in_order(
     kept before it, then the epochs scaled to fit; None when not even the first fits."""
     kept: dict[str, Cost] = {}
     for run, cost in costs.items():
-        trial = {**kept, run: cost}
+        trial = shared({**kept, run: cost})
         if _epochs_plan(trial, recipe_epochs, k, budget_s, auto) is not None:
             kept = trial
     return _epochs_plan(kept, recipe_epochs, k, budget_s, auto) if kept else None
+
+
+def shared(costs: dict[str, Cost]) -> dict[str, Cost]:
+    """The costs of runs planned together: a run whose once-per-run work another run of the
+    set writes (a partial run's trunk pass writes its backbone's embeddings, so a feature
+    member of that backbone embeds nothing) pays nothing once. The run that writes it trains
+    first (``stage.by_estimate``)."""
+    out = dict(costs)
+    for name, cost in costs.items():
+        given = frozenset().union(*(c.provides for n, c in costs.items() if n != name))
+        if cost.needs and cost.needs <= given and cost.once_s > 0:
+            out[name] = replace(cost, once_s=0.0)
+    return out
 
 
 def _epochs_plan(costs, recipe_epochs, k, budget_s, auto) -> Plan | None:

@@ -56,6 +56,10 @@ class Cost:
     figures: dict  # the measured rates behind it (images/s), for the plan file
     estimate: Estimate | None = None  # the kind's score estimate (Kind.estimate_score)
     fewer: Cost | None = None  # the same run with its first TTA view only, if it has more
+    # what its once-per-run work builds ("embeddings:<key>:<view>") when another run of the plan
+    # may write it first (needs), and what it writes for others beside its own (provides)
+    needs: frozenset[str] = frozenset()
+    provides: frozenset[str] = frozenset()
 
     def seconds(self, epochs: int, k: int) -> float:
         """All ``k`` folds at ``epochs`` epochs (a kind without epochs has ``epoch_s`` 0)."""

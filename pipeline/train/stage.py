@@ -127,8 +127,16 @@ def _budget_line(plans: dict, replanner, took_s: float) -> str:
 
 def by_estimate(runs, plans: dict) -> list[str]:
     """``runs`` with the best probe estimate first (their order where there is none): when
-    time runs short, the members worth most are trained already."""
-    return sorted(runs, key=lambda r: -plans.get(r, {}).get("estimate", -np.inf))
+    time runs short, the members worth most are trained already. On a tie, a run whose
+    once-per-run pass writes embeddings (``Kind.writes_embeddings``) goes first: a feature
+    member of its backbone then embeds nothing."""
+
+    def key(r: str) -> tuple[float, bool]:
+        entry = plans.get(r, {})
+        feeds = "kind" in entry and get_kind(entry["kind"]).writes_embeddings
+        return -entry.get("estimate", -np.inf), not feeds
+
+    return sorted(runs, key=key)
 
 
 def as_planned(recipe: Recipe, entry: dict) -> Recipe:

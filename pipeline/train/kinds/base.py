@@ -36,6 +36,9 @@ class Kind:
     scales_epochs: ClassVar[bool] = False
     # the recipe fields this kind reads; a recipe setting another one is told it is ignored
     fields: ClassVar[frozenset[str]] = frozenset()
+    # whether its once-per-run pass also writes the embeddings feature members of the same
+    # backbone read (so it trains before them when their estimates tie)
+    writes_embeddings: ClassVar[bool] = False
 
     def check(self, recipe: Recipe, source: str) -> None:
         """Refuse (``RecipeError`` naming ``source``) a recipe this kind cannot train."""
@@ -43,6 +46,11 @@ class Kind:
     def prepare(self, ctx: TrainContext, run: str, device: torch.device) -> None:
         """What the kind builds once for all of ``run``'s folds before any job starts (the
         decode caches are built for every kind); parallel jobs then only read it."""
+
+    def cached_once(self, comp, ws, recipe: Recipe) -> bool:
+        """Whether what a run of ``recipe`` builds once (embeddings, activations) is on disk
+        already, so that a re-plan prices that part at nothing."""
+        return False
 
     def fit_fold(self, job: FoldJob) -> None:
         """Fit one fold and write its folder: ``best.pt``, ``oof.npz``, ``test.npz``,

@@ -29,7 +29,7 @@ from ...errors import RecipeError
 from ...model.backbone import create_model
 from .. import heads, loop, student
 from ..context import FoldJob, TrainContext
-from ..embed import cached_views, embeddings
+from ..embed import cached_views, embedding_keys, embeddings
 from ..fold import save_torch, write_fold_logits
 from ..probe import (
     FOLD_OVERHEAD_S,
@@ -81,6 +81,10 @@ class Features(Kind):
         for split in ("train", "test"):
             embeddings(ctx.comp, ctx.ws, ctx.recipes[run], split, device)
 
+    def cached_once(self, comp, ws, recipe: Recipe) -> bool:
+        have = cached_views(comp, ws, recipe)
+        return all(v in have[s] for s in have for v in recipe.tta)
+
     def fit_fold(self, job: FoldJob) -> None:
         fit_fold(job)
 
@@ -101,6 +105,10 @@ class Features(Kind):
         sample = self._sample_views(p, model, norm, cached, timed)
         full = self._cost(p, model, n_all * (len(views) - len(cached)), embed_ips, len(views))
         one = self._cost(p, model, n_all * (views[0] not in cached), embed_ips, 1)
+        full, one = (
+            replace(c, needs=embedding_keys(p.comp, p.recipe, v))
+            for c, v in ((full, views), (one, views[:1]))
+        )
         fewer = (
             replace(one, estimate=self.estimate_score(p, sample[:1])) if len(views) > 1 else None
         )
