@@ -38,26 +38,26 @@ from ...config import Recipe
 from ...errors import RecipeError
 from ...model.backbone import create_model
 from .. import heads, loop
-from ..activations import activations, check_split, split_model, tail_of, trunk_pass
+from ..activations import (
+    activations,
+    cached_activation_views,
+    check_split,
+    split_model,
+    tail_of,
+    trunk_pass,
+)
 from ..context import FoldJob, TrainContext
 from ..embed import cached_views, embedding_keys, embeddings
 from ..epoch_plots import plot_curves
 from ..fold import epoch_score, load_resume, save_torch, write_fold_logits
 from ..optim import make_optimizer, make_scheduler
 from ..probe import FOLD_OVERHEAD_S, Cost, ProbeInput, model_and_norm, timed_predict
+from . import features
 from .features import Features
 
-FIELDS = {
-    "kind",
-    "backbone",
-    "pretrained",
-    "pretrained_file",
-    "image_size",
-    "batch_size",
-    "tta",
-    "seed",
-    "amp",
-    "channels_last",
+# a feature member's fields (the backbone, how it embeds, its views) without a student's, and
+# the ones that train the tail
+FIELDS = (features.FIELDS - {"teacher", "distill_weight", "pseudo_floor"}) | {
     "train_stages",
     "epochs",
     "optimizer",
@@ -66,7 +66,6 @@ FIELDS = {
     "weight_decay",
     "warmup_epochs",
     "min_lr_ratio",
-    "label_smoothing",
 }
 INIT_L2 = 1e-2  # the classifier's starting linear head (heads.L2_PATH's middle): only a start
 PREDICT_BATCH = 512  # activations per forward pass of the tail when predicting
@@ -164,8 +163,7 @@ class Partial(Features):
 
 
 def _cached_views(comp, ws, recipe: Recipe) -> list[str]:
-    from ..activations import cached_activation_views
-
+    """The recipe's views whose activations are on disk for both splits."""
     have = cached_activation_views(comp, ws, recipe)
     return [v for v in recipe.tta if v in have["train"] and v in have["test"]]
 
@@ -217,72 +215,22 @@ def fit_fold(job: FoldJob) -> None:
     training rows, train the tail for the recipe's epochs (resuming from ``last.pt``), keep the
     last epoch, write the fold's outputs."""
     t0 = time.perf_counter()
-    comp, ws, r, fold, device = job.comp, job.ws, job.recipe, job.fold, job.device
-    task, n_classes = comp.task, len(comp.classes)
+    comp, ws, r, device = job.comp, job.ws, job.recipe, job.device
     train_acts = activations(comp, ws, r, "train", device)
     test_acts = activations(comp, ws, r, "test", device)
     feats, cfg = embeddings(comp, ws, r, "train", device)  # written by the same trunk pass
-    y_all, tr_rows, va_rows = job.y_all, job.train_rows, job.held_out
-    torch.manual_seed(r.seed + fold)
-    model = create_model(r, n_classes).to(device)
-    x, y = heads.stack_views(feats, tr_rows, y_all)
-    start = heads.fit_head(x, y, n_classes, INIT_L2, task.multilabel)
-    w, b = start.folded()
-    clf = model.get_classifier()
-    with torch.no_grad():
-        clf.weight.copy_(w)
-        clf.bias.copy_(b)
-    trunk, tail = split_model(model, r.train_stages)
-    del trunk  # its weights stay in ``model`` (saved whole); its activations are cached
-    bs = r.batch_size
-    steps = (len(tr_rows) + bs - 1) // bs
+    model, tail = _start_model(job, feats)
+    steps = (len(job.train_rows) + r.batch_size - 1) // r.batch_size
     opt = make_optimizer(tail, r)
     sched = make_scheduler(opt, r, steps)
     state = _State(tail, opt, sched, device)
     saved = load_resume(job.fdir / "last.pt", state)
+    before_s = float(saved.get("seconds", 0.0))  # what the calls before this one took
     history: list[dict] = saved.get("history", [])
-    y_t = torch.from_numpy(y_all)
     for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
-        rng = np.random.default_rng([r.seed, fold, epoch])
-        order = rng.permutation(tr_rows)
-        view = rng.integers(len(r.tta), size=len(order))
-        tail.train()
-        seen = correct = 0
-        total = 0.0
-        desc = f"{job.tag} epoch {epoch + 1}/{r.epochs}"
-        bar = tqdm(range(steps), desc=desc, leave=False, disable=None, dynamic_ncols=True)
-        for s in bar:
-            rows, vs = order[s * bs : (s + 1) * bs], view[s * bs : (s + 1) * bs]
-            xb = _gather(train_acts, rows, vs).to(device)
-            yb = y_t[rows].to(device)
-            out = tail(xb)
-            if task.multilabel:
-                loss = loop.bce(out, yb, r.label_smoothing)
-            else:
-                loss = F.cross_entropy(out.float(), yb, label_smoothing=r.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            seen += len(rows)
-            total += loss.item() * len(rows)
-            correct += loop.hits(out.detach(), yb, task.multilabel)
-        tail.eval()
-        va = _tail_logits(tail, train_acts[0], va_rows, device)
-        y_va = y_all[va_rows]
-        val_loss, val_acc = loop.loss_and_accuracy(va, y_va)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": total / max(seen, 1),
-                "train_acc": correct / max(seen, 1),
-                "lr": opt.param_groups[0]["lr"],
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "val_score": float(task.score(y_va, task.probabilities(va))),
-            }
-        )
-        took = time.perf_counter() - t0 + float(saved.get("seconds", 0.0))
+        row = _train_epoch(job, tail, opt, sched, train_acts, epoch, steps)
+        history.append({"epoch": epoch + 1, **row, **_validate(job, tail, train_acts[0])})
+        took = time.perf_counter() - t0 + before_s
         save_torch(
             job.fdir / "last.pt",
             {**state.state_dict(), "epoch": epoch, "history": history, "seconds": took},
@@ -290,8 +238,76 @@ def fit_fold(job: FoldJob) -> None:
         h = history[-1]
         tqdm.write(
             f"{job.tag}: epoch {epoch + 1}/{r.epochs} train loss {h['train_loss']:.3f} "
-            f"val loss {val_loss:.3f} {task.metric} {h['val_score']:.4f}"
+            f"val loss {h['val_loss']:.3f} {comp.task.metric} {h['val_score']:.4f}"
         )
+    _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, before_s)
+
+
+def _start_model(job: FoldJob, feats: np.ndarray):
+    """The fold's whole network (pretrained trunk and tail, the classifier set to a linear head
+    fitted on the fold's training rows) and its tail, which shares the network's modules."""
+    r, n_classes = job.recipe, len(job.comp.classes)
+    torch.manual_seed(r.seed + job.fold)
+    model = create_model(r, n_classes).to(job.device)
+    x, y = heads.stack_views(feats, job.train_rows, job.y_all)
+    w, b = heads.fit_head(x, y, n_classes, INIT_L2, job.comp.task.multilabel).folded()
+    clf = model.get_classifier()
+    with torch.no_grad():
+        clf.weight.copy_(w)
+        clf.bias.copy_(b)
+    return model, split_model(model, r.train_stages)[1]
+
+
+def _train_epoch(job: FoldJob, tail, opt, sched, acts, epoch: int, steps: int) -> dict:
+    """One pass over the fold's training rows in a (seed, fold, epoch) order, each row under a
+    view drawn for this epoch; the epoch's train loss, accuracy and last learning rate."""
+    r, task, bs = job.recipe, job.comp.task, job.recipe.batch_size
+    rng = np.random.default_rng([r.seed, job.fold, epoch])
+    order = rng.permutation(job.train_rows)
+    view = rng.integers(len(r.tta), size=len(order))
+    y_t = torch.from_numpy(job.y_all)
+    tail.train()
+    seen = correct = 0
+    total = 0.0
+    desc = f"{job.tag} epoch {epoch + 1}/{r.epochs}"
+    for s in tqdm(range(steps), desc=desc, leave=False, disable=None, dynamic_ncols=True):
+        rows, vs = order[s * bs : (s + 1) * bs], view[s * bs : (s + 1) * bs]
+        yb = y_t[rows].to(job.device)
+        out = tail(_gather(acts, rows, vs).to(job.device))
+        if task.multilabel:
+            loss = loop.bce(out, yb, r.label_smoothing)
+        else:
+            loss = F.cross_entropy(out.float(), yb, label_smoothing=r.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        seen += len(rows)
+        total += loss.item() * len(rows)
+        correct += loop.hits(out.detach(), yb, task.multilabel)
+    seen = max(seen, 1)
+    return {
+        "train_loss": total / seen,
+        "train_acc": correct / seen,
+        "lr": opt.param_groups[0]["lr"],
+    }
+
+
+def _validate(job: FoldJob, tail, acts: np.ndarray) -> dict:
+    """The tail on the fold's held-out rows under the first view (reported, chooses nothing)."""
+    task, va_rows = job.comp.task, job.held_out
+    tail.eval()
+    va = _tail_logits(tail, acts, va_rows, job.device)
+    y_va = job.y_all[va_rows]
+    val_loss, val_acc = loop.loss_and_accuracy(va, y_va)
+    score = float(task.score(y_va, task.probabilities(va)))
+    return {"val_loss": val_loss, "val_acc": val_acc, "val_score": score}
+
+
+def _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, before_s) -> None:
+    """The fold's contract: ``best.pt`` (the whole network after the last epoch), its logits
+    under every view, ``metrics.csv``, ``curves.png``, then ``done.json``; ``last.pt`` goes."""
+    r, task, va_rows, device = job.recipe, job.comp.task, job.held_out, job.device
     tail.eval()
     save_torch(job.fdir / "best.pt", {"model": model.state_dict(), "epoch": r.epochs})
     oof = np.stack([_tail_logits(tail, a, va_rows, device) for a in train_acts])
@@ -299,7 +315,7 @@ def fit_fold(job: FoldJob) -> None:
     write_fold_logits(job, va_rows, oof, test)
     metrics = pd.DataFrame(history)
     artifacts.write_csv(job.fdir / "metrics.csv", metrics)
-    plot_curves(metrics, job.fdir / "curves.png", f"{job.run} fold {fold} (tail tuned)")
+    plot_curves(metrics, job.fdir / "curves.png", f"{job.run} fold {job.fold} (tail tuned)")
     secs = time.perf_counter() - t0
     last = history[-1]
     done = artifacts.FoldDone(
@@ -312,7 +328,7 @@ def fit_fold(job: FoldJob) -> None:
         mean=cfg["mean"],
         std=cfg["std"],
         threads=torch.get_num_threads(),
-        seconds=round(secs + float(saved.get("seconds", 0.0)), 1),
+        seconds=round(secs + before_s, 1),
         holdout_used=False,
         val_loss=last["val_loss"],
         extra={"train_stages": r.train_stages, "init_l2": INIT_L2},
