@@ -214,6 +214,42 @@ def test_a_plan_prices_embeddings_a_partial_run_writes_once():
     assert set(plan.costs) == {"part", "feat"} and plan.epochs["part"] == 4
 
 
+def test_a_tie_keeps_a_partial_run_whole_beside_the_feature_run_it_feeds():
+    """cifar10's probe figures at BUDGET=20m, every set's estimate equal: the partial run with
+    both views writes both views' embeddings, so the lite2 feature run embeds nothing. A tie
+    goes to more runs, then to whole runs, not to the dearer plan that trains the partial run
+    with one view and pays a second trunk pass for the feature run. A partial run is never cut
+    below its recipe's epochs: it is left out instead."""
+    two = frozenset({"embeddings:lite2:none", "embeddings:lite2:hflip"})
+    one = frozenset({"embeddings:lite2:none"})
+    part_none = replace(cost("partial", once=152.0, epoch=26.0, fold=9.0), provides=one)
+    feat_none = replace(cost("features", once=152.0, epoch=0.0, fold=10.0), needs=one)
+    costs = {
+        "part": replace(
+            cost("partial", once=330.0, epoch=26.0, fold=12.0), provides=two, fewer=part_none
+        ),
+        "part[none]": part_none,
+        "feat": replace(
+            cost("features", once=330.0, epoch=0.0, fold=15.0), needs=two, fewer=feat_none
+        ),
+        "feat[none]": feat_none,
+        "lite1[none]": cost("features", once=98.0, epoch=0.0, fold=9.0),
+    }
+    epochs = {"part": 4, "part[none]": 4, "feat": 1, "feat[none]": 1, "lite1[none]": 1}
+    plan = planner.make_plan(costs, epochs, 5, 1200.0, True, lambda s: 0.76)
+    # part 331 + 5 * (4 * 26 + 12) = 911, feat 1 + 0 + 75, lite1 1 + 98 + 45: 1131 s. Before,
+    # part[none] at 3 epochs (588) + feat paying its own pass (406) + lite1 (144) = 1138 won
+    assert set(plan.costs) == {"part", "feat", "lite1[none]"} and plan.epochs["part"] == 4
+    assert plan.total_s == pytest.approx(1131.0)
+    alone = planner.make_plan(costs, epochs, 5, 700.0, True, lambda s: 0.76)
+    assert "part" not in alone.costs and "part[none]" not in alone.costs  # 4 epochs: 718 s
+    with pytest.raises(PipelineError) as e:
+        planner.make_plan({"part": costs["part"]}, {"part": 4}, 5, 600.0, True, lambda s: 0.76)
+    assert str(e.value).startswith(
+        "BUDGET=10m is too small for any run (each at its fewest epochs: part 4): part 15.2 min"
+    )
+
+
 def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_path):
     costs = {"a": cost(), "f": cost("features", once=100.0, epoch=0.0, fold=4.0)}
     # a: 10 + 5 * (E * 20 + 5) + 1 probe; f: 100 + 5 * 4 + 1 probe = 121

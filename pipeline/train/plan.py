@@ -63,7 +63,8 @@ def make_plan(
 ) -> Plan:
     """The runs to train and their epochs. With ``value`` (the estimated score of a set of
     runs, higher is better) and an estimate for every run: the set with the best value whose
-    plan fits ``budget_s`` (``best_subset``: near-ties to more runs, then the dearer plan), so
+    plan fits ``budget_s`` (``best_subset``: near-ties to more runs, then to whole runs, then to
+    the dearer plan), so
     a strong late run is never dropped for an early weak one. Without: runs in ``costs`` order
     (``in_order``). Then the largest common epoch scale (at most ``MAX_SCALE``; with ``auto``
     False, the recipes' epochs) whose total fits. Refuses, naming the smallest plan, when not
@@ -73,7 +74,8 @@ def make_plan(
     else:
         plan = in_order(costs, recipe_epochs, k, budget_s, auto)
     if plan is None:
-        smallest = Plan(budget_s, k, {r: 1 for r in costs}, recipe_epochs, costs)
+        fewest = {r: fewest_epochs(c, recipe_epochs[r]) for r, c in costs.items()}
+        smallest = Plan(budget_s, k, fewest, recipe_epochs, costs)
         raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))
     return plan
 
@@ -89,12 +91,13 @@ def best_subset(
 ) -> Plan | None:
     """The subset of ``costs`` (a run once, in one variant) whose plan fits ``budget_s`` with
     the best ``value(base + subset)``. Values within ``VALUE_TIE`` of the best count as a tie
-    (the probe's few hundred held-out images cannot tell them apart): then more runs, then the
-    dearer plan, which spends the budget the user gave on members and views the ensemble stage
-    can still weigh. With ``base`` (runs already trained) the empty subset competes too, so
+    (the probe's few hundred held-out images cannot tell them apart): then more runs, then
+    more runs with all their TTA views (so two runs sharing one trunk pass keep the same views
+    rather than paying for it twice), then the dearer plan, which spends the budget the user
+    gave on members and epochs the ensemble stage can still weigh. With ``base`` (runs already trained) the empty subset competes too, so
     nothing is added that the estimate says lowers the ensemble (an empty plan is returned
     then); without, None when nothing fits."""
-    fits: list[tuple[float, int, float, Plan]] = []
+    fits: list[tuple[float, int, int, float, Plan]] = []
     runs = list(costs)
     for mask in range(0 if base else 1, 2 ** len(runs)):
         subset = tuple(r for i, r in enumerate(runs) if mask >> i & 1)
@@ -103,11 +106,12 @@ def best_subset(
         chosen = shared({r: costs[r] for r in subset})
         plan = _epochs_plan(chosen, recipe_epochs, k, budget_s, auto)
         if plan is not None:
-            fits.append((value(base + subset), len(subset), plan.total_s, plan))
+            whole = sum(r == run_of(r) and costs[r].fewer is not None for r in subset)
+            fits.append((value(base + subset), len(subset), whole, plan.total_s, plan))
     if not fits:
         return None
     top = max(f[0] for f in fits)
-    return max((f for f in fits if f[0] >= top - VALUE_TIE), key=lambda f: (f[1], f[2]))[3]
+    return max((f for f in fits if f[0] >= top - VALUE_TIE), key=lambda f: f[1:4])[4]
 
 
 def in_order(
@@ -143,7 +147,15 @@ def _epochs_plan(costs, recipe_epochs, k, budget_s, auto) -> Plan | None:
 
     def epochs_at(scale: float) -> dict[str, int]:
         e = {r: 1 for r in costs}
-        e.update({r: max(1, math.floor(recipe_epochs[r] * scale + 1e-9)) for r in tune})
+        e.update(
+            {
+                r: max(
+                    fewest_epochs(costs[r], recipe_epochs[r]),
+                    math.floor(recipe_epochs[r] * scale + 1e-9),
+                )
+                for r in tune
+            }
+        )
         return e
 
     scales = sorted(
@@ -162,6 +174,22 @@ def _epochs_plan(costs, recipe_epochs, k, budget_s, auto) -> Plan | None:
     return None
 
 
+def fewest_epochs(cost: Cost, recipe_epochs: int) -> int:
+    """The fewest epochs the planner gives a run: 1, or its kind's ``min_epoch_scale`` of the
+    recipe's epochs (a partial member keeps them all)."""
+    return max(1, math.ceil(recipe_epochs * get_kind(cost.kind).min_epoch_scale - 1e-9))
+
+
+def _fewest(smallest: Plan) -> str:
+    if all(e == 1 for e in smallest.epochs.values()):
+        return "(1 epoch each)"
+    return (
+        "(each at its fewest epochs: "
+        + ", ".join(f"{r} {e}" for r, e in smallest.epochs.items())
+        + ")"
+    )
+
+
 def _est(c: Cost) -> str:
     return f"{c.estimate.score:.3f}" if c.estimate is not None else "-"
 
@@ -171,7 +199,7 @@ def refusal(smallest: Plan, how: str) -> str:
     each = ", ".join(f"{r} {smallest.run_seconds(r) / 60:.1f} min" for r in smallest.costs)
     probes = sum(c.probe_s for c in smallest.costs.values())
     return (
-        f"BUDGET={smallest.budget_s / 60:g}m is too small for any run {how or '(1 epoch each)'}: "
+        f"BUDGET={smallest.budget_s / 60:g}m is too small for any run {how or _fewest(smallest)}: "
         f"{each} (probes {probes:.0f} s); raise BUDGET or name cheaper RUNS"
     )
 

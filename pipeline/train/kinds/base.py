@@ -34,6 +34,9 @@ class Kind:
     # whether BUDGET's planner (EPOCHS=auto) scales this kind's epochs; a kind without epochs
     # is priced once per fold
     scales_epochs: ClassVar[bool] = False
+    # the fewest of a recipe's epochs, as a fraction, the planner may give it: below that the
+    # member is worth less than leaving it out (a kind that starts from a fitted head)
+    min_epoch_scale: ClassVar[float] = 0.0
     # the recipe fields this kind reads; a recipe setting another one is told it is ignored
     fields: ClassVar[frozenset[str]] = frozenset()
     # whether its once-per-run pass also writes the embeddings feature members of the same
