@@ -219,7 +219,8 @@ def test_a_tie_keeps_a_partial_run_whole_beside_the_feature_run_it_feeds():
     both views writes both views' embeddings, so the lite2 feature run embeds nothing. A tie
     goes to more runs, then to whole runs, not to the dearer plan that trains the partial run
     with one view and pays a second trunk pass for the feature run. A partial run is never cut
-    below its recipe's epochs: it is left out instead."""
+    below half its recipe's epochs (one epoch of four scored below the linear head it starts
+    from): it is left out instead."""
     two = frozenset({"embeddings:lite2:none", "embeddings:lite2:hflip"})
     one = frozenset({"embeddings:lite2:none"})
     part_none = replace(cost("partial", once=152.0, epoch=26.0, fold=9.0), provides=one)
@@ -241,12 +242,17 @@ def test_a_tie_keeps_a_partial_run_whole_beside_the_feature_run_it_feeds():
     # part[none] at 3 epochs (588) + feat paying its own pass (406) + lite1 (144) = 1138 won
     assert set(plan.costs) == {"part", "feat", "lite1[none]"} and plan.epochs["part"] == 4
     assert plan.total_s == pytest.approx(1131.0)
-    alone = planner.make_plan(costs, epochs, 5, 700.0, True, lambda s: 0.76)
-    assert "part" not in alone.costs and "part[none]" not in alone.costs  # 4 epochs: 718 s
+    # 800 s: both whole (part at 2 epochs 651 + feat 76 + lite1 144 = 871) do not fit; one
+    # view each, sharing one trunk pass: part[none] at 3 epochs 588 + feat[none] 51 + lite1 144
+    small = planner.make_plan(costs, epochs, 5, 800.0, True, lambda s: 0.76)
+    assert set(small.costs) == {"part[none]", "feat[none]", "lite1[none]"}
+    assert small.epochs["part[none]"] == 3 and small.total_s == pytest.approx(783.0)
+    tiny = planner.make_plan(costs, epochs, 5, 400.0, True, lambda s: 0.76)
+    assert "part" not in tiny.costs and "part[none]" not in tiny.costs  # 2 epochs: 458 s
     with pytest.raises(PipelineError) as e:
         planner.make_plan({"part": costs["part"]}, {"part": 4}, 5, 600.0, True, lambda s: 0.76)
     assert str(e.value).startswith(
-        "BUDGET=10m is too small for any run (each at its fewest epochs: part 4): part 15.2 min"
+        "BUDGET=10m is too small for any run (each at its fewest epochs: part 2): part 10.8 min"
     )
 
 
