@@ -14,8 +14,9 @@ from .budget import DEFAULT_LIMIT
 
 def add_predict_args(s: argparse.ArgumentParser) -> None:
     s.add_argument(
-        "--comp", default="input/digits", help="competition name (or its folder: its name)"
+        "--comp", default=None, help="competition name or folder (input/<slug>, else input/digits)"
     )
+    s.add_argument("--slug", default="", help="the competition's Kaggle slug (names --comp)")
     s.add_argument("--models", default="models", help="trained runs <comp>/<run>/")
     s.add_argument("--output", default=".", help="holds submissions/<comp>/<name>/ensemble_state")
     s.add_argument("--name", default="ensemble", help="the saved ensemble")
@@ -48,7 +49,9 @@ def run_predict(a: argparse.Namespace) -> dict:
             "make predict needs TEST=<folder>: the sample submission and the test images "
             "(on Kaggle: /kaggle/input/<competition>)"
         )
-    ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
+    slug = getattr(a, "slug", "")  # the packaged notebook's Namespace names comp only
+    comp = a.comp or (f"input/{slug}" if slug else "input/digits")
+    ws = Workspace(Path(comp).name, Path(a.models), Path(a.output))
     return predict_stage(
         ws,
         a.name,
