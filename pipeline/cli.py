@@ -13,8 +13,12 @@ from pathlib import Path
 
 from .errors import PipelineError
 from .layout import Workspace
+from .track import resolve as resolve_track
 
-DESCRIPTION = "Kaggle image classification: make folds train ensemble submit COMP=input/<name>"
+DESCRIPTION = (
+    "Kaggle image classification: make download folds train ensemble submit SLUG=<slug> "
+    "(or COMP=input/<name>)"
+)
 DEFAULT_COMP = "input/digits"  # make demo's embedded competition
 
 
@@ -41,6 +45,24 @@ def open_competition(a, strict: bool = True):
             print(note, flush=True)
     cache = Path(a.cache) if a.cache else None
     return comp, Workspace(comp.name, Path(a.models), Path(a.output), cache)
+
+
+def resolve_comp(a) -> None:
+    """``--comp`` left out: ``input/<slug>`` when ``--slug`` is given (``make ... SLUG=``), else
+    make demo's competition. The one place this default lives."""
+    if getattr(a, "comp", "") is None:
+        slug = getattr(a, "slug", "")
+        if slug:
+            from .submit.download import check_slug
+
+            check_slug(slug)
+        a.comp = f"input/{slug}" if slug else DEFAULT_COMP
+
+
+def cmd_download(a):
+    from .submit.download import download_stage
+
+    download_stage(a.slug, Path(a.comp) if a.comp else None, workers=a.workers)
 
 
 def cmd_check(a):
@@ -89,6 +111,7 @@ def cmd_train(a):
         budget_s=budget,
         auto_epochs=a.epochs == "auto",
         teach=teach,
+        track=resolve_track(a.track),
     )
 
 
@@ -145,11 +168,16 @@ def cmd_ensemble(a):
 
     comp, ws = open_competition(a)
     methods = split_words(a.methods) or None
+    track = resolve_track(a.track)
     ensemble_stage(comp, ws, split_words(a.runs), a.method, a.name, methods, a.dup_labels, a.prior)
     if not a.no_report:  # the report stage reads what the ensemble stage just wrote
         from .report import report_stage
 
         report_stage(comp, ws, name=a.name)
+    if track:  # the leaderboard, per-class accuracy and the report's figures
+        from .ensemble.tracking import track_ensemble
+
+        track_ensemble(comp, ws, a.name, track)
 
 
 def cmd_report(a):
@@ -170,6 +198,21 @@ def cmd_lb(a):
     from .submit.ledger import lb_stage
 
     lb_stage(*open_competition(a))
+
+
+def cmd_board(a):
+    """TensorBoard on the competition's runs, folds and ensembles (127.0.0.1)."""
+    from .track import serve_tensorboard
+
+    comp, ws = open_competition(a)
+    serve_tensorboard(ws.runs_dir, a.port)
+
+
+def cmd_mlflow(a):
+    """The MLflow UI on the local store TRACK=mlflow writes under ``--models`` (127.0.0.1)."""
+    from .track import serve_mlflow
+
+    serve_mlflow(Path(a.models), a.port)
 
 
 def cmd_predict(a):
@@ -215,8 +258,11 @@ def add_comp(s: argparse.ArgumentParser, required: bool = False) -> None:
     s.add_argument(
         "--comp",
         required=required,
-        default=None if required else DEFAULT_COMP,
-        help=f"competition folder, e.g. input/leaves ({DEFAULT_COMP})",
+        default=None,
+        help=f"competition folder, e.g. input/leaves (input/<slug> with --slug, else {DEFAULT_COMP})",
+    )
+    s.add_argument(
+        "--slug", default="", help="the competition's Kaggle slug: --comp defaults to input/<slug>"
     )
     s.add_argument(
         "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
@@ -224,6 +270,15 @@ def add_comp(s: argparse.ArgumentParser, required: bool = False) -> None:
     s.add_argument("--output", default=".", help="where folds/ and submissions/ are written")
     s.add_argument(
         "--cache", default="", help="decode and hash caches (default <models>/<comp>/.cache)"
+    )
+
+
+def add_track(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--track",
+        default=None,
+        help="tensorboard, mlflow (MLflow as well) or none (default $PIPELINE_TRACK, else "
+        "tensorboard): event files beside the artifacts, docs/tracking.md",
     )
 
 
@@ -250,6 +305,12 @@ def _data_verbs(verb) -> None:
 
     s = verb("check", cmd_check, "validate the CSVs and decode every image; list all problems")
     s.add_argument("--workers", type=int, default=2, help="decoding threads")
+    s = verb(
+        "download",
+        cmd_download,
+        "kaggle competitions download -c <slug> into input/<slug>, unzip it safely, check it",
+    )
+    s.add_argument("--workers", type=int, default=2, help="decoding threads of the check")
     s = verb("folds", cmd_folds, "write folds/<comp>.csv and folds/<comp>.duplicates.csv")
     s.add_argument("--k", type=int, default=5)
     s.add_argument("--seed", type=int, default=42)
@@ -287,6 +348,7 @@ def _train_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", default="", help="torch threads per job (default cores / jobs)")
     s.add_argument("--gpus", default="", help="GPU ids for the workers, e.g. 0,1 (default all)")
     s.add_argument("--retries", type=int, default=1, help="re-runs of a job that dies")
+    add_track(s)
     s.add_argument(
         "--no-shared-fs",
         action="store_true",
@@ -299,7 +361,9 @@ def _model_verbs(verb) -> None:
     from .ensemble.methods import method_help  # torch-free registry
 
     _train_args(verb("train", cmd_train, "train every (run, fold) not yet done"))
-    s = verb("curve", cmd_curve, "learning curve: one fold trained on 10/25/50 % of its rows")
+    s = verb(
+        "curve", cmd_curve, "learning curve: one fold trained on 10, 25 and 50 percent of its rows"
+    )
     s.add_argument("--run", required=True, help="recipe name from models/<run>.toml")
     s.add_argument("--fractions", default="0.1 0.25 0.5", help="train fractions, nested")
     s.add_argument("--fold", type=int, default=0)
@@ -325,6 +389,7 @@ def _model_verbs(verb) -> None:
         help="test class priors: auto (EM-adjusted when a shift is detected), train or em",
     )
     s.add_argument("--no-report", action="store_true", help="skip the report stage")
+    add_track(s)
     s = verb("report", cmd_report, "per-class report of an ensemble, from oof_ensemble.npz")
     s.add_argument("--name", default="ensemble")
     s = verb("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
@@ -333,6 +398,10 @@ def _model_verbs(verb) -> None:
     s.add_argument("--kernel", default="", help="code competition: <owner>/<notebook>")
     s.add_argument("--version", default="", help="code competition: the notebook version")
     verb("lb", cmd_lb, "fill public/private leaderboard scores into the ledger")
+    s = verb("board", cmd_board, "TensorBoard on models/<comp>/: every run, fold and ensemble")
+    s.add_argument("--port", type=int, default=6006, help="the port on 127.0.0.1 (6006)")
+    s = verb("mlflow", cmd_mlflow, "the MLflow UI on TRACK=mlflow's store under --models")
+    s.add_argument("--port", type=int, default=5000, help="the port on 127.0.0.1 (5000)")
     _code_verbs(verb)
 
 
@@ -343,7 +412,11 @@ def _code_verbs(verb) -> None:
     s = verb("predict", cmd_predict, "predict a test folder from the saved ensemble", comp=False)
     add_predict_args(s)
     s = verb("package", cmd_package, "Kaggle dataset + offline notebook of an ensemble", comp=False)
-    s.add_argument("--comp", default=DEFAULT_COMP, help="competition folder or name")
+    s.add_argument(
+        "--comp",
+        default=None,
+        help=f"competition folder or name (input/<slug>, else {DEFAULT_COMP})",
+    )
     s.add_argument("--models", default="models")
     s.add_argument("--output", default=".")
     s.add_argument("--name", default="ensemble")
@@ -377,6 +450,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse ``argv``, call the verb; a ``PipelineError`` is one line and exit status 2."""
     args = parser.parse_args(argv)
     try:
+        resolve_comp(args)
         return int(args.fn(args) or 0)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# TRACK=none for the suite (its time does not grow); tests/test_tracking.py and the executor
+# tests turn TensorBoard on where they check it. Set before any test imports the CLI.
+os.environ["PIPELINE_TRACK"] = "none"
 
 from .fakes import write_cifar, write_leaves
 

@@ -18,6 +18,7 @@ from pipeline.model.infer import predict
 from pipeline.train import heads as features
 from pipeline.train.cache import build_cache
 
+from .events import scalars
 from .fakes import CLASSES, write_leaves
 
 RECIPE = """kind = "features"
@@ -44,7 +45,7 @@ def workdir(tmp_path, monkeypatch):
 
 def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
     comp = ["--comp", "input/toy"]
-    assert main(["train", *comp, "--runs", "f"]) == 0
+    assert main(["train", *comp, "--runs", "f", "--track", "tensorboard"]) == 0
     rdir = workdir / "models" / "toy" / "f"
     with np.load(rdir / "oof.npz") as z:
         assert z["logits"].shape == (2, 36, 3) and z["logits"].dtype == np.float32
@@ -59,6 +60,14 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
     assert done["kind"] == "features" and done["l2_inner_val"] == 2  # never fold 1 itself
     assert done["holdout_used"] is False and done["pseudo_labels"] == 0
     assert done["val_acc"] > 0.5  # the class blob is linearly visible in random-net features
+    # TensorBoard (TensorBoard's reader): the L2 path as the inner score per L2, and the val row
+    events = scalars(rdir / "fold1")
+    path = done["l2_path"]
+    assert events["l2_path/inner_accuracy"] == [
+        (i, pytest.approx(p["inner_score"], abs=1e-6)) for i, p in enumerate(path, 1)
+    ]
+    assert [v for _, v in events["l2_path/l2"]] == pytest.approx([p["l2"] for p in path])
+    assert events["val/accuracy"] == [(1, pytest.approx(done["val_acc"], abs=1e-6))]
     out = capsys.readouterr().out
     assert "embedded 36 train images x 2 views" in out and "OOF accuracy by view" in out
 

@@ -21,6 +21,7 @@ from pipeline.train.executors.base import default_threads, last_epoch
 from pipeline.train.executors.local import exit_reason, visible_device
 from pipeline.train.stage import train_stage
 
+from .events import assert_epochs_match_metrics
 from .fakes import write_leaves
 
 # 2 epochs, so a kill after epoch 1's last.pt is mid-fold; augmentation, mixup and EMA on
@@ -64,6 +65,16 @@ def _assert_same_as(root: Path, ref: Path) -> None:
     assert soak.check_outputs(root, ref, "toy", ["r"]) == []  # every artifact read, bit-equal
 
 
+TB = frozenset({"tensorboard"})
+
+
+def _assert_events(root: Path) -> None:
+    """TensorBoard's view of each fold (events written in the worker or Ray task, fold 1 killed
+    after epoch 1 and resumed or restarted) equals its metrics.csv, no step doubled or lost."""
+    for fold in (0, 1):
+        assert_epochs_match_metrics(root / "models/toy/r" / f"fold{fold}")
+
+
 def _ray():
     try:
         import ray
@@ -91,7 +102,7 @@ def test_local_queue_retries_a_killed_worker_and_matches_in_process(
     root = _copy(reference.parent / "template", tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)
     monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
-    train_stage(*_open(root), ["r"], device="cpu", dispatch=Dispatch(jobs=2, threads=1))
+    train_stage(*_open(root), ["r"], device="cpu", dispatch=Dispatch(jobs=2, threads=1), track=TB)
     out = capsys.readouterr().out
     assert "r fold 1 died (killed by SIGKILL); retrying" in out
     assert "2/2 jobs ended, 0 running" in out and "ETA 0s" in out
@@ -99,6 +110,7 @@ def test_local_queue_retries_a_killed_worker_and_matches_in_process(
     assert "PIPELINE_KILL_AT: SIGKILL" in log and "attempt 2" in log and "resuming" in log
     assert "1 threads" in log
     _assert_same_as(root, reference)
+    _assert_events(root)
 
 
 @pytest.mark.slow
@@ -124,10 +136,11 @@ def test_ray_tasks_retry_a_killed_worker_and_match_in_process(
     root = _copy(reference.parent / "template", tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # forwarded to the Ray tasks by the driver
     monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
-    train_stage(*_open(root), ["r"], device="cpu", dispatch=Dispatch("ray", threads=1))
+    train_stage(*_open(root), ["r"], device="cpu", dispatch=Dispatch("ray", threads=1), track=TB)
     assert (tmp_path / "after:fold1_last.pt").is_file()  # the kill did fire
     assert "resuming" in (root / "models/toy/r/logs/fold1.log").read_text()
     _assert_same_as(root, reference)
+    _assert_events(root)
 
 
 @pytest.mark.slow
@@ -138,11 +151,12 @@ def test_ray_without_shared_fs_returns_the_fold_files_to_the_driver(
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # in the task's scratch folder
     monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
     dispatch = Dispatch("ray", threads=1, options={"shared_fs": False})
-    train_stage(*_open(root), ["r"], device="cpu", dispatch=dispatch)
+    train_stage(*_open(root), ["r"], device="cpu", dispatch=dispatch, track=TB)
     assert (tmp_path / "after:fold1_last.pt").is_file()
     log = (root / "models/toy/r/logs/fold1.log").read_text()
     assert "Ray task" in log and "resuming" not in log  # the retry restarted the fold
     _assert_same_as(root, reference)
+    _assert_events(root)  # the event files came back with the fold's other files
 
 
 def test_dispatch_settings(monkeypatch):

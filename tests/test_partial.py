@@ -21,6 +21,7 @@ from pipeline.train.activations import split_model
 from pipeline.train.cache import build_cache
 from pipeline.train.kinds import partial
 
+from .events import assert_epochs_match_metrics
 from .fakes import CLASSES, write_leaves
 
 RECIPE = """kind = "partial"
@@ -66,7 +67,7 @@ def test_split_shares_the_modules_and_computes_the_whole_network():
 
 def test_partial_member_contract_shared_trunk_pass_resume_and_predict(workdir, capsys, monkeypatch):
     comp = ["--comp", "input/toy"]
-    assert main(["train", *comp, "--runs", "p"]) == 0
+    assert main(["train", *comp, "--runs", "p", "--track", "tensorboard"]) == 0
     out = capsys.readouterr().out
     assert "cached test_efficientnet @24px trunk activations (all but 1 stage(s)) of 24" in out
     assert "last 1 stage(s) and head tuned for 2 epochs" in out
@@ -79,7 +80,9 @@ def test_partial_member_contract_shared_trunk_pass_resume_and_predict(workdir, c
     assert done["kind"] == "partial" and done["epochs"] == done["best_epoch"] == 2
     assert done["holdout_used"] is False and done["train_stages"] == 1
     metrics = (rdir / "fold1" / "metrics.csv").read_text().splitlines()
-    assert len(metrics) == 3 and metrics[0].startswith("epoch,train_loss,train_acc,lr,val_loss")
+    assert len(metrics) == 3 and metrics[0].startswith("epoch,train_loss,train_acc,lr,img_per_s")
+    for fold in range(3):  # each epoch's row in TensorBoard (TensorBoard's reader)
+        assert_epochs_match_metrics(rdir / f"fold{fold}")
     assert (rdir / "fold1" / "curves.png").is_file() and not (rdir / "fold1" / "last.pt").exists()
 
     # the trunk pass wrote the feature member's embeddings too: it embeds nothing

@@ -37,7 +37,7 @@ def cmd_bench(a):
     if a.whole:
         from .bench_whole import whole_train
 
-        whole_train(comp, a.run, recipe, res, fold=a.fold, sets=a.set, ws=ws)
+        whole_train(comp, a.run, recipe, res, fold=a.fold, sets=a.set, ws=ws, track=a.track)
 
 
 def cmd_prepare(a):
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batches", type=int, default=20, help="timed batches per figure")
     s.add_argument("--whole", action="store_true", help="also time a real train of one fold")
     s.add_argument("--fold", type=int, default=0, help="the fold --whole trains")
+    s.add_argument(
+        "--track", default=None, help="--whole: TRACK of the timed train (tensorboard, none, ...)"
+    )
     s = sub.add_parser("prepare", help="decode caches and embeddings of RUNS, as train builds them")
     s.set_defaults(fn=cmd_prepare)
     add_comp(s)

@@ -45,8 +45,10 @@ def whole_train(
     fold: int = 0,
     sets: str = "",
     ws: Workspace | None = None,
+    track: str | None = None,
 ) -> dict:
-    """Time one real fold; compare with the ideal from ``bench`` (``bench_stage``'s result)."""
+    """Time one real fold; compare with the ideal from ``bench`` (``bench_stage``'s result).
+    ``track``: the timed train's TRACK (default: the train's own default)."""
     ws = ws or Workspace(comp.name)
     folds = artifacts.read_folds(ws.folds_csv, comp.root)
     n_val = int((folds["fold"] == fold).sum())
@@ -73,6 +75,7 @@ def whole_train(
             sets,
             "--device",
             bench["device"],
+            *(["--track", track] if track else []),
         ]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         t0 = time.perf_counter()

@@ -120,7 +120,7 @@ def _read(path: Path):
     if path.suffix == ".json":  # seconds differ from run to run
         return {k: v for k, v in artifacts.read_json(path, "make train").items() if k != "seconds"}
     if path.suffix == ".csv":  # images/s differs from run to run
-        return pd.read_csv(path).drop(columns=["img_per_s"])
+        return pd.read_csv(path).drop(columns=["img_per_s"], errors="ignore")
     if path.suffix == ".pt":
         return torch.load(path, map_location="cpu", weights_only=True)
     if path.suffix == ".toml":

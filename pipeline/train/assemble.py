@@ -60,8 +60,12 @@ def load_recipes(ws, runs: list[str], overrides: dict | None) -> dict:
     return recipes
 
 
-def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, run: str) -> None:
-    """Stitch fold OOF rows into ``oof.npz`` (folds-file order) and average fold test logits."""
+def assemble_run(
+    rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, run: str
+) -> dict[str, float] | None:
+    """Stitch fold OOF rows into ``oof.npz`` (folds-file order) and average fold test logits;
+    the OOF score under the competition's metric per view and of their mean (``tta``, with
+    more than one view), or None while folds are missing."""
     done = [f for f in range(k) if (rdir / f"fold{f}" / "done.json").is_file()]
     if len(done) < k:
         missing = ",".join(str(f) for f in range(k) if f not in done)
@@ -69,7 +73,7 @@ def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, r
             f"{run}: {len(done)} of {k} folds done; oof.npz/test.npz are written when all are: "
             f"make train COMP={comp.root} RUNS={run} FOLDS={missing}"
         )
-        return
+        return None
     rerun = f"make train COMP={comp.root} RUNS={run}"
     ids = folds_df["id"].to_numpy().astype(str)
     pos = {i: n for n, i in enumerate(ids)}
@@ -96,6 +100,10 @@ def assemble_run(rdir: Path, folds_df: pd.DataFrame, comp, fhash: str, k: int, r
     artifacts.write_logits(rdir / "test.npz", ids=tests[0]["ids"], logits=test, **common)
     task = comp.task
     y = encode(folds_df["label"], comp.classes, task.kind)
-    scores = [task.score(y, task.probabilities(lg)) for lg in logits]
-    text = "  ".join(f"{view} {v:.4f}" for view, v in zip(common["views"], scores, strict=True))
+    probs = [task.probabilities(lg) for lg in logits]
+    scores = {str(v): float(task.score(y, p)) for v, p in zip(common["views"], probs, strict=True)}
+    text = "  ".join(f"{view} {v:.4f}" for view, v in scores.items())
     print(f"{run}: wrote {rdir}/oof.npz and test.npz; OOF {task.metric} by view: {text}")
+    if len(probs) > 1:
+        scores["tta"] = float(task.score(y, np.mean(probs, axis=0)))
+    return scores

@@ -55,6 +55,7 @@ class TrainContext:
     recipes: dict[str, Recipe]
     device: str  # "cpu", "cuda", "cuda:1"; a worker that owns one GPU sees it as "cuda"
     labels: np.ndarray = field(repr=False)  # labels_by_row(comp, folds_df)
+    track: frozenset[str] = frozenset()  # TRACK's trackers (pipeline/track.py); none by default
 
     @classmethod
     def build(cls, comp, ws, folds_df, fhash, recipes, device: str) -> TrainContext:

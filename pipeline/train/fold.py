@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import artifacts
+from ..track import Board
 from .context import FoldJob
 
 
@@ -64,3 +65,28 @@ def epoch_score(row: dict) -> float:
     """An epoch's held-out score under the competition's metric (``metrics.csv``/``last.pt``
     history rows); rows of runs trained before the metric drove epochs have accuracy only."""
     return row.get("val_score", row["val_acc"])
+
+
+# metrics.csv column -> TensorBoard tag of a fold's epoch (val_score: the competition's metric)
+EPOCH_TAGS = {
+    "train_loss": "train/loss",
+    "train_acc": "train/accuracy",
+    "val_loss": "val/loss",
+    "val_acc": "val/accuracy",
+    "lr": "lr",
+    "img_per_s": "img_per_s",
+}
+
+
+def fold_board(job: FoldJob) -> Board:
+    """The fold's TensorBoard run ``<run>/fold<k>``: event files in the fold folder itself (a
+    Ray task's return carries the fold folder's files), off unless ``TRACK`` has tensorboard."""
+    return Board(job.fdir, "tensorboard" in job.ctx.track)
+
+
+def epoch_scalars(row: dict, metric: str) -> dict[str, float]:
+    """A ``metrics.csv`` row as TensorBoard scalars: ``EPOCH_TAGS`` and ``val/<metric>``."""
+    out = {tag: row[col] for col, tag in EPOCH_TAGS.items() if col in row}
+    if "val_score" in row:
+        out[f"val/{metric}"] = row["val_score"]
+    return out

@@ -31,6 +31,7 @@ from .context import Job, TrainContext, labels_by_row
 from .executors import Dispatch, execute, refusal
 from .executors.base import Failure, prepare_shared
 from .kinds import get_kind
+from .summary import track_run
 
 
 def train_stage(
@@ -44,12 +45,15 @@ def train_stage(
     budget_s: float | None = None,
     auto_epochs: bool = True,
     teach: Callable[[str, str, list[int]], None] | None = None,
+    track: frozenset[str] = frozenset(),
 ) -> None:
     """Train ``folds`` (default all) of every recipe in ``runs`` (``<models>/<run>.toml`` with
     ``overrides``) on ``device`` with the executor of ``dispatch`` (default: this process, one
     job after another); assemble each run whose folds are all done. ``budget_s``: plan the
     epochs to fit (``plan.py``); a written ``plan.toml`` is used whenever it exists. ``teach(run,
-    teacher, folds)`` writes a student's targets before its folds train (``pipeline/teach``)."""
+    teacher, folds)`` writes a student's targets before its folds train (``pipeline/teach``).
+    ``track``: TRACK's trackers (``pipeline/track.py``): each fold's epochs and each assembled
+    run's summary go to TensorBoard (and MLflow)."""
     t_start = time.perf_counter()
     folds_df, fhash = read_training_folds(comp, ws)
     k = int(folds_df["fold"].max()) + 1
@@ -68,7 +72,7 @@ def train_stage(
         print(f"{run}: left out by the plan {ws.plan} (over budget); not trained")
         del recipes[run]
     d = dispatch or Dispatch()
-    ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev), labels)
+    ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev), labels, frozenset(track))
     # A plan made now is revised after each run, so runs train one after another, best
     # estimate first; otherwise every pending fold of every run goes to the executor at once.
     rounds = [[r] for r in by_estimate(recipes, plans)] if replanner else [list(recipes)]
@@ -80,8 +84,10 @@ def train_stage(
         failed += execute(ctx, jobs, d)
         total += len(jobs)
         for run in batch:
-            assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
+            scores = assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
             record_wall(ws.run_dir(run), time.perf_counter() - t_start)
+            if scores is not None and track:
+                track_run(ctx, run, scores, plans.get(run))
         if replanner and not failed:
             now = time.perf_counter()
             plans, left = replanner.after(batch[0], now - t_batch, now - t_start)

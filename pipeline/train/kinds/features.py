@@ -30,7 +30,7 @@ from ...model.backbone import create_model
 from .. import heads, loop, student
 from ..context import FoldJob, TrainContext
 from ..embed import cached_views, embedding_keys, embeddings
-from ..fold import save_torch, write_fold_logits
+from ..fold import epoch_scalars, fold_board, save_torch, write_fold_logits
 from ..probe import (
     FOLD_OVERHEAD_S,
     Cost,
@@ -219,6 +219,13 @@ def fit_fold(job: FoldJob) -> None:
     secs = time.perf_counter() - t0
     row = {"l2": l2, "val_loss": val_loss, "val_acc": val_acc, "val_score": val_score}
     artifacts.write_csv(job.fdir / "metrics.csv", pd.DataFrame([row]))
+    with fold_board(job) as board:
+        board.purge_step = 1  # a fold re-fitted after a kill writes its steps again
+        board.scalars(epoch_scalars(row, task.metric), 1)
+        for step, p in enumerate(chosen.get("l2_path", []), 1):  # the inner score per L2
+            board.scalars(
+                {f"l2_path/inner_{task.metric}": p["inner_score"], "l2_path/l2": p["l2"]}, step
+            )
     done = artifacts.FoldDone(
         kind=Features.name,
         best_epoch=1,

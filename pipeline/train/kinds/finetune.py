@@ -21,12 +21,20 @@ from ... import artifacts
 from ...config import Recipe
 from ...model.backbone import create_model, data_config
 from ...model.infer import normalisation, predict_as_trained
+from ...track import Board
 from .. import loop, student
 from ..augment import loader_transform
 from ..cache import Joined, build_cache
 from ..context import FoldJob
 from ..epoch_plots import plot_curves
-from ..fold import epoch_score, load_resume, save_torch, write_fold_logits
+from ..fold import (
+    epoch_scalars,
+    epoch_score,
+    fold_board,
+    load_resume,
+    save_torch,
+    write_fold_logits,
+)
 from ..loader import CachedImages, auto_workers, make_loader
 from ..probe import FOLD_OVERHEAD_S, Cost, First, ProbeInput, model_and_norm, timed_predict
 from .base import Kind
@@ -55,7 +63,8 @@ class Finetune(Kind):
         """Train one (run, fold) to the end, resuming from ``last.pt`` when a call died."""
         t0 = time.perf_counter()
         setup = setup_fold(job)
-        history = run_epochs(job, setup)
+        with fold_board(job) as board:
+            history = run_epochs(job, setup, board)
         finish_fold(job, setup, history, time.perf_counter() - t0)
 
     def probe(self, p: ProbeInput) -> Cost:
@@ -143,12 +152,16 @@ def _student_rows(job: FoldJob, train_imgs: np.ndarray):
     return Joined(train_imgs, test_imgs), np.r_[tr_rows, n + taught.pseudo], labels, soft
 
 
-def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
-    """Train from the last finished epoch; keep the best epoch; checkpoint every epoch."""
+def run_epochs(job: FoldJob, setup: FoldSetup, board: Board | None = None) -> list[dict]:
+    """Train from the last finished epoch; keep the best epoch; checkpoint every epoch. Each
+    epoch's ``metrics.csv`` row goes to ``board`` (TensorBoard) at step = epoch, from the
+    first epoch this call trains (steps a killed call wrote past ``last.pt`` are purged)."""
     r, fdir, state = job.recipe, job.fdir, setup.state
     task = job.comp.task
     saved = load_resume(fdir / "last.pt", state)
     history: list[dict] = saved.get("history", [])
+    board = board or Board(fdir, on=False)
+    board.purge_step = len(history) + 1
     best = None  # (score, val loss) of the best epoch so far
     for h in history:
         if improves(task, h, best):
@@ -170,6 +183,10 @@ def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
             best = (row["val_score"], row["val_loss"])
             weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
             save_torch(fdir / "best.pt", weights)
+        # the epoch's events are on disk before last.pt says it is done: a kill between them
+        # re-runs the epoch, and the resumed call's purge drops what it wrote
+        board.scalars(epoch_scalars(history[-1], task.metric), epoch + 1)
+        board.flush()
         save_torch(fdir / "last.pt", {**state.state_dict(), "epoch": epoch, "history": history})
         tqdm.write(format_epoch(job.run, job.fold, history[-1], r.epochs, improved))
     return history

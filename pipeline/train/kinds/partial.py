@@ -49,7 +49,14 @@ from ..activations import (
 from ..context import FoldJob, TrainContext
 from ..embed import cached_views, embedding_keys, embeddings
 from ..epoch_plots import plot_curves
-from ..fold import epoch_score, load_resume, save_torch, write_fold_logits
+from ..fold import (
+    epoch_scalars,
+    epoch_score,
+    fold_board,
+    load_resume,
+    save_torch,
+    write_fold_logits,
+)
 from ..optim import make_optimizer, make_scheduler
 from ..probe import FOLD_OVERHEAD_S, Cost, ProbeInput, model_and_norm, timed_predict
 from . import features
@@ -231,19 +238,23 @@ def fit_fold(job: FoldJob) -> None:
     saved = load_resume(job.fdir / "last.pt", state)
     before_s = float(saved.get("seconds", 0.0))  # what the calls before this one took
     history: list[dict] = saved.get("history", [])
-    for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
-        row = _train_epoch(job, tail, opt, sched, train_acts, epoch, steps)
-        history.append({"epoch": epoch + 1, **row, **_validate(job, tail, train_acts[0])})
-        took = time.perf_counter() - t0 + before_s
-        save_torch(
-            job.fdir / "last.pt",
-            {**state.state_dict(), "epoch": epoch, "history": history, "seconds": took},
-        )
-        h = history[-1]
-        tqdm.write(
-            f"{job.tag}: epoch {epoch + 1}/{r.epochs} train loss {h['train_loss']:.3f} "
-            f"val loss {h['val_loss']:.3f} {comp.task.metric} {h['val_score']:.4f}"
-        )
+    with fold_board(job) as board:
+        board.purge_step = len(history) + 1  # steps a killed call wrote past last.pt go
+        for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
+            row = _train_epoch(job, tail, opt, sched, train_acts, epoch, steps)
+            history.append({"epoch": epoch + 1, **row, **_validate(job, tail, train_acts[0])})
+            took = time.perf_counter() - t0 + before_s
+            board.scalars(epoch_scalars(history[-1], comp.task.metric), epoch + 1)
+            board.flush()  # on disk before last.pt says the epoch is done
+            save_torch(
+                job.fdir / "last.pt",
+                {**state.state_dict(), "epoch": epoch, "history": history, "seconds": took},
+            )
+            h = history[-1]
+            tqdm.write(
+                f"{job.tag}: epoch {epoch + 1}/{r.epochs} train loss {h['train_loss']:.3f} "
+                f"val loss {h['val_loss']:.3f} {comp.task.metric} {h['val_score']:.4f}"
+            )
     _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, before_s)
 
 
@@ -272,7 +283,7 @@ def _train_epoch(job: FoldJob, tail, opt, sched, acts, epoch: int, steps: int) -
     y_t = torch.from_numpy(job.y_all)
     tail.train()
     seen = correct = 0
-    total = 0.0
+    total, t0 = 0.0, time.perf_counter()
     desc = f"{job.tag} epoch {epoch + 1}/{r.epochs}"
     for s in tqdm(range(steps), desc=desc, leave=False, disable=None, dynamic_ncols=True):
         rows, vs = order[s * bs : (s + 1) * bs], view[s * bs : (s + 1) * bs]
@@ -294,6 +305,7 @@ def _train_epoch(job: FoldJob, tail, opt, sched, acts, epoch: int, steps: int) -
         "train_loss": total / seen,
         "train_acc": correct / seen,
         "lr": opt.param_groups[0]["lr"],
+        "img_per_s": seen / max(time.perf_counter() - t0, 1e-9),
     }
 
 
