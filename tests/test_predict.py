@@ -39,7 +39,7 @@ def trained(tmp_path_factory) -> Path:
     args = ["--comp", str(root / "input" / "toy"), "--models", str(root / "models")]
     args += ["--output", str(root)]
     assert main(["folds", *args, "--k", "2"]) == 0
-    assert main(["train", *args, "--runs", "a b"]) == 0
+    assert main(["train", *args, "--runs", "a b", "--track", "tensorboard"]) == 0
     ens = ["ensemble", *args, "--runs", "a b", "--methods", "soft stack"]
     assert main([*ens, "--method", "stack", "--no-report"]) == 0
     return root
@@ -76,6 +76,7 @@ def test_packaged_notebook_predicts_offline_in_a_clean_folder(trained, tmp_path,
     """Acceptance: package (fp32 weights), then the notebook code in a fresh interpreter, in a
     folder with only the test images and the sample submission, the package on PYTHONPATH."""
     args = [*roots(trained), "--owner", "me", "--precision", "fp32", "--dry-run"]
+    (trained / "models" / "mlflow.db").write_bytes(b"SQLite format 3\x00")  # TRACK=mlflow's
     assert main(["package", *args]) == 0
     out = capsys.readouterr().out
     pkg = trained / "package" / "toy" / "ensemble"
@@ -90,6 +91,9 @@ def test_packaged_notebook_predicts_offline_in_a_clean_folder(trained, tmp_path,
     data = pkg / "dataset"
     assert (data / "models/toy/a/fold1/weights.safetensors").is_file()
     assert not list(data.rglob("*.pt")) and not list(data.rglob("oof.npz"))
+    # tracking stays home: the runs' TensorBoard events (and an MLflow store) are not shipped
+    assert list((trained / "models/toy/a/fold1").glob("events.out.tfevents.*"))
+    assert not list(data.rglob("*tfevents*")) and not list(data.rglob("mlflow.db"))
 
     kaggle = tmp_path / "kaggle"
     shutil.copytree(data, kaggle / "input" / "toy-ensemble-models")

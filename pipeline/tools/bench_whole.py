@@ -100,7 +100,7 @@ def whole_train(
     }
     print(
         f"whole train, fold {fold} ({epochs} epochs, {n_train} train / {n_val} val / {n_test} test "
-        f"images, {views} views): wall {wall:.0f} s; ideal {ideal:.0f} s = train "
+        f"images, {views} views): wall {wall:.1f} s; ideal {ideal:.0f} s = train "
         f"{ideal_train:.0f} s at {bench['bare_train_ips']:.0f} img/s + predict "
         f"{ideal_predict:.0f} s at {per_view_ips:.0f} img-views/s; wall/ideal = "
         f"{res['whole_ratio']:.2f} (target <= 1.15)"
