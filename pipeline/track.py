@@ -160,6 +160,22 @@ class Board:
         if self._writer is not None:
             self._guard(self._writer.flush)
 
+    def experiment(self, params: dict[str, Any], metrics: list[str]) -> None:
+        """The HParams experiment of the whole folder tree: the hparams every run's session
+        names and the metric tags to show (``hparam/...``), so the dashboard lists those and not
+        every scalar of every fold. TensorBoard reads the first experiment it finds: write one,
+        at the competition's root."""
+
+        def write():
+            from torch.utils.tensorboard.summary import hparams
+
+            exp, _, _ = hparams(
+                {k: _hparam(v) for k, v in params.items()}, dict.fromkeys(metrics, 0.0)
+            )
+            self._w().file_writer.add_summary(exp)
+
+        self._guard(write)
+
     def close(self) -> None:
         if self._writer is not None:
             self._guard(self._writer.close)

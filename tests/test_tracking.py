@@ -119,6 +119,12 @@ def test_run_summary_oof_per_view_wall_time_and_hparams(tracked):
     hp = ea.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in hp
     assert "backbone" in hp["_hparams_/session_start_info"].decode("latin-1")
+    # the experiment at the competition's root names the two metrics, not every fold scalar
+    root = EventAccumulator(str(tracked / "models/toy"))
+    root.Reload()
+    experiment = root.PluginTagToContent("hparams")["_hparams_/experiment"].decode("latin-1")
+    assert "hparam/oof_accuracy" in experiment and "hparam/nested_accuracy" in experiment
+    assert "val/loss" not in experiment and "image_size" in experiment
     subdirs = {p.name for p in rdir.iterdir() if p.is_dir()}
     assert subdirs <= {"fold0", "fold1", "logs"}, subdirs
 

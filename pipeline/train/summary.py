@@ -40,8 +40,28 @@ def track_run(ctx: TrainContext, run: str, scores: dict[str, float], plan: dict 
             board.scalars(values, 0)
             board.hparams(params, {f"hparam/oof_{metric}": best})
             board.text("recipe", _table(params))
+        with Board(ctx.ws.runs_dir, suffix=".experiment", replace=True) as root:
+            root.experiment(
+                compared(ctx, params), [f"hparam/oof_{metric}", f"hparam/nested_{metric}"]
+            )
     if "mlflow" in ctx.track:
         guarded_mlflow(_mlflow_run, ctx, run, params, values, best, dones)
+
+
+ALWAYS = ("kind", "backbone", "image_size", "epochs")  # HParams columns even when all agree
+
+
+def compared(ctx: TrainContext, params: dict) -> dict:
+    """The HParams the dashboard shows: ``ALWAYS`` and every recipe field on which the
+    competition's trained runs (their ``config.toml``) differ; each run's session keeps all."""
+    recipes = [params]
+    for path in sorted(ctx.ws.runs_dir.glob("*/config.toml")):
+        cfg = artifacts.read_run_config(path) or {}
+        if "recipe" in cfg:
+            recipes.append({"run": cfg.get("run", path.parent.name), **cfg["recipe"]})
+    differ = {k for k in params if len({repr(r.get(k)) for r in recipes}) > 1}
+    keep = [*ALWAYS, *sorted(differ - set(ALWAYS))]
+    return {k: params[k] for k in keep if k in params}
 
 
 def _table(params: dict) -> str:
