@@ -186,4 +186,4 @@ soak: setup ## kill train at random moments TIMES times; every resume must be bi
 clean: ## delete folds, trained runs and submissions (recipes, shipped sets and weights stay)
 	rm -rf folds/*.csv submissions/*/
 	find $(or $(MODELS),models) -mindepth 1 -maxdepth 1 -type d ! -name cpu ! -name gpu \
-		! -name pretrained -exec rm -rf {} +
+		! -name cpu-hub ! -name gpu-hub ! -name pretrained -exec rm -rf {} +

@@ -38,12 +38,16 @@ def test_a_run_named_like_a_shared_folder_is_refused(run, tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_clean_keeps_the_shipped_sets_and_weights(tmp_path):
+    """Every shipped set (``layout.RECIPE_SETS``, the hub sets included) and the weights stay."""
+    from pipeline.layout import RECIPE_SETS
+
     models = tmp_path / "models"
-    for d in ("cpu", "gpu", "pretrained", "leaves/r/fold0", "digits"):
+    for d in (*RECIPE_SETS, "pretrained", "leaves/r/fold0", "digits"):
         (models / d).mkdir(parents=True)
     (models / "r.toml").write_text("")
     repo = __import__("pathlib").Path(__file__).resolve().parents[1]
     shutil.copy(repo / "Makefile", tmp_path / "Makefile")
     done = subprocess.run(["make", "-s", "clean", f"MODELS={models}"], cwd=tmp_path)
     assert done.returncode == 0
-    assert sorted(p.name for p in models.iterdir()) == ["cpu", "gpu", "pretrained", "r.toml"]
+    kept = sorted(p.name for p in models.iterdir())
+    assert kept == sorted([*RECIPE_SETS, "pretrained", "r.toml"])
