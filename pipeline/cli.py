@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .errors import PipelineError
 from .layout import Workspace
-from .track import resolve as resolve_track
 
 DESCRIPTION = (
     "Kaggle image classification: make download folds train ensemble submit SLUG=<slug> "
@@ -63,6 +62,17 @@ def cmd_download(a):
     from .submit.download import download_stage
 
     download_stage(a.slug, Path(a.comp) if a.comp else None, workers=a.workers)
+
+
+def resolve_track(value: str | None) -> frozenset[str]:
+    """TRACK's trackers; TRACK=mlflow without mlflow installed is refused before any work."""
+    from .track import resolve
+    from .track_mlflow import require_mlflow
+
+    track = resolve(value)
+    if "mlflow" in track:
+        require_mlflow()
+    return track
 
 
 def cmd_check(a):
@@ -210,7 +220,7 @@ def cmd_board(a):
 
 def cmd_mlflow(a):
     """The MLflow UI on the local store TRACK=mlflow writes under ``--models`` (127.0.0.1)."""
-    from .track import serve_mlflow
+    from .track_mlflow import serve_mlflow
 
     serve_mlflow(Path(a.models), a.port)
 

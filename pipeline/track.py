@@ -8,7 +8,8 @@ return carries them), a run's summary and HParams the run ``<run>``, an ensemble
 
 Tracking never stops training: events go through TensorBoard's asynchronous writer, and the
 first failing write (ENOSPC, say) prints one warning and turns that tracker off. Torch,
-TensorBoard and MLflow are imported only when a tracker writes.
+TensorBoard and MLflow are imported only when a tracker writes; the MLflow store is
+``track_mlflow.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ MODES = ("tensorboard", "mlflow", "none")
 DEFAULT = "tensorboard"
 ENV = "PIPELINE_TRACK"  # the default of --track where it is not given (the test suite: none)
 ENSEMBLES = "ensembles"  # models/<comp>/ensembles/<name>/: an ensemble's events
-MLFLOW_DB = "mlflow.db"  # models/mlflow.db and models/mlruns/: TRACK=mlflow's local store
-MLFLOW_ARTIFACTS = "mlruns"
 EVENTS_GLOB = "events.out.tfevents.*"
 
 
@@ -42,13 +41,7 @@ def resolve(value: str | None) -> frozenset[str]:
         return frozenset()
     if "mlflow" in names:
         names.add("tensorboard")
-        require_mlflow()
     return frozenset(names)
-
-
-def as_text(modes: frozenset[str]) -> str:
-    """What ``resolve`` turns back into: the value a worker or a later call is given."""
-    return ",".join(sorted(modes)) or "none"
 
 
 _warned: set[str] = set()  # a failing tracker warns once per process
@@ -230,68 +223,12 @@ def _hparam(v):
     return str(list(v)) if isinstance(v, tuple | list) else str(v)
 
 
-# ---------------------------------------------------------------- MLflow (TRACK=mlflow)
-
-
-def mlflow_uri(models: Path) -> str:
-    return f"sqlite:///{(Path(models) / MLFLOW_DB).resolve()}"
-
-
-def require_mlflow() -> None:
-    """One line, before any work, when TRACK=mlflow but mlflow is not installed."""
-    from .errors import PipelineError
-
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        raise PipelineError(
-            "TRACK=mlflow needs the mlflow package: .venv/bin/pip install -e '.[track]' "
-            "(or TRACK=tensorboard)"
-        ) from None
-
-
-def mlflow_client(models: Path):
-    """An ``MlflowClient`` on the local store under ``models``; one line when mlflow is not
-    installed."""
-    require_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=mlflow_uri(models))
-
-
-def guarded_mlflow(fn, *args) -> None:
-    """``fn(*args)``, an MLflow logging step: a failure (a locked store, a full disk) warns once
-    and never stops the stage."""
-    try:
-        fn(*args)
-    except Exception as e:
-        if "mlflow" not in _warned:
-            _warned.add("mlflow")
-            print(
-                f"warning: MLflow logging stopped ({type(e).__name__}: {e}); the stage goes on",
-                file=sys.stderr,
-            )
-
-
-def mlflow_experiment(client, models: Path, name: str) -> str:
-    """The id of the MLflow experiment ``name`` (one per competition), made once with its
-    artifacts under ``models/mlruns``."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    where = (Path(models) / MLFLOW_ARTIFACTS).resolve()
-    return client.create_experiment(name, artifact_location=where.as_uri())
-
-
-# ---------------------------------------------------------------- make board / make mlflow
+# ---------------------------------------------------------------- make board
 
 
 def serve_tensorboard(logdir: Path, port: int) -> None:
     """``tensorboard --logdir <models>/<comp>`` on 127.0.0.1:``port``, its URL printed first;
     one line when nothing was tracked there yet."""
-    import shutil
-    import subprocess
-
     from .errors import PipelineError
 
     if not any(Path(logdir).rglob(EVENTS_GLOB)):
@@ -299,32 +236,17 @@ def serve_tensorboard(logdir: Path, port: int) -> None:
             f"no TensorBoard events under {logdir}: make train (and make ensemble) write them "
             "unless TRACK=none"
         )
-    exe = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or "tensorboard"
-    print(f"TensorBoard on http://127.0.0.1:{port}/ (logdir {logdir}); Ctrl+C stops it", flush=True)
-    cmd = [exe, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)]
-    try:
-        subprocess.run(cmd, check=False)
-    except KeyboardInterrupt:
-        pass
+    serve("TensorBoard", "tensorboard", ["--logdir", str(logdir)], port, f"logdir {logdir}")
 
 
-def serve_mlflow(models: Path, port: int) -> None:
-    """``mlflow ui`` on the store under ``models`` at 127.0.0.1:``port``."""
+def serve(what: str, exe: str, args: list[str], port: int, about: str) -> None:
+    """Run the venv's ``exe`` with ``args`` on 127.0.0.1:``port`` until Ctrl+C, its URL first."""
     import shutil
     import subprocess
 
-    from .errors import PipelineError
-
-    mlflow_client(models)  # one line when mlflow is not installed
-    if not (Path(models) / MLFLOW_DB).is_file():
-        raise PipelineError(
-            f"no MLflow store at {Path(models) / MLFLOW_DB}: make train TRACK=mlflow writes it"
-        )
-    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    print(f"MLflow on http://127.0.0.1:{port}/ (store {mlflow_uri(models)}); Ctrl+C stops it")
-    cmd = [exe, "ui", "--backend-store-uri", mlflow_uri(models), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port)]
+    path = shutil.which(exe, path=str(Path(sys.executable).parent)) or exe
+    print(f"{what} on http://127.0.0.1:{port}/ ({about}); Ctrl+C stops it", flush=True)
     try:
-        subprocess.run(cmd, check=False)
+        subprocess.run([path, *args, "--host", "127.0.0.1", "--port", str(port)], check=False)
     except KeyboardInterrupt:
         pass

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import track
-from pipeline.cli import main
+from pipeline import track, track_mlflow
+from pipeline.cli import main, resolve_track
 from pipeline.errors import PipelineError
 
 from .events import assert_epochs_match_metrics, scalars
@@ -158,7 +158,7 @@ def test_ensemble_events_leaderboard_per_class_and_figures(tracked):
 
 def test_mlflow_runs_folds_and_ensemble_read_back(tracked):
     _mlflow_or_skip()
-    client = track.mlflow_client(tracked / "models")
+    client = track_mlflow.mlflow_client(tracked / "models")
     exp = client.get_experiment_by_name("toy")
     runs = client.search_runs([exp.experiment_id])
     by_name = {r.info.run_name: r for r in runs}
@@ -207,13 +207,14 @@ def test_a_failing_event_write_warns_once_and_training_goes_on(tmp_path, monkeyp
 
 def test_track_values_and_the_commands_that_serve_them(tmp_path, monkeypatch, capsys):
     assert track.resolve("tensorboard") == {"tensorboard"}
+    assert track.resolve("mlflow") == {"tensorboard", "mlflow"}
     try:
         import mlflow  # noqa: F401
 
-        assert track.resolve("mlflow") == {"tensorboard", "mlflow"}
+        assert resolve_track("mlflow") == {"tensorboard", "mlflow"}
     except ImportError:  # refused before any work, in one line
         with pytest.raises(PipelineError, match=r"^TRACK=mlflow needs the mlflow package: "):
-            track.resolve("mlflow")
+            resolve_track("mlflow")
     assert track.resolve("none") == frozenset()
     monkeypatch.setenv("PIPELINE_TRACK", "none")
     assert track.resolve(None) == frozenset()

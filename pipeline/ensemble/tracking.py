@@ -16,7 +16,8 @@ import pandas as pd
 
 from ..competition import Competition
 from ..layout import Workspace
-from ..track import ENSEMBLES, Board, guarded_mlflow, mlflow_client, mlflow_experiment
+from ..track import ENSEMBLES, Board
+from ..track_mlflow import guarded_mlflow, mlflow_client, mlflow_experiment
 
 FIGURES = ("per_class_accuracy", "confusion_matrix", "worst_mistakes", "label_issues")
 

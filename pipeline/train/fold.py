@@ -78,10 +78,12 @@ EPOCH_TAGS = {
 }
 
 
-def fold_board(job: FoldJob) -> Board:
+def fold_board(job: FoldJob, first_step: int) -> Board:
     """The fold's TensorBoard run ``<run>/fold<k>``: event files in the fold folder itself (a
-    Ray task's return carries the fold folder's files), off unless ``TRACK`` has tensorboard."""
-    return Board(job.fdir, "tensorboard" in job.ctx.track)
+    Ray task's return carries the fold folder's files), off unless ``TRACK`` has tensorboard.
+    ``first_step``: the first epoch this call writes; steps from there that a killed call wrote
+    are purged."""
+    return Board(job.fdir, "tensorboard" in job.ctx.track, purge_step=first_step)
 
 
 def epoch_scalars(row: dict, metric: str) -> dict[str, float]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import artifacts
-from ..track import Board, guarded_mlflow, mlflow_client, mlflow_experiment
+from ..track import Board
+from ..track_mlflow import guarded_mlflow, mlflow_client, mlflow_experiment
 from .context import TrainContext
-from .fold import EPOCH_TAGS
+from .fold import epoch_scalars
 
 SUMMARY_SUFFIX = ".run"  # events.out.tfevents.*.run: the run summary's own event files
 
@@ -105,9 +106,9 @@ def _mlflow_run(ctx: TrainContext, run: str, params: dict, values: dict, best, d
         rows = []
         for i, row in enumerate(metrics.to_dict("records")):
             step = int(row.get("epoch", i + 1))
-            for col, tag in {**EPOCH_TAGS, "val_score": f"val/{metric}"}.items():
-                if col in row and pd.notna(row[col]):
-                    rows.append(Metric(tag.replace("/", "_"), float(row[col]), 0, step))
+            for tag, v in epoch_scalars(row, metric).items():
+                if pd.notna(v):
+                    rows.append(Metric(tag.replace("/", "_"), float(v), 0, step))
         rows.append(Metric("seconds", float(done.seconds), 0, 0))
         client.log_batch(cid, metrics=rows)
         if (fdir / "curves.png").is_file():

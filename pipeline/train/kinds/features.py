@@ -219,8 +219,7 @@ def fit_fold(job: FoldJob) -> None:
     secs = time.perf_counter() - t0
     row = {"l2": l2, "val_loss": val_loss, "val_acc": val_acc, "val_score": val_score}
     artifacts.write_csv(job.fdir / "metrics.csv", pd.DataFrame([row]))
-    with fold_board(job) as board:
-        board.purge_step = 1  # a fold re-fitted after a kill writes its steps again
+    with fold_board(job, 1) as board:  # a fold re-fitted after a kill writes its steps again
         board.scalars(epoch_scalars(row, task.metric), 1)
         for step, p in enumerate(chosen.get("l2_path", []), 1):  # the inner score per L2
             board.scalars(

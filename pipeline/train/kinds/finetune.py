@@ -21,7 +21,6 @@ from ... import artifacts
 from ...config import Recipe
 from ...model.backbone import create_model, data_config
 from ...model.infer import normalisation, predict_as_trained
-from ...track import Board
 from .. import loop, student
 from ..augment import loader_transform
 from ..cache import Joined, build_cache
@@ -63,8 +62,7 @@ class Finetune(Kind):
         """Train one (run, fold) to the end, resuming from ``last.pt`` when a call died."""
         t0 = time.perf_counter()
         setup = setup_fold(job)
-        with fold_board(job) as board:
-            history = run_epochs(job, setup, board)
+        history = run_epochs(job, setup)
         finish_fold(job, setup, history, time.perf_counter() - t0)
 
     def probe(self, p: ProbeInput) -> Cost:
@@ -152,43 +150,44 @@ def _student_rows(job: FoldJob, train_imgs: np.ndarray):
     return Joined(train_imgs, test_imgs), np.r_[tr_rows, n + taught.pseudo], labels, soft
 
 
-def run_epochs(job: FoldJob, setup: FoldSetup, board: Board | None = None) -> list[dict]:
+def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
     """Train from the last finished epoch; keep the best epoch; checkpoint every epoch. Each
-    epoch's ``metrics.csv`` row goes to ``board`` (TensorBoard) at step = epoch, from the
-    first epoch this call trains (steps a killed call wrote past ``last.pt`` are purged)."""
+    epoch's ``metrics.csv`` row goes to the fold's TensorBoard run at step = epoch (steps a
+    killed call wrote past ``last.pt`` are purged)."""
     r, fdir, state = job.recipe, job.fdir, setup.state
     task = job.comp.task
     saved = load_resume(fdir / "last.pt", state)
     history: list[dict] = saved.get("history", [])
-    board = board or Board(fdir, on=False)
-    board.purge_step = len(history) + 1
     best = None  # (score, val loss) of the best epoch so far
     for h in history:
         if improves(task, h, best):
             best = (epoch_score(h), h["val_loss"])
-    for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
-        if stale := epochs_since_best(history, r.patience, task.greater_is_better):
-            tqdm.write(f"{job.tag}: early stop, no val {task.metric} gain for {stale} epochs")
-            break
-        seed_epoch(r.seed + job.fold, epoch)
-        setup.loader.sampler.set_epoch(epoch)
-        loop.set_frozen(setup.model, epoch < r.freeze_epochs)
-        row = loop.train_one_epoch(state, setup.loader, f"{job.tag} epoch {epoch + 1}/{r.epochs}")
-        va = _predict(job, setup, state.eval_model(), setup.train_imgs, setup.va_rows, "val")[0]
-        y_va = job.y_all[setup.va_rows]
-        row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
-        row["val_score"] = task.score(y_va, task.probabilities(va))  # picks the best epoch
-        history.append({"epoch": epoch + 1, **row})
-        if improved := improves(task, row, best) or r.checkpoint == "last":
-            best = (row["val_score"], row["val_loss"])
-            weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
-            save_torch(fdir / "best.pt", weights)
-        # the epoch's events are on disk before last.pt says it is done: a kill between them
-        # re-runs the epoch, and the resumed call's purge drops what it wrote
-        board.scalars(epoch_scalars(history[-1], task.metric), epoch + 1)
-        board.flush()
-        save_torch(fdir / "last.pt", {**state.state_dict(), "epoch": epoch, "history": history})
-        tqdm.write(format_epoch(job.run, job.fold, history[-1], r.epochs, improved))
+    with fold_board(job, len(history) + 1) as board:
+        for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
+            if stale := epochs_since_best(history, r.patience, task.greater_is_better):
+                tqdm.write(f"{job.tag}: early stop, no val {task.metric} gain for {stale} epochs")
+                break
+            seed_epoch(r.seed + job.fold, epoch)
+            setup.loader.sampler.set_epoch(epoch)
+            loop.set_frozen(setup.model, epoch < r.freeze_epochs)
+            row = loop.train_one_epoch(
+                state, setup.loader, f"{job.tag} epoch {epoch + 1}/{r.epochs}"
+            )
+            va = _predict(job, setup, state.eval_model(), setup.train_imgs, setup.va_rows, "val")[0]
+            y_va = job.y_all[setup.va_rows]
+            row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
+            row["val_score"] = task.score(y_va, task.probabilities(va))  # picks the best epoch
+            history.append({"epoch": epoch + 1, **row})
+            if improved := improves(task, row, best) or r.checkpoint == "last":
+                best = (row["val_score"], row["val_loss"])
+                weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
+                save_torch(fdir / "best.pt", weights)
+            # the epoch's events are on disk before last.pt says it is done: a kill between them
+            # re-runs the epoch, and the resumed call's purge drops what it wrote
+            board.scalars(epoch_scalars(history[-1], task.metric), epoch + 1)
+            board.flush()
+            save_torch(fdir / "last.pt", {**state.state_dict(), "epoch": epoch, "history": history})
+            tqdm.write(format_epoch(job.run, job.fold, history[-1], r.epochs, improved))
     return history
 
 

@@ -238,8 +238,7 @@ def fit_fold(job: FoldJob) -> None:
     saved = load_resume(job.fdir / "last.pt", state)
     before_s = float(saved.get("seconds", 0.0))  # what the calls before this one took
     history: list[dict] = saved.get("history", [])
-    with fold_board(job) as board:
-        board.purge_step = len(history) + 1  # steps a killed call wrote past last.pt go
+    with fold_board(job, len(history) + 1) as board:  # steps a killed call wrote past last.pt go
         for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
             row = _train_epoch(job, tail, opt, sched, train_acts, epoch, steps)
             history.append({"epoch": epoch + 1, **row, **_validate(job, tail, train_acts[0])})
