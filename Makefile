@@ -62,7 +62,7 @@ demo: setup ## the whole pipeline on the embedded digits competition (dry-run su
 test: setup ## ruff, the import contracts, then pytest (CPU-only, offline): what CI runs
 	$(py) -m ruff check pipeline tests
 	$(VENV)/bin/lint-imports
-	$(py) -m pytest
+	OMP_NUM_THREADS=1 $(py) -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 lint: setup ## ruff check, ruff format --check, import contracts
 	$(py) -m ruff check pipeline tests
