@@ -181,7 +181,7 @@ bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthe
 ## TIMES: make soak: kill-and-resume experiments (20)
 soak: setup ## kill train at random moments TIMES times; every resume must be bit-identical
 	$(py) -m pipeline.tools soak $(call arg,TIMES,--times) $(call arg,SET,--set) \
-		$(call arg,COMP,--comp) $(call arg,RUNS,--runs) $(device)
+		$(call arg,COMP,--comp) $(call arg,RUNS,--runs) $(call arg,JOBS,--jobs) $(device)
 
 clean: ## delete folds, trained runs and submissions (recipes, shipped sets and weights stay)
 	rm -rf folds/*.csv submissions/*/

@@ -155,7 +155,8 @@ def read_embedding(path: str | Path, ids_hash: str) -> np.ndarray | None:
             if str(z["ids_hash"]) != ids_hash:
                 return None
             return z["feats"]
-    except Exception:  # corrupt: embed again
+    except Exception as e:  # truncated, or a CRC that does not match: embed again
+        print(f"embeddings {path} are damaged ({type(e).__name__}); computing them again")
         return None
 
 
@@ -305,6 +306,9 @@ class FoldDone:
     # such a fold model cannot teach its fold's student. None: an older file that did not say
     holdout_used: bool | None
     val_loss: float | None = None  # of best.pt (kinds that record it)
+    # sha256 of best.pt as written, checked on every load (torch.load checks no CRC); None: an
+    # older file that did not record it (its zip CRCs are still checked)
+    best_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -314,8 +318,9 @@ _DONE_FIELDS = [f.name for f in dataclasses.fields(FoldDone) if f.name != "extra
 def write_done(path: str | Path, done: FoldDone) -> Path:
     d = dataclasses.asdict(done)
     extra = d.pop("extra")
-    if d["val_loss"] is None:
-        del d["val_loss"]
+    for key in ("val_loss", "best_sha256"):
+        if d[key] is None:
+            del d[key]
     return write_json(path, {**d, **extra})
 
 

@@ -14,28 +14,39 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .storage import disk_full, fail_point, is_disk_full
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _HOST = socket.gethostname()
 
 
-def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over it."""
+def atomic_write(
+    path: str | Path, write: Callable[[io.BufferedWriter], None], size: int | None = None
+) -> Path:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over it. A
+    full disk is ``storage.DiskFull`` naming ``path`` and ``size`` (the bytes, where known),
+    with the temp file removed and the old ``path`` (if any) untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    owner = f"{os.getpid()}@{_HOST}"  # lets a later write tell a dead writer's temp file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        owner = f"{os.getpid()}@{_HOST}"  # lets a later write tell a dead writer's temp file
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            fail_point("enospc", path)
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are ordinary files
         _kill_point("before", path)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full(path, size) from None
         raise
     _kill_point("after", path)
     return path
@@ -70,7 +81,8 @@ def _kill_point(when: str, path: Path) -> None:
     ``<folder>/<name>``, SIGKILLs this process just before (after) the first of them reached is
     renamed into place: moments a random kill rarely hits. With ``PIPELINE_KILL_ONCE=<folder>``
     each point fires once only (a marker file in that folder remembers it), so a retried job
-    gets past it. Unset, it does nothing."""
+    gets past it. With ``PIPELINE_KILL_GROUP=1`` the whole process group dies (a ``JOBS=N``
+    train's driver and workers: ``make soak JOBS=N``). Unset, it does nothing."""
     points = os.environ.get("PIPELINE_KILL_AT", "").split(",")
     for hit in (f"{when}:{path.name}", f"{when}:{path.parent.name}/{path.name}"):
         if hit in points:
@@ -80,15 +92,17 @@ def _kill_point(when: str, path: Path) -> None:
                 except FileExistsError:
                     continue
             os.write(2, f"\nPIPELINE_KILL_AT: SIGKILL at {hit}\n".encode())
+            if os.environ.get("PIPELINE_KILL_GROUP"):  # the driver and its JOBS workers too
+                os.killpg(os.getpgrp(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data), len(data))
 
 
 def file_hash(path: str | Path) -> str:

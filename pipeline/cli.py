@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import PipelineError
 from .layout import Workspace
+from .storage import disk_full, is_disk_full
 
 DESCRIPTION = (
     "Kaggle image classification: make download folds train ensemble submit SLUG=<slug> "
@@ -465,9 +466,19 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk where no artifact write caught it (a library's own file)
+        if not is_disk_full(e):
+            raise
+        print(f"error: {disk_full(e.filename or a_path(args))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue where it stopped", file=sys.stderr)
         return 130
+
+
+def a_path(args) -> str:
+    """Where a stage writes (for a full disk that named no file): its ``MODELS`` folder."""
+    return str(getattr(args, "models", None) or "models")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@ embeddings as a by-product), the last stage and head tuned per fold, a whole-net
 that predicts the fold's logits, exact resume, and the refusals."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,3 +172,51 @@ def test_partial_recipe_refusals(workdir, capsys):
         assert main(["train", "--comp", "input/toy", "--runs", run]) == 2
         assert says in capsys.readouterr().err
     assert Recipe(kind="partial").train_stages == 1
+
+
+def test_a_full_disk_when_the_activation_cache_reserves_and_a_damaged_one(
+    workdir, capsys, monkeypatch
+):
+    """Issue 22: the trunk activations are a memory map, so their space is reserved first; a
+    refusal is one line naming the cache, nothing partial stays, and the re-run equals a clean
+    run. A truncated cache is said and rebuilt."""
+    import pipeline.storage
+
+    seen = []
+    real = pipeline.storage.fail_point
+
+    def record(kind, path):
+        if kind == "fallocate":
+            seen.append(Path(path))
+        real(kind, path)
+
+    monkeypatch.setattr(pipeline.storage, "fail_point", record)
+    assert main(["train", "--comp", "input/toy", "--runs", "p", "--folds", "0"]) == 0
+    acts = [p for p in seen if p.name.startswith("acts")]
+    assert [p.name for p in acts] == [
+        "acts1_train_none.npy",
+        "acts1_train_hflip.npy",
+        "acts1_test_none.npy",
+        "acts1_test_hflip.npy",
+    ]
+    clean = {n: np.load(f"models/toy/p/fold0/{n}")["logits"] for n in ("oof.npz", "test.npz")}
+    shutil.rmtree("models/toy/p")
+    shutil.rmtree("models/toy/embeddings")
+    monkeypatch.setenv("PIPELINE_FAIL_AT", f"fallocate:{acts[1].parent.name}/{acts[1].name}")
+    capsys.readouterr()
+    assert main(["train", "--comp", "input/toy", "--runs", "p", "--folds", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: disk full writing {acts[1]} (needs "), err
+    assert not list(acts[1].parent.glob("*.tmp")) and not acts[1].exists()
+    assert acts[0].is_file()  # the view written before it is kept, and read by the re-run
+    monkeypatch.delenv("PIPELINE_FAIL_AT")
+    assert main(["train", "--comp", "input/toy", "--runs", "p", "--folds", "0"]) == 0
+    for n, want in clean.items():
+        np.testing.assert_array_equal(np.load(f"models/toy/p/fold0/{n}")["logits"], want)
+
+    with open(acts[0], "r+b") as f:  # truncated: the header says more than the file holds
+        f.truncate(acts[0].stat().st_size - 64)
+    shutil.rmtree("models/toy/p/fold1", ignore_errors=True)
+    capsys.readouterr()
+    assert main(["train", "--comp", "input/toy", "--runs", "p", "--folds", "1"]) == 0
+    assert f"activation cache {acts[0]} is damaged" in capsys.readouterr().out

@@ -162,9 +162,13 @@ def _break(root: Path, case: str) -> Path:
         _edit_state(root, folds_hash="0" * 16)
     elif case == "dup-labels":
         _edit_state(root, dup_labels=True)
-    elif case == "checkpoint":
+    elif case in ("checkpoint", "checkpoint-unhashed"):
         b = root / "models" / "toy" / "b"
         shutil.copy(b / "fold0" / "best.pt", a / "fold0" / "best.pt")
+        if case == "checkpoint-unhashed":  # a done.json from before checkpoints were hashed
+            done = json.loads((a / "fold0" / "done.json").read_text())
+            del done["best_sha256"]
+            (a / "fold0" / "done.json").write_text(json.dumps(done))
     return test
 
 
@@ -179,7 +183,11 @@ def _break(root: Path, case: str) -> Path:
         ("classes", r"a/oof\.npz: classes \['cat', 'dog', 'owl'\] differs from .*re-run make"),
         ("folds", r"a/oof\.npz: folds_hash '\w+' differs from .*ensemble_state\.json"),
         ("dup-labels", r"made with DUP_LABELS=1, .* re-run make ensemble NAME=ensemble without"),
-        ("checkpoint", r"a/fold0/best\.pt does not fit test_resnet with 3 classes \(.*retrain"),
+        ("checkpoint", r"a/fold0/best\.pt is not the file its fold wrote: its sha256 .*done\.json"),
+        (
+            "checkpoint-unhashed",
+            r"a/fold0/best\.pt does not fit test_resnet with 3 classes \(.*retr",
+        ),
     ],
 )
 def test_predict_refuses_in_one_line(copy, capsys, case, message):

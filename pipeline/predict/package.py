@@ -24,12 +24,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import artifacts
 from ..durations import parse_duration
 from ..errors import PipelineError
 from ..layout import Workspace
+from ..model.checkpoint import read_checkpoint
 from ..submit.kaggle import has_kaggle_credentials, kaggle_exe, send
 from . import shipping
 from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
@@ -171,7 +170,8 @@ def _write_dataset(ws: Workspace, saved: Saved, root: Path, params: dict, precis
             fdir = pkg.fold_dir(m.run, fold)
             fdir.mkdir()
             shutil.copyfile(ws.fold_dir(m.run, fold) / "done.json", fdir / "done.json")
-            _write_weights(path, fdir / WEIGHTS, precision)
+            sha = m.hashes[fold] if m.hashes else None
+            _write_weights(path, fdir / WEIGHTS, precision, sha, m.damaged_fix(fold))
     sub = pkg.submission_dir(params["name"])
     sub.mkdir(parents=True)
     for f in ("ensemble_state.json", "ensemble_state.npz"):
@@ -184,7 +184,9 @@ def _write_dataset(ws: Workspace, saved: Saved, root: Path, params: dict, precis
     artifacts.write_json(root / "dataset-metadata.json", meta)
 
 
-def _write_weights(src: Path, dst: Path, precision: str) -> None:
+def _write_weights(
+    src: Path, dst: Path, precision: str, sha: str | None = None, fix: str = ""
+) -> None:
     from safetensors.torch import save_file
 
     if src.suffix == ".safetensors":
@@ -192,7 +194,7 @@ def _write_weights(src: Path, dst: Path, precision: str) -> None:
 
         state = load_file(str(src))
     else:
-        state = torch.load(src, map_location="cpu", weights_only=True)["model"]
+        state = read_checkpoint(src, "cpu", fix, sha)[0]["model"]
     half = precision == "fp16"
     state = {
         k: (v.half() if half and v.is_floating_point() else v).contiguous()

@@ -24,6 +24,7 @@ from ..ensemble.state import load_state
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from ..model.backbone import create_model
+from ..model.checkpoint import read_checkpoint
 
 WEIGHTS = "weights.safetensors"  # a package's fold weights; a workspace has best.pt
 
@@ -41,6 +42,15 @@ class Member:
     weights: tuple[Path, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # per fold, best.pt's sha256 as done.json recorded it (None: a package's safetensors, or an
+    # older done.json), checked when the weights are loaded
+    hashes: tuple[str | None, ...] = ()
+
+    def damaged_fix(self, fold: int) -> str:
+        return (
+            f"delete {self.weights[fold].parent} and re-run make train RUNS={self.run} (that fold "
+            "is retrained), then make ensemble"
+        )
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,7 @@ def _member(
         print(f"note: {run} was trained with timm {trained_with}, this is {timm.__version__}")
     recipe = recipe_from_dict(cfg["recipe"], str(rdir / "config.toml"), check_augment=False)
     views = recipe.tta if view == "tta" else (view,)
-    weights, norm = [], None
+    weights, hashes, norm = [], [], None
     for fold in range(int(state["k"])):
         fdir = ws.fold_dir(run, fold)
         file = next((p for p in (fdir / WEIGHTS, fdir / "best.pt") if p.is_file()), None)
@@ -143,7 +153,9 @@ def _member(
                 f"{fold} of member {run!r} is missing or unfinished; run: {train}"
             )
         weights.append(file)
-        norm = norm or artifacts.read_done(done, train)
+        fold_done = artifacts.read_done(done, train)
+        hashes.append(fold_done.best_sha256 if file.name == "best.pt" else None)
+        norm = norm or fold_done
     return Member(
         run,
         recipe,
@@ -153,6 +165,7 @@ def _member(
         tuple(weights),
         tuple(norm.mean),
         tuple(norm.std),
+        tuple(hashes),
     )
 
 
@@ -190,7 +203,8 @@ def load_fold_model(m: Member, fold: int, n_classes: int, device: torch.device) 
 
             weights = load_file(str(path))
         else:
-            weights = torch.load(path, map_location="cpu", weights_only=True)["model"]
+            sha = m.hashes[fold] if m.hashes else None
+            weights = read_checkpoint(path, "cpu", m.damaged_fix(fold), sha)[0]["model"]
         model.load_state_dict(weights)  # copies cast fp16 package weights to the model's fp32
     except (RuntimeError, KeyError, OSError) as e:
         first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__

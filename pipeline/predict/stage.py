@@ -83,7 +83,8 @@ def predict_stage(
     probs = _with_prior(saved, np.array(probs, dtype=np.float64), record)
     pred = probs.argmax(axis=1)
     fallback = bad.fill(probs, pred, saved.task.format, saved.task.multilabel)
-    np.save(logits_dir / "probs.npy", np.asarray(probs, dtype=np.float32))  # (T, C), for checks
+    probs32 = np.asarray(probs, dtype=np.float32)  # (T, C), for checks
+    artifacts.atomic_write(logits_dir / "probs.npy", lambda f: np.save(f, probs32))
     write_submission(comp, out, pred, probs)
     try:
         validate_for(comp, out)

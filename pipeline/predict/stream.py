@@ -20,6 +20,7 @@ from ..model.device import amp_dtype, autocast
 from ..model.infer import normalisation
 from ..model.inputs import resize_square, to_input
 from ..model.tta import apply_view
+from ..storage import reserve_file
 from . import budget
 from .bad_images import BadImages
 from .saved import Member, Saved, load_fold_model
@@ -55,6 +56,13 @@ class Pass:
             )
             for m in saved.members
         }
+        for run in self.logits:  # sparse until reserved: a full disk would be a SIGBUS later
+            path = where / f"{run}.npy"
+            try:
+                reserve_file(path, path.stat().st_size)
+            except BaseException:
+                self.discard()
+                raise
 
     def discard(self) -> None:
         """Leave no partial logits behind (a failed pass)."""

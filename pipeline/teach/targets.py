@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import artifacts
+from .. import artifacts, locks
 from ..competition import Competition
 from ..ensemble.members import OOF, combine_label_views, combine_views, load_folds, load_member
 from ..ensemble.stage import method_factory
@@ -103,9 +103,20 @@ def fold_targets(
     """``teachers/<name>/fold<fold>.npz``: the teacher's probabilities for fold ``fold``'s
     training rows and the test images, from what never saw fold ``fold``'s labels."""
     t = teacher or load_teacher(comp, ws, name, student)
-    path, oof, task = ws.teacher_targets(name, fold), t.oof, comp.task
-    if _matching(path, {"folds_hash": oof.folds_hash, "state_hash": t.state_hash}):
+    path, oof = ws.teacher_targets(name, fold), t.oof
+    key = {"folds_hash": oof.folds_hash, "state_hash": t.state_hash}
+    if _matching(path, key):
         return path
+    lock = path.with_name(f".{path.name}.lock")
+    with locks.wait_lock(lock, f"teacher {name!r}'s targets for fold {fold}"):
+        if not _matching(path, key):  # else written by the process this one waited for
+            locks.hold_point(f"teacher:{name}/fold{fold}")
+            _write_fold_targets(comp, ws, t, name, fold, device, path)
+    return path
+
+
+def _write_fold_targets(comp, ws, t: Teacher, name: str, fold: int, device, path: Path) -> None:
+    oof, task = t.oof, comp.task
     if fold not in set(oof.fold.tolist()):
         raise PipelineError(f"fold {fold} is not in {ws.folds_csv}")
     fit = oof.fold != fold
@@ -135,7 +146,6 @@ def fold_targets(
         f"models, fitted on folds {', '.join(map(str, label_folds))} ({int(fit.sum())} rows); "
         f"on fold {fold} itself (never used) it scores {task.metric} {score:.4f}; wrote {path}"
     )
-    return path
 
 
 def _fold_model_logits(

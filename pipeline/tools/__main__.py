@@ -76,7 +76,8 @@ def cmd_soak(a):
 
     comp = Path(a.comp) if a.comp else None
     work = Path(a.work) if a.work else None
-    return soak_stage(comp, split_words(a.runs), a.times, a.k, a.seed, a.set, a.device, work)
+    runs = split_words(a.runs)
+    return soak_stage(comp, runs, a.times, a.k, a.seed, a.set, a.device, work, a.jobs)
 
 
 def cmd_formats(a):
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", default="", help="recipe overrides for train")
     s.add_argument("--device", default="cpu")
     s.add_argument("--work", default="", help="work folder (default: a new temp folder)")
+    s.add_argument("--jobs", type=int, default=1, help="JOBS of every train (local workers)")
     s = sub.add_parser("formats", help="every supported Kaggle layout, built from an id,label one")
     s.set_defaults(fn=cmd_formats)
     s.add_argument("--source", required=True, help="a labelled competition, e.g. cifar10")

@@ -62,19 +62,21 @@ class Trainer:
     work: Path  # holds hooks/sitecustomize.py, which arms the stack dump in make's python
     overrides: str = ""
     device: str = "cpu"
+    jobs: int = 1  # JOBS: local worker processes per train (the reference runs with the same)
     warm_seconds: float = 0.0  # the fork server's imports: what a make run pays first
     _ctx: object = None
 
     def start(self, how: str, cwd: Path, env: dict[str, str], log: Path):
         """``train`` through make (Popen) or the fork server (multiprocessing.Process)."""
         args = ["--comp", str(self.comp), "--runs", " ".join(self.runs), "--folds", ""]
-        args += ["--set", self.overrides, "--device", self.device]
+        args += ["--set", self.overrides, "--device", self.device, "--jobs", str(self.jobs)]
         if how == "fork" or not shutil.which("make"):
             return self.fork(["train", *args], cwd, env, log)
         venv, mk = Path(sys.prefix), ["MAKEFLAGS", "MFLAGS", "MAKELEVEL"]
         cmd = ["make", "-f", str(REPO / "Makefile"), "-o", f"{venv}/.installed", "train"]
         cmd += [f"VENV={venv}", f"PY={sys.executable}", f"COMP={self.comp}"]
         cmd += [f"RUNS={' '.join(self.runs)}", f"SET={self.overrides}", f"DEVICE={self.device}"]
+        cmd += [f"JOBS={self.jobs}"]
         full = {k: v for k, v in os.environ.items() if k not in mk} | env
         path = [str(self.work / "hooks"), str(REPO), os.environ.get("PYTHONPATH", "")]
         full["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
@@ -142,9 +144,12 @@ def run_attempt(tr: Trainer, cwd: Path, a: Attempt, timeout: float = 900.0) -> A
     points = [a.kill.format(run=tr.runs[-1])] if ":" in a.kill else []
     points += [f"before:{tr.runs[-1]}/oof.npz"] if a.kill else []
     env = {"PYTHONUNBUFFERED": "1", "PIPELINE_KILL_AT": ",".join(points)}
+    if tr.jobs > 1:  # a worker reaching a point takes the driver and the other workers with
+        env["PIPELINE_KILL_GROUP"] = "1"  # it, as a random kill of the process group does
     t0 = time.time()
     if a.kill == "random":
         env["PIPELINE_DUMP_AT"] = repr(t0 + a.delay - DUMP_LEAD)
+    jobs_logs = {p: p.stat().st_size for p in cwd.rglob("logs/fold*.log")}
     proc = tr.start(a.how, cwd, env, a.log)
     a.rc = wait_exit(proc, t0 + (a.delay if a.kill == "random" else timeout))
     if a.rc is None:
@@ -154,6 +159,10 @@ def run_attempt(tr: Trainer, cwd: Path, a: Attempt, timeout: float = 900.0) -> A
             raise PipelineError(f"train did not end within {timeout:.0f} s; see {a.log}")
     a.seconds = time.time() - t0
     text = a.log.read_text(errors="replace") if a.log.is_file() else ""
+    for p in cwd.rglob("logs/fold*.log"):  # JOBS=N: a worker's kill point is in its job log
+        with open(p, "rb") as f:
+            f.seek(jobs_logs.get(p, 0))
+            text += f.read().decode("utf-8", "replace")
     hook = "PIPELINE_KILL_AT: SIGKILL" in text  # make exits 2 when its python killed itself
     a.killed = a.rc == -signal.SIGKILL or (a.how == "make" and a.rc == 2 and hook)
     if a.killed:

@@ -227,6 +227,7 @@ def soak_stage(
     overrides: str = "",
     device: str = "cpu",
     work: Path | None = None,
+    jobs: int = 1,
 ) -> int:
     """Run the experiment ``times`` times, print a line per iteration and the tally; exit
     status 0 when every re-run finished with every artifact intact and equal. ``comp`` None:
@@ -237,7 +238,7 @@ def soak_stage(
     work = Path(work or tempfile.mkdtemp(prefix="pipeline-soak-")).resolve()
     comp = (comp or write_digits(work / "input" / "digits")).resolve()
     recipes = {r: _recipe_text(r) for r in runs} if runs else {"soak": SOAK_RECIPE}
-    tr = Trainer(comp, list(recipes), work, overrides, device)
+    tr = Trainer(comp, list(recipes), work, overrides, device, jobs)
     template = prepare(tr, recipes, k, seed)
     ref, timing = reference(tr, template)
     print(f"reference run: {timing.fork:.1f} s forked, ~{timing.make:.1f} s via make", flush=True)

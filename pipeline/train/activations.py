@@ -14,6 +14,7 @@ training the tail trains the model that ``best.pt`` saves whole.
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import os
 import time
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import artifacts
+from .. import artifacts, locks, storage
 from ..competition import Competition
 from ..config import Recipe
 from ..errors import RecipeError
@@ -99,7 +100,8 @@ def _read(path, ids_hash: str) -> np.ndarray | None:
     try:
         info = json.loads(meta.read_text())
         arr = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:  # a bad header, or shorter than its header says
+        print(f"activation cache {path} is damaged ({e}); rebuilding it", flush=True)
         return None
     if info.get("ids_hash") != ids_hash or list(arr.shape) != info.get("shape"):
         return None
@@ -158,6 +160,23 @@ def activations(
         else:
             out[v] = got
     if missing:
+        lock = _path(ws, key, n, split, "").with_name(f".{split}.lock")
+        with locks.wait_lock(lock, f"the {split} activations of {key}"):
+            _build_missing(comp, ws, recipe, split, device, missing, out)
+    return [out[v] for v in recipe.tta]
+
+
+def _build_missing(comp, ws, recipe, split, device, missing: list[str], out: dict) -> None:
+    """The activations (and pooled embeddings) of the ``missing`` views into ``out``, under
+    the split's lock: those another process built while this one waited are read."""
+    key, ids_hash = embedding_key(comp, recipe, split)
+    n = recipe.train_stages
+    for v in list(missing):
+        if (got := _read(_path(ws, key, n, split, v), ids_hash)) is not None:
+            out[v] = got
+            missing.remove(v)
+    if missing:
+        locks.hold_point(f"activations:{split}")
         table = comp.train if split == "train" else comp.test
         size = recipe.image_size
         imgs = build_cache(comp.root, table["path"].tolist(), size, ws.decode_cache(split, size))
@@ -180,7 +199,6 @@ def activations(
             f"{len(imgs)} {split} images x {len(missing)} views in {secs:.0f} s "
             f"({len(imgs) * len(missing) / secs:.0f} img/s)"
         )
-    return [out[v] for v in recipe.tta]
 
 
 def _build(trunk, tail, imgs, norm, device, recipe, view, path, ids_hash, desc) -> np.ndarray:
@@ -189,20 +207,26 @@ def _build(trunk, tail, imgs, norm, device, recipe, view, path, ids_hash, desc) 
     leaves nothing that reads as complete); return the pooled features ``(N, D)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    feats, out, at = [], None, 0
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        old.unlink(missing_ok=True)  # a killed builder's (the builder holds the split's lock)
+    feats, out, at, needed = [], None, 0, None
     try:
         for a, f in trunk_batches(trunk, imgs, norm, device, recipe, view, tail, desc):
             if out is None:
                 shape = (len(imgs), *a.shape[1:])
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+                needed = tmp.stat().st_size
+                storage.reserve_file(tmp, needed, path)  # sparse until reserved: SIGBUS when full
             out[at : at + len(a)] = a
             at += len(a)
             feats.append(f)
         out.flush()
         del out
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if storage.is_disk_full(e):
+            raise storage.disk_full(path, needed) from None
         raise
     artifacts.atomic_write_text(
         path.with_suffix(".json"), json.dumps({"ids_hash": ids_hash, "shape": list(shape)})

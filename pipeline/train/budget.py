@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import artifacts
+from .. import artifacts, locks
 from ..config import Recipe, to_toml
 from .kinds import get_kind
 from .plan import (
@@ -107,6 +107,19 @@ def probe_run(
 
 
 def resolve_plan(
+    comp, ws, recipes: dict, labels: np.ndarray, k: int, device, budget_s, auto: bool
+) -> tuple[dict, list[str], Replanner | None]:
+    """``_resolve_plan`` with the probe under a lock beside ``plan.toml``: a second ``make
+    train`` waits for the first one's plan, then trains by it."""
+    if budget_s is None or ws.plan.is_file():
+        return _resolve_plan(comp, ws, recipes, labels, k, device, budget_s, auto)
+    lock = ws.plan.with_name(f".{ws.plan.name}.lock")
+    with locks.wait_lock(lock, f"the time-budget probe writing {ws.plan}"):
+        locks.hold_point("plan")
+        return _resolve_plan(comp, ws, recipes, labels, k, device, budget_s, auto)
+
+
+def _resolve_plan(
     comp, ws, recipes: dict, labels: np.ndarray, k: int, device, budget_s, auto: bool
 ) -> tuple[dict, list[str], Replanner | None]:
     """``{run: plan entry}`` for the runs a plan covers, the runs it left out, and, when the

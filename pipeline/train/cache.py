@@ -4,29 +4,50 @@ map ``(N, S, S, 3)`` shared by every recipe and fold of that size, so epochs nev
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .. import artifacts
+from .. import artifacts, locks, storage
 from ..competition.images import ImageError, load_rgb
 from ..errors import CompetitionError
 from ..model.inputs import resize_square
 
 
+def _key(rel_paths: list[str], size: int) -> str:
+    return hashlib.sha256(("\n".join(rel_paths) + f"|{size}").encode()).hexdigest()[:16]
+
+
 def cached(rel_paths: list[str], size: int, cache_path: Path) -> np.memmap | None:
-    """The decode cache of ``rel_paths`` at ``size`` when it exists and is up to date."""
-    key = hashlib.sha256(("\n".join(rel_paths) + f"|{size}").encode()).hexdigest()[:16]
+    """The decode cache of ``rel_paths`` at ``size`` when it exists and is up to date. One whose
+    file is not the size its ``.json`` says (truncated by a full disk or a copy) is damaged:
+    said in one line and rebuilt. Its pixels carry no checksum (see docs/fault-tolerance.md)."""
     meta_path = cache_path.with_suffix(".json")
     shape = (len(rel_paths), size, size, 3)
-    if cache_path.is_file() and meta_path.is_file():
-        if json.loads(meta_path.read_text()).get("key") == key:
-            return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
-    return None
+    if not (cache_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        print(f"decode cache {meta_path} is damaged (not JSON); rebuilding it", flush=True)
+        return None
+    if meta.get("key") != _key(rel_paths, size):
+        return None
+    want, have = int(np.prod(shape)), cache_path.stat().st_size
+    if list(meta.get("shape", [])) != list(shape) or have != want:
+        print(
+            f"decode cache {cache_path} is damaged ({have:,} bytes, {want:,} expected); "
+            "rebuilding it",
+            flush=True,
+        )
+        return None
+    return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
 
 
 def decode_sample(root: Path, rel_paths: list[str], size: int) -> np.ndarray:
@@ -38,24 +59,36 @@ def decode_sample(root: Path, rel_paths: list[str], size: int) -> np.ndarray:
 
 
 def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -> np.memmap:
-    """Decode ``rel_paths`` (relative to ``root``) into ``cache_path``; reuse it if up to date."""
+    """Decode ``rel_paths`` (relative to ``root``) into ``cache_path``; reuse it if up to date.
+    One process builds it (a lock beside it; another waits, then reads it); its space is
+    reserved before the memory map is filled, so a full disk is one line, not a SIGBUS."""
     if (hit := cached(rel_paths, size, cache_path)) is not None:
         return hit
-    key = hashlib.sha256(("\n".join(rel_paths) + f"|{size}").encode()).hexdigest()[:16]
-    meta_path = cache_path.with_suffix(".json")
-    shape = (len(rel_paths), size, size, 3)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(f".{cache_path.name}.tmp")
-    out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-    try:
-        _decode_into(out, root, rel_paths, size, f"decode {cache_path.stem} @{size}px")
-        out.flush()
-    except BaseException:  # a bad image or Ctrl-C: leave no partial cache behind
-        del out
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(cache_path)
-    artifacts.atomic_write_text(meta_path, json.dumps({"key": key, "shape": list(shape)}))
+    lock = cache_path.with_name(f".{cache_path.name}.lock")
+    with locks.wait_lock(lock, f"the decode cache {cache_path.name}"):
+        if (hit := cached(rel_paths, size, cache_path)) is not None:
+            return hit  # built by the process we waited for
+        locks.hold_point(f"cache:{cache_path.name}")
+        for old in cache_path.parent.glob(f".{glob.escape(cache_path.name)}.*.tmp"):
+            old.unlink(missing_ok=True)  # a killed builder's: whoever builds holds the lock
+        shape = (len(rel_paths), size, size, 3)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+        try:
+            storage.reserve_file(tmp, int(np.prod(shape)), cache_path)
+            out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
+            _decode_into(out, root, rel_paths, size, f"decode {cache_path.stem} @{size}px")
+            out.flush()
+            del out
+            os.replace(tmp, cache_path)
+        except BaseException as e:  # a bad image, a full disk or Ctrl-C: no partial cache
+            tmp.unlink(missing_ok=True)
+            if storage.is_disk_full(e):
+                raise storage.disk_full(cache_path, int(np.prod(shape))) from None
+            raise
+        meta = {"key": _key(rel_paths, size), "shape": list(shape)}
+        artifacts.atomic_write_text(cache_path.with_suffix(".json"), json.dumps(meta))
+        print(f"decoded {len(rel_paths)} images @{size}px into {cache_path}", flush=True)
     return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
 
 

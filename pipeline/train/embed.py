@@ -5,12 +5,13 @@ whatever member kind fits on them."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 import torch
 
-from .. import artifacts
+from .. import artifacts, locks
 from ..competition import Competition
 from ..config import Recipe
 from ..layout import Workspace
@@ -32,7 +33,6 @@ def embeddings(
     """``(V, N, D) float32`` embeddings of every ``split`` image under each of the recipe's views
     (cached; built on first use) and the backbone's data config."""
     key, ids_hash = _key(comp, recipe, split)
-    table = comp.train if split == "train" else comp.test
     out, missing = {}, []
     for view in recipe.tta:
         got = artifacts.read_embedding(ws.embedding(key, split, view), ids_hash)
@@ -42,7 +42,26 @@ def embeddings(
             out[view] = got
     model = create_model(recipe, 0).to(device).eval()  # num_classes 0: pooled features
     cfg = data_config(model, recipe)
+    with contextlib.ExitStack() as held:
+        if missing:  # one process embeds; another waits, then reads what it wrote
+            lock = ws.embedding(key, split, "").with_name(f".{split}.lock")
+            held.enter_context(locks.wait_lock(lock, f"the {split} embeddings of {key}"))
+        _embed_missing(comp, ws, recipe, split, device, model, cfg, missing, out)
+    return np.stack([out[v] for v in recipe.tta]), cfg
+
+
+def _embed_missing(comp, ws, recipe, split, device, model, cfg, missing, out) -> None:
+    """Embed the ``missing`` views into ``out`` and their files (under the split's lock);
+    those another process wrote while this one waited are read."""
+    key, ids_hash = _key(comp, recipe, split)
+    table = comp.train if split == "train" else comp.test
+    for view in list(missing):
+        got = artifacts.read_embedding(ws.embedding(key, split, view), ids_hash)
+        if got is not None:
+            out[view] = got
+            missing.remove(view)
     if missing:
+        locks.hold_point(f"embeddings:{split}")
         size = recipe.image_size
         imgs = build_cache(comp.root, table["path"].tolist(), size, ws.decode_cache(split, size))
         norm = normalisation(cfg["mean"], cfg["std"], device)
@@ -59,7 +78,6 @@ def embeddings(
         for view, f in zip(missing, feats, strict=True):
             artifacts.write_embedding(ws.embedding(key, split, view), f, ids_hash)
             out[view] = f
-    return np.stack([out[v] for v in recipe.tta]), cfg
 
 
 def _key(comp: Competition, recipe: Recipe, split: str) -> tuple[str, str]:

@@ -10,13 +10,12 @@ atomically each epoch and removed when the fold is done.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import artifacts
+from ..model.checkpoint import checkpoint_bytes, read_checkpoint
 from ..track import Board
 from .context import FoldJob
 
@@ -43,22 +42,40 @@ def write_fold_logits(job: FoldJob, va_rows: np.ndarray, oof: np.ndarray, test: 
     )
 
 
-def save_torch(path: Path, obj: dict) -> None:
-    """``torch.save`` through an atomic write: a kill never leaves half a checkpoint."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    artifacts.atomic_write_bytes(path, buf.getvalue())
+def save_torch(path: Path, obj: dict) -> str:
+    """``torch.save`` through an atomic write: a kill never leaves half a checkpoint. Returns
+    the file's sha256 (``done.json``'s ``best_sha256`` for ``best.pt``)."""
+    data, digest = checkpoint_bytes(obj)
+    artifacts.atomic_write_bytes(path, data)
+    return digest
 
 
-def load_resume(path: Path, state) -> dict:
-    """Load ``last.pt`` into ``state`` (``loop.TrainState``); returns what it held (epoch,
-    history), or {} if none."""
+def damaged_fix(job: FoldJob, path: Path) -> str:
+    """What to do about a damaged checkpoint of the fold: retrain it."""
+    if path.name == "last.pt":
+        return (
+            f"delete it (the fold restarts from its first epoch) or delete {job.fdir} to retrain "
+            "the fold, then re-run make train"
+        )
+    return f"delete {job.fdir} and re-run make train: that fold is retrained"
+
+
+def load_resume(job: FoldJob, state) -> dict:
+    """Load the fold's ``last.pt`` (checked: ``model.checkpoint``) into ``state``
+    (``loop.TrainState``); returns what it held (epoch, history), or {} if none."""
+    path = job.fdir / "last.pt"
     if not path.is_file():
         return {}
-    saved = torch.load(path, map_location=state.device, weights_only=True)
+    saved, _ = read_checkpoint(path, state.device, damaged_fix(job, path))
     state.load_state_dict(saved)
     print(f"resuming {path.parent} after epoch {saved['epoch'] + 1}")
     return saved
+
+
+def load_best(job: FoldJob, device) -> tuple[dict, str]:
+    """The fold's ``best.pt`` (checked) and its sha256, for ``done.json``."""
+    path = job.fdir / "best.pt"
+    return read_checkpoint(path, device, damaged_fix(job, path))
 
 
 def epoch_score(row: dict) -> float:

@@ -198,12 +198,24 @@ def _teach_students(ws: Workspace, recipes: dict, jobs: list[Job], d: Dispatch, 
 
 
 def failure_line(failed: list[Failure], total: int) -> str:
-    """One line for the jobs that failed every attempt: which, why, and their logs."""
-    what = "; ".join(f"{f.job.tag} ({f.why}, log {f.log})" for f in failed)
-    return (
-        f"{len(failed)} of {total} train jobs failed: {what}; the other folds are kept, re-run "
-        "the same command to retry these"
-    )
+    """One line for the jobs that failed every attempt (which, why, their logs) and those
+    skipped because another process holds them."""
+    held = [f for f in failed if f.held]
+    failed = [f for f in failed if not f.held]
+    parts = []
+    if failed:
+        what = "; ".join(f"{f.job.tag} ({f.why}, log {f.log})" for f in failed)
+        parts.append(
+            f"{len(failed)} of {total} train jobs failed: {what}; the other folds are kept, "
+            "re-run the same command to retry these"
+        )
+    if held:
+        what = "; ".join(f.why for f in held)
+        parts.append(
+            f"{len(held)} of {total} train jobs skipped, held by another live process: {what}; "
+            "re-run the same command once it has finished (its folds are then skipped as done)"
+        )
+    return "; ".join(parts)
 
 
 def write_or_verify_config(

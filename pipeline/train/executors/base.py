@@ -13,11 +13,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ... import locks
+from ...errors import PipelineError
 from ..context import Job, TrainContext
 from ..kinds import get_kind
 
 # environment variables a worker gets from the driver (Ray workers do not inherit them)
-FORWARDED_ENV = ("PIPELINE_KILL_AT", "PIPELINE_KILL_ONCE")
+FORWARDED_ENV = (
+    "PIPELINE_KILL_AT",
+    "PIPELINE_KILL_ONCE",
+    "PIPELINE_KILL_GROUP",
+    "PIPELINE_FAIL_AT",
+    "PIPELINE_HOLD_AT",
+    "PIPELINE_HOLD_DIR",
+)
 
 
 def default_threads(jobs: int) -> int:
@@ -28,14 +37,33 @@ def default_threads(jobs: int) -> int:
     return min(share, int(omp)) if omp.isdigit() and int(omp) > 0 else share
 
 
+class FoldHeld(PipelineError):
+    """Another live process holds the fold's lock: it is training that fold now."""
+
+
+HELD_EXIT = 75  # a local worker's exit status when another process holds its fold
+ERROR_EXIT = 2  # a local worker's exit status after a PipelineError (its line is in the log)
+
+
 def run_job(ctx: TrainContext, job: Job, threads: int, device: str | None = None) -> None:
     """Train one (run, fold) in this process with ``threads`` torch threads (every executor's
-    worker calls this); ``device`` overrides ``ctx.device`` (a worker that owns one GPU)."""
+    worker calls this); ``device`` overrides ``ctx.device`` (a worker that owns one GPU). The
+    fold's lock is held throughout; ``FoldHeld`` when another process holds it. A fold that
+    the other process finished while this one queued is skipped."""
     import torch
 
-    torch.set_num_threads(threads)
-    fold_job = ctx.fold_job(job, torch.device(device or ctx.device))
-    get_kind(fold_job.recipe.kind).fit_fold(fold_job)
+    lock = ctx.ws.run_dir(job.run) / f".fold{job.fold}.lock"
+    held = locks.try_lock(lock, "make train")
+    if held is None:
+        raise FoldHeld(f"{job.tag} is being trained by {locks.owner(lock)}")
+    with held:
+        if ctx.done(job):
+            print(f"{job.tag}: finished by another process meanwhile; skipped")
+            return
+        locks.hold_point(f"fold:{job.run}/fold{job.fold}")
+        torch.set_num_threads(threads)
+        fold_job = ctx.fold_job(job, torch.device(device or ctx.device))
+        get_kind(fold_job.recipe.kind).fit_fold(fold_job)
 
 
 def prepare_shared(ctx: TrainContext, jobs: list[Job]) -> None:
@@ -57,8 +85,9 @@ def prepare_shared(ctx: TrainContext, jobs: list[Job]) -> None:
 @dataclass(frozen=True)
 class Failure:
     job: Job
-    why: str  # "exit 1", "killed by SIGKILL", a Ray error's first line
-    log: Path
+    why: str  # "exit 1", "killed by SIGKILL", a Ray error's first line, the error's line
+    log: Path | None
+    held: bool = False  # not run: another process holds the fold (``why`` names it)
 
 
 class Progress:

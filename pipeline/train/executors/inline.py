@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Failure, run_job
+from .base import Failure, FoldHeld, run_job
 
 if TYPE_CHECKING:
     from ..context import Job, TrainContext
@@ -15,7 +15,11 @@ OPTIONS: dict = {}
 
 
 def execute(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
-    threads = d.job_threads()
+    threads, held = d.job_threads(), []
     for job in jobs:
-        run_job(ctx, job, threads)
-    return []
+        try:
+            run_job(ctx, job, threads)
+        except FoldHeld as e:  # another process trains it: the others go on
+            print(f"skipped: {e}", flush=True)
+            held.append(Failure(job, str(e), None, held=True))
+    return held

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 
 from ...errors import PipelineError
 from ..context import Job, TrainContext
-from .base import Failure, Progress, prepare_shared, run_job
+from .base import (
+    ERROR_EXIT,
+    HELD_EXIT,
+    Failure,
+    FoldHeld,
+    Progress,
+    prepare_shared,
+    run_job,
+)
 
 if TYPE_CHECKING:
     from . import Dispatch
@@ -98,6 +106,14 @@ def run_local(ctx: TrainContext, jobs: list[Job], d: Dispatch, threads: int) -> 
                 why = exit_reason(r.proc.exitcode)
                 if r.proc.exitcode == 0 and ctx.done(r.job):
                     progress.finished(r.job, time.time() - r.t0, len(running))
+                elif r.proc.exitcode == HELD_EXIT:  # another process trains it: not retried
+                    line = error_line(ctx.log(r.job)) or f"{r.job.tag} is held by another process"
+                    failures.append(Failure(r.job, line, ctx.log(r.job), held=True))
+                    progress.line(f"skipped: {line}")
+                elif r.proc.exitcode == ERROR_EXIT:  # a user-fixable error: retrying repeats it
+                    line = error_line(ctx.log(r.job)) or why
+                    failures.append(Failure(r.job, line, ctx.log(r.job)))
+                    progress.failed(r.job, line, attempts[r.job], ctx.log(r.job))
                 elif attempts[r.job] <= d.retries:
                     progress.line(f"{r.job.tag} died ({why}); retrying, see {ctx.log(r.job)}")
                     queue.appendleft(r.job)
@@ -147,4 +163,23 @@ def _worker(ctx: TrainContext, job: Job, threads: int, gpu: int | None, log: str
         f"{'GPU ' + str(gpu) if gpu is not None else ctx.device}, "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')} =="
     )
-    run_job(ctx, job, threads, "cuda" if gpu is not None else None)
+    try:
+        run_job(ctx, job, threads, "cuda" if gpu is not None else None)
+    except FoldHeld as e:
+        print(f"held: {e}", flush=True)
+        sys.exit(HELD_EXIT)
+    except PipelineError as e:
+        print(f"error: {e}", flush=True)
+        sys.exit(ERROR_EXIT)
+
+
+def error_line(log) -> str:
+    """The worker's own last ``error:``/``held:`` line in its log, without the prefix."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 8192))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    lines = [t.split(": ", 1)[1] for t in tail if t.startswith(("error: ", "held: "))]
+    return lines[-1] if lines else ""

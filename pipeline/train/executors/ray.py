@@ -27,7 +27,7 @@ from ... import artifacts
 from ...errors import PipelineError
 from ...layout import Workspace
 from ..context import Job, TrainContext
-from .base import FORWARDED_ENV, Failure, Progress, prepare_shared, run_job
+from .base import FORWARDED_ENV, Failure, FoldHeld, Progress, prepare_shared, run_job
 
 if TYPE_CHECKING:
     from . import Dispatch
@@ -106,6 +106,10 @@ def run_ray(
             failures.append(Failure(job, f"{type(e).__name__}: {why}", ctx.log(job)))
             progress.failed(job, type(e).__name__, retries + 1, ctx.log(job))
             continue
+        if result is not None and "held" in result:  # another process trains it
+            failures.append(Failure(job, result["held"], ctx.log(job), held=True))
+            progress.line(f"skipped: {result['held']}")
+            continue
         if result is not None:  # no shared filesystem: the fold's files came back
             write_back(ctx, job, result)
         progress.finished(job, time.time() - t0, len(pending))
@@ -139,6 +143,8 @@ def _task(
             return _train_in_scratch(ctx, job, threads, device)
         _logged(ctx.log(job), ctx, job, threads, device)
         return None
+    except FoldHeld as e:
+        return {"held": str(e)}
     finally:
         for k, v in saved.items():
             if v is None:

@@ -214,7 +214,7 @@ def fit_fold(job: FoldJob) -> None:
     y_va = y_all[va_rows]
     val_loss, val_acc = loop.loss_and_accuracy(oof[0], y_va)
     val_score = float(task.score(y_va, task.probabilities(oof[0])))
-    save_folded(recipe, n, head, job.fdir / "best.pt")
+    best_sha = save_folded(recipe, n, head, job.fdir / "best.pt")
     write_fold_logits(job, va_rows, oof, np.stack([head.logits(f).numpy() for f in test_feats]))
     secs = time.perf_counter() - t0
     row = {"l2": l2, "val_loss": val_loss, "val_acc": val_acc, "val_score": val_score}
@@ -238,6 +238,7 @@ def fit_fold(job: FoldJob) -> None:
         seconds=round(secs, 1),  # embedding included when this fold computed them
         holdout_used=False,  # nothing was chosen on this fold's held-out rows
         val_loss=val_loss,
+        best_sha256=best_sha,
         extra={**chosen, "pseudo_labels": len(extra), "l2": l2},
     )
     artifacts.write_done(job.fdir / "done.json", done)
@@ -249,7 +250,7 @@ def fit_fold(job: FoldJob) -> None:
     )
 
 
-def save_folded(recipe: Recipe, n_classes: int, head: heads.LinearHead, path: Path) -> None:
+def save_folded(recipe: Recipe, n_classes: int, head: heads.LinearHead, path: Path) -> str:
     """The whole model as ``best.pt`` (the fine-tune checkpoint format): the frozen backbone
     with the head folded into its classifier, so it predicts like any fine-tuned fold."""
     model = create_model(recipe, n_classes)
@@ -258,7 +259,7 @@ def save_folded(recipe: Recipe, n_classes: int, head: heads.LinearHead, path: Pa
     with torch.no_grad():
         clf.weight.copy_(w)
         clf.bias.copy_(b)
-    save_torch(path, {"model": model.state_dict(), "epoch": 1})
+    return save_torch(path, {"model": model.state_dict(), "epoch": 1})
 
 
 KIND = Features()

@@ -30,6 +30,7 @@ from ..fold import (
     epoch_scalars,
     epoch_score,
     fold_board,
+    load_best,
     load_resume,
     save_torch,
     write_fold_logits,
@@ -156,7 +157,7 @@ def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
     killed call wrote past ``last.pt`` are purged)."""
     r, fdir, state = job.recipe, job.fdir, setup.state
     task = job.comp.task
-    saved = load_resume(fdir / "last.pt", state)
+    saved = load_resume(job, state)
     history: list[dict] = saved.get("history", [])
     best = None  # (score, val loss) of the best epoch so far
     for h in history:
@@ -223,7 +224,7 @@ def epochs_since_best(history: list[dict], patience: int, greater: bool = True) 
 def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict], seconds: float = 0.0) -> None:
     """Best weights -> OOF and test logits under every TTA view, metrics, curves, done marker."""
     comp, fdir = job.comp, job.fdir
-    best = torch.load(fdir / "best.pt", map_location=job.device, weights_only=True)
+    best, best_sha = load_best(job, job.device)
     setup.model.load_state_dict(best["model"])
     size = job.recipe.image_size
     test_paths = comp.test["path"].tolist()
@@ -249,6 +250,7 @@ def finish_fold(job: FoldJob, setup: FoldSetup, history: list[dict], seconds: fl
         # a best epoch before the recipe's last (or an early stop): the held-out labels chose
         # it, and such a fold model cannot teach its fold's student
         holdout_used=best_epoch != job.recipe.epochs,
+        best_sha256=best_sha,
     )
     artifacts.write_done(fdir / "done.json", done)
     (fdir / "last.pt").unlink(missing_ok=True)  # the fold is final; best.pt is the checkpoint

@@ -235,7 +235,7 @@ def fit_fold(job: FoldJob) -> None:
     opt = make_optimizer(tail, r)
     sched = make_scheduler(opt, r, steps)
     state = _State(tail, opt, sched, device)
-    saved = load_resume(job.fdir / "last.pt", state)
+    saved = load_resume(job, state)
     before_s = float(saved.get("seconds", 0.0))  # what the calls before this one took
     history: list[dict] = saved.get("history", [])
     with fold_board(job, len(history) + 1) as board:  # steps a killed call wrote past last.pt go
@@ -324,7 +324,7 @@ def _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, before_s)
     under every view, ``metrics.csv``, ``curves.png``, then ``done.json``; ``last.pt`` goes."""
     r, task, va_rows, device = job.recipe, job.comp.task, job.held_out, job.device
     tail.eval()
-    save_torch(job.fdir / "best.pt", {"model": model.state_dict(), "epoch": r.epochs})
+    best_sha = save_torch(job.fdir / "best.pt", {"model": model.state_dict(), "epoch": r.epochs})
     oof = np.stack([_tail_logits(tail, a, va_rows, device) for a in train_acts])
     test = np.stack([_tail_logits(tail, a, np.arange(len(a)), device) for a in test_acts])
     write_fold_logits(job, va_rows, oof, test)
@@ -346,6 +346,7 @@ def _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, before_s)
         seconds=round(secs + before_s, 1),
         holdout_used=False,
         val_loss=last["val_loss"],
+        best_sha256=best_sha,
         extra={"train_stages": r.train_stages, "init_l2": INIT_L2},
     )
     artifacts.write_done(job.fdir / "done.json", done)

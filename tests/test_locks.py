@@ -1,0 +1,200 @@
+"""Two ``make train`` on one competition at once (issue 22): no fold is trained twice, a cache
+is built once while the other process waits, a lock left by a killed process is taken over,
+and every artifact reads back equal to one uninterrupted run's.
+
+Deterministic without sleeps: ``PIPELINE_HOLD_AT`` parks the first process at a named point
+while it holds its lock; it says so through a FIFO and goes on when the test writes to another.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipeline import locks
+from pipeline.cli import main
+from pipeline.tools.soak import check_outputs
+
+from .fakes import write_leaves
+
+RECIPE = """backbone = "test_resnet"
+image_size = 16
+epochs = 2
+batch_size = 8
+tta = ["none", "hflip"]
+"""
+TIMEOUT = 240
+
+
+def _roots(root: Path) -> list[str]:
+    return [
+        "--comp",
+        str(root / "input/toy"),
+        "--models",
+        str(root / "models"),
+        "--output",
+        str(root),
+    ]
+
+
+def _setup(root: Path) -> Path:
+    write_leaves(root / "input" / "toy", n_per_class=8, n_test=4)
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "r.toml").write_text(RECIPE)
+    assert main(["folds", *_roots(root), "--k", "2"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path]:
+    """(a trained workspace, an untrained copy of its template)."""
+    template = _setup(tmp_path_factory.mktemp("template"))
+    ref = tmp_path_factory.mktemp("ref") / "w"
+    shutil.copytree(template, ref)
+    assert main(["train", *_roots(ref), "--runs", "r"]) == 0
+    return ref, template
+
+
+class Hold:
+    """The test's end of ``PIPELINE_HOLD_AT``: FIFOs ``held`` and ``go`` in ``where``."""
+
+    def __init__(self, where: Path, point: str) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(where / "held")
+        os.mkfifo(where / "go")
+        self.where = where
+        self.env = {"PIPELINE_HOLD_AT": point, "PIPELINE_HOLD_DIR": str(where)}
+
+    def reached(self, proc: subprocess.Popen) -> str:
+        """Block until the process is parked at the point (its name), failing if it exits."""
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append((self.where / "held").read_text()))
+        reader.daemon = True
+        reader.start()
+        while reader.is_alive():
+            reader.join(timeout=1.0)
+            if proc.poll() is not None and reader.is_alive():
+                with open(self.where / "held", "w"):  # unblock our reader, then fail
+                    pass
+                pytest.fail(f"exited {proc.returncode} before its hold point: {proc.stderr.read()}")
+        return got[0].strip()
+
+    def release(self) -> None:
+        (self.where / "go").write_text("go")
+
+
+def _popen(root: Path, env: dict) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline", "train", *_roots(root), "--runs", "r"]
+    full = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
+    return subprocess.Popen(
+        cmd, cwd=root, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _epochs(out: str, fold: int) -> int:
+    return sum(f"r fold {fold} epoch " in line for line in out.splitlines())
+
+
+def test_a_held_fold_is_skipped_and_named_and_a_dead_holder_is_taken_over(
+    reference, tmp_path, capsys
+):
+    ref, template = reference
+    root = tmp_path / "w"
+    shutil.copytree(template, root)
+    hold = Hold(tmp_path / "hold", "fold:r/fold0")
+    first = _popen(root, hold.env)
+    assert hold.reached(first) == "fold:r/fold0"  # parked holding fold 0's lock
+
+    second = subprocess.run(
+        first.args,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert second.returncode == 2, second.stderr[-2000:]
+    err = second.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: 1 of 2 train jobs skipped, held by another live process: ")
+    assert f"r fold 0 is being trained by pid {first.pid} on " in err and "(make train)" in err
+    assert "re-run the same command once it has finished" in err
+    assert _epochs(second.stdout, 0) == 0 and _epochs(second.stdout, 1) == 2
+    fold0 = root / "models/toy/r/fold0"
+    assert not (fold0 / "done.json").exists() and not (root / "models/toy/r/oof.npz").exists()
+
+    first.kill()  # the holder dies holding the lock: the kernel drops it
+    first.communicate(timeout=TIMEOUT)
+    capsys.readouterr()
+    assert main(["train", *_roots(root), "--runs", "r"]) == 0  # takes fold 0 over
+    out = capsys.readouterr().out
+    assert _epochs(out, 0) == 2 and _epochs(out, 1) == 0
+    assert check_outputs(root, ref, "toy", ["r"]) == []
+
+
+def test_a_second_train_waits_for_the_cache_being_built_and_no_fold_trains_twice(
+    reference, tmp_path
+):
+    ref, template = reference
+    root = tmp_path / "w"
+    shutil.copytree(template, root)
+    hold = Hold(tmp_path / "hold", "cache:train_16.u8")
+    first = _popen(root, hold.env)
+    assert hold.reached(first) == "cache:train_16.u8"  # holding the decode cache's lock
+    second = _popen(root, {})
+    waiting = ""
+    while "waiting for the decode cache train_16.u8" not in waiting:  # its own line, no sleep
+        line = second.stderr.readline()
+        assert line, f"the second train ended without waiting: {second.communicate()}"
+        waiting += line
+    assert f"pid {first.pid} on " in waiting
+    hold.release()
+    outs = [p.communicate(timeout=TIMEOUT) for p in (first, second)]
+    rcs = [p.returncode for p in (first, second)]
+    out = [o for o, _ in outs]
+    assert set(rcs) <= {0, 2}, (rcs, outs[0][1][-1500:], outs[1][1][-1500:])
+    for rc, (_, err) in zip(rcs, outs, strict=True):
+        if rc == 2:  # it skipped what the other one held, and said so
+            assert "held by another live process" in err.strip().splitlines()[-1], err[-1500:]
+    cache = root / "models/toy/.cache/train_16.u8"
+    assert f"into {cache}" in out[0] and f"into {cache}" not in out[1]  # built once
+    for fold in (0, 1):  # each fold's epochs ran once, in one process or the other
+        assert _epochs(out[0], fold) + _epochs(out[1], fold) == 2, (fold, out)
+    assert main(["train", *_roots(root), "--runs", "r"]) == 0  # assembles, if neither could
+    assert check_outputs(root, ref, "toy", ["r"]) == []
+
+
+def test_locks_say_who_holds_them_and_wait(tmp_path):
+    path = tmp_path / "x.lock"
+    got = locks.try_lock(path, "testing")
+    assert got is not None
+    assert f"pid {os.getpid()} on " in locks.owner(path) and "(testing)" in locks.owner(path)
+    # another open file description of this process conflicts like another process would
+    assert locks.try_lock(path, "again") is None
+    got.release()
+    with locks.try_lock(path, "again") as again:
+        assert again is not None
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "locked"
+    assert locks.try_lock(path, "x") is None
+    child.send_signal(signal.SIGKILL)  # dies holding it
+    child.wait()
+    with locks.wait_lock(path, "x") as taken:  # taken over at once
+        assert taken.fd >= 0
