@@ -78,9 +78,13 @@ def assemble_run(
     ids = folds_df["id"].to_numpy().astype(str)
     pos = {i: n for n, i in enumerate(ids)}
     # a damaged fold file is fixed by retraining that fold (a done fold is otherwise skipped)
-    redo = [f"{rerun} after deleting {rdir / f'fold{f}'} (that fold is retrained)" for f in range(k)]
+    redo = [
+        f"{rerun} after deleting {rdir / f'fold{f}'} (that fold is retrained)" for f in range(k)
+    ]
     parts = [artifacts.read_logits(rdir / f"fold{f}" / "oof.npz", "oof", redo[f]) for f in range(k)]
-    tests = [artifacts.read_logits(rdir / f"fold{f}" / "test.npz", "test", redo[f]) for f in range(k)]
+    tests = [
+        artifacts.read_logits(rdir / f"fold{f}" / "test.npz", "test", redo[f]) for f in range(k)
+    ]
     v, _, c = parts[0]["logits"].shape
     logits = np.full((v, len(ids), c), np.nan, dtype=np.float32)
     for p in parts:
