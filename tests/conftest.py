@@ -22,3 +22,11 @@ def leaves(tmp_path: Path) -> Path:
 @pytest.fixture
 def cifar(tmp_path: Path) -> Path:
     return write_cifar(tmp_path / "input" / "cifar")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files that hold a ``slow`` test first, each file's tests in their order: pytest-xdist
+    (``make test``: ``--dist loadfile``) hands files to its workers in this order, so the long
+    ones start at once and the many short ones fill the gaps, not the other way round."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

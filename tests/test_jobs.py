@@ -37,8 +37,8 @@ tta = ["none", "hflip"]
 KILL = "after:fold1/last.pt"  # fold 1, once epoch 1 is saved
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", name="reference")
+def reference_fixture(tmp_path_factory) -> Path:
     """A tiny competition, its folds, and the in-process run at 1 thread per job."""
     base = tmp_path_factory.mktemp("jobs")
     write_leaves(base / "template" / "input" / "toy", n_per_class=6, n_test=4)
@@ -85,8 +85,8 @@ def _ray():
     return ray
 
 
-@pytest.fixture(scope="session")
-def ray_local():
+@pytest.fixture(scope="session", name="ray_local")
+def ray_local_fixture():
     """One local Ray instance for the whole session (start-up takes seconds)."""
     ray = _ray()
     if not ray.is_initialized():

@@ -72,8 +72,9 @@ class Hold:
         self.where = where
         self.env = {"PIPELINE_HOLD_AT": point, "PIPELINE_HOLD_DIR": str(where)}
 
-    def reached(self, proc: subprocess.Popen) -> str:
-        """Block until the process is parked at the point (its name), failing if it exits."""
+    def reached(self, proc) -> str:
+        """Block until the process (a Popen, or a ``First`` thread) is parked at the point
+        (returns its name), failing if it ends first."""
         got: list[str] = []
         reader = threading.Thread(target=lambda: got.append((self.where / "held").read_text()))
         reader.daemon = True
@@ -83,16 +84,35 @@ class Hold:
             if proc.poll() is not None and reader.is_alive():
                 with open(self.where / "held", "w"):  # unblock our reader, then fail
                     pass
-                pytest.fail(f"exited {proc.returncode} before its hold point: {proc.stderr.read()}")
+                pytest.fail(f"ended ({proc.poll()}) before its hold point")
         return got[0].strip()
 
     def release(self) -> None:
         (self.where / "go").write_text("go")
 
 
-def _popen(root: Path, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline", "train", *_roots(root), "--runs", "r"]
-    full = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
+class First:
+    """``make train`` in a thread of this process (no second start-up of Python and torch):
+    the first train, which parks at a hold point; ``poll()`` as a Popen's."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.rc: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.rc.append(main(argv)), daemon=True)
+        self.thread.start()
+
+    def poll(self) -> int | None:
+        return None if self.thread.is_alive() else (self.rc or [-1])[0]
+
+    def wait(self) -> int:
+        self.thread.join(timeout=TIMEOUT)
+        assert not self.thread.is_alive(), "the first train did not end"
+        return self.rc[0]
+
+
+def _popen(root: Path, env: dict, *more: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline", "train", *_roots(root), "--runs", "r", *more]
+    mine = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_HOLD_")}
+    full = {**mine, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
     return subprocess.Popen(
         cmd, cwd=root, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -102,6 +122,7 @@ def _epochs(out: str, fold: int) -> int:
     return sum(f"r fold {fold} epoch " in line for line in out.splitlines())
 
 
+@pytest.mark.slow
 def test_a_held_fold_is_skipped_and_named_and_a_dead_holder_is_taken_over(
     reference, tmp_path, capsys
 ):
@@ -112,20 +133,14 @@ def test_a_held_fold_is_skipped_and_named_and_a_dead_holder_is_taken_over(
     first = _popen(root, hold.env)
     assert hold.reached(first) == "fold:r/fold0"  # parked holding fold 0's lock
 
-    second = subprocess.run(
-        first.args,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert second.returncode == 2, second.stderr[-2000:]
-    err = second.stderr.strip().splitlines()[-1]
+    capsys.readouterr()  # the second train in this process: flock sees another open file
+    assert main(["train", *_roots(root), "--runs", "r"]) == 2
+    second = capsys.readouterr()
+    err = second.err.strip().splitlines()[-1]
     assert err.startswith("error: 1 of 2 train jobs skipped, held by another live process: ")
     assert f"r fold 0 is being trained by pid {first.pid} on " in err and "(make train)" in err
     assert "re-run the same command once it has finished" in err
-    assert _epochs(second.stdout, 0) == 0 and _epochs(second.stdout, 1) == 2
+    assert _epochs(second.out, 0) == 0 and _epochs(second.out, 1) == 2
     fold0 = root / "models/toy/r/fold0"
     assert not (fold0 / "done.json").exists() and not (root / "models/toy/r/oof.npz").exists()
 
@@ -138,14 +153,18 @@ def test_a_held_fold_is_skipped_and_named_and_a_dead_holder_is_taken_over(
     assert check_outputs(root, ref, "toy", ["r"]) == []
 
 
+@pytest.mark.slow
 def test_a_second_train_waits_for_the_cache_being_built_and_no_fold_trains_twice(
-    reference, tmp_path
+    reference, tmp_path, monkeypatch, capsys
 ):
     ref, template = reference
     root = tmp_path / "w"
     shutil.copytree(template, root)
     hold = Hold(tmp_path / "hold", "cache:train_16.u8")
-    first = _popen(root, hold.env)
+    for k, v in hold.env.items():
+        monkeypatch.setenv(k, v)
+    capsys.readouterr()
+    first = First(["train", *_roots(root), "--runs", "r"])
     assert hold.reached(first) == "cache:train_16.u8"  # holding the decode cache's lock
     second = _popen(root, {})
     waiting = ""
@@ -153,12 +172,14 @@ def test_a_second_train_waits_for_the_cache_being_built_and_no_fold_trains_twice
         line = second.stderr.readline()
         assert line, f"the second train ended without waiting: {second.communicate()}"
         waiting += line
-    assert f"pid {first.pid} on " in waiting
+    assert f"pid {os.getpid()} on " in waiting
     hold.release()
-    outs = [p.communicate(timeout=TIMEOUT) for p in (first, second)]
-    rcs = [p.returncode for p in (first, second)]
+    out2, err2 = second.communicate(timeout=TIMEOUT)
+    rcs = [first.wait(), second.returncode]
+    mine = capsys.readouterr()
+    outs = [(mine.out, mine.err), (out2, err2)]
     out = [o for o, _ in outs]
-    assert set(rcs) <= {0, 2}, (rcs, outs[0][1][-1500:], outs[1][1][-1500:])
+    assert set(rcs) <= {0, 2}, (rcs, mine.err[-1500:], err2[-1500:])
     for rc, (_, err) in zip(rcs, outs, strict=True):
         if rc == 2:  # it skipped what the other one held, and said so
             assert "held by another live process" in err.strip().splitlines()[-1], err[-1500:]
@@ -198,3 +219,40 @@ def test_locks_say_who_holds_them_and_wait(tmp_path):
     child.wait()
     with locks.wait_lock(path, "x") as taken:  # taken over at once
         assert taken.fd >= 0
+
+
+@pytest.mark.slow
+def test_a_second_budgeted_train_waits_for_the_plan_and_trains_by_it(
+    reference, tmp_path, monkeypatch, capsys
+):
+    """The BUDGET probe runs under a lock beside plan.toml: the second train waits for the
+    first one's plan, reads it instead of probing again, and no fold's epochs run twice."""
+    import pandas as pd
+
+    _, template = reference
+    root = tmp_path / "w"
+    shutil.copytree(template, root)
+    hold = Hold(tmp_path / "hold", "plan")
+    for k, v in hold.env.items():
+        monkeypatch.setenv(k, v)
+    capsys.readouterr()
+    first = First(["train", *_roots(root), "--runs", "r", "--budget", "10m"])
+    assert hold.reached(first) == "plan"
+    second = _popen(root, {}, "--budget", "10m")
+    waiting = ""
+    while "waiting for the time-budget probe writing" not in waiting:
+        line = second.stderr.readline()
+        assert line, f"the second train ended without waiting: {second.communicate()}"
+        waiting += line
+    hold.release()
+    out2, err2 = second.communicate(timeout=TIMEOUT)
+    rcs = {first.wait(), second.returncode}
+    mine = capsys.readouterr()
+    assert rcs <= {0, 2}, (rcs, mine.err[-1500:], err2[-1500:])
+    out = [mine.out, out2]
+    plan = root / "models/toy/plan.toml"
+    assert "plan: probing r" in out[0] and "plan: probing r" not in out[1]
+    assert f"plan: {plan} (BUDGET=10m" in out[1]
+    for fold in (0, 1):
+        epochs = len(pd.read_csv(root / f"models/toy/r/fold{fold}/metrics.csv"))
+        assert _epochs(out[0], fold) + _epochs(out[1], fold) == epochs, (fold, out)

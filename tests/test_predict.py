@@ -72,6 +72,7 @@ def test_predict_reproduces_the_ensemble_submission(trained, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_packaged_notebook_predicts_offline_in_a_clean_folder(trained, tmp_path, capsys):
     """Acceptance: package (fp32 weights), then the notebook code in a fresh interpreter, in a
     folder with only the test images and the sample submission, the package on PYTHONPATH."""
@@ -379,6 +380,7 @@ def _hidden_test_set(root: Path, n: int, bad: int) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_packaged_notebook_predicts_a_hidden_test_set_with_bad_images(trained, tmp_path, capsys):
     """Acceptance: the notebook, in a clean folder, on 200 hidden test images with one corrupt
     and one missing writes a valid submission and lists both ids; with 5 % bad it fails in one

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.cli import main
 
@@ -48,6 +49,7 @@ def _cli(root: Path, *args: str, env: dict | None = None):
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     for root in (killed, clean):

@@ -76,6 +76,7 @@ def clean(tmp_path_factory) -> tuple[Path, list[tuple[str, str]]]:
     return root, seen
 
 
+@pytest.mark.slow
 def test_every_write_point_on_a_full_disk_stops_in_one_line_and_resumes_bit_identical(
     clean, tmp_path, monkeypatch, capsys
 ):
@@ -269,6 +270,7 @@ def _record(argv: list[str]) -> list[tuple[str, str]]:
     return seen
 
 
+@pytest.mark.slow
 def test_every_ensemble_and_submission_write_point_on_a_full_disk(
     clean, tmp_path, monkeypatch, capsys
 ):
@@ -303,3 +305,20 @@ def test_every_ensemble_and_submission_write_point_on_a_full_disk(
         a = next(ref.rglob(rel))
         b = root / a.relative_to(ref)
         assert a.read_bytes() == b.read_bytes(), rel
+
+
+def test_predict_reserves_its_logits_and_a_refusal_is_one_line(copy, monkeypatch, capsys):
+    """make predict streams each member's test logits into a memory map: reserved first, so a
+    full disk is the one line (not a SIGBUS mid-pass) and no partial logits or submission stay."""
+    assert main(["ensemble", *_roots(copy), "--runs", "r"]) == 0
+    to = copy / "out" / "submission.csv"
+    argv = ["predict", *_roots(copy), "--test", str(copy / "input/toy"), "--to", str(to)]
+    monkeypatch.setenv("PIPELINE_FAIL_AT", "fallocate:logits/r.npy")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = [t for t in capsys.readouterr().err.splitlines() if t.startswith("error: ")]
+    assert len(err) == 1 and err[0].startswith("error: disk full writing "), err
+    assert "logits/r.npy (needs " in err[0] and "bytes free)" in err[0]
+    assert not to.exists() and not list(copy.rglob("logits/*.npy"))
+    monkeypatch.delenv("PIPELINE_FAIL_AT")
+    assert main(argv) == 0 and to.is_file()

@@ -86,6 +86,7 @@ def tracked(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_fold_events_equal_metrics_after_a_kill_between_events_and_checkpoint(tracked):
     """Epoch 1's events were on disk when the kill came, last.pt was not: the fold restarted,
     and TensorBoard shows each epoch once, equal to metrics.csv (the restart purged the rest)."""
