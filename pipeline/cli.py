@@ -469,14 +469,14 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except OSError as e:  # a full disk where no artifact write caught it (a library's own file)
         if not is_disk_full(e):
             raise
-        print(f"error: {disk_full(e.filename or a_path(args))}", file=sys.stderr)
+        print(f"error: {disk_full(e.filename or _models_root(args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue where it stopped", file=sys.stderr)
         return 130
 
 
-def a_path(args) -> str:
+def _models_root(args) -> str:
     """Where a stage writes (for a full disk that named no file): its ``MODELS`` folder."""
     return str(getattr(args, "models", None) or "models")
 
