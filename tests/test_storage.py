@@ -322,3 +322,26 @@ def test_predict_reserves_its_logits_and_a_refusal_is_one_line(copy, monkeypatch
     assert not to.exists() and not list(copy.rglob("logits/*.npy"))
     monkeypatch.delenv("PIPELINE_FAIL_AT")
     assert main(argv) == 0 and to.is_file()
+
+
+def test_a_full_disk_no_artifact_write_caught_is_still_one_line(monkeypatch, capsys):
+    """A library writing its own file (matplotlib's cache, say) on a full disk: the CLI says it
+    in the same one line; any other OSError is not dressed up as one."""
+    import errno
+
+    import pipeline.cli
+
+    def full(_args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/x/lib.cache")
+
+    monkeypatch.setattr(pipeline.cli, "cmd_check", full)
+    assert main(["check", "--comp", "input/none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("error: disk full writing /x/lib.cache ("), err
+
+    def other(_args):
+        raise OSError(errno.EACCES, "Permission denied", "/x/y")
+
+    monkeypatch.setattr(pipeline.cli, "cmd_check", other)
+    with pytest.raises(PermissionError):
+        main(["check", "--comp", "input/none"])
