@@ -87,6 +87,7 @@ def wait_lock(path: str | Path, what: str) -> Lock:
     if (got := try_lock(path, what)) is not None:
         return got
     print(f"waiting for {what}: {owner(path)} holds {path}", file=sys.stderr, flush=True)
+    hold_point(f"wait:{path.name}")  # tests: parked here, this process has found it held
     fd = _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

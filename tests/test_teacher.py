@@ -6,6 +6,7 @@ while fold 1's targets and the shortcut a careless pipeline takes (the teacher's
 predictions) do change, which shows the comparison can fail."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -207,3 +208,49 @@ def test_student_recipe_fields_are_checked():
         recipe_from_dict({"teacher": "ensemble", "distill_weight": 1.5})
     with pytest.raises(RecipeError, match='checkpoint = .*"best", "last"'):
         recipe_from_dict({"checkpoint": "first"})
+
+
+def test_a_second_train_waits_for_a_teachers_targets_being_written(
+    world_a, tmp_path, monkeypatch, capsys
+):
+    """Issue 22: a teacher's targets for a fold are written under a lock beside them; a second
+    process that finds it held waits, then reads what the holder wrote instead of writing
+    again. The holder here is this test; the second process a thread of it, parked by
+    ``PIPELINE_HOLD_AT=wait:<lock>`` once it has found the lock held (no sleeps)."""
+    import threading
+
+    from pipeline import locks
+
+    from .test_locks import Hold
+
+    comp, ws = _world(world_a, monkeypatch)
+    path = ws.teacher_targets("teach", 0)
+    lock = path.with_name(f".{path.name}.lock")
+    held = locks.try_lock(lock, "another make train")
+    hold = Hold(tmp_path / "hold", f"wait:{lock.name}")
+    for k, v in hold.env.items():
+        monkeypatch.setenv(k, v)
+    got: list = []
+
+    class Second(threading.Thread):
+        def run(self):
+            got.append(targets.fold_targets(comp, ws, "teach", 0, CPU))
+
+        def poll(self):
+            return None if self.is_alive() else 0
+
+    second = Second(daemon=True)
+    capsys.readouterr()
+    second.start()
+    assert hold.reached(second) == f"wait:{lock.name}"
+    teacher = targets.load_teacher(comp, ws, "teach")
+    targets._write_fold_targets(comp, ws, teacher, "teach", 0, CPU, path)  # the holder's work
+    written = path.stat().st_mtime_ns, path.stat().st_ino
+    hold.release()  # the second goes on to wait for the lock itself
+    held.release()
+    second.join(timeout=120)
+    assert got == [path]
+    out, err = capsys.readouterr()
+    assert f"waiting for teacher 'teach''s targets for fold 0: pid {os.getpid()} on " in err
+    assert out.count("teacher 'teach' for fold 0:") == 1  # the holder's, not the second's
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == written
