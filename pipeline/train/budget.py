@@ -315,16 +315,18 @@ def replan_line(step: dict, new: Plan, value) -> str:
 
 def record_wall(rdir: Path, stage_s: float) -> None:
     """Add the measured seconds (each fold's ``done.json``, and this ``make train`` call's wall
-    time) to the run's ``config.toml`` next to its plan."""
+    time) to the run's ``config.toml`` next to its plan. A read-modify-write, so under the
+    file's lock: a second ``make train`` assembling the same run at once loses nothing."""
     path = rdir / "config.toml"
-    cfg = artifacts.read_run_config(path)
-    if cfg is None:
-        return
-    folds = sorted(rdir.glob("fold*/done.json"))
-    secs = [artifacts.read_done(p, "make train").seconds for p in folds]
-    cfg["wall"] = {
-        "folds_s": round(sum(secs), 1),
-        "fold_s": [round(x, 1) for x in secs],
-        "last_train_call_s": round(stage_s, 1),
-    }
-    artifacts.atomic_write_text(path, to_toml(cfg))
+    with locks.wait_lock(rdir / ".config.toml.lock", f"{path}"):
+        cfg = artifacts.read_run_config(path)
+        if cfg is None:
+            return
+        folds = sorted(rdir.glob("fold*/done.json"))
+        secs = [artifacts.read_done(p, "make train").seconds for p in folds]
+        cfg["wall"] = {
+            "folds_s": round(sum(secs), 1),
+            "fold_s": [round(x, 1) for x in secs],
+            "last_train_call_s": round(stage_s, 1),
+        }
+        artifacts.atomic_write_text(path, to_toml(cfg))
