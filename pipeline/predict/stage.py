@@ -16,6 +16,7 @@ cleanlab, imagehash and the Kaggle CLI out.
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -83,8 +84,9 @@ def predict_stage(
     probs = _with_prior(saved, np.array(probs, dtype=np.float64), record)
     pred = probs.argmax(axis=1)
     fallback = bad.fill(probs, pred, saved.task.format, saved.task.multilabel)
-    probs32 = np.asarray(probs, dtype=np.float32)  # (T, C), for checks
-    artifacts.atomic_write(logits_dir / "probs.npy", lambda f: np.save(f, probs32))
+    buf = io.BytesIO()  # (T, C), for checks
+    np.save(buf, np.asarray(probs, dtype=np.float32))
+    artifacts.atomic_write_bytes(logits_dir / "probs.npy", buf.getvalue())
     write_submission(comp, out, pred, probs)
     try:
         validate_for(comp, out)

@@ -24,7 +24,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write_text
 from ..errors import PipelineError
 from .kaggle import _key_line, _scrub, kaggle_exe
 
@@ -343,7 +343,7 @@ def write_slug(dest: Path, slug: str) -> Path:
         raise DownloadError(
             f"{path} is not valid TOML ({e}); fix it and re-run make download SLUG={slug}"
         ) from None
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write_text(path, text)
 
 
 def metric_line(comp, slug: str) -> str:
