@@ -160,6 +160,8 @@ def activations(
         else:
             out[v] = got
     if missing:
+        # the lock of this key's embeddings (embed.py): the trunk pass writes those too, so a
+        # feature run of the backbone waits for it rather than embedding the images again
         lock = _path(ws, key, n, split, "").with_name(f".{split}.lock")
         with locks.wait_lock(lock, f"the {split} activations of {key}"):
             _build_missing(comp, ws, recipe, split, device, missing, out)
