@@ -1,10 +1,10 @@
 """A full disk and a damaged file as one line each, never a traceback or a half-written file.
 
 - ``DiskFull``: raised instead of ``OSError(ENOSPC)`` by every artifact write (``atomic.py``) and
-  every memory-mapped cache (``reserve``), naming the file, the bytes it needs where known and
+  every memory-mapped cache (``reserve_file``), naming the file, the bytes it needs where known and
   the bytes free; the CLI prints it as one line. A re-run after space is freed continues where
   the run stopped (each artifact is written whole or not at all).
-- ``reserve``: ``posix_fallocate`` before a cache is filled through ``np.memmap``: writing into
+- ``reserve_file``: ``posix_fallocate`` before a cache is filled through ``np.memmap``: writing into
   a sparse mapping on a full disk is a SIGBUS, not an ``OSError``, so the blocks are taken first.
 - ``PIPELINE_FAIL_AT``: the fault injection the tests use to reach every write point.
 """
@@ -57,7 +57,7 @@ def fail_point(kind: str, path: str | Path) -> None:
     """Fault injection for tests only: ``PIPELINE_FAIL_AT=<kind>:<file>[,...]`` (``<file>`` a
     name or ``<folder>/<name>``) raises ``OSError(ENOSPC)`` at the first matching write point:
     ``enospc`` where an artifact is written (``atomic.atomic_write``), ``fallocate`` where a
-    memory-mapped cache reserves its space (``reserve``). Unset, it does nothing."""
+    memory-mapped cache reserves its space (``reserve_file``). Unset, it does nothing."""
     points = os.environ.get("PIPELINE_FAIL_AT")
     if not points:
         return
@@ -67,31 +67,25 @@ def fail_point(kind: str, path: str | Path) -> None:
         raise OSError(errno.ENOSPC, f"No space left on device (PIPELINE_FAIL_AT={kind})", str(p))
 
 
-def reserve(fd: int, nbytes: int, path: str | Path) -> None:
-    """Allocate ``nbytes`` of the open file ``fd`` (``path``, for the message) now, so filling
-    its memory map later cannot meet a full disk. On a filesystem without ``fallocate`` (glibc
-    emulates it where it can) the file is only extended to ``nbytes``, sparse, as before."""
+def reserve_file(path: str | Path, nbytes: int, name: str | Path | None = None) -> None:
+    """Allocate ``nbytes`` of the file ``path`` (created if absent) now, so filling its memory
+    map later cannot meet a full disk; on refusal the file is removed and ``DiskFull`` names
+    ``name`` (the cache it becomes when ``path`` is its temp file). On a filesystem without
+    ``fallocate`` (glibc emulates it where it can) the file is only extended, sparse, as before."""
+    name = name or path
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fail_point("fallocate", path)
+        fail_point("fallocate", name)
         if nbytes > 0:
             os.posix_fallocate(fd, 0, nbytes)
     except OSError as e:
         if is_disk_full(e):
-            raise disk_full(path, nbytes) from None
+            os.close(fd)
+            Path(path).unlink(missing_ok=True)
+            raise disk_full(name, nbytes) from None
         if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            os.close(fd)
             raise
         if os.fstat(fd).st_size < nbytes:  # no fallocate here: at least the size it maps
             os.ftruncate(fd, nbytes)
-
-
-def reserve_file(path: str | Path, nbytes: int, name: str | Path | None = None) -> None:
-    """``reserve`` for the file ``path`` (created if absent; on refusal it is removed), named
-    ``name`` in the message (the cache it becomes when ``path`` is its temp file)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        reserve(fd, nbytes, name or path)
-    except BaseException:
-        os.close(fd)
-        Path(path).unlink(missing_ok=True)
-        raise
     os.close(fd)

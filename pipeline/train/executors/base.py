@@ -122,15 +122,19 @@ class Progress:
             self.line(f"{job.tag}: {last_epoch(ctx.log(job))} (running {_hms(time.time() - t0)})")
 
 
-def last_epoch(log: Path) -> str:
-    """The last finished-epoch line of a job's log (``format_epoch``), or "starting"."""
+def log_tail(log: Path) -> list[str]:
+    """The last lines (8 KB) of a job's log; none when it cannot be read."""
     try:
         with open(log, "rb") as f:
             f.seek(max(0, f.seek(0, 2) - 8192))
-            tail = f.read().decode("utf-8", "replace").splitlines()
+            return f.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return "starting"
-    epochs = [t for t in tail if " epoch " in t and " img/s" in t]
+        return []
+
+
+def last_epoch(log: Path) -> str:
+    """The last finished-epoch line of a job's log (``format_epoch``), or "starting"."""
+    epochs = [t for t in log_tail(log) if " epoch " in t and " img/s" in t]
     return epochs[-1].split(" epoch ", 1)[1].strip() if epochs else "starting"
 
 

@@ -26,6 +26,7 @@ from .base import (
     Failure,
     FoldHeld,
     Progress,
+    log_tail,
     prepare_shared,
     run_job,
 )
@@ -175,11 +176,5 @@ def _worker(ctx: TrainContext, job: Job, threads: int, gpu: int | None, log: str
 
 def error_line(log) -> str:
     """The worker's own last ``error:``/``held:`` line in its log, without the prefix."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(max(0, f.seek(0, 2) - 8192))
-            tail = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    lines = [t.split(": ", 1)[1] for t in tail if t.startswith(("error: ", "held: "))]
+    lines = [t.split(": ", 1)[1] for t in log_tail(log) if t.startswith(("error: ", "held: "))]
     return lines[-1] if lines else ""
