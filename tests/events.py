@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# written out here, not imported from pipeline.train.fold.EPOCH_TAGS: the test's own oracle
 EPOCH_COLUMNS = {
     "train_loss": "train/loss",
     "train_acc": "train/accuracy",

@@ -69,3 +69,52 @@ def write_cifar(root: Path, n_per_class: int = 6, n_test: int = 5, seed: int = 1
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# A 2-fold toy run ``r``: a tiny timm test model from scratch, two views
+TOY_RECIPE = """backbone = "test_resnet"
+image_size = 16
+epochs = 2
+batch_size = 8
+tta = ["none", "hflip"]
+"""
+
+
+def toy_roots(root: Path) -> list[str]:
+    """The CLI's roots for a workspace made by ``toy_workspace``."""
+    return [
+        "--comp",
+        str(root / "input/toy"),
+        "--models",
+        str(root / "models"),
+        "--output",
+        str(root),
+    ]
+
+
+def toy_workspace(root: Path, recipe: str = TOY_RECIPE, n_per_class: int = 8) -> Path:
+    """``root`` with the leaves-layout competition ``input/toy`` (4 test images), the recipe
+    ``models/r.toml`` and its 2-fold folds file."""
+    from pipeline.cli import main
+
+    write_leaves(root / "input" / "toy", n_per_class=n_per_class, n_test=4)
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "r.toml").write_text(recipe)
+    assert main(["folds", *toy_roots(root), "--k", "2"]) == 0
+    return root
+
+
+def import_or_skip(module: str, extra: str):
+    """``module``, or skip the test when its optional extra is not installed, except on CI
+    (``CI=true``), which installs every extra: there a missing one is a failure."""
+    import importlib
+    import os
+
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"{module} not installed: pip install -e '.[{extra}]'")

@@ -22,7 +22,7 @@ from pipeline.train.executors.local import exit_reason, visible_device
 from pipeline.train.stage import train_stage
 
 from .events import assert_epochs_match_metrics
-from .fakes import write_leaves
+from .fakes import import_or_skip, write_leaves
 
 # 2 epochs, so a kill after epoch 1's last.pt is mid-fold; augmentation, mixup and EMA on
 RECIPE = """backbone = "test_resnet"
@@ -75,20 +75,10 @@ def _assert_events(root: Path) -> None:
         assert_epochs_match_metrics(root / "models/toy/r" / f"fold{fold}")
 
 
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise  # CI installs the ray extra: a missing Ray is a failure there
-        pytest.skip("ray not installed: pip install -e '.[ray]'")
-    return ray
-
-
 @pytest.fixture(scope="session", name="ray_local")
 def ray_local_fixture():
     """One local Ray instance for the whole session (start-up takes seconds)."""
-    ray = _ray()
+    ray = import_or_skip("ray", "ray")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

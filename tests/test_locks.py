@@ -22,43 +22,18 @@ from pipeline import locks
 from pipeline.cli import main
 from pipeline.tools.soak import check_outputs
 
-from .fakes import write_leaves
+from .fakes import toy_roots, toy_workspace
 
-RECIPE = """backbone = "test_resnet"
-image_size = 16
-epochs = 2
-batch_size = 8
-tta = ["none", "hflip"]
-"""
 TIMEOUT = 240
-
-
-def _roots(root: Path) -> list[str]:
-    return [
-        "--comp",
-        str(root / "input/toy"),
-        "--models",
-        str(root / "models"),
-        "--output",
-        str(root),
-    ]
-
-
-def _setup(root: Path) -> Path:
-    write_leaves(root / "input" / "toy", n_per_class=8, n_test=4)
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "r.toml").write_text(RECIPE)
-    assert main(["folds", *_roots(root), "--k", "2"]) == 0
-    return root
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, Path]:
     """(a trained workspace, an untrained copy of its template)."""
-    template = _setup(tmp_path_factory.mktemp("template"))
+    template = toy_workspace(tmp_path_factory.mktemp("template"))
     ref = tmp_path_factory.mktemp("ref") / "w"
     shutil.copytree(template, ref)
-    assert main(["train", *_roots(ref), "--runs", "r"]) == 0
+    assert main(["train", *toy_roots(ref), "--runs", "r"]) == 0
     return ref, template
 
 
@@ -110,12 +85,23 @@ class First:
 
 
 def _popen(root: Path, env: dict, *more: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline", "train", *_roots(root), "--runs", "r", *more]
+    cmd = [sys.executable, "-m", "pipeline", "train", *toy_roots(root), "--runs", "r", *more]
     mine = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_HOLD_")}
     full = {**mine, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
     return subprocess.Popen(
         cmd, cwd=root, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def _await_line(proc: subprocess.Popen, text: str) -> str:
+    """Read ``proc``'s stderr until a line holds ``text`` (its own line: no sleep); what was
+    read up to there."""
+    seen = ""
+    while text not in seen:
+        line = proc.stderr.readline()
+        assert line, f"the second train ended without waiting: {proc.communicate()}"
+        seen += line
+    return seen
 
 
 def _epochs(out: str, fold: int) -> int:
@@ -134,7 +120,7 @@ def test_a_held_fold_is_skipped_and_named_and_a_dead_holder_is_taken_over(
     assert hold.reached(first) == "fold:r/fold0"  # parked holding fold 0's lock
 
     capsys.readouterr()  # the second train in this process: flock sees another open file
-    assert main(["train", *_roots(root), "--runs", "r"]) == 2
+    assert main(["train", *toy_roots(root), "--runs", "r"]) == 2
     second = capsys.readouterr()
     err = second.err.strip().splitlines()[-1]
     assert err.startswith("error: 1 of 2 train jobs skipped, held by another live process: ")
@@ -147,7 +133,7 @@ def test_a_held_fold_is_skipped_and_named_and_a_dead_holder_is_taken_over(
     first.kill()  # the holder dies holding the lock: the kernel drops it
     first.communicate(timeout=TIMEOUT)
     capsys.readouterr()
-    assert main(["train", *_roots(root), "--runs", "r"]) == 0  # takes fold 0 over
+    assert main(["train", *toy_roots(root), "--runs", "r"]) == 0  # takes fold 0 over
     out = capsys.readouterr().out
     assert _epochs(out, 0) == 2 and _epochs(out, 1) == 0
     assert check_outputs(root, ref, "toy", ["r"]) == []
@@ -164,14 +150,10 @@ def test_a_second_train_waits_for_the_cache_being_built_and_no_fold_trains_twice
     for k, v in hold.env.items():
         monkeypatch.setenv(k, v)
     capsys.readouterr()
-    first = First(["train", *_roots(root), "--runs", "r"])
+    first = First(["train", *toy_roots(root), "--runs", "r"])
     assert hold.reached(first) == "cache:train_16.u8"  # holding the decode cache's lock
     second = _popen(root, {})
-    waiting = ""
-    while "waiting for the decode cache train_16.u8" not in waiting:  # its own line, no sleep
-        line = second.stderr.readline()
-        assert line, f"the second train ended without waiting: {second.communicate()}"
-        waiting += line
+    waiting = _await_line(second, "waiting for the decode cache train_16.u8")
     assert f"pid {os.getpid()} on " in waiting
     hold.release()
     out2, err2 = second.communicate(timeout=TIMEOUT)
@@ -187,7 +169,7 @@ def test_a_second_train_waits_for_the_cache_being_built_and_no_fold_trains_twice
     assert f"into {cache}" in out[0] and f"into {cache}" not in out[1]  # built once
     for fold in (0, 1):  # each fold's epochs ran once, in one process or the other
         assert _epochs(out[0], fold) + _epochs(out[1], fold) == 2, (fold, out)
-    assert main(["train", *_roots(root), "--runs", "r"]) == 0  # assembles, if neither could
+    assert main(["train", *toy_roots(root), "--runs", "r"]) == 0  # assembles, if neither could
     assert check_outputs(root, ref, "toy", ["r"]) == []
 
 
@@ -236,14 +218,11 @@ def test_a_second_budgeted_train_waits_for_the_plan_and_trains_by_it(
     for k, v in hold.env.items():
         monkeypatch.setenv(k, v)
     capsys.readouterr()
-    first = First(["train", *_roots(root), "--runs", "r", "--budget", "10m"])
+    first = First(["train", *toy_roots(root), "--runs", "r", "--budget", "10m"])
     assert hold.reached(first) == "plan"
     second = _popen(root, {}, "--budget", "10m")
-    waiting = ""
-    while "waiting for the time-budget probe writing" not in waiting:
-        line = second.stderr.readline()
-        assert line, f"the second train ended without waiting: {second.communicate()}"
-        waiting += line
+    waiting = _await_line(second, "waiting for the time-budget probe writing")
+    assert f"pid {os.getpid()} on " in waiting  # the first train, this process, holds it
     hold.release()
     out2, err2 = second.communicate(timeout=TIMEOUT)
     rcs = {first.wait(), second.returncode}

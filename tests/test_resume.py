@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.cli import main
 
-from .fakes import write_leaves
+from .fakes import toy_roots, toy_workspace
 
 RECIPE = """backbone = "test_resnet"
 image_size = 24
@@ -25,24 +25,6 @@ tta = ["none", "hflip"]
 """
 
 
-def _setup(root: Path) -> None:
-    write_leaves(root / "input" / "toy", n_per_class=12, n_test=4)
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "r.toml").write_text(RECIPE)
-    assert main(["folds", *_roots(root), "--k", "2"]) == 0
-
-
-def _roots(root: Path) -> list[str]:
-    return [
-        "--comp",
-        str(root / "input/toy"),
-        "--models",
-        str(root / "models"),
-        "--output",
-        str(root),
-    ]
-
-
 def _cli(root: Path, *args: str, env: dict | None = None):
     cmd = [sys.executable, "-m", "pipeline", *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(env or {})}
@@ -53,7 +35,7 @@ def _cli(root: Path, *args: str, env: dict | None = None):
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     for root in (killed, clean):
-        _setup(root)
+        toy_workspace(root, RECIPE, n_per_class=12)
     last = killed / "models" / "toy" / "r" / "fold0" / "last.pt"
     # the deterministic kill hook (atomic.py): SIGKILL right after epoch 1's last.pt of fold 0
     # is renamed into place, mid-fold, with no timing race
@@ -71,7 +53,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     metrics = pd.read_csv(fdir / "metrics.csv")
     assert metrics["epoch"].tolist() == [1, 2]
 
-    assert main(["train", *_roots(clean), "--runs", "r"]) == 0  # in-process, same threads
+    assert main(["train", *toy_roots(clean), "--runs", "r"]) == 0  # in-process, same threads
     for name in ("oof.npz", "test.npz"):
         with (
             np.load(killed / "models/toy/r" / name) as a,

@@ -26,40 +26,11 @@ from pipeline.errors import ArtifactError
 from pipeline.model.checkpoint import read_checkpoint
 from pipeline.tools.soak import check_outputs
 
-from .fakes import write_leaves
-
-RECIPE = """backbone = "test_resnet"
-image_size = 16
-epochs = 2
-batch_size = 8
-tta = ["none", "hflip"]
-"""
+from .fakes import toy_roots, toy_workspace
 
 
-def _roots(root: Path) -> list[str]:
-    return [
-        "--comp",
-        str(root / "input/toy"),
-        "--models",
-        str(root / "models"),
-        "--output",
-        str(root),
-    ]
-
-
-def _setup(root: Path) -> Path:
-    write_leaves(root / "input" / "toy", n_per_class=8, n_test=4)
-    (root / "models").mkdir(parents=True)
-    (root / "models" / "r.toml").write_text(RECIPE)
-    assert main(["folds", *_roots(root), "--k", "2"]) == 0
-    return root
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory) -> tuple[Path, list[tuple[str, str]]]:
-    """A workspace trained without a fault, and the write points its train stage reached, in
-    order: ``(kind, "<folder>/<name>")``."""
-    root = _setup(tmp_path_factory.mktemp("clean"))
+def _record(argv: list[str]) -> list[tuple[str, str]]:
+    """The write points ``main(argv)`` reaches, in order."""
     seen: list[tuple[str, str]] = []
     real = pipeline.storage.fail_point
 
@@ -72,7 +43,16 @@ def clean(tmp_path_factory) -> tuple[Path, list[tuple[str, str]]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline.atomic, "fail_point", record)
         mp.setattr(pipeline.storage, "fail_point", record)
-        assert main(["train", *_roots(root), "--runs", "r"]) == 0
+        assert main(argv) == 0
+    return seen
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> tuple[Path, list[tuple[str, str]]]:
+    """A workspace trained without a fault, and the write points its train stage reached, in
+    order: ``(kind, "<folder>/<name>")``."""
+    root = toy_workspace(tmp_path_factory.mktemp("clean"))
+    seen = _record(["train", *toy_roots(root), "--runs", "r"])
     return root, seen
 
 
@@ -95,12 +75,12 @@ def test_every_write_point_on_a_full_disk_stops_in_one_line_and_resumes_bit_iden
         "r/config.toml",
     ):
         assert want in names, (want, names)
-    root = _setup(tmp_path / "full")
+    root = toy_workspace(tmp_path / "full")
     models = root / "models"
     for kind, name in points:
         monkeypatch.setenv("PIPELINE_FAIL_AT", f"{kind}:{name}")
         capsys.readouterr()
-        assert main(["train", *_roots(root), "--runs", "r"]) == 2, f"{kind}:{name} not reached"
+        assert main(["train", *toy_roots(root), "--runs", "r"]) == 2, f"{kind}:{name} not reached"
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: disk full writing "), (name, err)
         line = err[0]
@@ -111,7 +91,7 @@ def test_every_write_point_on_a_full_disk_stops_in_one_line_and_resumes_bit_iden
         left = [p for p in models.rglob("*") if p.name.endswith(".tmp")]
         assert not left, (name, left)
     monkeypatch.delenv("PIPELINE_FAIL_AT")
-    assert main(["train", *_roots(root), "--runs", "r"]) == 0
+    assert main(["train", *toy_roots(root), "--runs", "r"]) == 0
     # every artifact reads back and equals the clean run's: logits and checkpoints bit for bit
     assert check_outputs(root, ref, "toy", ["r"]) == []
 
@@ -154,21 +134,21 @@ def test_a_damaged_last_pt_is_named_with_the_fix(copy, damage, capsys):
     env = pytest.MonkeyPatch()
     env.setenv("PIPELINE_FAIL_AT", "enospc:fold0/oof.npz")
     try:
-        assert main(["train", *_roots(copy), "--runs", "r", "--folds", "0"]) == 2
+        assert main(["train", *toy_roots(copy), "--runs", "r", "--folds", "0"]) == 2
     finally:
         env.undo()
     last = copy / "models/toy/r/fold0/last.pt"
     assert last.is_file()
     damage(last)
     capsys.readouterr()
-    assert main(["train", *_roots(copy), "--runs", "r", "--folds", "0"]) == 2
+    assert main(["train", *toy_roots(copy), "--runs", "r", "--folds", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert f"{last} is damaged" in err[0]
     assert ("CRC-32 mismatch" if damage is _flip else "truncated") in err[0]
     assert "delete it (the fold restarts from its first epoch)" in err[0]
     last.unlink()  # the fix the line gives
-    assert main(["train", *_roots(copy), "--runs", "r", "--folds", "0"]) == 0
+    assert main(["train", *toy_roots(copy), "--runs", "r", "--folds", "0"]) == 0
 
 
 def test_read_checkpoint_checks_the_recorded_hash_and_the_crcs(tmp_path):
@@ -193,14 +173,14 @@ def test_read_checkpoint_checks_the_recorded_hash_and_the_crcs(tmp_path):
 
 
 def test_damaged_best_pt_is_refused_by_predict_naming_the_fold(copy, capsys):
-    assert main(["ensemble", *_roots(copy), "--runs", "r"]) == 0
+    assert main(["ensemble", *toy_roots(copy), "--runs", "r"]) == 0
     done = json.loads((copy / "models/toy/r/fold1/done.json").read_text())
     best = copy / "models/toy/r/fold1/best.pt"
     assert len(done["best_sha256"]) == 64
     assert done["best_sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
     _flip(best)
     capsys.readouterr()
-    assert main(["predict", *_roots(copy), "--test", str(copy / "input/toy")]) == 2
+    assert main(["predict", *toy_roots(copy), "--test", str(copy / "input/toy")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert f"{best} is not the file its fold wrote: its sha256" in err[0]
@@ -219,10 +199,10 @@ def test_a_bit_flip_in_logits_is_caught_by_the_npz_crc(copy, which, capsys):
     data[start + info.file_size - 5] ^= 0x10
     path.write_bytes(bytes(data))
     capsys.readouterr()
-    verb = ["ensemble", *_roots(copy), "--runs", "r"]
+    verb = ["ensemble", *toy_roots(copy), "--runs", "r"]
     if which != "r/oof.npz":  # a fold's: the run is assembled again from its folds
         (copy / "models/toy/r/oof.npz").unlink()
-        verb = ["train", *_roots(copy), "--runs", "r"]
+        verb = ["train", *toy_roots(copy), "--runs", "r"]
     assert main(verb) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{path} is unreadable (BadZipFile)" in err[0], err
@@ -252,24 +232,6 @@ def test_damaged_caches_are_said_and_rebuilt(copy, capsys):
     assert f"embeddings {emb} are damaged" in capsys.readouterr().out
 
 
-def _record(argv: list[str]) -> list[tuple[str, str]]:
-    """The write points ``main(argv)`` reaches, in order."""
-    seen: list[tuple[str, str]] = []
-    real = pipeline.storage.fail_point
-
-    def record(kind: str, path) -> None:
-        p = Path(path)
-        if (kind, f"{p.parent.name}/{p.name}") not in seen:
-            seen.append((kind, f"{p.parent.name}/{p.name}"))
-        real(kind, path)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.atomic, "fail_point", record)
-        mp.setattr(pipeline.storage, "fail_point", record)
-        assert main(argv) == 0
-    return seen
-
-
 @pytest.mark.slow
 def test_every_ensemble_and_submission_write_point_on_a_full_disk(
     clean, tmp_path, monkeypatch, capsys
@@ -279,7 +241,7 @@ def test_every_ensemble_and_submission_write_point_on_a_full_disk(
     ref = tmp_path / "ref"
     shutil.copytree(clean[0], ref)
     verb = ["ensemble", "--runs", "r"]
-    points = _record([verb[0], *_roots(ref), *verb[1:]])
+    points = _record([verb[0], *toy_roots(ref), *verb[1:]])
     names = [n for _, n in points]
     for want in (
         "ensemble/leaderboard.csv",
@@ -292,7 +254,7 @@ def test_every_ensemble_and_submission_write_point_on_a_full_disk(
     for kind, name in points:
         monkeypatch.setenv("PIPELINE_FAIL_AT", f"{kind}:{name}")
         capsys.readouterr()
-        assert main([verb[0], *_roots(root), *verb[1:]]) == 2, f"{kind}:{name} not reached"
+        assert main([verb[0], *toy_roots(root), *verb[1:]]) == 2, f"{kind}:{name} not reached"
         err = capsys.readouterr().err  # (what a progress bar left on the screen, then) one line
         assert "Traceback" not in err, err
         lines = [t for t in err.splitlines() if t.startswith("error: ")]
@@ -300,7 +262,7 @@ def test_every_ensemble_and_submission_write_point_on_a_full_disk(
         assert err.rstrip().endswith(lines[0]), err
         assert not [p for p in root.rglob("*.tmp")], name
     monkeypatch.delenv("PIPELINE_FAIL_AT")
-    assert main([verb[0], *_roots(root), *verb[1:]]) == 0
+    assert main([verb[0], *toy_roots(root), *verb[1:]]) == 0
     for rel in ("submission.csv", "ensemble_state.npz"):
         a = next(ref.rglob(rel))
         b = root / a.relative_to(ref)
@@ -310,9 +272,9 @@ def test_every_ensemble_and_submission_write_point_on_a_full_disk(
 def test_predict_reserves_its_logits_and_a_refusal_is_one_line(copy, monkeypatch, capsys):
     """make predict streams each member's test logits into a memory map: reserved first, so a
     full disk is the one line (not a SIGBUS mid-pass) and no partial logits or submission stay."""
-    assert main(["ensemble", *_roots(copy), "--runs", "r"]) == 0
+    assert main(["ensemble", *toy_roots(copy), "--runs", "r"]) == 0
     to = copy / "out" / "submission.csv"
-    argv = ["predict", *_roots(copy), "--test", str(copy / "input/toy"), "--to", str(to)]
+    argv = ["predict", *toy_roots(copy), "--test", str(copy / "input/toy"), "--to", str(to)]
     monkeypatch.setenv("PIPELINE_FAIL_AT", "fallocate:logits/r.npy")
     capsys.readouterr()
     assert main(argv) == 2

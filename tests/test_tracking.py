@@ -25,7 +25,7 @@ from pipeline.cli import main, resolve_track
 from pipeline.errors import PipelineError
 
 from .events import assert_epochs_match_metrics, scalars
-from .fakes import write_leaves
+from .fakes import import_or_skip, write_leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = """backbone = "test_resnet"
@@ -34,15 +34,6 @@ epochs = 2
 batch_size = 8
 tta = ["none", "hflip"]
 """
-
-
-def _mlflow_or_skip():
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise  # CI installs the track extra: a missing MLflow is a failure there
-        pytest.skip("mlflow not installed: pip install -e '.[track]'")
 
 
 def _has_mlflow() -> bool:
@@ -158,7 +149,7 @@ def test_ensemble_events_leaderboard_per_class_and_figures(tracked):
 
 
 def test_mlflow_runs_folds_and_ensemble_read_back(tracked):
-    _mlflow_or_skip()
+    import_or_skip("mlflow", "track")
     client = track_mlflow.mlflow_client(tracked / "models")
     exp = client.get_experiment_by_name("toy")
     runs = client.search_runs([exp.experiment_id])
