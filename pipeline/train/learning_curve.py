@@ -18,6 +18,7 @@ from .. import artifacts
 from ..competition import Competition
 from ..errors import PipelineError
 from ..layout import Workspace
+from ..model.pretrained import ensure_pretrained
 from ..plots import pyplot
 from .assemble import load_recipes, read_training_folds
 from .context import Job, TrainContext
@@ -60,6 +61,7 @@ def curve_stage(
         raise PipelineError(f"fold {fold} is not in {ws.folds_csv}")
     dev = resolve_device(device)
     recipe = load_recipes(ws, [run], overrides)[run]
+    ensure_pretrained({run: recipe})
     kind = get_kind(recipe.kind)
     train = folds_df[folds_df["fold"] != fold]
     labels = folds_df.set_index("id")["label"]

@@ -25,6 +25,7 @@ from ..config import ADDED_LATER, Recipe, to_toml
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from ..model.device import resolve_device as resolve_device
+from ..model.pretrained import ensure_pretrained
 from .assemble import assemble_run, load_recipes, read_training_folds
 from .budget import record_wall, resolve_plan
 from .context import Job, TrainContext, labels_by_row
@@ -62,6 +63,7 @@ def train_stage(
         raise PipelineError(f"FOLDS has fold {bad[0]} but {ws.folds_csv} has folds 0..{k - 1}")
     dev = resolve_device(device)
     recipes = load_recipes(ws, runs, overrides)
+    ensure_pretrained({r: recipes[r] for r in recipes if _pending(ws, r, todo, quiet=True)})
     labels = labels_by_row(comp, folds_df)
     plans, left_out, replanner = resolve_plan(
         comp, ws, recipes, labels, k, dev, budget_s, auto_epochs
@@ -155,12 +157,14 @@ def as_planned(recipe: Recipe, entry: dict) -> Recipe:
     return recipe
 
 
-def _pending(ws: Workspace, run: str, folds: list[int]) -> list[Job]:
+def _pending(ws: Workspace, run: str, folds: list[int], quiet: bool = False) -> list[Job]:
     """The folds of ``run`` without ``done.json`` (a done fold is skipped and said so)."""
     jobs = []
     for fold in folds:
         fdir = ws.fold_dir(run, fold)
         if (fdir / "done.json").is_file():
+            if quiet:
+                continue
             print(f"{run} fold {fold}: done, skipped (delete {fdir} to retrain)")
             # left when a kill fell between done.json and its removal in finish_fold
             (fdir / "last.pt").unlink(missing_ok=True)
@@ -176,6 +180,7 @@ def prepare_stage(
     image sizes and what their kinds prepare (embeddings), e.g. before timing a train stage."""
     folds_df, fhash = read_training_folds(comp, ws)
     recipes = load_recipes(ws, runs, overrides)
+    ensure_pretrained(recipes)
     ctx = TrainContext.build(comp, ws, folds_df, fhash, recipes, str(resolve_device(device)))
     prepare_shared(ctx, [Job(run, 0) for run in runs])
     sizes = sorted({r.image_size for r in recipes.values()})

@@ -190,18 +190,18 @@ def _tail_speed(p: ProbeInput, norm) -> tuple[float, float]:
     y = torch.from_numpy(p.y_all[:n]).to(p.device)
     opt = torch.optim.AdamW(tail.parameters(), lr=1e-4)
     tail.train()
-    steps = max(2, p.batches)
+    steps, bs = max(2, p.batches), min(r.batch_size, n)  # a tiny sample: batches of its size
     t0 = None
     for i in range(1 + steps):  # one warm-up step
         if i == 1:
             t0 = p.clock()
-        rows = torch.arange(i * r.batch_size, (i + 1) * r.batch_size) % n
+        rows = torch.arange(i * bs, (i + 1) * bs) % n
         out = tail(acts[rows].to(p.device))
         loss = loop.bce(out, y[rows]) if p.comp.task.multilabel else F.cross_entropy(out, y[rows])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    train_rps = steps * r.batch_size / max(p.clock() - t0, 1e-9)
+    train_rps = steps * bs / max(p.clock() - t0, 1e-9)
     tail.eval()
     t0 = p.clock()
     with torch.inference_mode():
