@@ -27,4 +27,10 @@ def to_input(
     """``(B, S, S, 3) uint8`` -> normalised ``(B, 3, S, S) float32`` on ``device``."""
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
     x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+    if channels_last and device_type(device) != "mps":  # mps: contiguous (model/device.py)
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
+
+
+def device_type(device) -> str:
+    return torch.device(device).type

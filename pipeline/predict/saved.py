@@ -25,6 +25,7 @@ from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from ..model.backbone import create_model
 from ..model.checkpoint import read_checkpoint
+from ..model.device import channels_last
 
 WEIGHTS = "weights.safetensors"  # a package's fold weights; a workspace has best.pt
 
@@ -214,6 +215,6 @@ def load_fold_model(m: Member, fold: int, n_classes: int, device: torch.device) 
             f"(make train RUNS={m.run}) and re-run make ensemble"
         ) from None
     model = model.to(device).eval()
-    if m.recipe.channels_last:  # as training's predictions ran (same kernels, same numbers)
+    if channels_last(m.recipe.channels_last, device):  # as training's predictions ran
         model = model.to(memory_format=torch.channels_last)
     return model

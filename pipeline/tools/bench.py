@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .. import artifacts
 from ..config import Recipe
 from ..layout import Workspace
+from ..machine import cores
 from ..model.backbone import create_model, data_config
 from ..model.device import amp_dtype, autocast
 from ..model.infer import predict
@@ -96,7 +97,7 @@ def bench_stage(
         "train_images": len(images),
         "cache_path": str(cache_path),
         "cache_build_s": build_s,
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": cores(),
     }
     res["loader_ips"] = _loader_ips(loader, loop, warmup, batches)
     res["bare_train_ips"] = _bare_train_ips(loop, bs, len(classes), warmup, batches)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..config import Recipe
 from ..errors import RecipeError
-from ..model.device import amp_dtype, autocast
+from ..model.device import amp_dtype, autocast, channels_last
 from ..model.inputs import to_input
 from .augment import device_augment
 from .optim import make_optimizer, make_scheduler
@@ -71,7 +71,7 @@ def make_state(
     num_classes: int,
     multilabel: bool = False,
 ) -> TrainState:
-    if recipe.channels_last:  # in place: the caller's model (and the EMA copy below) too
+    if channels_last(recipe.channels_last, device):  # in place: the model (and EMA copy) too
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, recipe)
     sched = make_scheduler(opt, recipe, math.ceil(steps_per_epoch / recipe.accum_steps))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ... import locks
 from ...errors import PipelineError
+from ...machine import cores
 from ..context import Job, TrainContext
 from ..kinds import get_kind
 
@@ -32,7 +33,7 @@ FORWARDED_ENV = (
 def default_threads(jobs: int) -> int:
     """Torch threads per job when ``THREADS`` is not given: the cores this process may use
     divided among ``jobs``, and no more than ``OMP_NUM_THREADS`` when that is set."""
-    share = max(1, len(os.sched_getaffinity(0)) // jobs)
+    share = max(1, cores() // jobs)
     omp = os.environ.get("OMP_NUM_THREADS", "")
     return min(share, int(omp)) if omp.isdigit() and int(omp) > 0 else share
 

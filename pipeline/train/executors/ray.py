@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from ... import artifacts
 from ...errors import PipelineError
 from ...layout import Workspace
+from ...machine import cores
 from ..context import Job, TrainContext
 from .base import FORWARDED_ENV, Failure, FoldHeld, Progress, prepare_shared, run_job
 
@@ -70,7 +71,7 @@ def connect(ray, threads: int) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
-    local = {} if address else {"num_cpus": max(threads, len(os.sched_getaffinity(0)))}
+    local = {} if address else {"num_cpus": max(threads, cores())}
     ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
 
 
