@@ -15,8 +15,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 py := $(VENV)/bin/python
 
-# VAR's value as --flag "value", only when VAR is set
-arg = $(if $(strip $($(1))),$(2) "$(strip $($(1)))")
+# VAR's value as --flag="value", only when VAR is set (with "=": RUNS="-a" is a value, not a flag)
+arg = $(if $(strip $($(1))),$(2)="$(strip $($(1)))")
 # --flag when VAR is set to anything but 0 (a switch that is off by default)
 on = $(if $(filter-out 0,$(strip $($(1)))),$(2))
 # --flag when VAR is 0 (a switch that is on by default)
@@ -83,12 +83,13 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 	$(py) -m pipeline folds $(roots) $(call arg,K,--k) $(call arg,SEED,--seed) \
 		$(call off,GROUPS,--no-groups) $(call arg,NEAR,--near-distance)
 
-## RUNS: recipes to train / ensemble members, e.g. "resnet18_32 lite0_64" (the RECIPES set / every trained run)
+## RUNS: recipes to train / ensemble members, e.g. "resnet18_32 lite0_64"; "-<run>" leaves one out of the default (the RECIPES set / every trained run)
 ## RECIPES: make train's set without RUNS: cpu, gpu, cpu-hub, gpu-hub (hub weights, needs internet), or auto = gpu on CUDA only (auto)
 ## BUDGET: time budget of make train, e.g. 20m, 1.5h, 1h30m: plan runs and epochs once (plan.toml)
 ## EPOCHS: auto = scale fine-tuned epochs to BUDGET, recipe = keep them (auto)
 ## FOLDS: train only these folds, e.g. 0,1 (all)
 ## SET: recipe overrides for this call, e.g. "epochs=1 image_size=32"
+## AS: make train RUNS=<run> SET="..." AS=<new>: save the variant as models/<new>.toml and train it
 ## EXECUTOR: local or ray: each (run, fold) a Ray task (local)
 ## JOBS: (run, fold) jobs at once in local worker processes; 1 = in this process (1)
 ## THREADS: torch threads per job (cores / JOBS, at most OMP_NUM_THREADS)
@@ -98,8 +99,8 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 ## TRACK: make train, make ensemble (and make bench WHOLE=1): tensorboard, mlflow (MLflow as well: pip install -e '.[track]') or none (tensorboard)
 train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(py) -m pipeline train $(roots) $(call arg,RUNS,--runs) $(call arg,FOLDS,--folds) \
-		$(call arg,SET,--set) $(call arg,RECIPES,--recipes) $(call arg,BUDGET,--budget) \
-		$(call arg,EPOCHS,--epochs) $(device) $(call arg,EXECUTOR,--executor) \
+		$(call arg,SET,--set) $(call arg,AS,--as) $(call arg,RECIPES,--recipes) \
+		$(call arg,BUDGET,--budget) $(call arg,EPOCHS,--epochs) $(device) $(call arg,EXECUTOR,--executor) \
 		$(call arg,JOBS,--jobs) $(call arg,THREADS,--threads) $(call arg,GPUS,--gpus) \
 		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs) $(call arg,TRACK,--track)
 

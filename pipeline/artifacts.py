@@ -275,6 +275,37 @@ def read_ledger(path: str | Path) -> pd.DataFrame:
     return _ledger_columns(df, path)
 
 
+def sent_to_kaggle(ledger: str | Path, name: str) -> str:
+    """When ensemble ``name`` was last sent to Kaggle (not a dry run) by the ledger, else ""."""
+    if not Path(ledger).is_file():
+        return ""
+    rows = read_ledger(ledger)
+    sent = rows[(rows["name"] == name) & (rows["status"] == "submitted")]
+    return str(sent["time_utc"].iloc[-1]) if len(sent) else ""
+
+
+def series(submissions: str | Path, name: str) -> list[str]:
+    """``name`` and the names ``make ensemble`` kept beside it (``name.2``, ``name.3``, ...) that
+    exist under ``submissions``, oldest first."""
+    found = [name] if (Path(submissions) / name).is_dir() else []
+    n = 2
+    while (Path(submissions) / f"{name}.{n}").is_dir():
+        found.append(f"{name}.{n}")
+        n += 1
+    return found
+
+
+def kept_name(submissions: str | Path, ledger: str | Path, name: str) -> str:
+    """The folder a new ``make ensemble NAME=name`` writes: ``name``, unless the ledger records
+    that folder as sent to Kaggle; then the next name of its series that was not sent
+    (``name.2``, ``name.3``, ...). A sent ensemble is never overwritten."""
+    n, out = 1, name
+    while sent_to_kaggle(ledger, out):
+        n += 1
+        out = f"{name}.{n}"
+    return out
+
+
 def _ledger_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if list(df.columns) in [list(c) for c in _LEDGER_OLD]:
         df = df.reindex(columns=LEDGER_COLUMNS, fill_value="")

@@ -91,13 +91,10 @@ def cmd_folds(a):
 
 
 def cmd_train(a):
-    from .config import parse_overrides
     from .train import train_stage
 
-    runs = split_words(a.runs)
     comp, ws = open_competition(a)
-    if not runs:
-        runs = _recipe_set(ws, a.recipes, a.device)
+    runs, overrides = _train_runs(a, ws)
     dispatch = _dispatch(a)
     from .durations import parse_duration
 
@@ -116,7 +113,7 @@ def cmd_train(a):
         ws,
         runs,
         _folds(a.folds),
-        parse_overrides(a.set),
+        overrides,
         a.device,
         dispatch,
         budget_s=budget,
@@ -126,10 +123,43 @@ def cmd_train(a):
     )
 
 
-def _recipe_set(ws, name: str, device: str) -> list[str]:
+def _train_runs(a, ws) -> tuple[list[str], dict]:
+    """The runs ``train`` trains and the overrides it applies: ``RUNS`` (``-<run>`` leaves one
+    out of the shipped set), or one run's variant saved by ``AS=`` (trained without overrides:
+    they are in its file)."""
+    from .config import parse_overrides, select_runs
+
+    words, overrides = split_words(a.runs), parse_overrides(a.set)
+    if a.as_:
+        from .train.variants import write_variant
+
+        if len(words) != 1 or words[0].startswith("-"):
+            raise PipelineError(
+                f'AS={a.as_} saves a variant of one run: make train RUNS=<run> SET="..." AS={a.as_}'
+            )
+        return [write_variant(ws, words[0], a.set, overrides, a.as_)], {}
+    name = ""
+
+    def shipped() -> list[str]:
+        nonlocal name
+        name, runs = _recipe_set(ws, a.recipes, a.device)
+        return runs
+
+    runs = select_runs(words, shipped, "the shipped set")
+    if name:
+        left = [w[1:] for w in words]
+        without = f" without {', '.join(left)}" if left else ""
+        print(
+            f"RUNS{'=' + ' '.join(words) if words else ' not given'}: the {name} set{without}, "
+            f"{' '.join(runs)}"
+        )
+    return runs, overrides
+
+
+def _recipe_set(ws, name: str, device: str) -> tuple[str, list[str]]:
     """The shipped recipes of set ``name`` (``<models>/<name>/``, one of ``RECIPE_SETS``);
-    ``auto``: the offline GPU set only where the device is CUDA, so a CPU never picks up the GPU
-    set and no default needs internet."""
+    ``auto``: the offline GPU set only where the device is CUDA, so a CPU (or Apple's mps)
+    never picks up the GPU set and no default needs internet."""
     if name == "auto":
         import torch
 
@@ -143,8 +173,7 @@ def _recipe_set(ws, name: str, device: str) -> list[str]:
             f"no recipes to train: {ws.models}/{name}/ has none; put one in {ws.models}/<run>.toml "
             "and pass RUNS=<run>"
         )
-    print(f"RUNS not given: the {name} set, {' '.join(runs)}")
-    return runs
+    return name, runs
 
 
 def _dispatch(a):
@@ -175,12 +204,16 @@ def cmd_curve(a):
 
 
 def cmd_ensemble(a):
+    from .config import select_runs
     from .ensemble import ensemble_stage
 
     comp, ws = open_competition(a)
     methods = split_words(a.methods) or None
     track = resolve_track(a.track)
-    ensemble_stage(comp, ws, split_words(a.runs), a.method, a.name, methods, a.dup_labels, a.prior)
+    words = split_words(a.runs)
+    runs = select_runs(words, ws.trained_runs, "the trained runs") if words else []
+    a.name = _ensemble_name(ws, a.name)
+    ensemble_stage(comp, ws, runs, a.method, a.name, methods, a.dup_labels, a.prior)
     if not a.no_report:  # the report stage reads what the ensemble stage just wrote
         from .report import report_stage
 
@@ -189,6 +222,21 @@ def cmd_ensemble(a):
         from .ensemble.tracking import track_ensemble
 
         track_ensemble(comp, ws, a.name, track)
+
+
+def _ensemble_name(ws, name: str) -> str:
+    """``NAME``, or the next of its series when the ledger records that folder as sent to
+    Kaggle (``artifacts.kept_name``): said in one line."""
+    from .artifacts import kept_name, sent_to_kaggle
+
+    new = kept_name(ws.submissions_dir, ws.ledger, name)
+    if new != name:
+        print(
+            f"{ws.submission_dir(name)} was sent to Kaggle at {sent_to_kaggle(ws.ledger, name)} "
+            f"({ws.ledger}): kept as sent; this ensemble goes to {ws.submission_dir(new)} "
+            f"(make submit NAME={new})"
+        )
+    return new
 
 
 def cmd_report(a):
@@ -342,11 +390,21 @@ def _data_verbs(verb) -> None:
 def _train_args(s: argparse.ArgumentParser) -> None:
     """The train verb's recipes, budget and executor settings."""
     s.add_argument(
-        "--runs", default="", help="recipe names from models/<run>.toml, comma/space separated"
+        "--runs",
+        default="",
+        help="recipe names from models/<run>.toml, comma/space separated; -<run> leaves one out "
+        "of the shipped set",
     )
     s.add_argument("--folds", default="", help="subset of folds, e.g. 0,1 (default: all)")
     s.add_argument("--set", default="", help='recipe overrides, e.g. "epochs=1 image_size=32"')
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    s.add_argument(
+        "--as",
+        dest="as_",
+        metavar="NAME",
+        default="",
+        help="save --runs' one run with --set as models/<AS>.toml and train that variant",
+    )
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     s.add_argument("--budget", default="", help="time budget, e.g. 20m: plan epochs to fit it")
     s.add_argument("--epochs", default="auto", help="auto (scale to BUDGET) or recipe")
     s.add_argument(
@@ -381,7 +439,9 @@ def _model_verbs(verb) -> None:
     s.add_argument("--set", default="", help="recipe overrides (as the run was trained)")
     s.add_argument("--device", default="auto")
     s = verb("ensemble", cmd_ensemble, "fit ensembles on OOF logits, write submission.csv, report")
-    s.add_argument("--runs", default="", help="members (default: every trained run)")
+    s.add_argument(
+        "--runs", default="", help="members (default: every trained run; -<run> leaves one out)"
+    )
     s.add_argument(
         "--method",
         default="auto",

@@ -209,6 +209,29 @@ def parse_overrides(text: str) -> dict[str, Any]:
     return out
 
 
+def select_runs(words: list[str], default, what: str) -> list[str]:
+    """``RUNS=`` as given: the named runs; none: ``default()``; only ``-<run>`` words: ``default()``
+    without those (``what`` names the default in errors, e.g. "the cpu set")."""
+    drop = [w[1:] for w in words if w.startswith("-")]
+    keep = [w for w in words if not w.startswith("-")]
+    if keep and drop:
+        raise RecipeError(
+            f"RUNS={' '.join(words)!r} mixes runs and exclusions; name the runs to use, or only "
+            "-<run> words to leave runs out of the default"
+        )
+    if keep:
+        return keep
+    base = list(default())
+    if unknown := [r for r in drop if r not in base]:
+        raise RecipeError(
+            f"RUNS=-{unknown[0]}: {unknown[0]!r} is not in {what} ({', '.join(base) or 'none'})"
+        )
+    runs = [r for r in base if r not in drop]
+    if drop and not runs:
+        raise RecipeError(f"RUNS={' '.join(words)!r} leaves none of {what}; name a run to use")
+    return runs
+
+
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read ``models/<run>.toml`` and apply overrides (later wins)."""
     path = Path(path)

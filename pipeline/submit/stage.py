@@ -63,6 +63,7 @@ def submit_stage(
         print("DRY_RUN: would run: " + shlex.join(cmd))
         _append_ledger(ledger, info, path, "dry-run", message, stamp, tag)
         return 0
+    _refuse_superseded(ws, name)
     if not has_kaggle_credentials():
         raise SubmissionError(
             "no Kaggle credentials: no KAGGLE_API_TOKEN, KAGGLE_USERNAME+KAGGLE_KEY, "
@@ -73,6 +74,23 @@ def submit_stage(
     print(send(kaggle_command(comp.slug, path, message, kernel=kernel, version=version)))
     _append_ledger(ledger, info, path, "submitted", message, stamp, tag)
     return 0
+
+
+def _refuse_superseded(ws: Workspace, name: str) -> None:
+    """Sending ``name`` again is refused when it was sent already and ``make ensemble`` has
+    since kept it and written a newer folder of its series (``name.2``, ...): the headline
+    ``make ... ensemble submit`` would otherwise re-send the old file."""
+    when = artifacts.sent_to_kaggle(ws.ledger, name)
+    base, _, n = name.rpartition(".")
+    base = base if n.isdigit() and base else name
+    newer = artifacts.series(ws.submissions_dir, base)
+    newer = newer[newer.index(name) + 1 :] if name in newer else []
+    if when and newer:
+        raise SubmissionError(
+            f"{ws.submission_dir(name)} was sent to Kaggle at {when} and make ensemble has since "
+            f"written {ws.submission_dir(newer[-1])} beside it; send that one: make submit "
+            f"NAME={newer[-1]}"
+        )
 
 
 def _read_ensemble(path: Path, rerun: str) -> dict:

@@ -234,9 +234,14 @@ def write_or_verify_config(
         diff = [k for k, v in recipe.to_dict().items() if was.get(k) != v]
         if diff or old.get("folds_hash") != fhash:
             what = f"recipe field {diff[0]!r}" if diff else "folds file"
+            fix = (
+                f'train the change as a variant: make train RUNS={run} SET="..." AS=<new name> '
+                f"(or delete {rdir} to retrain it)"
+                if diff
+                else f"delete {rdir} to retrain it"
+            )
             raise ArtifactError(
-                f"{path}: the {what} changed since this run's folds were trained; delete {rdir} to "
-                f"retrain, or save the recipe under a new name: models/<new>.toml"
+                f"{path}: the {what} changed since this run's folds were trained; {fix}"
             )
         return
     meta = {
