@@ -19,6 +19,7 @@ from ..competition.task import encode
 from ..errors import PipelineError
 from ..layout import Workspace
 from . import duplicates
+from .leaks import leak_notes
 from .relabel import RELABEL, apply_relabel
 
 
@@ -162,4 +163,7 @@ def folds_stage(
         f"{min(sizes)}..{max(sizes)} images{kept}, seed {seed}, hash {artifacts.file_hash(path)}"
     )
     print(duplicates.summarize(report, dpath, near_distance))
+    if groups and "group" not in train:  # a set group_column or GROUPS=0: the user chose
+        for line in leak_notes(comp):
+            print(line)
     return path
