@@ -53,6 +53,11 @@ def cmd_prior_check(a):
     from ..cli import open_competition
     from .prior_check import prior_check
 
+    if a.bench:  # generated cases with a known truth: no competition needed
+        from .prior_bench import bench
+
+        bench(a.half, a.only)
+        return
     comp, ws = open_competition(a)
     prior_check(comp, ws, a.name, a.rows, a.repeats)
 
@@ -134,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="ensemble")
     s.add_argument("--rows", type=int, default=2000, help="rows per resample")
     s.add_argument("--repeats", type=int, default=20, help="resamples of each kind")
+    s.add_argument("--bench", action="store_true", help="generated cases instead of an ensemble")
+    s.add_argument("--half", default="report", choices=("tune", "report", "all"))
+    s.add_argument("--only", default="", help="--bench: cases whose label contains this")
     s = sub.add_parser("plan-check", help="a budget plan's seconds against the measured ones")
     s.set_defaults(fn=cmd_plan_check)
     add_comp(s)
