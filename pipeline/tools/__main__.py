@@ -97,6 +97,18 @@ def cmd_score(a):
     score(Path(a.comp), Path(a.answers), Path(a.submission))
 
 
+def cmd_photo_bench(a):
+    from .photo_bench import bench, make_histo, make_photos
+
+    shared = Path(a.source)
+    if a.make_photos:
+        make_photos(shared, Path(a.make_photos), a.train, a.test)
+    if a.make_histo:
+        make_histo(shared, Path(a.make_histo), a.train, a.test)
+    if a.comp:
+        bench(Path(a.comp), a.sample, [int(z) for z in a.sizes.split(",")], a.check)
+
+
 def cmd_plan_check(a):
     from ..cli import open_competition
     from .plan_check import plan_check
@@ -167,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--work", default="", help="work folder (default: a new temp folder)")
     s.add_argument("--jobs", type=int, default=1, help="JOBS of every train (local workers)")
+    s = sub.add_parser("photo-bench", help="decode cost on generated photographs (issue 32)")
+    s.set_defaults(fn=cmd_photo_bench)
+    s.add_argument("--comp", default="", help="a competition to bench (after --make-*)")
+    s.add_argument("--make-photos", default="", help="write 4000x2672 JPEGs here")
+    s.add_argument("--make-histo", default="", help="write 96 px TIFFs here")
+    s.add_argument("--source", default="../shared/data/tinyimagenet176", help="shared photos")
+    s.add_argument("--train", type=int, default=1000, help="train images (--make-*)")
+    s.add_argument("--test", type=int, default=250, help="test images (--make-*)")
+    s.add_argument("--sample", type=int, default=40, help="images of the decoder table")
+    s.add_argument("--sizes", default="128,160,224", help="cache sizes (the CPU set's)")
+    s.add_argument("--check", action="store_true", help="also time make check")
     s = sub.add_parser("formats", help="every supported Kaggle layout, built from an id,label one")
     s.set_defaults(fn=cmd_formats)
     s.add_argument("--source", required=True, help="a labelled competition, e.g. cifar10")
