@@ -179,6 +179,10 @@ plan-check: setup ## how close make train BUDGET=...'s plan came: planned vs mea
 bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthetic logits
 	$(py) -m pipeline.tools bench-ensemble
 
+photo-bench: setup ## decode cost on COMP (default: 4000x2672 JPEGs generated into input/photos): ms per decoder, decode work per image, stage walls
+	$(py) -m pipeline.tools photo-bench \
+		$(if $(COMP),--comp "$(COMP)",$(if $(wildcard input/photos),,--make-photos input/photos) --comp input/photos)
+
 ## TIMES: make soak: kill-and-resume experiments (20)
 soak: setup ## kill train at random moments TIMES times; every resume must be bit-identical
 	$(py) -m pipeline.tools soak $(call arg,TIMES,--times) $(call arg,SET,--set) \

@@ -363,13 +363,13 @@ def _data_verbs(verb) -> None:
     from .folds.duplicates import NEAR_DISTANCE  # torch-free, numbers only
 
     s = verb("check", cmd_check, "validate the CSVs and decode every image; list all problems")
-    s.add_argument("--workers", type=int, default=2, help="decoding threads")
+    s.add_argument("--workers", type=int, help="decoding threads (default: every core)")
     s = verb(
         "download",
         cmd_download,
         "kaggle competitions download -c <slug> into input/<slug>, unzip it safely, check it",
     )
-    s.add_argument("--workers", type=int, default=2, help="decoding threads of the check")
+    s.add_argument("--workers", type=int, help="decoding threads of the check (every core)")
     s = verb("folds", cmd_folds, "write folds/<comp>.csv and folds/<comp>.duplicates.csv")
     s.add_argument("--k", type=int, default=5)
     s.add_argument("--seed", type=int, default=42)

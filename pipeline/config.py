@@ -25,6 +25,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "sgd"),
     "amp": ("auto", "bf16", "fp16", "off"),
     "checkpoint": ("best", "last"),
+    "decode": ("reduced", "full"),
 }
 
 # fields added after runs were trained: a run's config.toml without one meant this value
@@ -35,6 +36,7 @@ ADDED_LATER: dict[str, Any] = {
     "pseudo_floor": 0.0,
     "checkpoint": "best",
     "train_stages": 1,
+    "decode": "full",  # before issue 32 every image was decoded in full, then resized
 }
 
 
@@ -47,6 +49,9 @@ class Recipe:
     pretrained: str = "none"  # "none" (random init) or "hub" (timm download; needs internet)
     pretrained_file: str = ""  # local timm-format .safetensors/.pth; classifier re-initialised
     image_size: int = 32  # px, square; images are resized once into the decode cache
+    # "reduced": a JPEG DCT-scaled towards image_size before the resize (competition/images.py);
+    # "full": every pixel decoded first, as runs trained before issue 32 (make predict only)
+    decode: str = "reduced"
     epochs: int = 10  # full passes over the fold's training images
     batch_size: int = 64  # images per optimizer step
     optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9, nesterov)

@@ -146,6 +146,25 @@ def test_folds_keep_clusters_together_and_are_byte_identical(dups, tmp_path, cap
     assert rep["cluster"].nunique() == 4
 
 
+def test_changed_hashes_never_rewrite_a_folds_file_silently(dups, tmp_path, monkeypatch):
+    comp = load_competition(dups)
+    ws = _ws(comp, tmp_path)
+    first = folds_stage(comp, ws, k=2, seed=0).read_bytes()
+    ws.hash_cache.unlink()  # e.g. a new CACHE=: hashed again, the same clusters: rewritten as is
+    assert folds_stage(comp, ws, k=2, seed=0).read_bytes() == first
+    ws.hash_cache.unlink()
+    real = duplicates._hash_file  # hashes made another way: image 19 no longer near image 6
+    monkeypatch.setattr(
+        duplicates, "_hash_file", lambda p: (real(p)[0], "f" * 16) if p.stem == "19" else real(p)
+    )
+    with pytest.raises(PipelineError, match=r"dups.csv: 25 images were hashed again .* differ "):
+        folds_stage(comp, ws, k=2, seed=0)
+    assert ws.folds_csv.read_bytes() == first
+    os.utime(dups / "images" / "3.jpg", ns=(1, 1))  # the hash cache kept: one image, same clusters
+    monkeypatch.setattr(duplicates, "_hash_file", real)
+    assert folds_stage(comp, ws, k=2, seed=0).read_bytes() == first
+
+
 def test_no_groups_is_plain_stratified_kfold(dups, tmp_path):
     comp = load_competition(dups)
     path = folds_stage(comp, _ws(comp, tmp_path), k=2, seed=0, groups=False)

@@ -184,6 +184,18 @@ def test_ensemble_stage_end_to_end(tmp_path, capsys):
         assert (out / "report" / f).stat().st_size > 0, f
     assert "acc_a" in pd.read_csv(out / "report" / "per_class.csv").columns
 
+    # label shift (issue 31): the decision and its figures in ensemble.json, the saved state
+    # make predict re-decides with, and the report page
+    shift = summary["label_shift"]
+    assert shift["prior"] == "auto" and isinstance(shift["applied"], bool)
+    assert {"moment_tv", "threshold", "shifted_gain", "unshifted_gain"} <= set(shift["check"])
+    assert len(shift["top_movers"]) == 3 and shift["why"] in printed
+    state = json.loads((out / "ensemble_state.json").read_text())["label_shift"]
+    assert {"temperature", "bias", "estimator", "form", "check"} <= set(state)
+    assert len(state["check"]["null_moment_tv"]) == 200
+    page = (out / "report" / "report.html").read_text()
+    assert "<h2>Label shift</h2>" in page and shift["why"][:40] in page
+
     again = report_stage(comp, _ws(tmp_path))  # make report rebuilds from oof_ensemble.npz
     assert again["accuracy"] == pytest.approx(summary["oof_accuracy"])
 

@@ -70,6 +70,10 @@ def test_predict_reproduces_the_ensemble_submission(trained, capsys):
     assert record["dropped"] == [] and record["blend"] == "stack"
     assert record["n_test"] == 5 and record["img_per_s"] > 0
     assert "wrote" in capsys.readouterr().out
+    # the label-shift decision: make ensemble's, re-made from the saved state on the same images
+    made = json.loads((trained / "submissions" / "toy" / "ensemble" / "ensemble.json").read_text())
+    for key in ("applied", "why", "estimator", "test_prior", "check", "top_movers"):
+        assert record["label_shift"][key] == made["label_shift"][key], key
 
 
 @pytest.mark.slow

@@ -1,16 +1,33 @@
-"""Label shift: EM recovers known test priors from calibrated posteriors, the no-shift test
-leaves unshifted data alone, and PRIOR is refused where it has no meaning."""
+"""Label shift (issue 31): calibrate, then estimate; PRIOR=auto applies the correction only when
+its check at this model quality, class count and test size says it helps, does no harm, and the
+test set looks shifted; the saved state makes make predict decide the same way."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from pipeline.competition.task import Task
 from pipeline.ensemble import prior
+from pipeline.ensemble.prior.estimators import (
+    Calibration,
+    bbse_priors,
+    em_priors,
+    reweight,
+    soft_confusion,
+    total_variation,
+)
 from pipeline.errors import PipelineError
 
 MULTICLASS = Task("multiclass", "label", "accuracy")
+# issue 31's trap, made by prior_bench.simulate(Case("weak", 10, 256, "none", 106)): a weak,
+# overconfident 10-class member (768 OOF rows from one fold model each, OOF accuracy 0.37) and
+# 256 test rows drawn at the train's priors (the mean of 5 fold models' logits)
+WEAK_UNSHIFTED = Path(__file__).parent / "prior_weak_unshifted.npz"
 
 
 def calibrated(n: int, test_prior: np.ndarray, train_prior: np.ndarray, seed: int = 0):
@@ -18,7 +35,7 @@ def calibrated(n: int, test_prior: np.ndarray, train_prior: np.ndarray, seed: in
     class emits a Gaussian feature with its own mean (so the Bayes posterior is known)."""
     rng = np.random.default_rng(seed)
     c = len(test_prior)
-    means = rng.normal(0, 1.5, (c, 4))
+    means = np.random.default_rng(99).normal(0, 1.5, (c, 4))  # one model for every call
     y = rng.choice(c, size=n, p=test_prior)
     x = means[y] + rng.normal(0, 1, (n, 4))
     log_lik = -0.5 * ((x[:, None, :] - means[None]) ** 2).sum(axis=2)
@@ -26,59 +43,87 @@ def calibrated(n: int, test_prior: np.ndarray, train_prior: np.ndarray, seed: in
     return y, post / post.sum(axis=1, keepdims=True)
 
 
-def test_em_recovers_known_priors_and_adjusting_helps():
+def overconfident(probs: np.ndarray, tau: float = 2.0) -> np.ndarray:
+    return softmax(tau * np.log(np.clip(probs, 1e-12, None)), axis=1)
+
+
+def test_calibration_then_em_and_bbse_recover_known_priors():
     train = np.array([0.55, 0.25, 0.1, 0.1])
     test = np.full(4, 0.25)  # a balanced test set after imbalanced train classes
-    y, probs = calibrated(6000, test, train)
-    est = prior.estimate(probs, train)
-    assert np.abs(np.array(est["test_prior"]) - test).max() < 0.03
-    lo, hi = np.array(est["test_prior_95"]).T
-    assert ((lo <= test) & (test <= hi)).all() or np.abs(
-        np.array(est["test_prior"]) - test
-    ).max() < 0.02
-    assert est["p_value_no_shift"] < 1e-6 and est["total_variation"] > 0.2
-    adjusted, rec = prior.adjust("auto", MULTICLASS, train, probs)
-    assert rec["applied"] and rec["why"].startswith("p = ")
-    acc = (probs.argmax(1) == y).mean()
-    assert (adjusted.argmax(1) == y).mean() > acc + 0.01
-    assert np.allclose(adjusted.sum(axis=1), 1)
+    y, probs = calibrated(6000, train, train, seed=1)
+    yt, test_probs = calibrated(6000, test, train, seed=2)
+    test = np.bincount(yt) / len(yt)  # the test rows' own shares
+    cal = Calibration.fit(overconfident(probs), y)
+    assert cal.temperature == pytest.approx(2.0, rel=0.1)
+    q = cal.apply(overconfident(test_probs))
+    assert np.abs(em_priors(q, train) - test).max() < 0.03
+    conf = soft_confusion(cal.apply(overconfident(probs)), y)
+    assert np.abs(bbse_priors(q, conf, train) - test).max() < 0.03
+    raw = em_priors(overconfident(test_probs), train)  # uncalibrated: EM overshoots
+    assert total_variation(raw, test) > 2 * total_variation(em_priors(q, train), test)
 
 
-def test_auto_applies_a_shift_only_where_its_oof_check_says_it_helps(monkeypatch):
-    """The OOF rows resampled to the estimated test priors decide: on calibrated posteriors the
-    check measures a gain and auto applies it; when the check finds none (overconfident
-    posteriors: the digits ensemble in docs/ensembles-report.md), auto leaves the submission."""
-    train = np.array([0.55, 0.25, 0.1, 0.1])
-    y, probs = calibrated(6000, train, train, seed=3)
-    _, test = calibrated(3000, np.array([0.05, 0.05, 0.45, 0.45]), train, seed=4)
-    out, rec = prior.adjust("auto", MULTICLASS, train, test, bootstrap=0, oof=(y, probs))
-    check = rec["self_check"]
-    assert rec["p_value_no_shift"] < prior.ALPHA and check["repeats"] == prior.SELF_CHECK
-    assert check["gain"] > 0.05 and rec["applied"] and out is not test
-    assert "on OOF rows resampled to these priors it helps (accuracy" in rec["why"]
-    monkeypatch.setattr(prior, "self_check", lambda *a, **k: {**check, "helps": False})
-    out, rec = prior.adjust("auto", MULTICLASS, train, test, bootstrap=0, oof=(y, probs))
-    assert out is test and not rec["applied"] and "it does not help" in rec["why"]
-    # make predict has no OOF rows: the ensemble's check decides
-    out, rec = prior.adjust("auto", MULTICLASS, train, test, bootstrap=0, helps=False)
-    assert out is test and "the ensemble's OOF check said it does not help" in rec["why"]
+def _weak_unshifted():
+    z = np.load(WEAK_UNSHIFTED)
+    p, pt = (softmax(z[k].astype(np.float64), axis=1) for k in ("oof_logits", "test_logits"))
+    return z["y"].astype(int), p, z["fold"].astype(int), z["test_y"].astype(int), pt
 
 
-def test_auto_leaves_unshifted_data_alone():
-    train = np.array([0.55, 0.25, 0.1, 0.1])
-    y, probs = calibrated(4000, train, train, seed=1)  # the test drawn like the train
-    adjusted, rec = prior.adjust("auto", MULTICLASS, train, probs)
-    assert not rec["applied"] and rec["p_value_no_shift"] > prior.ALPHA
-    assert adjusted is probs
-    lo, hi = rec["total_variation_bootstrap_95"]
-    assert rec["total_variation"] < 0.03 and lo < 0.05
-    same, rec = prior.adjust("train", MULTICLASS, train, probs)
-    assert same is probs and not rec["applied"] and rec["why"] == "PRIOR=train"
-    forced, rec = prior.adjust("em", MULTICLASS, train, probs)
-    assert rec["applied"] and np.abs(forced - probs).max() < 0.1  # little to move
-    assert "label shift: test priors by EM differ from train by" in prior.describe(
-        rec, list("abcd")
+def test_a_weak_member_on_unshifted_data_is_not_corrected():
+    y, p, fold, yt, pt = _weak_unshifted()
+    train = np.bincount(y, minlength=10) / len(y)
+    raw = em_priors(pt, train)  # the trap is real: uncalibrated EM drifts and costs 5 points
+    assert total_variation(raw, train) > 0.2
+    assert MULTICLASS.score(yt, reweight(pt, raw / train)) < MULTICLASS.score(yt, pt) - 0.04
+    state = prior.fit_prior("auto", MULTICLASS, y, p, fold, len(pt))
+    out, rec = prior.apply_prior(state, MULTICLASS, pt, bootstrap=0)
+    assert out is pt and not rec["applied"]
+    assert rec["why"].startswith("not applied (") and "the test looks unshifted" in rec["why"]
+    assert (
+        not rec["check"]["outside_null"] and rec["check"]["moment_tv"] < rec["check"]["threshold"]
     )
+    forced, rec = prior.apply_prior({**state, "mode": "em"}, MULTICLASS, pt, bootstrap=0)
+    assert rec["applied"] and rec["why"] == "PRIOR=em" and forced is not pt
+
+
+def _planted(seed: int = 3):
+    """A strong, overconfident member: 3,000 OOF rows at the train priors, 2,000 test rows at
+    planted priors."""
+    train = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
+    test = np.array([0.1, 0.1, 0.3, 0.3, 0.2])
+    y, p = calibrated(3000, train, train, seed=seed)
+    yt, pt = calibrated(2000, test, train, seed=seed + 1)
+    return test, y, overconfident(p), np.arange(len(y)) % 5, yt, overconfident(pt)
+
+
+def test_a_strong_member_on_a_planted_shift_is_corrected():
+    test, y, p, fold, yt, pt = _planted()
+    state = prior.fit_prior("auto", MULTICLASS, y, p, fold, len(pt))
+    out, rec = prior.apply_prior(state, MULTICLASS, pt)
+    assert rec["applied"] and rec["why"].startswith("applied: on 20 OOF resamples of 2000 rows")
+    assert np.abs(np.array(rec["test_prior"]) - test).max() < 0.04
+    lo, hi = np.array(rec["test_prior_95"]).T
+    assert (lo <= hi).all() and (hi - lo).max() < 0.1
+    assert MULTICLASS.score(yt, out) > MULTICLASS.score(yt, pt) + 0.02
+    movers = prior.top_movers(rec, list("abcde"), 2)
+    assert {m["class"] for m in movers} <= {"a", "c", "d"} and "lo" in movers[0]
+    line = prior.describe(rec, list("abcde"))
+    assert line.startswith("label shift: test priors by ") and "; applied: on 20" in line
+    same, off = prior.apply_prior({**state, "mode": "train"}, MULTICLASS, pt, bootstrap=0)
+    assert same is pt and not off["applied"] and off["why"] == "PRIOR=train"
+
+
+def test_the_saved_state_decides_the_same_way_after_json():
+    """make predict re-decides from ensemble_state.json: the same test rows, the same
+    decision, estimate and probabilities; a smaller hidden test set rescales the null."""
+    _, y, p, fold, _, pt = _planted(seed=5)
+    state = prior.fit_prior("auto", MULTICLASS, y, p, fold, len(pt))
+    saved = json.loads(json.dumps(state))
+    a, rec_a = prior.apply_prior(state, MULTICLASS, pt, bootstrap=5)
+    b, rec_b = prior.apply_prior(saved, MULTICLASS, pt, bootstrap=5)
+    assert rec_a == rec_b and np.array_equal(a, b) and rec_a["applied"]
+    _, small = prior.apply_prior(saved, MULTICLASS, pt[:500], bootstrap=0)
+    assert small["check"]["threshold"] == pytest.approx(2 * rec_a["check"]["threshold"])
 
 
 @pytest.mark.parametrize(
@@ -95,21 +140,22 @@ def test_prior_em_is_refused_where_it_has_no_meaning(task, word):
     ):
         prior.check_prior("em", task)
     probs = np.full((3, 2), 0.5)
-    out, rec = prior.adjust("auto", task, np.array([0.5, 0.5]), probs)
-    assert out is probs and not rec["applied"]
+    state = prior.fit_prior("auto", task, np.zeros((3, 2)), probs, np.arange(3), 3)
+    out, rec = prior.apply_prior(state, task, probs)
+    assert out is probs and not rec["applied"] and rec["why"] == f"not estimated for {task.kind}"
     with pytest.raises(PipelineError, match="PRIOR='flat': use one of auto, train, em"):
         prior.check_prior("flat", MULTICLASS)
 
 
 def test_prior_check_validates_on_reweighted_oof_resamples():
-    """The tool's arithmetic: on class-balanced resamples of rows whose train posteriors are
-    calibrated, the adjusted accuracy is higher; on iid resamples auto changes nothing."""
+    """The tool on a saved ensemble's arithmetic: class-balanced resamples of calibrated rows
+    gain from the correction; iid ones are left alone."""
     from pipeline.tools.prior_check import resample_scores
 
     train = np.array([0.55, 0.25, 0.1, 0.1])
-    y, probs = calibrated(6000, train, train, seed=2)  # OOF rows: drawn like the train
-    rows = resample_scores(y, probs, MULTICLASS, n=2000, repeats=5, seed=0)
+    y, probs = calibrated(6000, train, train, seed=2)
+    rows = resample_scores(y, probs, np.arange(6000) % 4, MULTICLASS, n=1500, repeats=3)
     balanced = rows[rows["resample"] == "balanced"]
     iid = rows[rows["resample"] == "iid"]
-    assert (balanced["adjusted"] > balanced["plain"]).mean() >= 0.8
+    assert (balanced["auto"] > balanced["plain"]).all() and balanced["auto_applied"].all()
     assert (iid["auto_applied"] == 0).all() and (iid["auto"] == iid["plain"]).all()

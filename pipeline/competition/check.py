@@ -5,24 +5,22 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ..errors import CompetitionError
-from .images import ImageError, decode_image
+from .images import ImageError, decode_image, parallel
 from .load import Competition
 
 MAX_PROBLEMS = 50  # problem lines `make check` prints before it stops listing
 
 
-def check_stage(comp: Competition, workers: int = 2) -> str:
+def check_stage(comp: Competition, workers: int | None = None) -> str:
     """Decode every train and test image of ``comp`` (from ``load_competition(strict=False)``).
 
     Prints each problem (CSV rows and images, at most MAX_PROBLEMS) as one ``error:`` line on
-    stderr and raises ``CompetitionError``; else prints and returns a one-line summary.
-    """
+    stderr and raises ``CompetitionError``; else prints and returns a one-line summary. Every
+    image is decoded in full (a truncated tail shows only then), on ``workers`` threads (every
+    core by default)."""
     for note in comp.notes:
         print(note)
     splits = (("train", comp.train, comp.train_csv), ("test", comp.test, comp.sample_path))
@@ -38,12 +36,7 @@ def check_stage(comp: Competition, workers: int = 2) -> str:
             return None, None, e.reason
 
     start = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        bar = tqdm(pool.map(inspect, jobs), total=len(jobs), desc="check images", disable=None)
-        results = list(bar)
-    finally:  # Ctrl-C: drop the images not yet decoded instead of waiting for them
-        pool.shutdown(wait=True, cancel_futures=True)
+    results = list(parallel(inspect, jobs, "check images", workers))
     problems = comp.problems + [
         _image_line(comp.root, job, reason)
         for job, (_, _, reason) in zip(jobs, results, strict=True)

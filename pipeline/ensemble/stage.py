@@ -27,7 +27,7 @@ from .members import OOF, Members, duplicate_test_labels, load_members, print_me
 from .methods import METHODS, MULTILABEL, canonical, method_class
 from .nested import choose, leaderboard, print_leaderboard
 from .post import POSTS, WithPost, post_for
-from .prior import adjust, check_prior, describe
+from .prior import apply_prior, check_prior, describe, fit_prior, top_movers
 from .state import save_state
 
 OUTPUTS = (
@@ -83,7 +83,7 @@ def ensemble_stage(
     est = fitted[chosen]
     oof_probs = est.predict_proba(members.oof)
     train_prior = class_prior(oof.y, len(comp.classes), comp.task)
-    test_probs, shift = _with_prior(comp, prior, train_prior, oof.y, oof_probs, est, members)
+    test_probs, shift, prior_state = _with_prior(comp, prior, oof, oof_probs, est, members)
     test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
     if dup_labels:
@@ -99,7 +99,7 @@ def ensemble_stage(
     meta.update(
         prior=prior,
         train_prior=None if train_prior is None else train_prior.tolist(),
-        prior_helps=shift.get("self_check", {}).get("helps"),
+        label_shift=prior_state,  # calibration, estimator, check: make predict decides alike
     )
     save_state(out, chosen, est, meta)
     summary = _summary(comp, name, chosen, method, members, est, table)
@@ -183,13 +183,16 @@ def _state_meta(
     }
 
 
-def _with_prior(comp, prior: str, train_prior, y, oof_probs, est, members):
-    """The chosen method's test probabilities under ``PRIOR`` (``prior.adjust``, its OOF check
-    on the method's OOF probabilities), and the label-shift record; one line on it."""
-    oof = None if train_prior is None else (y, oof_probs)
-    probs, shift = adjust(prior, comp.task, train_prior, est.predict_proba(members.test), oof=oof)
+def _with_prior(comp, prior: str, oof: OOF, oof_probs, est, members):
+    """The chosen method's test probabilities under ``PRIOR``, the label-shift record (with the
+    top movers) and the state ``make predict`` re-decides with (``prior.fit_prior``, its check
+    on the method's OOF probabilities at the test set's size); one line on it."""
+    test = est.predict_proba(members.test)
+    state = fit_prior(prior, comp.task, oof.y, oof_probs, oof.fold, len(test))
+    probs, shift = apply_prior(state, comp.task, test)
+    shift["top_movers"] = top_movers(shift, comp.classes)
     print(describe(shift, comp.classes))
-    return probs, shift
+    return probs, shift, state
 
 
 def _write_oof(

@@ -40,7 +40,10 @@ def track_ensemble(comp: Competition, ws: Workspace, name: str, track: frozenset
     shift = summary.get("label_shift") or {}
     if "total_variation" in shift:
         values["label_shift/total_variation"] = shift["total_variation"]
-        values["label_shift/p_value_no_shift"] = shift.get("p_value_no_shift")
+        values["label_shift/applied"] = float(shift["applied"])
+        for key in ("moment_tv", "threshold", "shifted_gain", "unshifted_gain", "oracle_gain"):
+            if key in shift.get("check", {}):
+                values[f"label_shift/{key}"] = shift["check"][key]
     figures = [p for f in FIGURES if (p := ws.report_dir(name) / f"{f}.png").is_file()]
     chosen = (
         f"**{summary['method']}** ({summary.get('chosen_by', '')}): nested {metric} "
@@ -51,6 +54,8 @@ def track_ensemble(comp: Competition, ws: Workspace, name: str, track: frozenset
             board.scalars(values, 0)
             board.text("chosen", chosen)
             board.text("leaderboard", _markdown(table))
+            if "total_variation" in shift:
+                board.text("label_shift", _shift_markdown(shift))
             for png in figures:
                 board.image(f"report/{png.stem}", png)
         _member_metrics(ws, summary, table, metric, name)
@@ -127,3 +132,15 @@ def _mlflow(comp, ws: Workspace, name: str, summary: dict, values: dict, figures
 def _key(tag: str) -> str:
     """An MLflow metric name: letters, digits, ``_-. /`` only."""
     return "".join(ch if ch.isalnum() or ch in "_-. /" else "_" for ch in tag)
+
+
+def _shift_markdown(shift: dict) -> str:
+    """The label-shift decision, why, and the top movers with their intervals."""
+    rows = [
+        f"| {m['class']} | {m['train']:.3f} | {m['test']:.3f} | "
+        f"{m.get('lo', float('nan')):.3f}-{m.get('hi', float('nan')):.3f} |"
+        for m in shift.get("top_movers", [])
+    ]
+    head = "| class | train prior | test prior | 95 % |\n|---|---|---|---|"
+    verdict = "applied" if shift["applied"] else "not applied"
+    return "\n".join([f"**{verdict}** (PRIOR={shift['prior']}): {shift['why']}", "", head, *rows])

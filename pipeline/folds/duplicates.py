@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from .. import artifacts
-from ..competition.images import load_rgb
+from ..competition.images import load_rgb, parallel
 from ..errors import PipelineError
 
 # Hamming distance (bits of 64) up to which two phashes count as the same picture. imagehash's
@@ -33,15 +32,23 @@ from ..errors import PipelineError
 # byte-identical train/test pair at 0, nothing at 2 or 4, and 3 pairs at 6, all different photos.
 # At 6, clusters with conflicting labels appear in both (README: Duplicates and relabelling).
 NEAR_DISTANCE = 4
+# phash looks at a 32x32 grayscale thumbnail: a JPEG is decoded DCT-scaled while both sides stay
+# >= this (a 4000x2672 photo at 1/8, 500x334), 4x the thumbnail. Images up to twice it (the
+# shared 32 and 64 px competitions) decode in full as before: same hashes, same folds files.
+HASH_DECODE = 128
 REPORT_COLUMNS = artifacts.DUPLICATES_COLUMNS
 _CACHE_COLUMNS = ["path", "size", "mtime_ns", "sha1", "phash"]
 
 
-def hash_images(root: Path, rel_paths: list[str], cache: Path) -> tuple[np.ndarray, np.ndarray]:
+def hash_images(
+    root: Path, rel_paths: list[str], cache: Path, stats: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """sha1 hex ``(N,)`` and phash ``(N,) uint64`` of each image under ``root``.
 
     ``cache`` (CSV: path, size, mtime_ns, sha1, phash) keeps hashes of files whose size and
-    modification time are unchanged, so re-running ``make folds`` reads no image twice.
+    modification time are unchanged, so re-running ``make folds`` reads no image twice. The
+    others are hashed on every core (``images.parallel``), with a progress bar; ``stats``
+    (a dict) receives ``hashed``, the paths hashed now.
     """
     known = {}
     if cache.is_file():
@@ -57,8 +64,11 @@ def hash_images(root: Path, rel_paths: list[str], cache: Path) -> tuple[np.ndarr
             rows[-1][3:] = hit[3:]
         else:
             todo.append(i)
-    for i in tqdm(todo, desc="hash images", leave=False, disable=None, dynamic_ncols=True):
-        rows[i][3:] = _hash_file(root / rel_paths[i])
+    hashed = parallel(lambda i: _hash_file(root / rel_paths[i]), todo, "hash images")
+    for i, got in zip(todo, hashed, strict=True):
+        rows[i][3:] = got
+    if stats is not None:
+        stats["hashed"] = [rel_paths[i] for i in todo]
     if todo:
         new = pd.DataFrame(rows, columns=_CACHE_COLUMNS)
         wanted = set(rel_paths)
@@ -74,8 +84,8 @@ def _hash_file(path: Path) -> tuple[str, str]:
 
     try:
         sha1 = hashlib.sha1(path.read_bytes()).hexdigest()
-        # decoded as training decodes it (16-bit, RGBA, palette -> 8-bit RGB)
-        phash = str(imagehash.phash(Image.fromarray(load_rgb(path))))
+        # decoded as training decodes it (16-bit, RGBA, palette -> 8-bit RGB), reduced
+        phash = str(imagehash.phash(Image.fromarray(load_rgb(path, HASH_DECODE))))
     except (OSError, ValueError) as e:
         raise PipelineError(
             f"{path} is not a readable image ({type(e).__name__}); replace it with a good copy "
@@ -143,7 +153,8 @@ def find_duplicates(
             f"bits (default {NEAR_DISTANCE}: the largest that linked no different photos)"
         )
     n = len(train)
-    sha1, phash = hash_images(root, [*train["path"], *test["path"]], cache)
+    stats: dict = {}
+    sha1, phash = hash_images(root, [*train["path"], *test["path"]], cache, stats)
     pairs = near_pairs(phash, n, max(max_distance, 0))
     if max_distance < 0:
         pairs = pairs[sha1[pairs[:, 0]] == sha1[pairs[:, 1]]]
@@ -166,7 +177,31 @@ def find_duplicates(
     df = df[df.groupby("root")["id"].transform("size") > 1]
     twins = df.groupby(["root", "sha1"])["id"].transform("size") > 1
     df = df.assign(kind=np.where(twins, "exact", "near"))
-    return df.sort_values(["root"], kind="stable")[REPORT_COLUMNS].reset_index(drop=True)
+    out = df.sort_values(["root"], kind="stable")[REPORT_COLUMNS].reset_index(drop=True)
+    out.attrs.update(stats, cache=cache)  # the images hashed now, not read from the cache
+    return out
+
+
+def refuse_changed(report: pd.DataFrame, report_path: Path, folds_path: Path) -> None:
+    """Never rewrite an existing folds file silently because image hashes changed: when images
+    were hashed again (a new ``CACHE=``, a deleted hash cache, another way of decoding) and
+    their duplicate clusters differ from ``report_path``'s, refuse with what to do."""
+    if not report.attrs.get("hashed") or not (folds_path.is_file() and report_path.is_file()):
+        return
+    old = pd.read_csv(report_path, dtype=str, keep_default_na=False)
+    pairs = {tuple(r) for r in old[["cluster", "id"]].to_numpy()}
+    if pairs == {tuple(r) for r in report[["cluster", "id"]].astype(str).to_numpy()}:
+        return
+    cache, again = report.attrs["cache"], set(report.attrs["hashed"])
+    kept = pd.read_csv(cache, dtype=str, keep_default_na=False)
+    artifacts.write_csv(cache, kept[~kept["path"].isin(again)])  # so a re-run refuses again
+    raise PipelineError(
+        f"{folds_path}: {len(again)} images were hashed again (no hash cache "
+        f"found) and their duplicate clusters differ from {report_path}; nothing was written, "
+        f"so runs trained on {folds_path.name} stay valid. To keep it, point CACHE= at the hash "
+        f"cache it was made with; to split again with the new clusters, delete {folds_path} and "
+        f"{report_path}, re-run make folds, then retrain every run"
+    )
 
 
 def train_groups(report: pd.DataFrame, ids: pd.Series) -> np.ndarray:

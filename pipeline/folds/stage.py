@@ -151,6 +151,7 @@ def folds_stage(
         df["relabel_sha"] = sha
     if comp.task.kind != "multiclass":  # recorded so later stages refuse another task's folds
         df["task"] = comp.task.kind
+    duplicates.refuse_changed(report, ws.duplicates_csv, ws.folds_csv)  # before any write
     dpath = artifacts.write_csv(ws.duplicates_csv, report)
     path = artifacts.write_folds(ws.folds_csv, df)
     sizes = df["fold"].value_counts().sort_index().tolist()

@@ -1,20 +1,10 @@
-"""Model inputs: the resize every decoded image gets and the uint8 batch -> normalised tensor
-step, shared by training (the decode cache, the loop) and inference (``pipeline.predict``)."""
+"""Model inputs: the uint8 batch -> normalised tensor step, shared by training (the loop) and
+inference (``pipeline.predict``). Decoding and the resize to the recipe's size are
+``pipeline.competition.images`` (one image path for train and predict)."""
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
 import torch
-
-
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    shrink = img.shape[0] > size or img.shape[1] > size
-    return cv2.resize(
-        img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    )
 
 
 def to_input(

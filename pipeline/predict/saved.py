@@ -19,7 +19,7 @@ import torch
 
 from .. import artifacts
 from ..competition.task import Task
-from ..config import Recipe, recipe_from_dict
+from ..config import ADDED_LATER, Recipe, recipe_from_dict
 from ..ensemble.state import load_state
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
@@ -141,7 +141,9 @@ def _member(
     trained_with = cfg.get("versions", {}).get("timm")
     if trained_with and trained_with != timm.__version__:  # a Kaggle image ships its own timm
         print(f"note: {run} was trained with timm {trained_with}, this is {timm.__version__}")
-    recipe = recipe_from_dict(cfg["recipe"], str(rdir / "config.toml"), check_augment=False)
+    # a run trained before the decode was recorded decoded every pixel: predicted the same way
+    as_trained = {"decode": ADDED_LATER["decode"], **cfg["recipe"]}
+    recipe = recipe_from_dict(as_trained, str(rdir / "config.toml"), check_augment=False)
     views = recipe.tta if view == "tta" else (view,)
     weights, hashes, norm = [], [], None
     for fold in range(int(state["k"])):

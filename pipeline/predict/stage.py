@@ -30,7 +30,7 @@ from ..competition.submission import validate_for, write_submission
 from ..competition.testset import load_test_folder
 from ..durations import parse_duration
 from ..ensemble.members import combine_label_views, combine_views
-from ..ensemble.prior import adjust, describe
+from ..ensemble.prior import apply_prior, describe, top_movers
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..model.device import resolve_device
@@ -135,18 +135,19 @@ def _test_folder(test: Path, saved: Saved, bad: BadImages):
 
 
 def _with_prior(saved: Saved, probs: np.ndarray, record: dict) -> np.ndarray:
-    """``probs`` under the ensemble's ``PRIOR``, estimated on these test images (make ensemble's
-    OOF check decides ``auto``); ensembles saved before label shift are left as they were."""
-    st = saved.state
-    if st.get("train_prior") is None:
+    """``probs`` under the ensemble's saved label-shift state (calibration, estimator and
+    ``PRIOR=auto``'s check), re-estimated on these test images: make ensemble's rule, so both
+    decide alike; ensembles saved before it are left as they were, said in one line."""
+    state = saved.state.get("label_shift")
+    if saved.state.get("train_prior") is None:
         return probs
-    probs, record["label_shift"] = adjust(
-        st.get("prior", "train"),
-        saved.task,
-        np.asarray(st["train_prior"]),
-        probs,
-        helps=st.get("prior_helps"),
-    )
+    if state is None:
+        print(
+            "label shift: not estimated (ensemble saved before the calibrated check; re-run make ensemble)"
+        )
+        return probs
+    probs, record["label_shift"] = apply_prior(state, saved.task, probs)
+    record["label_shift"]["top_movers"] = top_movers(record["label_shift"], saved.classes)
     print(describe(record["label_shift"], saved.classes))
     return probs
 

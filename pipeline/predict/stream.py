@@ -1,8 +1,9 @@
-"""One pass of ``make predict`` over the test images: each image decoded once and resized to
-every member's size in the decoding threads, every (member, fold, view) run on the batch, the
-fold mean of each view's logits written to ``logits/<run>.npy`` on disk (memory stays flat);
-after the first batches, the time budget decides what to drop (``budget.py``), and an unreadable
-image is recorded (``bad_images.py``) when the policy allows."""
+"""One pass of ``make predict`` over the test images: each image decoded as training decoded
+it (``decode_sizes``: one decode for the members' sizes that share a DCT scale, on every core),
+every (member, fold, view) run on the batch, the fold mean of each view's logits written to
+``logits/<run>.npy`` on disk (memory stays flat); after the first batches, the time budget
+decides what to drop (``budget.py``), and an unreadable image is recorded (``bad_images.py``)
+when the policy allows."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..competition.images import ImageError, load_rgb
+from ..competition.images import ImageError, cores, decode_sizes
 from ..model.device import amp_dtype, autocast
 from ..model.infer import normalisation
-from ..model.inputs import resize_square, to_input
+from ..model.inputs import to_input
 from ..model.tta import apply_view
 from ..storage import reserve_file
 from . import budget
@@ -79,7 +80,7 @@ class Pass:
         costs = dict.fromkeys(active, 0.0)
         decode_s, probed, dropped, estimate = 0.0, 0, [], None
         starts = list(range(0, len(paths), self.batch))
-        pool = ThreadPoolExecutor(max_workers=4)
+        pool = ThreadPoolExecutor(max_workers=cores())
         t_pass = clock()
         try:
             pending = self._decode(pool, paths, starts[0]) if starts else None
@@ -125,25 +126,36 @@ class Pass:
         tta = {m.run: m.views for m in self.saved.members if m.view == "tta"}
         return budget.drops(per, decode, n_left, left, tta, self.saved.weakest_first())
 
-    def _decode(self, pool: ThreadPoolExecutor, paths: list[Path], s: int) -> list:
-        """Futures of ``{size: (S, S, 3) uint8}`` per image: decoded once, resized in the
-        worker to every member size (only small copies are held, however large the files)."""
-        sizes = sorted({m.recipe.image_size for m in self.saved.members})
+    def keys(self) -> dict[str, list[int]]:
+        """The members' image sizes by how their runs were trained to decode (``Recipe.decode``):
+        a batch holds ``(decode, size) -> (B, S, S, 3) uint8``."""
+        out: dict[str, set[int]] = {}
+        for m in self.saved.members:
+            out.setdefault(m.recipe.decode, set()).add(m.recipe.image_size)
+        return {how: sorted(z) for how, z in out.items()}
 
-        def one(path: Path | None) -> dict[int, np.ndarray] | ImageError:
+    def _decode(self, pool: ThreadPoolExecutor, paths: list[Path], s: int) -> list:
+        """Futures of ``{(decode, size): (S, S, 3) uint8}`` per image, decoded in the worker
+        exactly as the decode caches were (only small copies are held, however large the file)."""
+        keys = self.keys()
+
+        def one(path: Path | None) -> dict[tuple[str, int], np.ndarray] | ImageError:
+            if path is None:  # no file: already recorded by predict_stage
+                return {(h, z): np.zeros((z, z, 3), np.uint8) for h, zs in keys.items() for z in zs}
             try:
-                img = load_rgb(path) if path is not None else None
+                return {
+                    (how, z): img
+                    for how, sizes in keys.items()
+                    for z, img in decode_sizes(path, sizes, how).items()
+                }
             except ImageError as e:
                 if not self.bad.fallback:
                     raise
                 return e
-            if img is None:  # no file: already recorded by predict_stage
-                img = np.zeros((1, 1, 3), dtype=np.uint8)
-            return {z: resize_square(img, z) for z in sizes}
 
         return [pool.submit(one, p) for p in paths[s : s + self.batch]]
 
-    def _results(self, pending: list, s: int) -> list[dict[int, np.ndarray]]:
+    def _results(self, pending: list, s: int) -> list[dict[tuple[str, int], np.ndarray]]:
         """The decoded batch starting at test row ``s``; an unreadable image (fallback) is
         recorded and replaced by a black one, whose logits are overwritten after the pass."""
         out = []
@@ -151,19 +163,22 @@ class Pass:
             got = f.result()
             if isinstance(got, ImageError):
                 self.bad.add(s + j, got.reason)
-                sizes = sorted({m.recipe.image_size for m in self.saved.members})
-                got = {z: np.zeros((z, z, 3), dtype=np.uint8) for z in sizes}
+                got = {
+                    (h, z): np.zeros((z, z, 3), np.uint8)
+                    for h, zs in self.keys().items()
+                    for z in zs
+                }
             out.append(got)
         return out
 
     @torch.inference_mode()
     def _forward(self, m: Member, batch: dict, s: int, active: set, costs, clock) -> None:
         """The fold mean of each active view's logits for one batch (``batch``: size ->
-        ``(B, S, S, 3) uint8``), into ``logits[m.run]``."""
+        ``(decode, size) -> (B, S, S, 3) uint8``), into ``logits[m.run]``."""
         views = [v for v in m.views if (m.run, v) in active]
         if not views:
             return
-        images = batch[m.recipe.image_size]
+        images = batch[(m.recipe.decode, m.recipe.image_size)]
         x = to_input(torch.from_numpy(images), *self.norm[m.run], self.dev, m.recipe.channels_last)
         dtype = self.dtype[m.run]
         for v in views:

@@ -100,6 +100,29 @@ def _hints(table: pd.DataFrame, pairs: pd.DataFrame, issues: pd.DataFrame, n: in
     return "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in tips) + "</ul>"
 
 
+def label_shift_section(rec: dict | None) -> list[tuple[str, str, str]]:
+    """The label-shift section from ``ensemble.json``'s ``label_shift``: the decision and why,
+    the top movers with their intervals, and PRIOR=auto's check figures."""
+    if not rec or "test_prior" not in rec:
+        return []
+    movers = pd.DataFrame(rec.get("top_movers", []))
+    check = rec.get("check", {})
+    figures = {k: v for k, v in check.items() if isinstance(v, (int, float, str, bool))}
+    body = (
+        f"<p><b>{'applied' if rec['applied'] else 'not applied'}</b> (PRIOR={rec['prior']}, "
+        f"{html.escape(rec['estimator'])} on calibrated posteriors, T = {rec['temperature']:.2f}, "
+        f"total variation from the train priors {rec['total_variation']:.3f}): "
+        f"{html.escape(rec['why'])}</p>"
+        + (table_html(movers) if len(movers) else "")
+        + (table_html(pd.DataFrame([figures])) if figures else "")
+    )
+    note = (
+        "test class priors estimated from the unlabelled test posteriors; lo/hi: bootstrap 95 % "
+        "interval; the check resamples held-out OOF rows to the test's size, shifted and not."
+    )
+    return [("Label shift", note, body)]
+
+
 def report_page(
     out_dir: Path,
     summary: dict,
@@ -108,6 +131,7 @@ def report_page(
     mistakes: pd.DataFrame,
     issues: pd.DataFrame,
     board: pd.DataFrame | None,
+    label_shift: dict | None = None,
 ) -> str:
     """The report's HTML: every table and the PNGs already written into ``out_dir``."""
     mistakes, issues = (df.drop(columns="row", errors="ignore") for df in (mistakes, issues))
@@ -135,6 +159,7 @@ def report_page(
                 table_html(board, 100),
             )
         )
+    sections += label_shift_section(label_shift)
     sections += [
         (
             "Per-class accuracy",

@@ -16,6 +16,14 @@ from ..plots import pyplot
 COLS = 8
 
 
+THUMB = 256  # px: a tile is under 2 inches; a JPEG is decoded DCT-scaled down to about this
+
+
+def thumbnail(path: Path) -> np.ndarray:
+    """``(H, W, 3) uint8``: the image reduced while both sides stay >= THUMB (JPEGs; others full)."""
+    return load_rgb(path, THUMB)
+
+
 def _thumb(path: Path | None, loader: Callable[[Path], np.ndarray]) -> np.ndarray | None:
     if path is None:
         return None
@@ -30,7 +38,7 @@ def contact_sheet(
     paths: dict[str, Path],
     caption: Callable[[pd.Series], str],
     title: str,
-    loader: Callable[[Path], np.ndarray] = load_rgb,
+    loader: Callable[[Path], np.ndarray] = thumbnail,
 ) -> Any:
     """One tile per row of ``rows`` (needs an ``id`` column); ``paths`` maps id -> image file.
     Returns the matplotlib figure."""

@@ -81,12 +81,14 @@ def write_report(
     leaderboard: pd.DataFrame | None = None,
     top: int = 30,
     n_sheet: int = 40,
+    label_shift: dict | None = None,
 ) -> dict[str, Any]:
     """Write the report of ``preds`` into ``out_dir``; return a summary.
 
     Member predictions add each member's per-class accuracy, the best member and the
     ensemble's gain; ``paths`` maps id -> image file for the contact sheets; ``leaderboard``
-    (the ensemble's table) is shown on the page; ``top`` classes at most in the plots."""
+    (the ensemble's table) and ``label_shift`` (its record) are shown on the page; ``top``
+    classes at most in the plots."""
     out_dir, classes = Path(out_dir), preds.classes
     y, probs = np.asarray(preds.y), np.asarray(preds.probs, dtype=np.float64)
     pred = probs.argmax(axis=1)
@@ -122,7 +124,7 @@ def write_report(
         .astype({"support": int, "accuracy": float})
         .to_dict(orient="records"),
     }
-    page = report_page(out_dir, summary, table, pairs, mistakes, issues, leaderboard)
+    page = report_page(out_dir, summary, table, pairs, mistakes, issues, leaderboard, label_shift)
     artifacts.atomic_write_bytes(out_dir / "report.html", page.encode("utf-8"))
     print_worst(table)
     print(
@@ -167,7 +169,10 @@ def report_stage(comp: Competition, ws: Workspace, name: str = "ensemble") -> di
         member_preds=members,
         task=comp.task,
     )
-    return write_report(ws.report_dir(name), preds, image_paths(comp), board)
+    shift = None  # the ensemble's label-shift record, when ensemble.json has one
+    if (out / "ensemble.json").is_file():
+        shift = artifacts.read_json(out / "ensemble.json", rerun).get("label_shift")
+    return write_report(ws.report_dir(name), preds, image_paths(comp), board, label_shift=shift)
 
 
 def image_paths(comp: Competition) -> dict[str, Path]:

@@ -55,7 +55,7 @@ class DownloadError(PipelineError):
     """make download failed: the Kaggle CLI, the archive or the disk; the message says what to do."""
 
 
-def download_stage(slug: str, dest: Path | None = None, workers: int = 2):
+def download_stage(slug: str, dest: Path | None = None, workers: int | None = None):
     """Download, extract and check competition ``slug`` into ``dest`` (``input/<slug>``);
     returns the checked ``Competition`` after printing the metric line to copy."""
     from ..competition.check import check_stage

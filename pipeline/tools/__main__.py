@@ -53,6 +53,11 @@ def cmd_prior_check(a):
     from ..cli import open_competition
     from .prior_check import prior_check
 
+    if a.bench:  # generated cases with a known truth: no competition needed
+        from .prior_bench import bench
+
+        bench(a.half, a.only)
+        return
     comp, ws = open_competition(a)
     prior_check(comp, ws, a.name, a.rows, a.repeats)
 
@@ -90,6 +95,18 @@ def cmd_score(a):
     from .formats import score
 
     score(Path(a.comp), Path(a.answers), Path(a.submission))
+
+
+def cmd_photo_bench(a):
+    from .photo_bench import bench, make_histo, make_photos
+
+    shared = Path(a.source)
+    if a.make_photos:
+        make_photos(shared, Path(a.make_photos), a.train, a.test)
+    if a.make_histo:
+        make_histo(shared, Path(a.make_histo), a.train, a.test)
+    if a.comp:
+        bench(Path(a.comp), a.sample, [int(z) for z in a.sizes.split(",")], a.check)
 
 
 def cmd_plan_check(a):
@@ -134,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="ensemble")
     s.add_argument("--rows", type=int, default=2000, help="rows per resample")
     s.add_argument("--repeats", type=int, default=20, help="resamples of each kind")
+    s.add_argument("--bench", action="store_true", help="generated cases instead of an ensemble")
+    s.add_argument("--half", default="report", choices=("tune", "report", "all"))
+    s.add_argument("--only", default="", help="--bench: cases whose label contains this")
     s = sub.add_parser("plan-check", help="a budget plan's seconds against the measured ones")
     s.set_defaults(fn=cmd_plan_check)
     add_comp(s)
@@ -159,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--work", default="", help="work folder (default: a new temp folder)")
     s.add_argument("--jobs", type=int, default=1, help="JOBS of every train (local workers)")
+    s = sub.add_parser("photo-bench", help="decode cost on generated photographs (issue 32)")
+    s.set_defaults(fn=cmd_photo_bench)
+    s.add_argument("--comp", default="", help="a competition to bench (after --make-*)")
+    s.add_argument("--make-photos", default="", help="write 4000x2672 JPEGs here")
+    s.add_argument("--make-histo", default="", help="write 96 px TIFFs here")
+    s.add_argument("--source", default="../shared/data/tinyimagenet176", help="shared photos")
+    s.add_argument("--train", type=int, default=1000, help="train images (--make-*)")
+    s.add_argument("--test", type=int, default=250, help="test images (--make-*)")
+    s.add_argument("--sample", type=int, default=40, help="images of the decoder table")
+    s.add_argument("--sizes", default="128,160,224", help="cache sizes (the CPU set's)")
+    s.add_argument("--check", action="store_true", help="also time make check")
     s = sub.add_parser("formats", help="every supported Kaggle layout, built from an id,label one")
     s.set_defaults(fn=cmd_formats)
     s.add_argument("--source", required=True, help="a labelled competition, e.g. cifar10")

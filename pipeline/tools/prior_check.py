@@ -1,8 +1,12 @@
-"""Validate the label-shift adjustment without test labels (``python -m pipeline.tools
-prior-check``): resample the OOF rows of a saved ensemble so their class priors differ from the
-train priors (class-balanced, and random Dirichlet priors) or not at all (iid), estimate the
-priors by EM from the OOF posteriors of the resample only (logits that never saw those rows),
-and score plain, ``PRIOR=em`` and ``PRIOR=auto`` predictions under the competition's metric."""
+"""Validate the label-shift correction (``python -m pipeline.tools prior-check``).
+
+On a saved ensemble: its OOF rows split by fold parity, the label-shift state fitted on the
+even folds as ``make ensemble`` fits it (calibration, check, null), and the odd folds' rows
+resampled class-balanced, at random Dirichlet priors and iid (no shift); each resample is
+decided and corrected as a test set would be, and scored plain, forced (``PRIOR=em``) and
+``PRIOR=auto`` under the competition's metric. ``--bench``: the generated cases of
+``prior_bench.py`` instead, with a known truth.
+"""
 
 from __future__ import annotations
 
@@ -15,38 +19,38 @@ from ..errors import PipelineError
 
 
 def resample_scores(
-    y: np.ndarray, probs: np.ndarray, task, n: int = 2000, repeats: int = 20, seed: int = 0
+    y: np.ndarray, probs: np.ndarray, fold: np.ndarray, task, n: int = 2000, repeats: int = 20
 ) -> pd.DataFrame:
-    """One row per resample: its kind (balanced, dirichlet, iid), the total variation of its
-    priors from the train priors, and the metric of plain, em-adjusted and auto predictions."""
-    rng = np.random.default_rng(seed)
+    """One row per resample of the odd folds' rows: its kind (balanced, dirichlet, iid), the
+    total variation of its priors from the train priors, the estimate's, and the metric of
+    plain, em-forced and auto predictions (state fitted on the even folds' rows)."""
+    rng = np.random.default_rng(0)
     c = probs.shape[1]
-    train = np.bincount(y, minlength=c) / len(y)
+    fit = fold % 2 == 0
+    state = prior.fit_prior("auto", task, y[fit], probs[fit], fold[fit], n)
+    forced = {**state, "mode": "em", "estimator": "em", "form": "calibrated"}
+    train = np.asarray(state["train_prior"])
+    ys, ps = y[~fit], probs[~fit]
     rows = []
     for kind in ("balanced", "dirichlet", "iid"):
         for r in range(repeats):
             if kind == "iid":
-                idx = rng.integers(0, len(y), n)
+                idx = rng.integers(0, len(ys), n)
             else:
                 want = np.full(c, 1 / c) if kind == "balanced" else rng.dirichlet(np.ones(c))
-                idx = prior.resample_by_class(y, want, n, rng)
-            ys, ps = y[idx], probs[idx]
-            rest = np.ones(len(y), dtype=bool)
-            rest[idx] = False  # auto's own OOF check sees none of the scored rows' labels
-            em, rec_em = prior.adjust("em", task, train, ps, bootstrap=0)
-            auto, rec = prior.adjust(
-                "auto", task, train, ps, bootstrap=0, oof=(y[rest], probs[rest])
-            )
-            actual = np.bincount(ys, minlength=c) / len(ys)
+                idx = prior.resample_by_class(ys, want, n, rng)
+            em, _ = prior.apply_prior(forced, task, ps[idx], bootstrap=0)
+            auto, rec = prior.apply_prior(state, task, ps[idx], bootstrap=0)
+            actual = np.bincount(ys[idx], minlength=c) / len(idx)
             rows.append(
                 {
                     "resample": kind,
                     "repeat": r,
                     "shift": float(0.5 * np.abs(actual - train).sum()),
-                    "estimated_shift": rec_em["total_variation"],
-                    "plain": task.score(ys, ps),
-                    "adjusted": task.score(ys, em),
-                    "auto": task.score(ys, auto),
+                    "estimated_shift": rec["total_variation"],
+                    "plain": task.score(ys[idx], ps[idx]),
+                    "adjusted": task.score(ys[idx], em),
+                    "auto": task.score(ys[idx], auto),
                     "auto_applied": int(rec["applied"]),
                 }
             )
@@ -63,12 +67,11 @@ def prior_check(comp, ws, name: str, n: int, repeats: int) -> pd.DataFrame:
     if data["ids"].astype(str).tolist() != oof.folds["id"].astype(str).tolist():
         raise PipelineError(f"{path} was made for other folds; re-run: make ensemble NAME={name}")
     probs = data["probs"].astype(np.float64)
-    table = resample_scores(oof.y, probs, comp.task, n=min(n, len(oof.y)), repeats=repeats)
+    n = min(n, int((oof.fold % 2 == 1).sum()))
+    table = resample_scores(oof.y, probs, oof.fold, comp.task, n=n, repeats=repeats)
     summary = table.groupby("resample")[
         ["shift", "estimated_shift", "plain", "adjusted", "auto", "auto_applied"]
     ].mean()
-    print(
-        f"prior-check of {name}: {repeats} resamples of {min(n, len(oof.y))} OOF rows each, {comp.task.metric}"
-    )
+    print(f"prior-check of {name}: {repeats} resamples of {n} OOF rows each, {comp.task.metric}")
     print(summary.round(4).to_string())
     return table

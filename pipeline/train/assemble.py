@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import artifacts
 from ..competition.task import encode
-from ..errors import ArtifactError
+from ..errors import ArtifactError, RecipeError
 
 
 def train_rows(comp, folds_df: pd.DataFrame, path: Path) -> np.ndarray:
@@ -57,6 +57,12 @@ def load_recipes(ws, runs: list[str], overrides: dict | None) -> dict:
     recipes = {run: load_recipe(ws.recipe(run), overrides) for run in runs}
     for run, recipe in recipes.items():
         check_recipe(recipe, str(ws.recipe(run)))
+        if recipe.decode != "reduced":  # the decode caches hold reduced decodes only
+            raise RecipeError(
+                f"{ws.recipe(run)}: decode = {recipe.decode!r} is how runs trained before issue "
+                '32 decoded (make predict honours it for them); training decodes "reduced": '
+                "remove the key (or SET=decode=reduced)"
+            )
     return recipes
 
 

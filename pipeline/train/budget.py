@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import artifacts, locks
 from ..config import Recipe, to_toml
+from .decoding import decode_for_budget
 from .kinds import get_kind
 from .plan import (
     MAX_SUBSETS_OF,
@@ -88,19 +89,16 @@ def probe_run(
     batches: int = 4,
     warmup: int = 1,
 ) -> Cost:
-    """Time ``recipe`` on this machine: decoding ``SAMPLE`` images (unless the decode cache
-    exists; nothing is written), then its kind's probe (``Kind.probe``) on them."""
-    start = clock()
-    images, decode_s = sample_images(comp, ws, recipe.image_size)
-    decode_s *= clock() - start  # priced from the sample's time (0 when cached)
+    """Time ``recipe`` on this machine: its kind's probe (``Kind.probe``) on ``SAMPLE`` train
+    images read from the decode cache (``decoding.decode_for_budget`` priced and built it)."""
+    images = sample_images(comp, ws, recipe.image_size)
     start = clock()
     p = ProbeInput(comp, ws, recipe, images, y_all, k, device, clock, batches, warmup)
     cost = get_kind(recipe.kind).probe(p)
     probe_s = clock() - start
 
     def priced(c: Cost) -> Cost:
-        figures = {"decode_s": decode_s, **c.figures}
-        return replace(c, once_s=c.once_s + decode_s, probe_s=probe_s, figures=figures)
+        return replace(c, probe_s=probe_s)
 
     fewer = priced(cost.fewer) if cost.fewer is not None else None
     return replace(priced(cost), fewer=fewer)
@@ -133,21 +131,24 @@ def _resolve_plan(
         if budget_s is None:
             return {}, [], None
         y_all = np.maximum(labels, 0)  # a row the folds file dropped trains as class 0
-        costs, sizes, epochs = {}, set(), {}
+        costs, epochs = {}, {}
+        sizes = sorted({r.image_size for r in recipes.values()})
+        decode_s = decode_for_budget(comp, ws, sizes, budget_s)  # spent now, for every run
         for run, recipe in recipes.items():
             print(f"plan: probing {run} ...", flush=True)
             c = probe_run(comp, ws, recipe, y_all, k, device)
             for name, cost in ((run, c), (f"{run}[{recipe.tta[0]}]", c.fewer)):
-                if cost is None:
-                    continue
-                if recipe.image_size in sizes:  # an earlier run decodes this size's cache
-                    cost = replace(cost, once_s=cost.once_s - cost.figures["decode_s"])
-                costs[name], epochs[name] = cost, recipe.epochs
-            sizes.add(recipe.image_size)
+                if cost is not None:
+                    costs[name], epochs[name] = cost, recipe.epochs
         value = ensemble_value(comp.task, costs, y_all)
         if value is None:  # no estimates: the runs as the recipes have them, in RUNS order
             costs = {r: c for r, c in costs.items() if r in recipes}
-        plan = make_plan(costs, epochs, k, budget_s, auto, value)
+        # the decoding already spent comes off the budget; plan.toml keeps BUDGET itself
+        plan = replace(
+            make_plan(costs, epochs, k, budget_s - decode_s, auto, value), budget_s=budget_s
+        )
+        if decode_s:
+            print(f"plan: decode caches built in {decode_s:.0f} s, planned within the rest")
         kept = {run_of(n) for n in plan.costs}
         dropped = tuple(r for r in recipes if r not in kept)
         chosen_by = (

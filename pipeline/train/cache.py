@@ -1,27 +1,34 @@
-"""The decode cache: every image decoded once, resized to a recipe's size, into a uint8 memory
-map ``(N, S, S, 3)`` shared by every recipe and fold of that size, so epochs never decode again.
+"""The decode caches: every image decoded once for all the sizes a call needs (``decode_sizes``:
+one DCT-scaled decode per JPEG, shared by the sizes that reach its scale), each size resized
+into a uint8 memory map ``(N, S, S, 3)`` shared by every recipe and fold of that size, so epochs
+never decode again. Before any decoding the caches' total size is printed and checked against
+the free disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import artifacts, locks, storage
-from ..competition.images import ImageError, load_rgb
+from ..competition.images import REDUCED, ImageError, cores, decode_sizes, parallel
 from ..errors import CompetitionError
-from ..model.inputs import resize_square
+
+# the decode behind the pixels, in every cache's key: a cache made another way (before issue
+# 32: a full decode, then the resize) is rebuilt, never mixed with these pixels
+DECODE_KEY = f"decode={REDUCED}"
 
 
 def _key(rel_paths: list[str], size: int) -> str:
-    return hashlib.sha256(("\n".join(rel_paths) + f"|{size}").encode()).hexdigest()[:16]
+    text = "\n".join(rel_paths) + f"|{size}|{DECODE_KEY}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cached(rel_paths: list[str], size: int, cache_path: Path) -> np.memmap | None:
@@ -50,62 +57,120 @@ def cached(rel_paths: list[str], size: int, cache_path: Path) -> np.memmap | Non
     return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
 
 
-def decode_sample(root: Path, rel_paths: list[str], size: int) -> np.ndarray:
-    """The first images of ``rel_paths`` decoded into memory as a cache build would (threads,
-    resize), without writing a cache: what the time-budget probe times and trains on."""
-    out = np.empty((len(rel_paths), size, size, 3), dtype=np.uint8)
-    _decode_into(out, root, rel_paths, size, f"probe decode @{size}px")
+def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -> np.memmap:
+    """``build_caches`` for one list of images at one size."""
+    return build_caches(root, {"": rel_paths}, [size], lambda _s, _z: cache_path)[("", size)]
+
+
+def build_caches(
+    root: Path,
+    splits: dict[str, list[str]],
+    sizes: list[int],
+    path_of: Callable[[str, int], Path],
+) -> dict[tuple[str, int], np.memmap]:
+    """``{(split, size): (N, S, S, 3) uint8}`` for each split's ``rel_paths`` (relative to
+    ``root``) at every size, cache ``path_of(split, size)``; up-to-date caches are reused. The
+    missing ones' total bytes are printed and refused at once if the disk cannot hold them;
+    then each split's files are decoded once for all its missing sizes, on every core."""
+    out = {(sp, z): cached(p, z, path_of(sp, z)) for sp, p in splits.items() for z in sizes}
+    todo = {sp: [z for z in sizes if out[(sp, z)] is None] for sp in splits}
+    _check_disk({path_of(sp, z): len(splits[sp]) * z * z * 3 for sp in todo for z in todo[sp]})
+    for split, missing in todo.items():
+        if missing:
+            paths = {z: path_of(split, z) for z in missing}
+            out.update({(split, z): m for z, m in _build(root, splits[split], paths).items()})
     return out
 
 
-def build_cache(root: Path, rel_paths: list[str], size: int, cache_path: Path) -> np.memmap:
-    """Decode ``rel_paths`` (relative to ``root``) into ``cache_path``; reuse it if up to date.
-    One process builds it (a lock beside it; another waits, then reads it); its space is
-    reserved before the memory map is filled, so a full disk is one line, not a SIGBUS."""
-    if (hit := cached(rel_paths, size, cache_path)) is not None:
-        return hit
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = cache_path.with_name(f".{cache_path.name}.lock")
-    with locks.wait_lock(lock, f"the decode cache {cache_path.name}"):
-        if (hit := cached(rel_paths, size, cache_path)) is not None:
-            return hit  # built by the process we waited for
-        locks.hold_point(f"cache:{cache_path.name}")
-        for old in cache_path.parent.glob(f".{glob.escape(cache_path.name)}.*.tmp"):
-            old.unlink(missing_ok=True)  # a killed builder's: whoever builds holds the lock
-        shape = (len(rel_paths), size, size, 3)
-        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-        try:
-            storage.reserve_file(tmp, int(np.prod(shape)), cache_path)
-            out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
-            _decode_into(out, root, rel_paths, size, f"decode {cache_path.stem} @{size}px")
+def _check_disk(need: dict[Path, int]) -> None:
+    """One line with the caches about to be written; refuse when the disk cannot hold them."""
+    if not need:
+        return
+    first, total = next(iter(need)), sum(need.values())
+    free = storage.free_bytes(first.parent)
+    print(
+        f"decode caches to build: {len(need)} ({', '.join(p.name for p in need)}), "
+        f"{total / 1e9:.2f} GB in {first.parent}"
+        + (f" ({free / 1e9:.2f} GB free)" if free is not None else ""),
+        flush=True,
+    )
+    if free is not None and free < total:
+        raise storage.DiskFull(
+            f"the decode caches need {total:,} bytes in {first.parent} but {free:,} are free; "
+            "nothing was decoded: free space, or point CACHE= at a bigger disk (docs/performance.md)"
+        )
+
+
+def _build(root: Path, rel_paths: list[str], paths: dict[int, Path]) -> dict[int, np.memmap]:
+    """Build the caches ``{size: path}`` of ``rel_paths`` in one pass over the files. One
+    process builds each (a lock beside it; another waits, then reads it); space is reserved
+    before the memory maps are filled, so a full disk is one line, not a SIGBUS."""
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        for p in (paths[z] for z in sorted(paths)):  # sorted: two builders never wait on each other
+            held.enter_context(
+                locks.wait_lock(p.with_name(f".{p.name}.lock"), f"the decode cache {p.name}")
+            )
+        done = {z: m for z, p in paths.items() if (m := cached(rel_paths, z, p)) is not None}
+        left = {z: p for z, p in paths.items() if z not in done}  # built by the one we waited for
+        for p in left.values():
+            locks.hold_point(f"cache:{p.name}")
+            for old in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
+                old.unlink(missing_ok=True)  # a killed builder's: whoever builds holds the lock
+        if left:
+            _fill(root, rel_paths, left)
+    return {
+        z: np.memmap(p, dtype=np.uint8, mode="r", shape=(len(rel_paths), z, z, 3))
+        for z, p in paths.items()
+    }
+
+
+def _fill(root: Path, rel_paths: list[str], paths: dict[int, Path]) -> None:
+    """Reserve, decode into, and publish the caches ``{size: path}`` (held locks)."""
+    tmps = {z: p.with_name(f".{p.name}.{os.getpid()}.tmp") for z, p in paths.items()}
+    n, current = len(rel_paths), None
+    try:
+        outs = {}
+        for z, tmp in tmps.items():
+            current = paths[z]
+            storage.reserve_file(tmp, n * z * z * 3, paths[z])
+            outs[z] = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(n, z, z, 3))
+        current = None
+        desc = f"decode @{','.join(map(str, sorted(paths)))}px"
+        decode_into(outs, root, rel_paths, desc)
+        for out in outs.values():
             out.flush()
-            del out
-            os.replace(tmp, cache_path)
-        except BaseException as e:  # a bad image, a full disk or Ctrl-C: no partial cache
+        del outs, out
+        for z, tmp in tmps.items():
+            os.replace(tmp, paths[z])
+    except BaseException as e:  # a bad image, a full disk or Ctrl-C: no partial cache
+        for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
-            if storage.is_disk_full(e):
-                raise storage.disk_full(cache_path, int(np.prod(shape))) from None
-            raise
-        meta = {"key": _key(rel_paths, size), "shape": list(shape)}
-        artifacts.atomic_write_text(cache_path.with_suffix(".json"), json.dumps(meta))
-        print(f"decoded {len(rel_paths)} images @{size}px into {cache_path}", flush=True)
-    return np.memmap(cache_path, dtype=np.uint8, mode="r", shape=shape)
+        if storage.is_disk_full(e):
+            where = current or next(iter(paths.values()))
+            raise storage.disk_full(where, n * max(paths) ** 2 * 3) from None
+        raise
+    for z, p in paths.items():
+        meta = {"key": _key(rel_paths, z), "shape": [n, z, z, 3]}
+        artifacts.atomic_write_text(p.with_suffix(".json"), json.dumps(meta))
+        print(f"decoded {n} images @{z}px into {p}", flush=True)
 
 
-def _decode_into(out: np.ndarray, root: Path, rel_paths: list[str], size: int, desc: str) -> None:
-    """Fill ``out (N, S, S, 3)``; the first bad image stops every pending decode."""
+def decode_into(outs: dict[int, np.ndarray], root: Path, rel_paths: list[str], desc: str) -> None:
+    """Fill every ``outs[S] (N, S, S, 3)`` from one ``decode_sizes`` per image, on every
+    core; the first bad image stops every pending decode."""
+    sizes = sorted(outs)
 
     def decode(i: int) -> None:
-        out[i] = resize_square(load_rgb(root / rel_paths[i]), size)
+        for z, img in decode_sizes(root / rel_paths[i], sizes).items():
+            outs[z][i] = img
 
-    pool = ThreadPoolExecutor(max_workers=4)
     try:
-        jobs = pool.map(decode, range(len(rel_paths)))
-        list(tqdm(jobs, total=len(rel_paths), desc=desc, leave=False, disable=None))
+        for _ in parallel(decode, list(range(len(rel_paths))), desc, cores()):
+            pass
     except ImageError as e:
         raise CompetitionError(f"{e}; `make check COMP={root}` lists every bad image") from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Joined:

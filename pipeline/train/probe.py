@@ -1,8 +1,8 @@
 """The time budget's probe: what one run costs on this machine, priced from a few batches.
 
-``plan.probe_run`` decodes a sample of ``SAMPLE`` train images (or reads it from the decode
-cache; nothing is written), then asks the run's member kind (``Kind.probe``) to time a few
-batches of its work on it: the real training loop and prediction, or embedding and the
+``plan.probe_run`` reads a sample of ``SAMPLE`` train images from the decode cache (built for
+every size of the plan before the probes, ``decoding.py``), then asks the run's member kind
+(``Kind.probe``) to time a few batches of its work on it: the real training loop and prediction, or embedding and the
 arithmetic of one head fit. This module holds what those probes share and the ``Cost`` that
 ``plan.make_plan`` prices epochs and runs with.
 """
@@ -18,7 +18,7 @@ import torch
 
 from ..config import Recipe
 
-SAMPLE = 512  # images the probe decodes (when not cached) and times on
+SAMPLE = 512  # train images the probe reads from the decode cache and times on
 FOLD_OVERHEAD_S = 3.0  # per fold: model creation, checkpoints, metrics, curves
 SPLIT_SEED = 0  # the probe sample's fit/held-out halves for score estimates
 Clock = Callable[[], float]
@@ -107,17 +107,14 @@ class First:
                 yield batch
 
 
-def sample_images(comp, ws, size: int) -> tuple[np.ndarray, float]:
-    """``SAMPLE`` train images (from the decode cache when it exists, else decoded into
-    memory) and the factor from the sample's decode time to all train and test images'."""
-    from .cache import cached, decode_sample
+def sample_images(comp, ws, size: int) -> np.ndarray:
+    """``(SAMPLE, S, S, 3) uint8``: the first train images, read from the decode cache (built
+    here if the budget's ``decode_for_budget`` has not: a probe never decodes on its own)."""
+    from .cache import build_cache
 
     paths = comp.train["path"].tolist()
-    n = min(SAMPLE, len(paths))
-    hit = cached(paths, size, ws.decode_cache("train", size))
-    if hit is not None:
-        return np.asarray(hit[:n]), 0.0
-    return decode_sample(comp.root, paths[:n], size), (len(paths) + len(comp.test)) / n
+    imgs = build_cache(comp.root, paths, size, ws.decode_cache("train", size))
+    return np.asarray(imgs[: min(SAMPLE, len(paths))])
 
 
 def timed_predict(

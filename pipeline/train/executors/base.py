@@ -73,12 +73,12 @@ def prepare_shared(ctx: TrainContext, jobs: list[Job]) -> None:
     job starts, so that parallel jobs never write the same cache."""
     import torch
 
-    from ..cache import build_cache
+    from ..cache import build_caches
 
     comp = ctx.comp
-    for size in sorted({ctx.recipes[j.run].image_size for j in jobs}):
-        for split, frame in (("train", comp.train), ("test", comp.test)):
-            build_cache(comp.root, frame["path"].tolist(), size, ctx.ws.decode_cache(split, size))
+    sizes = sorted({ctx.recipes[j.run].image_size for j in jobs})
+    splits = {"train": comp.train["path"].tolist(), "test": comp.test["path"].tolist()}
+    build_caches(comp.root, splits, sizes, ctx.ws.decode_cache)  # one decode for every size
     for run in dict.fromkeys(j.run for j in jobs):
         get_kind(ctx.recipes[run].kind).prepare(ctx, run, torch.device(ctx.device))
 

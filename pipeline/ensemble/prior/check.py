@@ -1,0 +1,167 @@
+"""The honest check behind ``PRIOR=auto``: does the correction help at this model's quality,
+class count and test-set size, and what does an unshifted test set's estimate look like?
+
+Held-out OOF rows (their calibration fitted on the other folds) are resampled, with replacement
+and by class, to test sets of the real test's size: ``NULL`` of them unshifted (priors drawn
+as the train counts leave the population's priors uncertain, ``Dirichlet(counts)``) and
+``SHIFTED`` at Dirichlet draws around the train priors (a known shift). Each
+estimator estimates the priors from a resample's posteriors alone, as it would on the test set;
+the figures are its estimation error, the metric's change against the uncorrected posteriors
+(the submission without correction), and the distance of its estimate from the train priors on
+unshifted resamples: the null that the test set's own distance is compared with.
+
+Test posteriors are the mean over K fold models, OOF posteriors come from one fold model each:
+averaging removes model noise, so under the OOF calibration the test posteriors are
+underconfident, and EM (and BBSE, whose confusion matrix is the OOF one) on underconfident
+posteriors of a weak model drifts far from the train priors on an unshifted test set (a
+10-class weak member, 9,000 unshifted test rows: EM's distance 0.19 against 0.04 true, 0.11 at
+the OOF null's edge; ``tools prior-check --bench`` makes its test posteriors so). The mean of
+the calibrated posteriors barely moves with the temperature (0.019-0.033 over temperatures
+1.5-3 on that case), so "is the test shifted?" is asked of that mean's distance from the train
+priors (``moment_tv``), and EM or BBSE only size the correction once it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .estimators import (
+    ESTIMATORS,
+    Calibration,
+    estimate_priors,
+    reweight,
+    soft_confusion,
+    total_variation,
+)
+
+NULL, SHIFTED = 40, 20  # resamples without and with a known shift, scored
+NULL_MOMENT = 200  # unshifted resamples for the null of the test's distance (cheap: a mean)
+CONCENTRATION = 2.0  # Dirichlet(CONCENTRATION * C * p_train): about 0.2-0.3 total variation
+QUANTILE = 0.99  # the test's distance must exceed this quantile of the null's
+HELP_SE = 2.0  # helps: the mean gain on shifted resamples above HELP_SE standard errors
+HARM = 0.5  # no harm: the mean change on unshifted resamples (all, and the quarter that
+# look most shifted) above -HARM metric SDs
+FORMS = ("calibrated", "raw")  # the posteriors the weights reweight
+MAX_POOL = 20_000  # OOF rows resampled at most (the check's cost)
+
+
+def resample_by_class(y: np.ndarray, target: np.ndarray, n: int, rng) -> np.ndarray:
+    """Row positions of ``n`` rows drawn (with replacement) so that their classes follow the
+    priors ``target``: what a test set with those priors would look like among rows ``y``."""
+    counts = rng.multinomial(n, np.asarray(target) / np.sum(target))
+    by_class = [np.flatnonzero(y == k) for k in range(len(counts))]
+    return np.concatenate(
+        [
+            rng.choice(by_class[k], counts[k])
+            for k in range(len(counts))
+            if counts[k] and len(by_class[k])
+        ]
+    )
+
+
+def held_out_calibrated(probs: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """``(N, C)`` calibrated posteriors, each fold's rows by a calibration fitted on the other
+    folds: the check scores what calibration does on rows it never saw."""
+    out = np.empty_like(probs, dtype=np.float64)
+    for f in np.unique(fold):
+        rows = fold == f
+        out[rows] = Calibration.fit(probs[~rows], y[~rows]).apply(probs[rows])
+    return out
+
+
+def signed(task, new: float, old: float) -> float:
+    """The metric's improvement from ``old`` to ``new`` (positive: better)."""
+    return new - old if task.greater_is_better else old - new
+
+
+def _one(task, y, raw, cal, target, train_prior, confusion) -> dict[str, Any]:
+    """One resample's figures per estimator: distance of the estimate from the train priors,
+    error against ``target``, and the metric's change when its weights reweight the calibrated
+    or the raw posteriors (and the oracle's, the better form at ``target``)."""
+    plain = task.score(y, raw)
+    oracle = [task.score(y, reweight(p, target / train_prior)) for p in (cal, raw)]
+    out = {"plain": plain, "oracle": max(signed(task, o, plain) for o in oracle)}
+    out["moment_tv"] = total_variation(cal.mean(axis=0), train_prior)
+    for kind in ESTIMATORS:
+        te = estimate_priors(kind, cal, train_prior, confusion)
+        out[f"{kind}_tv"] = total_variation(te, train_prior)
+        out[f"{kind}_error"] = total_variation(te, target)
+        for form, p in zip(FORMS, (cal, raw), strict=True):
+            new = task.score(y, reweight(p, te / train_prior))
+            out[f"{kind}/{form}_gain"] = signed(task, new, plain)
+    return out
+
+
+def resample_figures(task, y, raw, fold, train_prior, n: int, seed: int = 0) -> list[dict]:
+    """Every resample's figures (``_one``), ``NULL`` unshifted then ``SHIFTED`` shifted; BBSE's
+    confusion matrix comes from the half of the rows a resample is not drawn from."""
+    rng = np.random.default_rng(seed)
+    if len(y) > MAX_POOL:
+        keep = np.sort(rng.choice(len(y), MAX_POOL, replace=False))
+        y, raw, fold = y[keep], raw[keep], fold[keep]
+    cal = held_out_calibrated(raw, y, fold)
+    half = rng.permutation(len(y)) % 2
+    conf = [soft_confusion(cal[half != h], y[half != h]) for h in (0, 1)]
+    pool = [np.flatnonzero(half == h) for h in (0, 1)]
+    c, rows = len(train_prior), []
+    for r in range(NULL + SHIFTED):
+        shifted = r >= NULL
+        # unshifted: the population's priors as the train counts leave them uncertain (a test
+        # set of the train's population is not drawn at the train rows' own shares)
+        alpha = CONCENTRATION * c * train_prior if shifted else len(y) * train_prior
+        target = rng.dirichlet(alpha + 1e-3)
+        h = r % 2
+        idx = pool[h][resample_by_class(y[pool[h]], target, n, rng)]
+        one = _one(task, y[idx], raw[idx], cal[idx], target, train_prior, conf[h])
+        rows.append({"shifted": shifted, "true_tv": total_variation(target, train_prior), **one})
+    for _ in range(NULL_MOMENT - NULL):  # the null of the test's distance: a mean is cheap
+        h = int(rng.integers(2))
+        target = rng.dirichlet(len(y) * train_prior + 1e-3)
+        idx = pool[h][resample_by_class(y[pool[h]], target, n, rng)]
+        moment = total_variation(cal[idx].mean(axis=0), train_prior)
+        rows.append({"shifted": False, "moment_only": True, "moment_tv": moment})
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict[str, Any]:
+    """The check's figures per estimator and form, and the one chosen: the larger gain on
+    shifted resamples (mean less one standard error) among those that do no harm on unshifted
+    ones."""
+    null = [r for r in rows if not r["shifted"] and not r.get("moment_only")]
+    shift = [r for r in rows if r["shifted"]]
+    # the unshifted resamples that look most shifted: where a false alarm would do its harm
+    tail = sorted(null, key=lambda r: r["moment_tv"])[-max(1, len(null) // 4) :]
+    sd = float(np.std([r["plain"] for r in null], ddof=1))
+    per = {}
+    for kind in ESTIMATORS:
+        for form in FORMS:
+            g1 = np.array([r[f"{kind}/{form}_gain"] for r in shift])
+            g0 = np.array([r[f"{kind}/{form}_gain"] for r in null])
+            g_tail = float(np.mean([r[f"{kind}/{form}_gain"] for r in tail]))
+            per[f"{kind}/{form}"] = {
+                "shifted_gain": float(g1.mean()),
+                "shifted_gain_se": float(g1.std(ddof=1) / np.sqrt(len(g1))),
+                "shifted_error": float(np.mean([r[f"{kind}_error"] for r in shift])),
+                "unshifted_gain": float(g0.mean()),
+                "unshifted_tail_gain": g_tail,
+                "helps": bool(g1.mean() - HELP_SE * g1.std(ddof=1) / np.sqrt(len(g1)) > 0),
+                "no_harm": bool(min(g0.mean(), g_tail) >= -HARM * sd),
+            }
+    ok = [k for k in per if per[k]["no_harm"]] or list(per)
+    chosen = max(ok, key=lambda k: per[k]["shifted_gain"] - per[k]["shifted_gain_se"])
+    return {
+        "chosen": chosen,
+        "estimator": chosen.split("/")[0],
+        "form": chosen.split("/")[1],
+        "metric_sd": sd,
+        "oracle_gain": float(np.mean([r["oracle"] for r in shift])),
+        "true_tv": float(np.mean([r["true_tv"] for r in shift])),
+        "estimators": per,
+        "helps": per[chosen]["helps"],
+        "no_harm": per[chosen]["no_harm"],
+        "null_moment_tv": [float(r["moment_tv"]) for r in rows if not r["shifted"]],
+        "null_resamples": len(null),
+        "shifted_resamples": len(shift),
+    }
