@@ -90,6 +90,8 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 ## FOLDS: train only these folds, e.g. 0,1 (all)
 ## SET: recipe overrides for this call, e.g. "epochs=1 image_size=32"
 ## AS: make train RUNS=<run> SET="..." AS=<new>: save the variant as models/<new>.toml and train it
+# make's built-in AS (the assembler, "as") is not a variant name: only a value given to make counts
+as_name = $(if $(filter default,$(origin AS)),,$(AS))
 ## EXECUTOR: local or ray: each (run, fold) a Ray task (local)
 ## JOBS: (run, fold) jobs at once in local worker processes; 1 = in this process (1)
 ## THREADS: torch threads per job (cores / JOBS, at most OMP_NUM_THREADS)
@@ -99,7 +101,7 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 ## TRACK: make train, make ensemble (and make bench WHOLE=1): tensorboard, mlflow (MLflow as well: pip install -e '.[track]') or none (tensorboard)
 train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(py) -m pipeline train $(roots) $(call arg,RUNS,--runs) $(call arg,FOLDS,--folds) \
-		$(call arg,SET,--set) $(call arg,AS,--as) $(call arg,RECIPES,--recipes) \
+		$(call arg,SET,--set) $(call arg,as_name,--as) $(call arg,RECIPES,--recipes) \
 		$(call arg,BUDGET,--budget) $(call arg,EPOCHS,--epochs) $(device) $(call arg,EXECUTOR,--executor) \
 		$(call arg,JOBS,--jobs) $(call arg,THREADS,--threads) $(call arg,GPUS,--gpus) \
 		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs) $(call arg,TRACK,--track)

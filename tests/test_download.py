@@ -440,4 +440,4 @@ def test_make_download_then_the_stages_in_one_command():
     assert [ln.split("-m pipeline ")[1].split()[0] for ln in verbs] == [
         "download", "folds", "train", "ensemble", "submit",
     ]  # fmt: skip
-    assert all('--slug "dogs"' in ln and "--comp" not in ln for ln in verbs)
+    assert all('--slug="dogs"' in ln and "--comp" not in ln for ln in verbs)

@@ -142,3 +142,20 @@ def test_an_ensemble_sent_to_kaggle_is_kept(trained, tmp_path, monkeypatch, caps
     )
     assert (subs / "kept.2" / "predict" / "submission.csv").is_file()
     assert _digest(subs / "kept") == sent
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_passes_as_only_when_given():
+    """make's built-in ``AS`` (the assembler, "as") never reaches ``train --as``; ``RUNS="-x"``
+    reaches it as a value."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def dry(*args: str) -> str:
+        cmd = ["make", "-n", "-o", ".venv/.installed", "train", "COMP=input/x", *args]
+        return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    assert "--as" not in dry("RUNS=a")
+    assert '--as="b"' in dry("RUNS=a", "SET=epochs=2", "AS=b")
+    assert '--runs="-a"' in dry("RUNS=-a")

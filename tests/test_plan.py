@@ -355,9 +355,9 @@ def test_shipped_sets_cpu_never_picks_gpu(toy, capsys):
         load_recipe(ws.recipe(run))  # every shipped recipe is valid
     from pipeline.cli import _recipe_set
 
-    assert _recipe_set(ws, "auto", "cpu") == cpu
-    assert _recipe_set(ws, "cpu", "auto") == cpu
-    assert _recipe_set(ws, "gpu", "cpu") == gpu  # asked for by name only
+    assert _recipe_set(ws, "auto", "cpu") == ("cpu", cpu)
+    assert _recipe_set(ws, "cpu", "auto") == ("cpu", cpu)
+    assert _recipe_set(ws, "gpu", "cpu") == ("gpu", gpu)  # asked for by name only
     with pytest.raises(PipelineError, match="RECIPES='big': use auto, cpu, gpu, cpu-hub, gpu-hub"):
         _recipe_set(ws, "big", "cpu")
 
