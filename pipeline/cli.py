@@ -138,21 +138,15 @@ def _train_runs(a, ws) -> tuple[list[str], dict]:
                 f'AS={a.as_} saves a variant of one run: make train RUNS=<run> SET="..." AS={a.as_}'
             )
         return [write_variant(ws, words[0], a.set, overrides, a.as_)], {}
-    name = ""
-
-    def shipped() -> list[str]:
-        nonlocal name
-        name, runs = _recipe_set(ws, a.recipes, a.device)
-        return runs
-
-    runs = select_runs(words, shipped, "the shipped set")
-    if name:
-        left = [w[1:] for w in words]
-        without = f" without {', '.join(left)}" if left else ""
-        print(
-            f"RUNS{'=' + ' '.join(words) if words else ' not given'}: the {name} set{without}, "
-            f"{' '.join(runs)}"
-        )
+    if any(not w.startswith("-") for w in words):  # runs named (mixed with -<run>: refused)
+        return select_runs(words, [], ""), overrides
+    name, shipped = _recipe_set(ws, a.recipes, a.device)
+    runs = select_runs(words, shipped, f"the {name} set")
+    without = f" without {', '.join(w[1:] for w in words)}" if words else ""
+    print(
+        f"RUNS{'=' + ' '.join(words) if words else ' not given'}: the {name} set{without}, "
+        f"{' '.join(runs)}"
+    )
     return runs, overrides
 
 
@@ -211,7 +205,7 @@ def cmd_ensemble(a):
     methods = split_words(a.methods) or None
     track = resolve_track(a.track)
     words = split_words(a.runs)
-    runs = select_runs(words, ws.trained_runs, "the trained runs") if words else []
+    runs = select_runs(words, ws.trained_runs(), "the trained runs") if words else []
     a.name = _ensemble_name(ws, a.name)
     ensemble_stage(comp, ws, runs, a.method, a.name, methods, a.dup_labels, a.prior)
     if not a.no_report:  # the report stage reads what the ensemble stage just wrote

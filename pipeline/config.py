@@ -214,8 +214,8 @@ def parse_overrides(text: str) -> dict[str, Any]:
     return out
 
 
-def select_runs(words: list[str], default, what: str) -> list[str]:
-    """``RUNS=`` as given: the named runs; none: ``default()``; only ``-<run>`` words: ``default()``
+def select_runs(words: list[str], default: list[str], what: str) -> list[str]:
+    """``RUNS=`` as given: the named runs; none: ``default``; only ``-<run>`` words: ``default``
     without those (``what`` names the default in errors, e.g. "the cpu set")."""
     drop = [w[1:] for w in words if w.startswith("-")]
     keep = [w for w in words if not w.startswith("-")]
@@ -226,7 +226,7 @@ def select_runs(words: list[str], default, what: str) -> list[str]:
         )
     if keep:
         return keep
-    base = list(default())
+    base = list(default)
     if unknown := [r for r in drop if r not in base]:
         raise RecipeError(
             f"RUNS=-{unknown[0]}: {unknown[0]!r} is not in {what} ({', '.join(base) or 'none'})"

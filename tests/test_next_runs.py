@@ -77,7 +77,7 @@ def test_runs_minus_leaves_runs_out_of_the_default(trained, capsys):
     assert (trained / "models" / "toy" / "s2" / "fold0" / "done.json").is_file()
     assert not (trained / "models" / "toy" / "s1").exists()
     assert main(["train", *roots, "--runs=-nope"]) == 2
-    assert "RUNS=-nope: 'nope' is not in the shipped set (s1, s2)" in capsys.readouterr().err
+    assert "RUNS=-nope: 'nope' is not in the cpu set (s1, s2)" in capsys.readouterr().err
     assert main(["train", *roots, "--runs", "s1 -s2"]) == 2
     assert "mixes runs and exclusions" in capsys.readouterr().err
     shutil.rmtree(sets)
