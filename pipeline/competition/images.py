@@ -104,6 +104,14 @@ def decode_image(path: str | Path, at_least: int | None = None) -> tuple[np.ndar
     return rgb, mode
 
 
+def inspect_image(path: str | Path) -> tuple[tuple[int, int], str]:
+    """``make check``'s decode: the file's full ``(W, H)`` and PIL mode, every byte of it
+    decoded (a truncated or corrupt file fails as in a full decode: libjpeg entropy-decodes the
+    whole stream at any scale) and converted as training converts it, a JPEG at 1/8 scale."""
+    rgb, mode, full = _decode(Path(path), 1)
+    return full or (rgb.shape[1], rgb.shape[0]), mode
+
+
 def parallel(
     fn: Callable[[T], object], items: list[T], desc: str, workers: int | None = None
 ) -> Iterator:
