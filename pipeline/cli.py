@@ -246,6 +246,7 @@ def cmd_package(a):
         a.time_limit,
         a.dry_run,
         a.max_bad,
+        Path(a.comp),  # the public test images the notebook's output is checked on
     )
 
 
