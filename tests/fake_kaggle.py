@@ -3,14 +3,15 @@ it on ``PATH`` as ``kaggle``. It keeps its state between calls in ``$FAKE_KAGGLE
 
 - ``config.json`` (written by the fixture): ``ready_after`` (``datasets status`` calls that
   answer a processing state before ``ready``; -1: never ready), ``queued`` and ``running`` (the
-  ``kernels status`` calls in each state), ``competitions`` (a folder of ``<slug>/``
+  ``kernels status`` calls in each state), ``final`` (optional: end in this state, e.g.
+  ``CANCEL_ACKNOWLEDGED``, without running the notebook), ``competitions`` (a folder of ``<slug>/``
   competition folders Kaggle would mount), ``python`` (the interpreter notebooks run in);
 - ``state.json``: datasets (versions, status calls) and notebooks (versions, status calls,
   outcome); ``datasets/<owner>/<slug>/v<N>/`` and ``kernels/<owner>/<slug>/v<N>/`` hold what was
   uploaded; ``calls.log`` one line per call.
 
 ``kernels status`` moves each version through Kaggle's ``KernelWorkerStatus`` (kagglesdk:
-QUEUED, RUNNING, then COMPLETE or ERROR; CANCEL_* are never produced here). On reaching the end
+QUEUED, RUNNING, then COMPLETE or ERROR, or the configured ``final``). On reaching the end
 it really runs the pushed notebook's code cells, laid out as Kaggle mounts them under
 ``kernels/<owner>/<slug>/v<N>/kaggle/``: ``input/<dataset>/`` (the dataset version current at
 push time), ``input/<competition>/``, ``working/`` (the notebook honours ``PIPELINE_INPUT`` and
@@ -127,13 +128,13 @@ def status(a, config: dict, state: dict) -> int:
     elif v["calls"] <= config["queued"] + config["running"]:
         now = "RUNNING"
     else:
-        v["outcome"] = v["outcome"] or run_notebook(kid, n, v, config, state)
+        v["outcome"] = v["outcome"] or config.get("final") or run_notebook(kid, n, v, config)
         now = v["outcome"]
     print(f'{a.ref} has status "KernelWorkerStatus.{now}"')
     return 0
 
 
-def run_notebook(kid: str, n: int, v: dict, config: dict, state: dict) -> str:
+def run_notebook(kid: str, n: int, v: dict, config: dict) -> str:
     """The pushed notebook's code cells under a simulated /kaggle; COMPLETE or ERROR."""
     root = STATE / "kernels" / kid / f"v{n}"
     inp, work = root / "kaggle" / "input", root / "kaggle" / "working"
@@ -167,8 +168,8 @@ def output(a, config: dict, state: dict) -> int:
     if found is None:
         return not_found(f"kernels/output/{a.ref}")
     kid, n, v = found
-    if not v["outcome"]:
-        print("ValueError: the kernel version has not finished", file=sys.stderr)
+    if not v["outcome"] or not (STATE / "kernels" / kid / f"v{n}" / "log.json").is_file():
+        print("ValueError: the kernel version has no output", file=sys.stderr)
         return 1
     root, dst = STATE / "kernels" / kid / f"v{n}", Path(a.path)
     work = root / "kaggle" / "working"

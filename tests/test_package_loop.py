@@ -155,11 +155,22 @@ def test_a_notebook_that_errors_shows_its_log_tail_and_exits_2(kaggle, capsys):
     configure(state, competitions=str(work / "nowhere"))  # the competition is not mounted
     assert main(["package", *toy_roots(work), "--owner", "me"]) == 2
     err = capsys.readouterr().err
-    assert "lines of the notebook's log:" in err
+    log = work / "submissions/toy/ensemble/kaggle/v1/toy-ensemble-predict.log"
+    assert f"lines of {log}:" in err
     assert re.search(r"  \| none of \('toy', 'competitions/toy'\) under \S+/input", err)
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: notebook {KERNEL} version 1 ended error: its log's last")
     assert not (work / "submissions/toy/ledger.csv").exists()
+
+
+def test_a_cancelled_notebook_without_output_is_one_line(kaggle, capsys):
+    work, state = kaggle
+    configure(state, final="CANCEL_ACKNOWLEDGED")
+    assert main(["package", *toy_roots(work), "--owner", "me"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: notebook {KERNEL} version 1 ended cancel_acknowledged: no log came back, see "
+        f"https://www.kaggle.com/code/{KERNEL}; fix the cause, then re-run make package"
+    )
 
 
 def test_a_dataset_that_never_becomes_ready_times_out_in_one_line(kaggle, capsys):

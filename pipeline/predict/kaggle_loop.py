@@ -116,8 +116,15 @@ def kaggle_loop(
     limit = parse_duration(params["time_limit"], "TIME_LIMIT") + WAITS.kernel_extra_s
     _upload(loop)
     version = _push(loop)
-    state = _follow(loop, version, limit)
-    target = _pull(loop, version)
+    try:
+        state = _follow(loop, version, limit)
+    except KeyboardInterrupt:  # the notebook runs on at Kaggle: say how to finish by hand
+        raise KaggleRunError(
+            f"stopped following notebook {loop.kernel} version {version}, which runs on at "
+            f"Kaggle; once it is complete: {shlex.join(loop.cmd('output', version))}, then "
+            f"make submit KERNEL={loop.kernel} VERSION={version}"
+        ) from None
+    target = _pull(loop, version, must=state == "complete")
     if state != "complete":
         _fail(loop, version, state, target)
     from .kaggle_check import check_output  # torch and the predict stage: only once it ran
@@ -217,12 +224,16 @@ def _follow(loop: Loop, version: str, limit: float) -> str:
         WAITS.sleep(WAITS.kernel_poll_s)
 
 
-def _pull(loop: Loop, version: str) -> Path:
-    """``kernels output`` into ``kaggle/v<N>/`` (a re-pull replaces it): files and the log."""
+def _pull(loop: Loop, version: str, must: bool) -> Path:
+    """``kernels output`` into ``kaggle/v<N>/`` (a re-pull replaces it): files and the log. A
+    failed notebook's output may be missing: then only its error line is said (``must``)."""
     target = loop.pulled / f"v{version}"
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _run([*loop.cmd("output", version), "--file-pattern", OUTPUT_FILES])
+    cmd = [*loop.cmd("output", version), "--file-pattern", OUTPUT_FILES]
+    code, _, both = attempt(cmd)
+    if code != 0 and must:
+        raise failure(cmd, both, code)
     return target
 
 
@@ -230,13 +241,18 @@ def _fail(loop: Loop, version: str, state: str, target: Path) -> None:
     """The log's last lines on stderr, then one error line."""
     logs = sorted(target.glob("*.log"))
     lines = log_lines(logs[0]) if logs else []
-    print(f"last {min(TAIL, len(lines))} lines of the notebook's log:", file=sys.stderr)
-    for line in lines[-TAIL:]:
-        print(f"  | {line}", file=sys.stderr)
-    where = logs[0] if logs else f"https://www.kaggle.com/code/{loop.kernel}"
+    if lines:
+        print(f"last {min(TAIL, len(lines))} lines of {logs[0]}:", file=sys.stderr)
+        for line in lines[-TAIL:]:
+            print(f"  | {line}", file=sys.stderr)
+    where = (
+        "its log's last lines are above"
+        if lines
+        else f"no log came back, see https://www.kaggle.com/code/{loop.kernel}"
+    )
     raise KaggleRunError(
-        f"notebook {loop.kernel} version {version} ended {state}: its log's last lines are "
-        f"above ({where}); fix the cause, then re-run make package"
+        f"notebook {loop.kernel} version {version} ended {state}: {where}; fix the cause, "
+        "then re-run make package"
     )
 
 
