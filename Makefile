@@ -131,7 +131,7 @@ mlflow: setup ## the MLflow UI on the local store of TRACK=mlflow (<MODELS>/mlfl
 
 ## DRY_RUN: 1 = validate and print the kaggle command(s), send nothing (make submit, make package)
 ## KERNEL: make submit for a code competition: the notebook <owner>/<slug>
-## VERSION: make submit for a code competition: the notebook's version
+## VERSION: make submit for a code competition: the notebook's version (left out: the newest make package validated)
 submit: setup ## validate submission.csv and send it (DRY_RUN=1: print the command only)
 	$(py) -m pipeline submit $(roots) $(call arg,NAME,--name) $(call on,DRY_RUN,--dry-run) \
 		$(call arg,KERNEL,--kernel) $(call arg,VERSION,--version)
