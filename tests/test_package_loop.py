@@ -15,9 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import artifacts
 from pipeline.cli import main
 from pipeline.errors import SubmissionError
+from pipeline.layout import Workspace
 from pipeline.predict import kaggle_check, kaggle_loop
+from pipeline.submit.kernels import notebook_output
 
 from .fakes import TOY_RECIPE, toy_roots, toy_workspace
 
@@ -87,6 +90,7 @@ def configure(state: Path, **changes) -> None:
     (state / "config.json").write_text(json.dumps({**config, **changes}))
 
 
+@pytest.mark.slow
 def test_two_packages_push_two_versions_pulled_and_validated(kaggle, capsys):
     """Acceptance: create, then version; two notebook versions run by the fake, both outputs
     pulled, validated and recorded; make submit KERNEL= takes the newest; no credential in
@@ -205,3 +209,29 @@ def test_compare_allows_flips_only_at_a_tiny_margin():
         kaggle_check.compare(np.array([[0.5, 0.5], [0.1, 0.9]]), ours, "p.npy")
     with pytest.raises(SubmissionError, match=r"max \|p - p_local\| = 3.00e-03 > 0.002"):
         kaggle_check.compare(ours + [[0.003, -0.003], [0, 0]], ours, "p.npy")
+
+
+def test_the_newest_validated_version_from_an_old_ledger(tmp_path):
+    """A ledger from before the ``kernel`` column gains it, empty; only ``validated`` rows of
+    this NAME and notebook count; none is one line; a pulled file is preferred."""
+    ws = Workspace("toy", tmp_path / "models", tmp_path)
+    old = artifacts.LEDGER_COLUMNS[:14]
+    ws.ledger.parent.mkdir(parents=True)
+    pd.DataFrame([dict.fromkeys(old, "x")], columns=old).to_csv(ws.ledger, index=False)
+    local = tmp_path / "submission.csv"
+    with pytest.raises(SubmissionError, match="no validated version of notebook me/nb for NAME=e"):
+        notebook_output(ws, "e", "me/nb", "", local)
+    rows = [("e", "validated", "me/nb/2"), ("e", "validated", "me/nb/10"),
+            ("e", "submitted", "me/nb/11"), ("f", "validated", "me/nb/12"),
+            ("e", "validated", "me/other/13")]  # fmt: skip
+    for name, status, ref in rows:
+        row = dict.fromkeys(artifacts.LEDGER_COLUMNS, "") | {"name": name, "status": status}
+        artifacts.append_ledger(ws.ledger, [*list(row.values())[:-1], ref])
+    assert artifacts.read_ledger(ws.ledger)["kernel"].tolist() == ["", *[r[2] for r in rows]]
+    assert notebook_output(ws, "e", "me/nb", "", local) == ("10", local)
+    pulled = ws.submission_dir("e") / "kaggle" / "v3" / "submission.csv"
+    pulled.parent.mkdir(parents=True)
+    pulled.write_text("id,label\n")
+    assert notebook_output(ws, "e", "me/nb", "3", local) == ("3", pulled)
+    with pytest.raises(SubmissionError, match="KERNEL='nb': name the notebook as <owner>/"):
+        notebook_output(ws, "e", "nb", "3", local)
