@@ -13,6 +13,7 @@ agree). ``ImageError`` names the file and why it cannot be read.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import warnings
@@ -128,8 +129,9 @@ def parallel(
     threads its 27k thumbnails took longer than on one core), ``fn`` then a module function."""
     n = workers or cores()
     if processes:
+        gc.freeze()  # forked workers then copy fewer of this process's pages (no GC writes)
         pool = ProcessPoolExecutor(max_workers=n)
-        results = pool.map(fn, items, chunksize=max(1, min(256, len(items) // (8 * n))))
+        results = pool.map(fn, items, chunksize=max(1, min(1024, len(items) // (8 * n))))
     else:
         pool = ThreadPoolExecutor(max_workers=n)
         results = pool.map(fn, items)
@@ -137,6 +139,7 @@ def parallel(
         yield from tqdm(results, total=len(items), desc=desc, unit="img", leave=False, disable=None)
     finally:  # an error or Ctrl-C: drop the images not yet decoded instead of waiting for them
         pool.shutdown(wait=True, cancel_futures=True)
+        gc.unfreeze()
 
 
 def _scale(full: tuple[int, int], size: int) -> int:
