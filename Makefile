@@ -89,19 +89,21 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 ## EPOCHS: auto = scale fine-tuned epochs to BUDGET, recipe = keep them (auto)
 ## FOLDS: train only these folds, e.g. 0,1 (all)
 ## SET: recipe overrides for this call, e.g. "epochs=1 image_size=32"
-## EXECUTOR: local or ray: each (run, fold) a Ray task (local)
+## EXECUTOR: local, ray (each (run, fold) a Ray task) or kaggle (Kaggle notebooks, docs/kaggle.md) (local)
 ## JOBS: (run, fold) jobs at once in local worker processes; 1 = in this process (1)
 ## THREADS: torch threads per job (cores / JOBS, at most OMP_NUM_THREADS)
 ## GPUS: GPU ids the JOBS workers own, e.g. 0,1 (all visible)
 ## RETRIES: re-runs of a job whose worker died, resuming from last.pt (1)
 ## SHARED_FS: EXECUTOR=ray SHARED_FS=0: tasks train in node scratch and send the files back (1)
+## KAGGLE_SLOTS: EXECUTOR=kaggle: private Kaggle notebooks training at once (2); OWNER, GPU as make package's
 ## TRACK: make train, make ensemble (and make bench WHOLE=1): tensorboard, mlflow (MLflow as well: pip install -e '.[track]') or none (tensorboard)
 train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(py) -m pipeline train $(roots) $(call arg,RUNS,--runs) $(call arg,FOLDS,--folds) \
 		$(call arg,SET,--set) $(call arg,RECIPES,--recipes) $(call arg,BUDGET,--budget) \
 		$(call arg,EPOCHS,--epochs) $(device) $(call arg,EXECUTOR,--executor) \
 		$(call arg,JOBS,--jobs) $(call arg,THREADS,--threads) $(call arg,GPUS,--gpus) \
-		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs) $(call arg,TRACK,--track)
+		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs) $(call arg,TRACK,--track) \
+		$(call arg,KAGGLE_SLOTS,--kaggle-slots) $(call arg,OWNER,--owner) $(call off,GPU,--no-gpu)
 
 ## RUN: the one recipe of make curve and make bench (make bench: the first of RUNS)
 ## FRACTIONS: make curve: fold 0 trained on these nested fractions of its rows (0.1 0.25 0.5)

@@ -5,7 +5,10 @@ it on ``PATH`` as ``kaggle``. It keeps its state between calls in ``$FAKE_KAGGLE
   answer a processing state before ``ready``; -1: never ready), ``queued`` and ``running`` (the
   ``kernels status`` calls in each state), ``final`` (optional: end in this state, e.g.
   ``CANCEL_ACKNOWLEDGED``, without running the notebook), ``competitions`` (a folder of ``<slug>/``
-  competition folders Kaggle would mount), ``python`` (the interpreter notebooks run in);
+  competition folders Kaggle would mount; ``unjoined``: slugs whose rules this account has not
+  accepted), ``python`` (the interpreter notebooks run in), ``kill`` (optional, the run-time
+  limit: ``{"at": "<PIPELINE_KILL_AT point>", "runs": n, "output": bool}``: the first ``n``
+  notebook runs are SIGKILLed there and end ERROR, their output retrievable or not);
 - ``state.json``: datasets (versions, status calls) and notebooks (versions, status calls,
   outcome); ``datasets/<owner>/<slug>/v<N>/`` and ``kernels/<owner>/<slug>/v<N>/`` hold what was
   uploaded; ``calls.log`` one line per call.
@@ -16,8 +19,11 @@ it really runs the pushed notebook's code cells, laid out as Kaggle mounts them 
 ``kernels/<owner>/<slug>/v<N>/kaggle/``: ``input/<dataset>/`` (the dataset version current at
 push time), ``input/<competition>/``, ``working/`` (the notebook honours ``PIPELINE_INPUT`` and
 ``PIPELINE_WORKING``), without credentials and refusing the imports an offline notebook could
-not make. Its exit status decides COMPLETE or ERROR; ``kernels output`` copies ``working/`` and
-writes the log as Kaggle does (``<slug>.log``, a JSON list of stream records).
+not make (a notebook with ``enable_internet`` could pip install them: none is refused). Its
+exit status decides COMPLETE or ERROR; ``kernels output`` copies ``working/`` and writes the log
+as Kaggle does (``<slug>.log``, a JSON list of stream records), or fails for a killed run
+configured without output. ``competitions files <slug>`` answers a listing for a competition of
+``competitions``, 403 for an ``unjoined`` one, else 404.
 Output strings follow the installed kaggle 2.2.x CLI (``kaggle_api_extended.py``).
 """
 
@@ -152,10 +158,17 @@ def run_notebook(kid: str, n: int, v: dict, config: dict) -> str:
     env = {"PATH": os.environ["PATH"], "HOME": str(root), "OMP_NUM_THREADS": "1",
            "PIPELINE_INPUT": str(inp), "PIPELINE_WORKING": str(work), "PIPELINE_TRACK": "none",
            "PYTHONDONTWRITEBYTECODE": "1"}  # /kaggle/input is read-only  # fmt: skip
+    kill = config.get("kill") or {}
+    runs = sum(1 for p in STATE.glob("kernels/*/*/v*/notebook.py"))  # this one included
+    if kill and runs <= kill["runs"]:  # the run-time limit: the process is killed there
+        env["PIPELINE_KILL_AT"] = kill["at"]
+    blocked = () if v["meta"].get("enable_internet") else OFFLINE
     done = subprocess.run(
-        [config["python"], "-c", GUARD.format(blocked=OFFLINE), str(root / "notebook.py")],
+        [config["python"], "-c", GUARD.format(blocked=blocked), str(root / "notebook.py")],
         cwd=work, env=env, capture_output=True, text=True,
     )  # fmt: skip
+    if done.returncode < 0 and not kill.get("output", True):
+        (root / "no-output").touch()
     log = [{"stream_name": s, "time": 0.0, "data": ln}
            for s, text in (("stdout", done.stdout), ("stderr", done.stderr))
            for ln in text.splitlines(keepends=True)]  # fmt: skip
@@ -168,10 +181,11 @@ def output(a, config: dict, state: dict) -> int:
     if found is None:
         return not_found(f"kernels/output/{a.ref}")
     kid, n, v = found
-    if not v["outcome"] or not (STATE / "kernels" / kid / f"v{n}" / "log.json").is_file():
+    root = STATE / "kernels" / kid / f"v{n}"
+    if not v["outcome"] or not (root / "log.json").is_file() or (root / "no-output").exists():
         print("ValueError: the kernel version has no output", file=sys.stderr)
         return 1
-    root, dst = STATE / "kernels" / kid / f"v{n}", Path(a.path)
+    dst = Path(a.path)
     work = root / "kaggle" / "working"
     for f in sorted(p for p in work.rglob("*") if p.is_file()):
         rel = f.relative_to(work).as_posix()
@@ -180,6 +194,20 @@ def output(a, config: dict, state: dict) -> int:
             shutil.copyfile(f, dst / rel)
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(root / "log.json", dst / f"{kid.split('/')[1]}.log")
+    return 0
+
+
+def competition_files(a, config: dict, state: dict) -> int:
+    if a.ref in config.get("unjoined", []):
+        print(
+            "403 Client Error: Forbidden: you must accept this competition's rules", file=sys.stderr
+        )
+        return 1
+    comp = Path(config["competitions"]) / a.ref
+    if not comp.is_dir():
+        return not_found(f"competitions/data/list/{a.ref}")
+    for f in sorted(p for p in comp.iterdir() if p.is_file()):
+        print(f"{f.name}  {f.stat().st_size}B")
     return 0
 
 
@@ -194,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("-p", "--path", required=True)
         s.add_argument("-r", "--dir-mode", choices=["skip", "zip", "tar"], default="skip")
         s.add_argument("-m", "--message", required=verb == "version")
+    c = groups.add_parser("competitions").add_subparsers(dest="verb", required=True)
+    c.add_parser("files").add_argument("ref")
     k = groups.add_parser("kernels").add_subparsers(dest="verb", required=True)
     k.add_parser("push").add_argument("-p", "--path", required=True)
     k.add_parser("status").add_argument("ref")
@@ -212,6 +242,7 @@ def main() -> int:
         log.write(" ".join(sys.argv[1:]) + "\n")
     verbs = {("datasets", v): datasets for v in ("status", "create", "version")}
     verbs |= {("kernels", "push"): push, ("kernels", "status"): status}
+    verbs[("competitions", "files")] = competition_files
     code = (verbs.get((a.group, a.verb)) or output)(a, config, state)
     save(state)
     return code
