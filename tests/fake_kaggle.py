@@ -8,7 +8,8 @@ it on ``PATH`` as ``kaggle``. It keeps its state between calls in ``$FAKE_KAGGLE
   competition folders Kaggle would mount; ``unjoined``: slugs whose rules this account has not
   accepted), ``python`` (the interpreter notebooks run in), ``kill`` (optional, the run-time
   limit: ``{"at": "<PIPELINE_KILL_AT point>", "runs": n, "output": bool}``: the first ``n``
-  notebook runs are SIGKILLed there and end ERROR, their output retrievable or not);
+  notebook runs are SIGKILLed there (``at`` empty: before they start) and end ERROR, their
+  output retrievable or not);
 - ``state.json``: datasets (versions, status calls) and notebooks (versions, status calls,
   outcome); ``datasets/<owner>/<slug>/v<N>/`` and ``kernels/<owner>/<slug>/v<N>/`` hold what was
   uploaded; ``calls.log`` one line per call.
@@ -163,10 +164,11 @@ def run_notebook(kid: str, n: int, v: dict, config: dict) -> str:
     if kill and runs <= kill["runs"]:  # the run-time limit: the process is killed there
         env["PIPELINE_KILL_AT"] = kill["at"]
     blocked = () if v["meta"].get("enable_internet") else OFFLINE
-    done = subprocess.run(
-        [config["python"], "-c", GUARD.format(blocked=blocked), str(root / "notebook.py")],
-        cwd=work, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    argv = [config["python"], "-c", GUARD.format(blocked=blocked), str(root / "notebook.py")]
+    if "PIPELINE_KILL_AT" in env and not kill["at"]:  # killed before it wrote anything
+        done = subprocess.CompletedProcess(argv, -9, "", "killed at the run-time limit\n")
+    else:
+        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True)
     if done.returncode < 0 and not kill.get("output", True):
         (root / "no-output").touch()
     log = [{"stream_name": s, "time": 0.0, "data": ln}

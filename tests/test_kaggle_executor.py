@@ -101,15 +101,27 @@ def test_kaggle_folds_are_bit_identical_to_local_after_a_resumed_kill(runs, caps
 
 @pytest.mark.slow
 def test_a_killed_notebook_without_output_restarts_the_fold(runs, tmp_path, capsys):
-    """No output came back from the killed notebook: fold 1 is pushed again from its first
-    epoch and still ends bit-identical (fold 0 done beforehand, as by an earlier run)."""
+    """No output came back from the notebook killed at the limit (before it wrote anything,
+    which the driver cannot tell from mid-fold): fold 1 is pushed again from its first epoch
+    and still ends bit-identical (fold 0 done beforehand, as by an earlier run). The
+    competition is not on Kaggle here, so its folder is uploaded as a private dataset, without
+    the credentials planted in it."""
     ref, _, _ = runs
     work = tmp_path / "work"
     shutil.copytree(ref.parent / "template", work)
     shutil.copytree(ref / "models/toy/r/fold0", work / "models/toy/r/fold0")
     shutil.copyfile(ref / "models/toy/r/config.toml", work / "models/toy/r/config.toml")
-    kill = {"at": KILL, "runs": 1, "output": False}
-    with fake_kaggle(work, tmp_path / "state", kill=kill):
+    (work / "input/toy/kaggle.json").write_text(json.dumps({"username": "me", "key": KEY}))
+    (work / "input/toy/notes.txt").write_text(f"my key: {KEY}\n")
+    kill = {"at": "", "runs": 1, "output": False}
+    state = tmp_path / "state"
+    with fake_kaggle(work, state, kill=kill, competitions=str(tmp_path / "nowhere")):
+        assert train(work, "--owner", "me") == 2
+        assert capsys.readouterr().err.strip() == (
+            "error: EXECUTOR=kaggle: notes.txt holds this machine's Kaggle credentials; nothing "
+            "was uploaded: remove them from that file"
+        )
+        (work / "input/toy/notes.txt").unlink()
         assert train(work, "--owner", "me") == 0
     out = capsys.readouterr().out
     assert "r fold 1: notebook me/toy-train-1/1 ended error; pushed again, from its first" in out
@@ -117,7 +129,24 @@ def test_a_killed_notebook_without_output_restarts_the_fold(runs, tmp_path, caps
     log = (work / "models/toy/r/logs/fold1.log").read_text()
     assert log.startswith("(notebook me/toy-train-1/1 ended error; no output came back: its page")
     assert "resuming" not in log
-    assert "SIGKILL" in (tmp_path / "state/kernels/me/toy-train-1/v1/log.json").read_text()
+    assert "run-time limit" in (state / "kernels/me/toy-train-1/v1/log.json").read_text()
+    meta = json.loads((state / "kernels/me/toy-train-1/v1/code/kernel-metadata.json").read_text())
+    assert meta["competition_sources"] == []
+    assert meta["dataset_sources"] == ["me/toy-train-code", "me/toy-train-data"]
+    data = state / "datasets/me/toy-train-data"
+    assert (data / "v1/train.csv").is_file() and not (data / "v1/kaggle.json").exists()
+    assert not [p for p in data.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+
+
+def test_a_competition_whose_rules_are_not_accepted_is_one_line(tmp_path, capsys):
+    work = toy_workspace(tmp_path / "work")
+    with fake_kaggle(work, tmp_path / "state", unjoined=["toy"]):
+        assert train(work, "--owner", "me") == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: Kaggle competition toy: its rules are not accepted by this account; accept them "
+        "at https://www.kaggle.com/competitions/toy/rules, then re-run make train"
+    )
+    assert calls(tmp_path / "state") == ["competitions files toy"]  # nothing uploaded
 
 
 @pytest.mark.slow

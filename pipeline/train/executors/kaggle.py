@@ -47,6 +47,8 @@ OPTIONS = {
     "owner": "",  # OWNER, as make package: the Kaggle user owning datasets and notebooks
     "gpu": True,  # GPU, as make package: 0 runs the notebooks on CPU
 }
+# what is pulled of a notebook's output: how each job ended, each fold's files and log
+PULLED = r"^(status\.json|models/[^/]+/[^/]+/(fold\d+|logs)/[^/]+)$"
 RUN_LIMIT_S = 12 * 3600.0  # Kaggle stops a GPU notebook after 12 hours
 
 
@@ -109,9 +111,11 @@ class Kaggle:
         # THREADS, else the notebook's own cores (this machine's say nothing about Kaggle's)
         self.batch: dict = {"owner": self.owner, "threads": d.threads}
         self.sources: dict[str, list[str]] = {"datasets": [], "competitions": []}
+        self.running: dict[int, _Slot] = {}
 
     def ref(self, part: str) -> str:
-        return f"{self.owner}/{self.slug}-train-{part}"[: len(self.owner) + 51]
+        """``<owner>/<comp>-train-<part>``, the slug within Kaggle's 50 characters."""
+        return f"{self.owner}/{self.slug[:36]}-train-{part}"
 
     # ------------------------------------------------------------ uploads
     def upload(self, part: str, write) -> None:
@@ -129,7 +133,7 @@ class Kaggle:
 
     def upload_inputs(self) -> None:
         """The code dataset, and the competition: mounted when Kaggle has it, else uploaded."""
-        ctx, spec = self.ctx, self.spec()
+        ctx, spec, joined = self.ctx, self.spec(), self.joined()
 
         def code(root, ref):
             copy = lambda dst: self.c.shipping.copy_source(self.c.shipping.source_root(), dst)  # noqa: E731
@@ -138,7 +142,7 @@ class Kaggle:
         self.upload("code", code)
         self.batch["code"] = self.ref("code").split("/")[1]
         self.sources["datasets"].append(self.ref("code"))
-        if self.joined():
+        if joined:
             self.batch["competition"] = ctx.comp.slug
             self.sources["competitions"].append(ctx.comp.slug)
             return
@@ -173,7 +177,7 @@ class Kaggle:
         self.batch["pins"] = files.python_env()
         slots = self.d.option("kaggle_slots")
         queue = deque(b for b in (jobs[i::slots] for i in range(slots)) if b)
-        free, running = list(range(1, slots + 1)), {}
+        free, running = list(range(1, slots + 1)), self.running
         self.attempts: dict[Job, int] = {}
         self.failures: list[Failure] = []
         self.requeue: list[list[Job]] = []
@@ -247,7 +251,8 @@ class Kaggle:
         pulled = loop.pulled / f"v{slot.version}"
         shutil.rmtree(pulled, ignore_errors=True)
         pulled.mkdir(parents=True)
-        got = self.c.cli.attempt(loop.cmd("output", slot.version))[0] == 0
+        cmd = [*loop.cmd("output", slot.version), "--file-pattern", PULLED]
+        got = self.c.cli.attempt(cmd)[0] == 0
         self.settle(slot, state, pulled if got else None)
         return True
 
@@ -292,7 +297,7 @@ class Kaggle:
             self.failures.append(Failure(job, f"pulled from {ref}: {e}", self.ctx.log(job)))
             self.progress.failed(job, f"pulled from {ref}: {e}", 1, self.ctx.log(job))
             return False
-        self.progress.finished(job, took, 0)
+        self.progress.finished(job, took, len(self.running))
         return True
 
     def append_log(self, job: Job, got: Path | None, pulled: Path | None, why: str) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from ... import artifacts
@@ -89,11 +90,16 @@ def write_code(root: Path, ctx, spec: dict, copy_source, dataset_id: str) -> Non
     _metadata(root, dataset_id)
 
 
+CREDENTIALS = ("kaggle.json", "access_token", "access_token.txt", "credentials.json")
+
+
 def write_data(root: Path, comp_root: Path, dataset_id: str) -> None:
-    """The ``data`` dataset: the competition folder's files (no links, no hidden files)."""
+    """The ``data`` dataset: the competition folder's files (no links, no hidden files, no
+    credentials file a user left there)."""
     for path in sorted(Path(comp_root).rglob("*")):
         rel = path.relative_to(comp_root)
-        if path.is_symlink() or not path.is_file() or any(p.startswith(".") for p in rel.parts):
+        hidden = any(p.startswith(".") for p in rel.parts)
+        if path.is_symlink() or not path.is_file() or hidden or path.name in CREDENTIALS:
             continue
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, root / rel)
@@ -158,7 +164,7 @@ def audit(root: Path, secrets: list[str]) -> None:
     secrets = [s for s in secrets if len(s) >= 8]
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if path.name in ("kaggle.json", ".env", "access_token", "credentials.json"):
+        if path.name in (*CREDENTIALS, ".env"):
             raise PipelineError(f"EXECUTOR=kaggle: {rel} would be uploaded; remove it")
         if path.suffix in (".py", ".json", ".toml", ".ipynb", ".csv", ".txt"):
             text = path.read_text("utf-8", "replace")
@@ -218,7 +224,9 @@ def notebook_context(inp: Path, working: Path, code: Path, batch: dict):
         raise SystemExit(f"error: the competition is not mounted under {inp}")
     comp = load_competition(data)
     comp = dataclasses.replace(comp, name=spec["comp"])  # its mount's name is Kaggle's
-    ws = Workspace(spec["comp"], working / "models", code, working / "cache")
+    # caches outside working/: not saved as output (nor counted in its 20 GB), never pulled
+    cache = Path(tempfile.mkdtemp(prefix="pipeline-cache-"))
+    ws = Workspace(spec["comp"], working / "models", code, cache)
     folds_df, fhash = read_training_folds(comp, ws)
     if fhash != spec["fhash"]:
         raise SystemExit(f"error: {ws.folds_csv} is not the folds file the driver trains on")
