@@ -138,14 +138,19 @@ def test_a_killed_notebook_without_output_restarts_the_fold(runs, tmp_path, caps
     assert not [p for p in data.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
 
 
-def test_a_competition_whose_rules_are_not_accepted_is_one_line(tmp_path, capsys):
+def test_rules_not_accepted_or_no_credentials_is_one_line_before_any_upload(tmp_path, capsys):
     work = toy_workspace(tmp_path / "work")
     with fake_kaggle(work, tmp_path / "state", unjoined=["toy"]):
         assert train(work, "--owner", "me") == 2
-    assert capsys.readouterr().err.strip() == (
-        "error: Kaggle competition toy: its rules are not accepted by this account; accept them "
-        "at https://www.kaggle.com/competitions/toy/rules, then re-run make train"
-    )
+        assert capsys.readouterr().err.strip() == (
+            "error: Kaggle competition toy: its rules are not accepted by this account; accept "
+            "them at https://www.kaggle.com/competitions/toy/rules, then re-run make train"
+        )
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv("KAGGLE_KEY")
+            assert train(work, "--owner", "me") == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: EXECUTOR=kaggle needs Kaggle credentials: check ~/.kaggle")
     assert calls(tmp_path / "state") == ["competitions files toy"]  # nothing uploaded
 
 

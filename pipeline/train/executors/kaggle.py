@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from . import Dispatch
 
 OPTIONS = {
-    "kaggle_slots": 2,  # KAGGLE_SLOTS: notebooks at once (Kaggle runs two GPU sessions at once)
+    "kaggle_slots": 2,  # KAGGLE_SLOTS: notebooks at once (two GPU sessions: Kaggle's usual, unverified)
     "owner": "",  # OWNER, as make package: the Kaggle user owning datasets and notebooks
     "gpu": True,  # GPU, as make package: 0 runs the notebooks on CPU
 }
