@@ -92,19 +92,21 @@ folds: setup ## write folds/<comp>.csv (stratified, duplicate clusters in one fo
 ## AS: make train RUNS=<run> SET="..." AS=<new>: save the variant as models/<new>.toml and train it
 # make's built-in AS (the assembler, "as") is not a variant name: only a value given to make counts
 as_name = $(if $(filter default,$(origin AS)),,$(AS))
-## EXECUTOR: local or ray: each (run, fold) a Ray task (local)
+## EXECUTOR: local, ray (each (run, fold) a Ray task) or kaggle (Kaggle notebooks, docs/kaggle.md) (local)
 ## JOBS: (run, fold) jobs at once in local worker processes; 1 = in this process (1)
 ## THREADS: torch threads per job (cores / JOBS, at most OMP_NUM_THREADS)
 ## GPUS: GPU ids the JOBS workers own, e.g. 0,1 (all visible)
 ## RETRIES: re-runs of a job whose worker died, resuming from last.pt (1)
 ## SHARED_FS: EXECUTOR=ray SHARED_FS=0: tasks train in node scratch and send the files back (1)
+## KAGGLE_SLOTS: EXECUTOR=kaggle: private Kaggle notebooks training at once (2); OWNER, GPU as make package's
 ## TRACK: make train, make ensemble (and make bench WHOLE=1): tensorboard, mlflow (MLflow as well: pip install -e '.[track]') or none (tensorboard)
 train: setup ## train every (run, fold) of RUNS not yet done (JOBS=N workers, EXECUTOR=ray)
 	$(py) -m pipeline train $(roots) $(call arg,RUNS,--runs) $(call arg,FOLDS,--folds) \
 		$(call arg,SET,--set) $(call arg,as_name,--as) $(call arg,RECIPES,--recipes) \
 		$(call arg,BUDGET,--budget) $(call arg,EPOCHS,--epochs) $(device) $(call arg,EXECUTOR,--executor) \
 		$(call arg,JOBS,--jobs) $(call arg,THREADS,--threads) $(call arg,GPUS,--gpus) \
-		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs) $(call arg,TRACK,--track)
+		$(call arg,RETRIES,--retries) $(call off,SHARED_FS,--no-shared-fs) $(call arg,TRACK,--track) \
+		$(call arg,KAGGLE_SLOTS,--kaggle-slots) $(call arg,OWNER,--owner) $(call off,GPU,--no-gpu)
 
 ## RUN: the one recipe of make curve and make bench (make bench: the first of RUNS)
 ## FRACTIONS: make curve: fold 0 trained on these nested fractions of its rows (0.1 0.25 0.5)
@@ -134,7 +136,7 @@ mlflow: setup ## the MLflow UI on the local store of TRACK=mlflow (<MODELS>/mlfl
 
 ## DRY_RUN: 1 = validate and print the kaggle command(s), send nothing (make submit, make package)
 ## KERNEL: make submit for a code competition: the notebook <owner>/<slug>
-## VERSION: make submit for a code competition: the notebook's version
+## VERSION: make submit for a code competition: the notebook's version (left out: the newest make package validated)
 submit: setup ## validate submission.csv and send it (DRY_RUN=1: print the command only)
 	$(py) -m pipeline submit $(roots) $(call arg,NAME,--name) $(call on,DRY_RUN,--dry-run) \
 		$(call arg,KERNEL,--kernel) $(call arg,VERSION,--version)

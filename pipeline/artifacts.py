@@ -235,10 +235,11 @@ def read_run_config(path: str | Path) -> dict[str, Any] | None:
 
 LEDGER_COLUMNS = (
     "time_utc name method oof_accuracy file sha256 status message metric oof_score nested_score "
-    "tag public_score private_score"
+    "tag public_score private_score kernel"
 ).split()
-# older ledgers (before metrics; before make lb) gain the new columns, empty
-_LEDGER_OLD = (LEDGER_COLUMNS[:8], LEDGER_COLUMNS[:11])
+# older ledgers (before metrics; before make lb; before kernel versions) gain the new columns,
+# empty; ``kernel`` is ``<owner>/<notebook>/<version>`` for a code competition's rows
+_LEDGER_OLD = (LEDGER_COLUMNS[:8], LEDGER_COLUMNS[:11], LEDGER_COLUMNS[:14])
 
 
 def read_leaderboard(path: str | Path) -> pd.DataFrame | None:

@@ -185,7 +185,21 @@ def _dispatch(a):
     options = {"gpus": gpus} if gpus is not None else {}
     if a.no_shared_fs:
         options["shared_fs"] = False
+    if a.kaggle_slots is not None:
+        options["kaggle_slots"] = a.kaggle_slots
+    if a.executor == "kaggle":  # OWNER and GPU as make package's, so only here
+        options |= {"owner": a.owner, "gpu": not a.no_gpu}
+        _use_kaggle()
     return Dispatch(a.executor, a.jobs, threads, a.retries, options)
+
+
+def _use_kaggle() -> None:
+    """Hand EXECUTOR=kaggle make package's Kaggle helpers: train may not import them."""
+    from .predict import kaggle_loop, shipping
+    from .submit import kaggle
+    from .train.executors import kaggle as executor
+
+    executor.use(executor.Commands(kaggle, kaggle_loop, shipping))
 
 
 def cmd_curve(a):
@@ -288,6 +302,7 @@ def cmd_package(a):
         a.time_limit,
         a.dry_run,
         a.max_bad,
+        Path(a.comp),  # the public test images the notebook's output is checked on
     )
 
 
@@ -406,7 +421,7 @@ def _train_args(s: argparse.ArgumentParser) -> None:
         default="auto",
         help="shipped set trained when --runs is empty: cpu, gpu, cpu-hub, gpu-hub (hub weights: internet) or auto (gpu on CUDA, else cpu)",
     )
-    s.add_argument("--executor", default="local", help="local (this machine) or ray")
+    s.add_argument("--executor", default="local", help="local (this machine), ray or kaggle")
     s.add_argument("--jobs", type=int, default=1, help="local worker processes (1: in-process)")
     s.add_argument("--threads", default="", help="torch threads per job (default cores / jobs)")
     s.add_argument("--gpus", default="", help="GPU ids for the workers, e.g. 0,1 (default all)")
@@ -417,6 +432,9 @@ def _train_args(s: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Ray: tasks train in node scratch and return the fold's files to this driver",
     )
+    s.add_argument("--kaggle-slots", type=int, default=None, help="Kaggle notebooks at once")
+    s.add_argument("--owner", default="", help="EXECUTOR=kaggle: the Kaggle user (OWNER)")
+    s.add_argument("--no-gpu", action="store_true", help="EXECUTOR=kaggle: notebooks on CPU")
 
 
 def _model_verbs(verb) -> None:

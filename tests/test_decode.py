@@ -117,3 +117,13 @@ def test_the_caches_total_is_refused_before_any_decoding(files, monkeypatch, cap
         in capsys.readouterr().out
     )
     assert not list(root.glob("*.u8")) and not list(root.glob(".*tmp"))
+
+
+def test_process_workers_return_in_order_and_raise_the_files_error(files):
+    root, names = files
+    (root / "bad.jpg").write_bytes(b"\xff\xd8 not really")
+    paths = [root / n for n in names]
+    got = list(images.parallel(images.load_rgb, paths, "t", 2, processes=True))
+    assert [g.shape for g in got] == [load_rgb(p).shape for p in paths]
+    with pytest.raises(images.ImageError, match=r"bad.jpg: truncated or corrupt JPEG"):
+        list(images.parallel(images.load_rgb, [*paths, root / "bad.jpg"], "t", 2, processes=True))

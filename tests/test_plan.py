@@ -323,6 +323,28 @@ def test_probe_arithmetic_under_a_fake_clock(toy):
     assert c.fold_s == pytest.approx((15 + 6) * 2 / 48 + planner.FOLD_OVERHEAD_S)
 
 
+def test_decoding_is_priced_and_refused_before_any_cache_when_it_alone_exceeds_the_budget(
+    toy, capsys
+):
+    from pipeline.train.decoding import decode_for_budget
+
+    comp = load_competition(toy / "input" / "toy")
+    ws = Workspace("toy", models=toy / "models", output=toy)
+    # one tick for the 30-image sample: 1/30 s an image, 36 images 1.2 s
+    with pytest.raises(PipelineError, match=r"BUDGET=0.0166667m is less than decoding alone: 36 "):
+        decode_for_budget(comp, ws, [16, 24], 1.0, FakeClock())
+    assert not list(ws.cache.glob("*.u8"))
+    assert decode_for_budget(comp, ws, [16, 24], 2.0, FakeClock()) == 1.0  # built: one tick
+    assert "plan: decoding 36 images at 16, 24 px: about 0.0 min" in capsys.readouterr().out
+    assert sorted(p.name for p in ws.cache.glob("*.u8")) == [
+        "test_16.u8",
+        "test_24.u8",
+        "train_16.u8",
+        "train_24.u8",
+    ]
+    assert decode_for_budget(comp, ws, [16, 24], 1.0, FakeClock()) == 0.0  # nothing missing
+
+
 def test_budget_plan_written_once_reused_and_recorded(toy, capsys):
     comp = ["--comp", "input/toy"]
     assert main(["train", *comp, "--runs", "t", "--budget", "1h", "--folds", "0"]) == 0

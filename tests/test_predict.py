@@ -273,8 +273,9 @@ fi
 
 
 def test_kaggle_commands_of_package_code_submit_and_lb(copy, tmp_path, monkeypatch, capsys):
-    """A kaggle stub on PATH (and beside sys.executable): make package runs the two uploads,
-    make submit KERNEL= VERSION= the code-competition submit, make lb reads two pages."""
+    """A kaggle stub on PATH (and beside sys.executable): make package with DRY_RUN=1 runs
+    nothing (its loop: tests/test_package_loop.py), make submit KERNEL= VERSION= the
+    code-competition submit, make lb reads two pages."""
     log, pages, bin_ = tmp_path / "kaggle.log", tmp_path / "pages", tmp_path / "bin"
     pages.mkdir()
     bin_.mkdir()
@@ -286,26 +287,23 @@ def test_kaggle_commands_of_package_code_submit_and_lb(copy, tmp_path, monkeypat
     monkeypatch.setenv("KAGGLE_KEY", "k" * 8)
     full = ["--comp", str(copy / "input" / "toy"), "--models", str(copy / "models")]
     full += ["--output", str(copy)]
-    assert main(["package", *roots(copy)]) == 0
-    pkg = copy / "package" / "toy" / "ensemble"
+    assert main(["package", *roots(copy), "--dry-run"]) == 0
     kernel = ["--kernel", "me/toy-ensemble-predict", "--version", "3"]
     assert main(["submit", *full, *kernel]) == 0
     assert main(["submit", *full, *kernel[:3], "4"]) == 0
     calls = log.read_text().splitlines()
-    assert calls[0] == f"datasets create -p {pkg / 'dataset'} --dir-mode zip"
-    assert calls[1] == f"kernels push -p {pkg / 'kernel'}"
     ledger = pd.read_csv(copy / "submissions" / "toy" / "ledger.csv", dtype=str)
     t1, t2 = ledger["tag"]
     assert re.fullmatch(
         rf"competitions submit toy -k me/toy-ensemble-predict -v 3 -f submission\.csv "
         rf"-m ensemble stack OOF=\S+ nested=\S+ \[{t1}\]",
-        calls[2],
+        calls[0],
     )
     head = "ref,fileName,date,description,status,publicScore,privateScore\n"
     (pages / "p1.csv").write_text(head + f"2,submission.csv,d,ensemble [{t2}],complete,0.61,\n")
     (pages / "p2.csv").write_text(head + f"1,submission.csv,d,x [{t1}],complete,0.55,0.52\n")
     assert main(["lb", *full]) == 0
-    calls = log.read_text().splitlines()[4:]
+    calls = log.read_text().splitlines()[2:]
     assert calls == [
         "competitions submissions toy -v --page-size 200",
         "competitions submissions toy -v --page-size 200 --page-token p2",

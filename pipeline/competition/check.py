@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import CompetitionError
-from .images import ImageError, decode_image, parallel
+from .images import ImageError, inspect_image, parallel
 from .load import Competition
 
 MAX_PROBLEMS = 50  # problem lines `make check` prints before it stops listing
@@ -19,8 +19,8 @@ def check_stage(comp: Competition, workers: int | None = None) -> str:
 
     Prints each problem (CSV rows and images, at most MAX_PROBLEMS) as one ``error:`` line on
     stderr and raises ``CompetitionError``; else prints and returns a one-line summary. Every
-    image is decoded in full (a truncated tail shows only then), on ``workers`` threads (every
-    core by default)."""
+    byte of every image is decoded (a truncated tail shows only then; a JPEG at 1/8 scale,
+    ``images.inspect_image``), on ``workers`` threads (every core by default)."""
     for note in comp.notes:
         print(note)
     splits = (("train", comp.train, comp.train_csv), ("test", comp.test, comp.sample_path))
@@ -30,8 +30,8 @@ def check_stage(comp: Competition, workers: int | None = None) -> str:
 
     def inspect(job: tuple) -> tuple:
         try:
-            rgb, mode = decode_image(comp.root / job[3])
-            return f"{rgb.shape[1]}x{rgb.shape[0]}", mode, None
+            (w, h), mode = inspect_image(comp.root / job[3])
+            return f"{w}x{h}", mode, None
         except ImageError as e:
             return None, None, e.reason
 

@@ -13,11 +13,12 @@ agree). ``ImageError`` names the file and why it cannot be read.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,6 +52,9 @@ class ImageError(CompetitionError):
             f"{path}: {reason}; replace it with a good copy (re-download the competition), "
             "or delete its row from the train CSV if it is a train image"
         )
+
+    def __reduce__(self):  # raised in a worker process, re-raised in the parent as it was
+        return ImageError, (self.path, self.reason)
 
 
 def cores() -> int:
@@ -104,24 +108,38 @@ def decode_image(path: str | Path, at_least: int | None = None) -> tuple[np.ndar
     return rgb, mode
 
 
+def inspect_image(path: str | Path) -> tuple[tuple[int, int], str]:
+    """``make check``'s decode: the file's full ``(W, H)`` and PIL mode, every byte of it
+    decoded (a truncated or corrupt file fails as in a full decode: libjpeg entropy-decodes the
+    whole stream at any scale) and converted as training converts it, a JPEG at 1/8 scale."""
+    rgb, mode, full = _decode(Path(path), 1)
+    return full or (rgb.shape[1], rgb.shape[0]), mode
+
+
 def parallel(
-    fn: Callable[[T], object], items: list[T], desc: str, workers: int | None = None
+    fn: Callable[[T], object],
+    items: list[T],
+    desc: str,
+    workers: int | None = None,
+    processes=False,
 ) -> Iterator:
-    """``fn`` over ``items`` on every core (threads: PIL's decoders and OpenCV release the GIL),
-    results in order, with a progress bar and ETA; the first error stops every pending call."""
-    pool = ThreadPoolExecutor(max_workers=workers or cores())
+    """``fn`` over ``items`` on every core, results in order, with a progress bar and ETA; the
+    first error stops every pending call. Threads by default (PIL's decoders and OpenCV release
+    the GIL); ``processes`` for work that holds it (the duplicate hash of small images: with
+    threads its 27k thumbnails took longer than on one core), ``fn`` then a module function."""
+    n = workers or cores()
+    if processes:
+        gc.freeze()  # forked workers then copy fewer of this process's pages (no GC writes)
+        pool = ProcessPoolExecutor(max_workers=n)
+        results = pool.map(fn, items, chunksize=max(1, min(1024, len(items) // (8 * n))))
+    else:
+        pool = ThreadPoolExecutor(max_workers=n)
+        results = pool.map(fn, items)
     try:
-        yield from tqdm(
-            pool.map(fn, items),
-            total=len(items),
-            desc=desc,
-            unit="img",
-            leave=False,
-            disable=None,
-            dynamic_ncols=True,
-        )
+        yield from tqdm(results, total=len(items), desc=desc, unit="img", leave=False, disable=None)
     finally:  # an error or Ctrl-C: drop the images not yet decoded instead of waiting for them
         pool.shutdown(wait=True, cancel_futures=True)
+        gc.unfreeze()
 
 
 def _scale(full: tuple[int, int], size: int) -> int:

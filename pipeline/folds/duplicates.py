@@ -36,6 +36,7 @@ NEAR_DISTANCE = 4
 # >= this (a 4000x2672 photo at 1/8, 500x334), 4x the thumbnail. Images up to twice it (the
 # shared 32 and 64 px competitions) decode in full as before: same hashes, same folds files.
 HASH_DECODE = 128
+PROCESSES_FROM = 512  # images to hash from which a process per core beats threads (GIL-bound)
 REPORT_COLUMNS = artifacts.DUPLICATES_COLUMNS
 _CACHE_COLUMNS = ["path", "size", "mtime_ns", "sha1", "phash"]
 
@@ -64,7 +65,10 @@ def hash_images(
             rows[-1][3:] = hit[3:]
         else:
             todo.append(i)
-    hashed = parallel(lambda i: _hash_file(root / rel_paths[i]), todo, "hash images")
+    files = [root / rel_paths[i] for i in todo]  # a few in threads, many in processes
+    import imagehash  # noqa: F401 - once here, not in each forked worker (scipy is slow to load)
+
+    hashed = parallel(_hash_file, files, "hash images", processes=len(files) >= PROCESSES_FROM)
     for i, got in zip(todo, hashed, strict=True):
         rows[i][3:] = got
     if stats is not None:

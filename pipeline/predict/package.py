@@ -11,7 +11,9 @@ Writes ``<OUT>/package/<comp>/<name>/``:
   ``predict.py``, which runs the predict stage on ``/kaggle/input/<slug>/`` and writes
   ``/kaggle/working/submission.csv``.
 
-The Kaggle commands are printed; they run only with credentials and without ``DRY_RUN=1``.
+The Kaggle commands are printed; with credentials and without ``DRY_RUN=1`` they run as a loop
+(``kaggle_loop``): the dataset created or versioned, the notebook pushed, followed, its output
+pulled into ``submissions/<comp>/<name>/kaggle/v<N>/``, checked and recorded in the ledger.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,10 @@ from ..durations import parse_duration
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..model.checkpoint import read_checkpoint
-from ..submit.kaggle import has_kaggle_credentials, kaggle_exe, send
 from . import shipping
 from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
 from .budget import DEFAULT_LIMIT, margin_for
+from .kaggle_loop import kaggle_loop
 from .saved import WEIGHTS, Saved, load_saved
 
 NOTEBOOK = '''"""Code-competition notebook written by `make package`: predicts offline, internet off."""
@@ -87,9 +88,12 @@ def package_stage(
     time_limit: str = DEFAULT_LIMIT,
     dry_run: bool = False,
     max_bad: str = DEFAULT_MAX_BAD,
+    comp_root: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``dataset/`` and ``kernel/`` for ensemble ``name``; print (and unless ``dry_run``
-    with credentials, run) the Kaggle commands. Returns the parameters the notebook uses."""
+    with credentials, run: ``kaggle_loop``) the Kaggle commands; ``comp_root``, the competition
+    folder, holds the public test images the notebook's output is checked on. Returns the
+    parameters the notebook uses, and ``version``: the notebook version validated, or ""."""
     if precision not in ("fp16", "fp32"):
         raise PipelineError(f"PRECISION={precision!r}: a package stores fp16 or fp32 weights")
     parse_max_bad(max_bad)  # refused here, not in the notebook
@@ -131,8 +135,10 @@ def package_stage(
         + ", ".join(saved.weakest_first())
     )
     _speed_guide(ws, name, time_limit)
-    _commands(out, params, dry_run)
-    return params
+    digest = shipping.digest(out / "dataset")
+    note = f"{name} {saved.state.get('method', '?')}, sha256 {digest[:12]}"
+    version = kaggle_loop(ws, params, out, note, dry_run, comp_root)
+    return {**params, "version": version}
 
 
 def _speed_guide(ws: Workspace, name: str, time_limit: str) -> None:
@@ -235,30 +241,6 @@ def _write_kernel(root: Path, params: dict, gpu: bool) -> None:
         "kernel_sources": [],
     }
     artifacts.write_json(root / "kernel-metadata.json", meta)
-
-
-def _commands(out: Path, params: dict, dry_run: bool) -> None:
-    """Print the upload commands and the final submit; run the uploads when allowed."""
-    exe = kaggle_exe(dry_run=True)
-    cmds = [
-        [exe, "datasets", "create", "-p", str(out / "dataset"), "--dir-mode", "zip"],
-        [exe, "kernels", "push", "-p", str(out / "kernel")],
-    ]
-    kernel = f"{params['owner']}/{params['kernel']}"
-    print("commands (a later version of the dataset: kaggle datasets version -p ... -m ...):")
-    for c in cmds:
-        print("  " + shlex.join(c))
-    print(
-        f"  then, once the notebook version N has run: make submit NAME={params['name']} "
-        f"KERNEL={kernel} VERSION=N  (kaggle competitions submit {params['slug']} -k {kernel} "
-        "-v N -f submission.csv -m ...)"
-    )
-    if dry_run or not has_kaggle_credentials():
-        why = "DRY_RUN=1" if dry_run else "no Kaggle credentials"
-        print(f"not run ({why}): run them yourself, or again with credentials and without DRY_RUN")
-        return
-    for c in cmds:
-        print(send([kaggle_exe(), *c[1:]]))
 
 
 def _kaggle_user() -> str:

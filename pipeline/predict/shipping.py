@@ -6,6 +6,7 @@ competition folder or the project never rides along."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -80,3 +81,15 @@ def copy_source(src: Path, dst: Path) -> None:
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dst / rel)
+
+
+def digest(root: Path) -> str:
+    """sha256 over every file's relative path and bytes: names a dataset version, the same for
+    the same ensemble packaged twice (fp16 and fp32 weights are written deterministically)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -121,8 +121,10 @@ def kaggle_command(
     return [exe, "competitions", "submit", "-c", slug, "-f", str(file), "-m", message]
 
 
-def send(cmd: list[str], env: Mapping[str, str] | None = None) -> str:
-    """Run ``cmd`` (a ``kaggle ...`` argv); return its output, secrets scrubbed."""
+def attempt(cmd: list[str], env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``cmd`` (a ``kaggle ...`` argv) once: exit status, stdout, and stdout + stderr, all
+    secrets scrubbed. A missing executable is 127 and no answer in 300 s is 124, never raised:
+    a caller that polls (``make package``) decides what a failure means."""
     source = os.environ if env is None else env
     secrets = [source.get("KAGGLE_KEY", ""), source.get("KAGGLE_API_TOKEN", "")]
     try:
@@ -131,13 +133,24 @@ def send(cmd: list[str], env: Mapping[str, str] | None = None) -> str:
         done = subprocess.CompletedProcess(cmd, 124, "", "no answer: timed out after 300 s")
     except OSError as e:
         done = subprocess.CompletedProcess(cmd, 127, "", f"cannot run {cmd[0]}: {e.strerror}")
-    output = _scrub(f"{done.stdout}\n{done.stderr}", secrets)
-    if done.returncode != 0 or re.search(r"Could not (find|submit to) competition", done.stdout):
-        line = (_key_line(output) or f"exit status {done.returncode} and no output").rstrip(".")
-        raise SubmissionError(
-            f"kaggle {' '.join(cmd[1:3])} failed: {line}; {_fix_for(line, output, cmd)}"
-        )
-    return _scrub(done.stdout, secrets).strip()
+    both = _scrub(f"{done.stdout}\n{done.stderr}", secrets)
+    return done.returncode, _scrub(done.stdout, secrets).strip(), both
+
+
+def send(cmd: list[str], env: Mapping[str, str] | None = None) -> str:
+    """Run ``cmd`` (a ``kaggle ...`` argv); return its output, secrets scrubbed."""
+    code, out, both = attempt(cmd, env)
+    if code != 0 or re.search(r"Could not (find|submit to) competition", out):
+        raise failure(cmd, both, code)
+    return out
+
+
+def failure(cmd: list[str], output: str, code: int = 1) -> SubmissionError:
+    """The one line for a failed ``kaggle`` command: its most telling line and the fix."""
+    line = (_key_line(output) or f"exit status {code} and no output").rstrip(".")
+    return SubmissionError(
+        f"kaggle {' '.join(cmd[1:3])} failed: {line}; {_fix_for(line, output, cmd)}"
+    )
 
 
 def _scrub(text: str, secrets: list[str]) -> str:

@@ -17,6 +17,7 @@ from ..competition.submission import validate_for
 from ..errors import ArtifactError, SubmissionError
 from ..layout import Workspace
 from .kaggle import has_kaggle_credentials, kaggle_command, kaggle_exe, send
+from .kernels import notebook_output
 
 
 def submit_stage(
@@ -29,16 +30,21 @@ def submit_stage(
 ) -> int:
     """Validate ``submissions/<comp>/<name>/submission.csv``, then send it (or show the command);
     log the ledger. A code competition submits the output of notebook ``kernel``
-    (``owner/slug``, from ``make package``) at ``version`` instead of the file. The message
+    (``owner/slug``, from ``make package``) at ``version`` (left out: the newest version
+    ``make package`` validated) instead of the file, checking the notebook's pulled
+    ``submission.csv`` where there is one. The message
     carries a tag (``[pl-<8 hex>]``) by which ``make lb`` finds the row's scores. Returns the
     exit status."""
-    if bool(kernel) != bool(version):
+    if version and not kernel:
         raise SubmissionError(
-            "a code-competition submit needs both KERNEL=<owner>/<notebook> and VERSION=<n> "
-            "(the notebook version whose submission.csv is sent; make package prints them)"
+            "VERSION=<n> needs KERNEL=<owner>/<notebook>: the notebook whose version n's "
+            "submission.csv is sent (make package prints it)"
         )
     sub_dir, ledger = ws.submission_dir(name), ws.ledger
     path = sub_dir / "submission.csv"
+    if kernel:  # a code competition: the notebook's own output, where make package pulled it
+        version, path = notebook_output(ws, name, kernel, version, path)
+    ref = f"{kernel}/{version}" if kernel else ""
     info = _read_ensemble(sub_dir / "ensemble.json", f"make ensemble COMP={comp.root} NAME={name}")
     sub = validate_for(comp, path)
     metric = info.get("metric", "accuracy")
@@ -61,7 +67,7 @@ def submit_stage(
         exe = kaggle_exe(dry_run=True)  # shows the command even where the CLI is missing
         cmd = kaggle_command(comp.slug, path, message, exe, kernel, version)
         print("DRY_RUN: would run: " + shlex.join(cmd))
-        _append_ledger(ledger, info, path, "dry-run", message, stamp, tag)
+        _append_ledger(ledger, info, path, "dry-run", message, stamp, tag, ref)
         return 0
     _refuse_superseded(ws, name)
     if not has_kaggle_credentials():
@@ -72,7 +78,7 @@ def submit_stage(
             f"the file without sending using DRY_RUN=1 (the file is at {path})"
         )
     print(send(kaggle_command(comp.slug, path, message, kernel=kernel, version=version)))
-    _append_ledger(ledger, info, path, "submitted", message, stamp, tag)
+    _append_ledger(ledger, info, path, "submitted", message, stamp, tag, ref)
     return 0
 
 
@@ -105,10 +111,17 @@ def _read_ensemble(path: Path, rerun: str) -> dict:
 
 
 def _append_ledger(
-    path: Path, info: dict, sub_path: Path, status: str, message: str, stamp: str, tag: str
+    path: Path,
+    info: dict,
+    sub_path: Path,
+    status: str,
+    message: str,
+    stamp: str,
+    tag: str,
+    kernel: str = "",
 ) -> Path:
     """Add one row (time, name, method, OOF, file, its sha256, status, message, metric, scores,
-    tag; the leaderboard scores empty until make lb) to the ledger."""
+    tag; the leaderboard scores empty until make lb; the notebook version) to the ledger."""
     oof, sha = f"{info['oof_accuracy']:.6f}", hashlib.sha256(sub_path.read_bytes()).hexdigest()
     row = [stamp, str(info["name"]), str(info["method"]), oof, str(sub_path), sha, status, message]
     nested = info.get("nested_score", info.get("nested_accuracy"))
@@ -119,5 +132,6 @@ def _append_ledger(
         tag,
         "",
         "",
+        kernel,
     ]
     return artifacts.append_ledger(path, row)

@@ -149,7 +149,7 @@ def _decide(state: dict[str, Any], moment: float, n: int, task) -> tuple[bool, s
         w
         for w, ok in (
             ("it does not help on shifted resamples", check["helps"]),
-            ("it hurts unshifted resamples", check["no_harm"]),
+            ("it hurts the unshifted resamples that look shifted", check["no_harm"]),
             ("the test looks unshifted", outside),
         )
         if not ok

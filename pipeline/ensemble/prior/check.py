@@ -41,8 +41,9 @@ NULL_MOMENT = 200  # unshifted resamples for the null of the test's distance (ch
 CONCENTRATION = 2.0  # Dirichlet(CONCENTRATION * C * p_train): about 0.2-0.3 total variation
 QUANTILE = 0.99  # the test's distance must exceed this quantile of the null's
 HELP_SE = 2.0  # helps: the mean gain on shifted resamples above HELP_SE standard errors
-HARM = 0.5  # no harm: the mean change on unshifted resamples (all, and the quarter that
-# look most shifted) above -HARM metric SDs
+# no harm: on the quarter of unshifted resamples that look most shifted (where a false alarm
+# fires; the null's quantile keeps its rate near 1 %) the change stays above -HARM metric SDs
+HARM = 1.0
 FORMS = ("calibrated", "raw")  # the posteriors the weights reweight
 MAX_POOL = 20_000  # OOF rows resampled at most (the check's cost)
 
@@ -147,7 +148,7 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
                 "unshifted_gain": float(g0.mean()),
                 "unshifted_tail_gain": g_tail,
                 "helps": bool(g1.mean() - HELP_SE * g1.std(ddof=1) / np.sqrt(len(g1)) > 0),
-                "no_harm": bool(min(g0.mean(), g_tail) >= -HARM * sd),
+                "no_harm": bool(g_tail >= -HARM * sd),
             }
     ok = [k for k in per if per[k]["no_harm"]] or list(per)
     chosen = max(ok, key=lambda k: per[k]["shifted_gain"] - per[k]["shifted_gain_se"])

@@ -6,7 +6,8 @@ failures``, and ``OPTIONS``, the settings that belong to it alone with their def
 
 - ``inline``: in this process, one job after another (``JOBS=1``, the default);
 - ``local``: ``JOBS`` spawned worker processes on this machine (``GPUS``);
-- ``ray``: each job a Ray task on ``RAY_ADDRESS``'s cluster or a local Ray (``SHARED_FS``).
+- ``ray``: each job a Ray task on ``RAY_ADDRESS``'s cluster or a local Ray (``SHARED_FS``);
+- ``kaggle``: batches of jobs in private Kaggle notebooks (``KAGGLE_SLOTS``, ``OWNER``, ``GPU``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ EXECUTORS: dict[str, str] = {
     "inline": "inline",
     "local": "local",
     "ray": "ray",
+    "kaggle": "kaggle",
 }
 
 
