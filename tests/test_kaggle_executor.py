@@ -125,6 +125,9 @@ def test_a_killed_notebook_without_output_restarts_the_fold(runs, tmp_path, caps
         assert train(work, "--owner", "me") == 0
     out = capsys.readouterr().out
     assert "r fold 1: notebook me/toy-train-1/1 ended error; pushed again, from its first" in out
+    # the code went up with the refused first try; unchanged, it is not uploaded again
+    assert "dataset me/toy-train-code: unchanged since its last upload; not uploaded again" in out
+    assert [p.name for p in (state / "datasets/me/toy-train-code").iterdir()] == ["v1"]
     assert soak.check_outputs(work, ref, "toy", ["r"]) == []
     log = (work / "models/toy/r/logs/fold1.log").read_text()
     assert log.startswith("(notebook me/toy-train-1/1 ended error; no output came back: its page")

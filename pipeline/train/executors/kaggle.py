@@ -26,13 +26,13 @@ import json
 import os
 import re
 import shutil
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from ... import artifacts
 from ...errors import ArtifactError, PipelineError
 from ..context import Job, TrainContext
 from . import kaggle_files as files
@@ -118,18 +118,36 @@ class Kaggle:
         return f"{self.owner}/{self.slug[:36]}-train-{part}"
 
     # ------------------------------------------------------------ uploads
-    def upload(self, part: str, write) -> None:
+    def upload(self, part: str, write, key: str = "") -> None:
         """Write dataset ``part`` afresh under ``package/<comp>/train/<part>/dataset``, audit it,
-        then create or version it and wait until Kaggle says ready (make package's loop)."""
+        then create or version it and wait until Kaggle says ready (make package's loop); not
+        again when the same files (sha256, or ``key``: the competition's listing) were uploaded
+        last time and Kaggle has that dataset ready."""
         out = self.base / part
+        if key and self.unchanged(part, key):
+            return
         shutil.rmtree(out, ignore_errors=True)
         (out / "dataset").mkdir(parents=True)
         write(out / "dataset", self.ref(part))
         files.audit(out / "dataset", self.c.shipping._local_secrets())
-        loop = self.c.loop.Loop(self.exe, out, self.ref(part), "", f"{part} {time.ctime()}", out)
-        self.c.loop._upload(loop)
+        key = key or self.c.shipping.digest(out / "dataset")
+        if not self.unchanged(part, key):
+            note = f"make train {part}, sha256 {key[:12]}"
+            self.c.loop._upload(self.c.loop.Loop(self.exe, out, self.ref(part), "", note, out))
+            artifacts.atomic_write_text(self.base / f"{part}.uploaded", f"{self.ref(part)} {key}\n")
         if part != "code":  # a copy of the competition or of last.pt files: not kept twice
             shutil.rmtree(out)
+
+    def unchanged(self, part: str, key: str) -> bool:
+        """Whether ``part`` was last uploaded with these files and Kaggle says it is ready."""
+        mark = self.base / f"{part}.uploaded"
+        if not mark.is_file() or mark.read_text().split() != [self.ref(part), key]:
+            return False
+        code, out, _ = self.c.cli.attempt([self.exe, "datasets", "status", self.ref(part)])
+        if code != 0 or out.strip().splitlines()[-1:] != ["ready"]:
+            return False
+        print(f"dataset {self.ref(part)}: unchanged since its last upload; not uploaded again")
+        return True
 
     def upload_inputs(self) -> None:
         """The code dataset, and the competition: mounted when Kaggle has it, else uploaded."""
@@ -146,7 +164,8 @@ class Kaggle:
             self.batch["competition"] = ctx.comp.slug
             self.sources["competitions"].append(ctx.comp.slug)
             return
-        self.upload("data", lambda root, ref: files.write_data(root, ctx.comp.root, ref))
+        write = lambda root, ref: files.write_data(root, ctx.comp.root, ref)  # noqa: E731
+        self.upload("data", write, files.listing_key(ctx.comp.root))
         self.batch["data"] = self.ref("data").split("/")[1]
         self.sources["datasets"].append(self.ref("data"))
 
