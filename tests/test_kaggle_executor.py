@@ -125,6 +125,8 @@ def test_a_killed_notebook_without_output_restarts_the_fold(runs, tmp_path, caps
         assert train(work, "--owner", "me") == 0
     out = capsys.readouterr().out
     assert "r fold 1: notebook me/toy-train-1/1 ended error; pushed again, from its first" in out
+    for line in ("queued (0:00:00", "running (0:00:30", "error (0:01:00", "complete (0:01:00"):
+        assert "notebook me/toy-train-1/" in out and line + " since its push)" in out, line
     # the code went up with the refused first try; unchanged, it is not uploaded again
     assert "dataset me/toy-train-code: unchanged since its last upload; not uploaded again" in out
     assert [p.name for p in (state / "datasets/me/toy-train-code").iterdir()] == ["v1"]
