@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 
 from pipeline.cli import _dispatch, build_parser, main
 from pipeline.errors import PipelineError
@@ -90,6 +91,10 @@ def test_kaggle_folds_are_bit_identical_to_local_after_a_resumed_kill(runs, caps
     assert first["enable_gpu"] and first["enable_internet"] and first["is_private"]
     assert first["competition_sources"] == ["toy"]  # joined: Kaggle mounts it, nothing uploaded
     assert first["dataset_sources"] == ["me/toy-train-code"]
+    code = (state / "kernels/me/toy-train-1/v1/code/train.py").read_text()
+    pins = json.loads(code.split("BATCH = ", 1)[1].split("\n\n\n", 1)[0])["pins"]
+    assert pins == {"albumentations": "2.0.8", "timm": timm.__version__}  # TRACK=none in tests
+    assert '"-m", "pip", "install"' in code  # what the image lacks, from PyPI: internet on
     assert again["dataset_sources"] == ["me/toy-train-code", "me/toy-train-resume"]
     resumed = state / "datasets/me/toy-train-resume/v1/r/fold1"
     assert (resumed / "last.pt").is_file() and not (resumed / "done.json").exists()

@@ -92,7 +92,7 @@ class Kaggle(Uploads):
 
     def run(self, jobs: list[Job]) -> list[Failure]:
         self.upload_inputs()
-        self.batch["pins"] = files.python_env()
+        self.batch["pins"] = files.python_env(self.ctx.track)
         slots = self.d.option("kaggle_slots")
         queue = deque(b for b in (jobs[i::slots] for i in range(slots)) if b)
         free, running = list(range(1, slots + 1)), self.running

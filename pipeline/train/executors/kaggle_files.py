@@ -59,7 +59,9 @@ def version(name):
         return None
 
 
-want = [f"{{n}}=={{v}}" for n, v in BATCH["pins"].items() if version(n) != v]
+# an exact version, or "": any, installed only when missing
+want = [n + (f"=={{v}}" if v else "") for n, v in BATCH["pins"].items()
+        if (version(n) != v if v else version(n) is None)]
 if want:  # what the Kaggle image lacks: from PyPI (this notebook has internet)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *want], check=True)
 code = first(BATCH["code"], f"datasets/{{BATCH['owner']}}/{{BATCH['code']}}")
@@ -276,8 +278,10 @@ def _job(tag: list):
     return Job(tag[0], int(tag[1]))
 
 
-def python_env() -> dict[str, str]:
-    """The versions of ``PINS`` installed here (the driver's): what the notebook pins."""
+def python_env(track: frozenset[str]) -> dict[str, str]:
+    """What the notebook pins: ``PINS`` at the versions installed here (the driver's), and
+    TensorBoard at any version when the fold events are written (Kaggle's image has one)."""
     import importlib.metadata
 
-    return {n: importlib.metadata.version(n) for n in PINS}
+    pins = {n: importlib.metadata.version(n) for n in PINS}
+    return pins | ({"tensorboard": ""} if "tensorboard" in track else {})
