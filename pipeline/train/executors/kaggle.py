@@ -91,6 +91,7 @@ class Kaggle(Uploads):
         self.running: dict[int, _Slot] = {}
 
     def run(self, jobs: list[Job]) -> list[Failure]:
+        self.jobs = jobs
         self.upload_inputs()
         self.batch["pins"] = files.python_env(self.ctx.track)
         slots = self.d.option("kaggle_slots")
@@ -132,9 +133,10 @@ class Kaggle(Uploads):
         sources = {k: list(v) for k, v in self.sources.items()}
         spec = {**self.batch, "jobs": [[j.run, j.fold] for j in batch]}
         if any((self.ctx.ws.fold_dir(j.run, j.fold) / "last.pt").is_file() for j in batch):
-            self.upload(
-                "resume", lambda root, ref: files.write_resume(root, self.ctx.ws, batch, ref)
-            )
+            # every half-done fold, not only this batch's: a queued notebook may mount a later
+            # version than the one current at its push
+            write = lambda root, ref: files.write_resume(root, self.ctx.ws, self.jobs, ref)  # noqa: E731
+            self.upload("resume", write)
             spec["resume"] = self.ref("resume").split("/")[1]
             sources["datasets"].append(self.ref("resume"))
         out = self.base / f"nb{n}"
