@@ -182,6 +182,7 @@ def test_nothing_uploaded_holds_a_credential(runs):
     assert not (code / "pipeline/tools").exists()
 
 
+@pytest.mark.slow  # the module's trained runs
 def test_a_damaged_pulled_file_is_refused_naming_it(runs, tmp_path, capsys):
     """A pulled best.pt whose sha256 is not done.json's (the fake returns a notebook's output
     made beforehand, one bit flipped): the fold is not installed, the failure names the file,
