@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 
 from pipeline.cli import _dispatch, build_parser, main
 from pipeline.errors import PipelineError
@@ -21,6 +22,7 @@ from pipeline.predict import kaggle_loop
 from pipeline.tools import soak
 from pipeline.train.context import Job
 from pipeline.train.executors import Dispatch
+from pipeline.train.executors.kaggle_pull import install
 
 from .fakes import toy_roots, toy_workspace
 from .test_package_loop import FAKE, KEY, Clock, calls
@@ -90,6 +92,10 @@ def test_kaggle_folds_are_bit_identical_to_local_after_a_resumed_kill(runs, caps
     assert first["enable_gpu"] and first["enable_internet"] and first["is_private"]
     assert first["competition_sources"] == ["toy"]  # joined: Kaggle mounts it, nothing uploaded
     assert first["dataset_sources"] == ["me/toy-train-code"]
+    code = (state / "kernels/me/toy-train-1/v1/code/train.py").read_text()
+    pins = json.loads(code.split("BATCH = ", 1)[1].split("\n\n\n", 1)[0])["pins"]
+    assert pins == {"albumentations": "2.0.8", "timm": timm.__version__}  # TRACK=none in tests
+    assert '"-m", "pip", "install"' in code  # what the image lacks, from PyPI: internet on
     assert again["dataset_sources"] == ["me/toy-train-code", "me/toy-train-resume"]
     resumed = state / "datasets/me/toy-train-resume/v1/r/fold1"
     assert (resumed / "last.pt").is_file() and not (resumed / "done.json").exists()
@@ -125,6 +131,11 @@ def test_a_killed_notebook_without_output_restarts_the_fold(runs, tmp_path, caps
         assert train(work, "--owner", "me") == 0
     out = capsys.readouterr().out
     assert "r fold 1: notebook me/toy-train-1/1 ended error; pushed again, from its first" in out
+    for line in ("queued (0:00:00", "running (0:00:30", "error (0:01:00", "complete (0:01:00"):
+        assert "notebook me/toy-train-1/" in out and line + " since its push)" in out, line
+    # the code went up with the refused first try; unchanged, it is not uploaded again
+    assert "dataset me/toy-train-code: unchanged since its last upload; not uploaded again" in out
+    assert [p.name for p in (state / "datasets/me/toy-train-code").iterdir()] == ["v1"]
     assert soak.check_outputs(work, ref, "toy", ["r"]) == []
     log = (work / "models/toy/r/logs/fold1.log").read_text()
     assert log.startswith("(notebook me/toy-train-1/1 ended error; no output came back: its page")
@@ -171,34 +182,48 @@ def test_nothing_uploaded_holds_a_credential(runs):
     assert not (code / "pipeline/tools").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the module's trained runs
 def test_a_damaged_pulled_file_is_refused_naming_it(runs, tmp_path, capsys):
-    """A pulled best.pt whose sha256 is not done.json's: the fold is not installed."""
-    ref, work, state = runs
+    """A pulled best.pt whose sha256 is not done.json's (the fake returns a notebook's output
+    made beforehand, one bit flipped): the fold is not installed, the failure names the file,
+    the pulled copy is kept to inspect. An unreadable oof.npz likewise, through ``install``."""
+    ref, _, _ = runs
+    work = tmp_path / "work"
+    shutil.copytree(ref.parent / "template", work)
+    shutil.copytree(ref / "models/toy/r/fold1", work / "models/toy/r/fold1")
+    shutil.copyfile(ref / "models/toy/r/config.toml", work / "models/toy/r/config.toml")
+    canned = tmp_path / "canned"
+    shutil.copytree(ref / "models/toy/r/fold0", canned / "models/toy/r/fold0")
+    (canned / "status.json").write_text(json.dumps({"r fold 0": "done"}))
+    best = canned / "models/toy/r/fold0/best.pt"
+    best.write_bytes(best.read_bytes()[:-1] + bytes([best.read_bytes()[-1] ^ 1]))
+    with fake_kaggle(work, tmp_path / "state", canned=str(canned)):
+        assert train(work, "--owner", "me") == 2
+    pulled = work / "package/toy/train/pulled/nb1/v1/models/toy/r"
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"error: 1 of 1 train jobs failed: r fold 0 (pulled from me/toy-train-1/1: "
+        f"{pulled / 'fold0/best.pt'} is not the file its fold wrote: its sha256 is "
+    )
+    assert "re-run make train EXECUTOR=kaggle: the fold trains again in a notebook" in err
+    assert not (work / "models/toy/r/fold0").exists()  # nothing installed
+    (pulled / "fold0/best.pt").write_bytes((ref / "models/toy/r/fold0/best.pt").read_bytes())
+    (pulled / "fold0/oof.npz").write_bytes(b"not a zip")
+    with pytest.raises(PipelineError, match=rf"{pulled / 'fold0/oof.npz'} is unreadable"):
+        install(_context(work), Job("r", 0), pulled)
+
+
+def _context(root: Path):
+    """The ``TrainContext`` make train builds for the toy run ``r`` under ``root``."""
     from pipeline.competition import load_competition
     from pipeline.layout import Workspace
     from pipeline.train.assemble import load_recipes, read_training_folds
     from pipeline.train.context import TrainContext
-    from pipeline.train.executors.kaggle_pull import install
 
-    assert not (work / "package/toy/train/pulled/nb1/v2").exists()  # installed: deleted
-    got = tmp_path / "r"  # as a notebook's output holds it
-    shutil.copytree(ref / "models/toy/r", got)
-    best = got / "fold0/best.pt"
-    best.write_bytes(best.read_bytes()[:-1] + bytes([best.read_bytes()[-1] ^ 1]))
-    dest = tmp_path / "dest"
-    shutil.copytree(ref / "folds", dest / "folds")
-    comp = load_competition(ref / "input/toy")
-    ws = Workspace.under(dest, comp.name)
+    comp = load_competition(root / "input/toy")
+    ws = Workspace.under(root, comp.name)
     folds_df, fhash = read_training_folds(comp, ws)
-    recipes = load_recipes(Workspace.under(ref, comp.name), ["r"], None)
-    ctx = TrainContext.build(comp, ws, folds_df, fhash, recipes, "cpu")
-    with pytest.raises(PipelineError, match=rf"{best} is not the file its fold wrote: its sha256"):
-        install(ctx, Job("r", 0), got)
-    assert not ws.fold_dir("r", 0).exists()
-    (got / "fold1/oof.npz").write_bytes(b"not a zip")
-    with pytest.raises(PipelineError, match=rf"{got / 'fold1/oof.npz'} is unreadable"):
-        install(ctx, Job("r", 1), got)
+    return TrainContext.build(comp, ws, folds_df, fhash, load_recipes(ws, ["r"], None), "cpu")
 
 
 def test_kaggle_slots_is_refused_with_another_executor():

@@ -79,9 +79,9 @@ def test_a_weak_member_on_unshifted_data_is_not_corrected():
     out, rec = prior.apply_prior(state, MULTICLASS, pt, bootstrap=0)
     assert out is pt and not rec["applied"]
     assert rec["why"].startswith("not applied (") and "the test looks unshifted" in rec["why"]
-    assert (
-        not rec["check"]["outside_null"] and rec["check"]["moment_tv"] < rec["check"]["threshold"]
-    )
+    check = rec["check"]
+    assert check["statistic"] == "chi" and not check["outside_null"]
+    assert check["moment_chi"] < check["threshold_chi"] and "in noise units, within" in rec["why"]
     forced, rec = prior.apply_prior({**state, "mode": "em"}, MULTICLASS, pt, bootstrap=0)
     assert rec["applied"] and rec["why"] == "PRIOR=em" and forced is not pt
 
@@ -113,6 +113,36 @@ def test_a_strong_member_on_a_planted_shift_is_corrected():
     assert same is pt and not off["applied"] and off["why"] == "PRIOR=train"
 
 
+def test_a_shrunken_correction_is_the_checks_choice_and_replayed():
+    """auto's correction may be shrunk, weights (p_test / p_train) ** alpha with the alpha the
+    check chose on its shifted resamples; PRIOR=em is always the full correction."""
+    from pipeline.ensemble.prior.check import ALPHAS, weights
+
+    assert 1.0 in ALPHAS and min(ALPHAS) > 0
+    w = weights(np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.3, 0.5]), 0.5)
+    assert np.allclose(w, [np.sqrt(2.5), 1.0, np.sqrt(0.4)])
+    test, y, p, fold, yt, pt = _planted(seed=7)
+    state = prior.fit_prior("auto", MULTICLASS, y, p, fold, len(pt))
+    check = state["check"]
+    assert state["alpha"] == check["alpha"] in ALPHAS
+    assert set(check["estimators"]) >= {"em/calibrated", "em/calibrated^0.5", "bbse/raw^0.25"}
+    best = check["estimators"][check["chosen"]]
+    assert best["no_harm"] and all(
+        best["shifted_gain"] - best["shifted_gain_se"] >= e["shifted_gain"] - e["shifted_gain_se"]
+        for e in check["estimators"].values()
+        if e["no_harm"]
+    )
+    half = {**state, "alpha": 0.5, "estimator": "em", "form": "calibrated"}
+    out, rec = prior.apply_prior(half, MULTICLASS, pt, bootstrap=0)
+    assert rec["applied"] and rec["alpha"] == 0.5 and rec["check"]["alpha"] == check["alpha"]
+    q = Calibration(state["temperature"], tuple(state["bias"])).apply(pt)
+    w = (np.array(rec["test_prior"]) / np.array(rec["train_prior"])) ** 0.5
+    assert np.allclose(out, reweight(q, w))
+    full, rec = prior.apply_prior({**half, "mode": "em"}, MULTICLASS, pt, bootstrap=0)
+    assert rec["alpha"] == 1.0 and np.allclose(full, reweight(q, w**2))
+    assert "weights (test / train) ** 1;" in prior.describe(rec, list("abcde"))
+
+
 def test_the_saved_state_decides_the_same_way_after_json():
     """make predict re-decides from ensemble_state.json: the same test rows, the same
     decision, estimate and probabilities; a smaller hidden test set rescales the null."""
@@ -124,6 +154,8 @@ def test_the_saved_state_decides_the_same_way_after_json():
     assert rec_a == rec_b and np.array_equal(a, b) and rec_a["applied"]
     _, small = prior.apply_prior(saved, MULTICLASS, pt[:500], bootstrap=0)
     assert small["check"]["threshold"] == pytest.approx(2 * rec_a["check"]["threshold"])
+    assert small["check"]["threshold_chi"] == pytest.approx(4 * rec_a["check"]["threshold_chi"])
+    assert len(saved["null_var"]) == 5 and saved["check"]["statistic"] == "chi"
 
 
 @pytest.mark.parametrize(

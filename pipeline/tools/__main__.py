@@ -56,7 +56,7 @@ def cmd_prior_check(a):
     if a.bench:  # generated cases with a known truth: no competition needed
         from .prior_bench import bench
 
-        bench(a.half, a.only)
+        bench(a.half, a.only, a.generator)
         return
     comp, ws = open_competition(a)
     prior_check(comp, ws, a.name, a.rows, a.repeats)
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bench", action="store_true", help="generated cases instead of an ensemble")
     s.add_argument("--half", default="report", choices=("tune", "report", "all"))
     s.add_argument("--only", default="", help="--bench: cases whose label contains this")
+    s.add_argument("--generator", default="v2", choices=("v1", "v2"), help="--bench: fold noise")
     s = sub.add_parser("plan-check", help="a budget plan's seconds against the measured ones")
     s.set_defaults(fn=cmd_plan_check)
     add_comp(s)

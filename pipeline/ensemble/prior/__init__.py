@@ -11,9 +11,10 @@ so ``make ensemble``, ``make predict`` and the offline notebook decide alike.
 
 ``PRIOR=auto`` (default) applies the correction only when the check (``check.py``) shows that at
 this model quality, class count and test size it helps on known-shifted OOF resamples, does no
-harm on unshifted ones, and the test set's estimate lies further from the train priors than
-unshifted resamples' estimates do; ``PRIOR=train`` never adjusts; ``PRIOR=em`` always does (EM
-on the calibrated posteriors). Multi-label and ordinal tasks refuse ``em``.
+harm on unshifted ones, and the test set's mean calibrated posterior lies further from the
+train priors than unshifted resamples' do; its weights may be shrunk, ``(p_te / p_tr) ** alpha``
+with the check's ``alpha``. ``PRIOR=train`` never adjusts; ``PRIOR=em`` always does, in full
+(EM on the calibrated posteriors). Multi-label and ordinal tasks refuse ``em``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import PipelineError
-from .check import QUANTILE, resample_by_class, resample_figures, summarise
+from .check import (
+    QUANTILE,
+    moment_chi,
+    resample_by_class,
+    resample_figures,
+    summarise,
+    weights,
+)
 from .estimators import (
     Calibration,
     em_priors,
@@ -63,11 +71,13 @@ def fit_prior(
     train = np.bincount(y, minlength=probs.shape[1]) / len(y)
     cal = Calibration.fit(probs, y)
     state = {"mode": prior, "train_prior": train.tolist(), "temperature": cal.temperature}
-    state |= {"bias": list(cal.bias), "estimator": "em", "form": "calibrated"}
+    state |= {"bias": list(cal.bias), "estimator": "em", "form": "calibrated", "alpha": 1.0}
     if prior == "auto":
-        rows = resample_figures(task, y, probs, np.asarray(fold), train, n_test, seed)
+        state["null_var"] = cal.apply(probs).var(axis=0).tolist()
+        var = state["null_var"]
+        rows = resample_figures(task, y, probs, np.asarray(fold), train, n_test, seed, var)
         state["check"] = {"rows": n_test, **summarise(rows)}
-        state |= {k: state["check"][k] for k in ("estimator", "form")}
+        state |= {k: state["check"][k] for k in ("estimator", "form", "alpha")}
     if state["estimator"] == "bbse":
         state["confusion"] = soft_confusion(cal.apply(probs), y).tolist()
     return state
@@ -87,8 +97,10 @@ def apply_prior(
     q = cal.apply(probs)
     conf = np.asarray(state["confusion"]) if "confusion" in state else None
     te = estimate_priors(state["estimator"], q, train, conf)
+    # PRIOR=em is the full correction; auto's may be shrunk, (p_test / p_train) ** alpha
+    alpha = float(state.get("alpha", 1.0)) if mode == "auto" else 1.0
     rec = {"prior": mode, "estimator": state["estimator"], "form": state.get("form")}
-    rec["temperature"] = cal.temperature
+    rec |= {"temperature": cal.temperature, "alpha": alpha}
     rec |= {"train_prior": train.tolist(), "test_prior": te.tolist(), "n_test": len(probs)}
     rec |= {
         "total_variation": total_variation(te, train),
@@ -96,10 +108,13 @@ def apply_prior(
     }
     applied, why = {"train": (False, "PRIOR=train"), "em": (True, "PRIOR=em")}.get(mode, (None, ""))
     if mode == "auto":
-        moment = total_variation(q.mean(axis=0), train)
+        moment = {"tv": total_variation(q.mean(axis=0), train)}
+        if "null_var" in state:
+            moment["chi"] = moment_chi(q, train, state["null_var"])
         applied, why, figures = _decide(state, moment, len(probs), task)
         rec["check"] = figures
-    out = reweight(q if state.get("form") != "raw" else probs, te / train) if applied else probs
+    w = weights(te, train, alpha)
+    out = reweight(q if state.get("form") != "raw" else probs, w) if applied else probs
     return out, {**rec, "applied": bool(applied), "why": why}
 
 
@@ -121,29 +136,46 @@ def _spread(q, train, conf, te, state, bootstrap: int) -> dict[str, Any]:
     return {"test_prior_95": np.c_[lo, hi].tolist()}
 
 
-def _decide(state: dict[str, Any], moment: float, n: int, task) -> tuple[bool, str, dict]:
+def _decide(state: dict[str, Any], moment: dict, n: int, task) -> tuple[bool, str, dict]:
     """``PRIOR=auto``'s decision and its figures: the check's gain on shifted and unshifted
     resamples, and the distance of the test's mean calibrated posterior from the train priors
-    (``moment``) against the null's ``QUANTILE``, rescaled from the check's rows to ``n``
-    (sampling noise in a mean shrinks as ``1/sqrt(n)``)."""
+    (``moment``: its total variation ``tv`` and ``chi``, ``check.moment_chi``) against the
+    null's ``QUANTILE`` of the check's statistic, rescaled from the check's rows to ``n``
+    (sampling noise in a mean shrinks as ``1/sqrt(n)``; a sum of squares as ``1/n``)."""
     check = state["check"]
     est = check["estimators"][check["chosen"]]
-    null = np.asarray(check["null_moment_tv"]) * np.sqrt(check["rows"] / n)
-    threshold = float(np.quantile(null, QUANTILE))
-    outside = moment > threshold
-    figures = dict(est) | {"moment_tv": moment, "threshold": threshold, "rows": check["rows"]}
-    figures |= {"outside_null": bool(outside)}
+    stat = check.get("statistic", "tv")
+    scale = check["rows"] / n
+    null = {"tv": np.asarray(check["null_moment_tv"]) * np.sqrt(scale)}
+    if "null_moment_chi" in check:
+        null["chi"] = np.asarray(check["null_moment_chi"]) * scale
+    limit = {k: float(np.quantile(v, QUANTILE)) for k, v in null.items()}
+    outside = moment[stat] > limit[stat]
+    figures = dict(est) | {"moment_tv": moment["tv"], "threshold": limit["tv"]}
+    if "chi" in limit:
+        figures |= {"moment_chi": moment["chi"], "threshold_chi": limit["chi"]}
+    figures |= {"rows": check["rows"], "statistic": stat, "outside_null": bool(outside)}
     figures |= {k: check[k] for k in ("oracle_gain", "true_tv", "metric_sd", "chosen")}
+    figures["alpha"] = check.get("alpha", 1.0)
     m = task.metric
+    where = (
+        f"{moment['tv']:.3f} from the train priors (total variation; the unshifted "
+        f"{QUANTILE:.0%} quantile {limit['tv']:.3f})"
+    )
+    if stat == "chi":
+        where += (
+            f", {moment['chi']:.3g} in noise units, {'beyond' if outside else 'within'} the "
+            f"unshifted {QUANTILE:.0%} quantile {limit['chi']:.3g}"
+        )
+    else:
+        where = where.replace("(total variation; the", f"({'beyond' if outside else 'within'} the")
     said = (
         f"on {check['shifted_resamples']} OOF resamples of {check['rows']} rows shifted by "
         f"{check['true_tv']:.2f} {check['chosen']} gains {est['shifted_gain']:+.4f} {m} "
         f"(+-{est['shifted_gain_se']:.4f}; oracle {check['oracle_gain']:+.4f}), on "
         f"{check['null_resamples']} unshifted {est['unshifted_gain']:+.4f} (the quarter that "
         f"look most shifted {est['unshifted_tail_gain']:+.4f}; metric SD "
-        f"{check['metric_sd']:.4f}); the test's mean posterior is {moment:.3f} from the train "
-        f"priors, {'beyond' if outside else 'within'} the unshifted {QUANTILE:.0%} quantile "
-        f"{threshold:.3f}"
+        f"{check['metric_sd']:.4f}); the test's mean posterior is {where}"
     )
     failed = [
         w
@@ -188,5 +220,5 @@ def describe(rec: dict[str, Any], classes: list[str]) -> str:
     return (
         f"label shift: test priors by {rec['estimator']} on calibrated posteriors (T = "
         f"{rec['temperature']:.2f}) differ from train by {rec['total_variation']:.3f} (total "
-        f"variation; {moved}); {rec['why']}"
+        f"variation; {moved}); weights (test / train) ** {rec.get('alpha', 1.0):g}; {rec['why']}"
     )

@@ -22,15 +22,10 @@ batch of jobs on a GPU. Every ``kaggle`` command goes through make package's hel
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import shutil
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ...errors import ArtifactError, PipelineError
@@ -38,6 +33,7 @@ from ..context import Job, TrainContext
 from . import kaggle_files as files
 from .base import Failure, Progress
 from .kaggle_pull import install, keep_partial, read_status
+from .kaggle_upload import Commands, Uploads
 
 if TYPE_CHECKING:
     from . import Dispatch
@@ -50,15 +46,7 @@ OPTIONS = {
 # what is pulled of a notebook's output: how each job ended, each fold's files and log
 PULLED = r"^(status\.json|models/[^/]+/[^/]+/(fold\d+|logs)/[^/]+)$"
 RUN_LIMIT_S = 12 * 3600.0  # Kaggle stops a GPU notebook after 12 hours
-
-
-@dataclass(frozen=True)
-class Commands:
-    """make package's Kaggle helpers, handed in by the CLI (``use``)."""
-
-    cli: ModuleType  # pipeline.submit.kaggle: kaggle_exe, attempt, failure, credentials
-    loop: ModuleType  # pipeline.predict.kaggle_loop: Loop, _upload, _push, STATUS_RE, WAITS
-    shipping: ModuleType  # pipeline.predict.shipping: copy_source, source_root, _local_secrets
+HEARTBEAT_S = 600.0  # a line on a notebook still queued or running this often
 
 
 _COMMANDS: list[Commands] = []
@@ -91,90 +79,21 @@ class _Slot:
     version: str
     batch: list[Job]
     t0: float
+    state: str = ""  # the last status seen
+    said: float = 0.0  # when a line on it was last printed
 
 
-class Kaggle:
-    """One ``make train``'s datasets, notebooks and their queue."""
+class Kaggle(Uploads):
+    """One ``make train``'s notebooks and their queue (its datasets: ``Uploads``)."""
 
     def __init__(self, ctx: TrainContext, d: Dispatch, c: Commands) -> None:
-        self.ctx, self.d, self.c = ctx, d, c
-        self.exe = c.cli.kaggle_exe()
-        self.owner = d.option("owner") or _kaggle_user()
-        if not self.owner:
-            raise PipelineError(
-                "EXECUTOR=kaggle: no Kaggle user name; set OWNER=<your Kaggle user name>"
-            )
-        self.base = ctx.ws.package_dir("train")
-        self.slug = re.sub(r"[^a-z0-9]+", "-", ctx.ws.comp.lower()).strip("-")
-        if d.option("kaggle_slots") < 1:
-            raise PipelineError(f"KAGGLE_SLOTS={d.option('kaggle_slots')}: use 1 or more")
-        # THREADS, else the notebook's own cores (this machine's say nothing about Kaggle's)
-        self.batch: dict = {"owner": self.owner, "threads": d.threads}
-        self.sources: dict[str, list[str]] = {"datasets": [], "competitions": []}
+        super().__init__(ctx, d, c)
         self.running: dict[int, _Slot] = {}
 
-    def ref(self, part: str) -> str:
-        """``<owner>/<comp>-train-<part>``, the slug within Kaggle's 50 characters."""
-        return f"{self.owner}/{self.slug[:36]}-train-{part}"
-
-    # ------------------------------------------------------------ uploads
-    def upload(self, part: str, write) -> None:
-        """Write dataset ``part`` afresh under ``package/<comp>/train/<part>/dataset``, audit it,
-        then create or version it and wait until Kaggle says ready (make package's loop)."""
-        out = self.base / part
-        shutil.rmtree(out, ignore_errors=True)
-        (out / "dataset").mkdir(parents=True)
-        write(out / "dataset", self.ref(part))
-        files.audit(out / "dataset", self.c.shipping._local_secrets())
-        loop = self.c.loop.Loop(self.exe, out, self.ref(part), "", f"{part} {time.ctime()}", out)
-        self.c.loop._upload(loop)
-        if part != "code":  # a copy of the competition or of last.pt files: not kept twice
-            shutil.rmtree(out)
-
-    def upload_inputs(self) -> None:
-        """The code dataset, and the competition: mounted when Kaggle has it, else uploaded."""
-        ctx, spec, joined = self.ctx, self.spec(), self.joined()
-
-        def code(root, ref):
-            copy = lambda dst: self.c.shipping.copy_source(self.c.shipping.source_root(), dst)  # noqa: E731
-            files.write_code(root, ctx, spec, copy, ref)
-
-        self.upload("code", code)
-        self.batch["code"] = self.ref("code").split("/")[1]
-        self.sources["datasets"].append(self.ref("code"))
-        if joined:
-            self.batch["competition"] = ctx.comp.slug
-            self.sources["competitions"].append(ctx.comp.slug)
-            return
-        self.upload("data", lambda root, ref: files.write_data(root, ctx.comp.root, ref))
-        self.batch["data"] = self.ref("data").split("/")[1]
-        self.sources["datasets"].append(self.ref("data"))
-
-    def spec(self) -> dict:
-        ctx = self.ctx
-        return {"comp": ctx.ws.comp, "fhash": ctx.fhash, "track": sorted(ctx.track)}
-
-    def joined(self) -> bool:
-        """Whether the competition is on Kaggle and this user accepted its rules (a notebook can
-        then mount it); a competition Kaggle does not know is uploaded as a private dataset."""
-        cmd = [self.exe, "competitions", "files", self.ctx.comp.slug]
-        code, _, both = self.c.cli.attempt(cmd)
-        if code == 0:
-            return True
-        if re.search(r"\b403\b|forbidden|accept", both, re.I):
-            raise PipelineError(
-                f"Kaggle competition {self.ctx.comp.slug}: its rules are not accepted by this "
-                f"account; accept them at https://www.kaggle.com/competitions/"
-                f"{self.ctx.comp.slug}/rules, then re-run make train"
-            )
-        if not re.search(r"\b404\b|not found", both, re.I):
-            raise self.c.cli.failure(cmd, both, code)
-        return False
-
-    # ------------------------------------------------------------ the queue
     def run(self, jobs: list[Job]) -> list[Failure]:
+        self.jobs = jobs
         self.upload_inputs()
-        self.batch["pins"] = files.python_env()
+        self.batch["pins"] = files.python_env(self.ctx.track)
         slots = self.d.option("kaggle_slots")
         queue = deque(b for b in (jobs[i::slots] for i in range(slots)) if b)
         free, running = list(range(1, slots + 1)), self.running
@@ -214,9 +133,10 @@ class Kaggle:
         sources = {k: list(v) for k, v in self.sources.items()}
         spec = {**self.batch, "jobs": [[j.run, j.fold] for j in batch]}
         if any((self.ctx.ws.fold_dir(j.run, j.fold) / "last.pt").is_file() for j in batch):
-            self.upload(
-                "resume", lambda root, ref: files.write_resume(root, self.ctx.ws, batch, ref)
-            )
+            # every half-done fold, not only this batch's: a queued notebook may mount a later
+            # version than the one current at its push
+            write = lambda root, ref: files.write_resume(root, self.ctx.ws, self.jobs, ref)  # noqa: E731
+            self.upload("resume", write)
             spec["resume"] = self.ref("resume").split("/")[1]
             sources["datasets"].append(self.ref("resume"))
         out = self.base / f"nb{n}"
@@ -241,6 +161,10 @@ class Kaggle:
             raise self.c.cli.failure(cmd, both, code)
         state = found[1].lower()
         took = self.c.loop.WAITS.clock() - slot.t0
+        if state != slot.state or took - slot.said >= HEARTBEAT_S:  # a line per change, or 10 min
+            ref = f"{self.kernel(slot.n)}/{slot.version}"
+            self.progress.line(f"notebook {ref}: {state} ({_hms(took)} since its push)")
+            slot.state, slot.said = state, took
         if state not in self.c.loop.FINAL:
             if took > RUN_LIMIT_S + self.c.loop.WAITS.kernel_extra_s:
                 raise PipelineError(
@@ -314,12 +238,6 @@ class Kaggle:
             f.write(text or f"(notebook {why}; no output came back: its page has the log)\n")
 
 
-def _kaggle_user() -> str:
-    """``KAGGLE_USERNAME``, else ``username`` of ``kaggle.json`` (as make package)."""
-    if os.environ.get("KAGGLE_USERNAME"):
-        return os.environ["KAGGLE_USERNAME"]
-    home = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
-    try:
-        return str(json.loads((home / "kaggle.json").read_text()).get("username", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import shutil
 import tempfile
@@ -58,7 +59,9 @@ def version(name):
         return None
 
 
-want = [f"{{n}}=={{v}}" for n, v in BATCH["pins"].items() if version(n) != v]
+# an exact version, or "": any, installed only when missing
+want = [n + (f"=={{v}}" if v else "") for n, v in BATCH["pins"].items()
+        if (version(n) != v if v else version(n) is None)]
 if want:  # what the Kaggle image lacks: from PyPI (this notebook has internet)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *want], check=True)
 code = first(BATCH["code"], f"datasets/{{BATCH['owner']}}/{{BATCH['code']}}")
@@ -94,16 +97,33 @@ CREDENTIALS = ("kaggle.json", "access_token", "access_token.txt", "credentials.j
 
 
 def write_data(root: Path, comp_root: Path, dataset_id: str) -> None:
-    """The ``data`` dataset: the competition folder's files (no links, no hidden files, no
-    credentials file a user left there)."""
-    for path in sorted(Path(comp_root).rglob("*")):
-        rel = path.relative_to(comp_root)
-        hidden = any(p.startswith(".") for p in rel.parts)
-        if path.is_symlink() or not path.is_file() or hidden or path.name in CREDENTIALS:
-            continue
+    """The ``data`` dataset: the competition folder's files (``data_files``)."""
+    for path, rel in data_files(comp_root):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, root / rel)
     _metadata(root, dataset_id)
+
+
+def data_files(comp_root: Path) -> list[tuple[Path, Path]]:
+    """The competition folder's files as uploaded: no links, no hidden files, no credentials
+    file a user left there. ``(path, relative path)`` pairs, sorted."""
+    found = []
+    for path in sorted(Path(comp_root).rglob("*")):
+        rel = path.relative_to(comp_root)
+        hidden = any(p.startswith(".") for p in rel.parts)
+        if path.is_file() and not (path.is_symlink() or hidden or path.name in CREDENTIALS):
+            found.append((path, rel))
+    return found
+
+
+def listing_key(comp_root: Path) -> str:
+    """sha256 of the data files' names, sizes and modification times: the same key means the
+    same upload, without reading gigabytes of images."""
+    h = hashlib.sha256()
+    for path, rel in data_files(comp_root):
+        st = path.stat()
+        h.update(f"{rel.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def write_resume(root: Path, ws, jobs, dataset_id: str) -> list:
@@ -258,8 +278,10 @@ def _job(tag: list):
     return Job(tag[0], int(tag[1]))
 
 
-def python_env() -> dict[str, str]:
-    """The versions of ``PINS`` installed here (the driver's): what the notebook pins."""
+def python_env(track: frozenset[str]) -> dict[str, str]:
+    """What the notebook pins: ``PINS`` at the versions installed here (the driver's), and
+    TensorBoard at any version when the fold events are written (Kaggle's image has one)."""
     import importlib.metadata
 
-    return {n: importlib.metadata.version(n) for n in PINS}
+    pins = {n: importlib.metadata.version(n) for n in PINS}
+    return pins | ({"tensorboard": ""} if "tensorboard" in track else {})
