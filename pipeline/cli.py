@@ -140,7 +140,8 @@ def _train_runs(a, ws) -> tuple[list[str], dict]:
         return [write_variant(ws, words[0], a.set, overrides, a.as_)], {}
     if any(not w.startswith("-") for w in words):  # runs named (mixed with -<run>: refused)
         return select_runs(words, [], ""), overrides
-    name, shipped = _recipe_set(ws, a.recipes, a.device)
+    on_gpu = a.executor == "kaggle" and not a.no_gpu  # the notebooks' GPU, not this machine's
+    name, shipped = _recipe_set(ws, a.recipes, "cuda" if on_gpu else a.device)
     runs = select_runs(words, shipped, f"the {name} set")
     without = f" without {', '.join(w[1:] for w in words)}" if words else ""
     print(
@@ -152,8 +153,9 @@ def _train_runs(a, ws) -> tuple[list[str], dict]:
 
 def _recipe_set(ws, name: str, device: str) -> tuple[str, list[str]]:
     """The shipped recipes of set ``name`` (``<models>/<name>/``, one of ``RECIPE_SETS``);
-    ``auto``: the offline GPU set only where the device is CUDA, so a CPU (or Apple's mps)
-    never picks up the GPU set and no default needs internet."""
+    ``auto``: the offline GPU set only where the device is CUDA (``EXECUTOR=kaggle``'s GPU
+    notebooks included), so a CPU (or Apple's mps) never picks up the GPU set and no default
+    needs internet."""
     if name == "auto":
         import torch
 

@@ -159,3 +159,25 @@ def test_make_passes_as_only_when_given():
     assert "--as" not in dry("RUNS=a")
     assert '--as="b"' in dry("RUNS=a", "SET=epochs=2", "AS=b")
     assert '--runs="-a"' in dry("RUNS=-a")
+
+
+def test_kaggle_executor_picks_the_gpu_set(trained, capsys):
+    """``RECIPES=auto`` with ``EXECUTOR=kaggle`` is the set of the notebooks' GPU, not this
+    machine's CPU set; ``GPU=0`` keeps the CPU set."""
+    import argparse
+
+    from pipeline.cli import _train_runs
+    from pipeline.layout import Workspace
+
+    ws = Workspace("toy", trained / "models", trained)
+    for name in ("cpu", "gpu"):
+        (trained / "models" / name).mkdir(exist_ok=True)
+        shutil.copy(trained / "models" / "r.toml", trained / "models" / name / f"{name}1.toml")
+    args = dict(runs="", set="", as_="", recipes="auto", device="cpu", executor="kaggle")
+    assert _train_runs(argparse.Namespace(**args, no_gpu=False), ws)[0] == ["gpu1"]
+    assert _train_runs(argparse.Namespace(**args, no_gpu=True), ws)[0] == ["cpu1"]
+    assert _train_runs(argparse.Namespace(**{**args, "executor": "local"}, no_gpu=False), ws)[
+        0
+    ] == ["cpu1"]
+    for name in ("cpu", "gpu"):
+        shutil.rmtree(trained / "models" / name)
