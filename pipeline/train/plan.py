@@ -1,6 +1,6 @@
 """A time budget for ``make train``: probe each recipe, plan the epochs, write ``plan.toml`` once.
 
-``make train BUDGET=20m`` times a short probe of every run (decode, a few training batches,
+``make train BUDGET=20m`` times a short probe of every run (a few training batches,
 prediction, or for feature members embedding and one head fit's arithmetic), prices the whole
 train stage from it (``Cost``: seconds once per run, per epoch of a fold, per fold), scales the
 fine-tuned runs' epochs by one common factor so the total fits (``EPOCHS=auto``, the default
@@ -239,7 +239,7 @@ def format_plan(
     probes = sum(c.probe_s for c in plan.costs.values())
     lines.append(
         f"  probes {probes:.0f} s; total {plan.total_s / 60:.1f} min of {plan.budget_s / 60:g} min "
-        "(epochs: planned (recipe); once = decode + embeddings; /epoch and /fold per fold)"
+        "(epochs: planned (recipe); once = embeddings; /epoch and /fold per fold)"
     )
     return "\n".join(lines)
 
