@@ -140,7 +140,9 @@ def test_a_shrunken_correction_is_the_checks_choice_and_replayed():
     assert np.allclose(out, reweight(q, w))
     full, rec = prior.apply_prior({**half, "mode": "em"}, MULTICLASS, pt, bootstrap=0)
     assert rec["alpha"] == 1.0 and np.allclose(full, reweight(q, w**2))
-    assert "weights (test / train) ** 1;" in prior.describe(rec, list("abcde"))
+    assert "weights (test / train) ** 1; PRIOR=em" in prior.describe(rec, list("abcde"))
+    _, rec = prior.apply_prior({**half, "mode": "train"}, MULTICLASS, pt, bootstrap=0)
+    assert "weights" not in prior.describe(rec, list("abcde"))
 
 
 def test_the_saved_state_decides_the_same_way_after_json():

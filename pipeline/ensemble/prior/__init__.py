@@ -220,5 +220,7 @@ def describe(rec: dict[str, Any], classes: list[str]) -> str:
     return (
         f"label shift: test priors by {rec['estimator']} on calibrated posteriors (T = "
         f"{rec['temperature']:.2f}) differ from train by {rec['total_variation']:.3f} (total "
-        f"variation; {moved}); weights (test / train) ** {rec.get('alpha', 1.0):g}; {rec['why']}"
+        f"variation; {moved}); "
+        + (f"weights (test / train) ** {rec.get('alpha', 1.0):g}; " if rec["applied"] else "")
+        + rec["why"]
     )
