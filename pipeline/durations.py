@@ -27,3 +27,10 @@ def parse_duration(text: str | float, name: str) -> float:
     if seconds <= 0:
         raise PipelineError(f"{name}={text!r}: a duration must be more than 0 seconds")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as ``BUDGET=`` would be written: ``20m`` for whole minutes, else ``100s``."""
+    if seconds >= 60 and float(seconds) % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

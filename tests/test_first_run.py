@@ -32,7 +32,7 @@ def fresh(tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.mark.slow
 def test_default_cpu_set_on_a_fresh_workspace_ends_in_a_valid_submission(fresh, capsys):
-    assert main(["train", *COMP, "--budget", "40s", "--track", "none"]) == 0
+    assert main(["train", *COMP, "--budget", "20s", "--track", "none"]) == 0
     out = capsys.readouterr().out
     assert "RUNS not given: the cpu set, 01_lite0_128_feat" in out
     for name in PACKAGES:  # every weights file the set names, imported once

@@ -273,7 +273,7 @@ def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_pat
     with pytest.raises(PipelineError) as e:
         planner.make_plan(costs, {"a": 4, "f": 1}, 5, 100.0, auto=True)
     assert str(e.value) == (
-        "BUDGET=1.66667m is too small for any run (1 epoch each): a 2.2 min, f 2.0 min "
+        "BUDGET=100s is too small for any run (1 epoch each): a 2.2 min, f 2.0 min "
         "(probes 2 s); raise BUDGET or name cheaper RUNS"
     )
     text = planner.format_plan(plan, 100, 10, "cpu", ("f",))
@@ -331,7 +331,7 @@ def test_decoding_is_priced_and_refused_before_any_cache_when_it_alone_exceeds_t
     comp = load_competition(toy / "input" / "toy")
     ws = Workspace("toy", models=toy / "models", output=toy)
     # one tick for the 30-image sample: 1/30 s an image, 36 images 1.2 s
-    with pytest.raises(PipelineError, match=r"BUDGET=0.0166667m is less than decoding alone: 36 "):
+    with pytest.raises(PipelineError, match=r"BUDGET=1s is less than decoding alone: 36 "):
         decode_for_budget(comp, ws, [16, 24], 1.0, FakeClock())
     assert not list(ws.cache.glob("*.u8"))
     assert decode_for_budget(comp, ws, [16, 24], 2.0, FakeClock()) == 1.0  # built: one tick

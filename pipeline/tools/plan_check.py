@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..artifacts import read_run_config
+from ..durations import format_duration
 from ..errors import PipelineError
 from ..layout import Workspace
 
@@ -19,7 +20,7 @@ def plan_check(ws: Workspace) -> list[dict]:
         measured = cfg.get("wall", {}).get("folds_s")
         wall = max(wall, cfg.get("wall", {}).get("last_train_call_s", 0.0))
         rows.append({"run": run, "planned_s": entry["planned_s"], "measured_s": measured})
-    print(f"plan {ws.plan}: BUDGET={saved['budget_s'] / 60:g}m on {saved['device']}")
+    print(f"plan {ws.plan}: BUDGET={format_duration(saved['budget_s'])} on {saved['device']}")
     print(f"  {'run':<24}{'planned':>10}{'measured':>10}{'ratio':>8}")
     for r in rows:
         m = r["measured_s"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import artifacts, locks
 from ..config import Recipe, to_toml
+from ..durations import format_duration
 from .decoding import decode_for_budget
 from .kinds import get_kind
 from .plan import (
@@ -180,7 +181,9 @@ def _resolve_plan(
             reprice=lambda c, cost, every=dict(recipes): repriced(comp, ws, every, c, cost),
         )
     else:
-        print(f"plan: {path} (BUDGET={saved['budget_s'] / 60:g}m, {saved['total_s'] / 60:.1f} min)")
+        print(
+            f"plan: {path} (BUDGET={format_duration(saved['budget_s'])}, {saved['total_s'] / 60:.1f} min)"
+        )
     entries, left_out = plan_entries(saved, path, list(recipes), budget_s)
     return entries, left_out, replanner
 

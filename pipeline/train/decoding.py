@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from ..competition.images import cores
+from ..durations import format_duration
 from ..errors import PipelineError
 from .cache import build_caches, cached, decode_into
 
@@ -40,7 +41,7 @@ def decode_for_budget(
     rate = f"{per * 1000:.0f} ms an image on {cores()} cores, one decode for every size"
     if per * n > budget_s:
         raise PipelineError(
-            f"BUDGET={budget_s / 60:g}m is less than decoding alone: {what} take about "
+            f"BUDGET={format_duration(budget_s)} is less than decoding alone: {what} take about "
             f"{per * n / 60:.1f} min here ({rate}); raise BUDGET above {per * n / 60 * 1.5:.0f}m, "
             "or train smaller images (SET=image_size=...)"
         )

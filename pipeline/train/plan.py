@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import artifacts
 from ..config import to_toml
+from ..durations import format_duration
 from ..errors import PipelineError
 from .kinds import get_kind
 from .probe import FOLD_OVERHEAD_S as FOLD_OVERHEAD_S
@@ -199,7 +200,7 @@ def refusal(smallest: Plan, how: str) -> str:
     each = ", ".join(f"{r} {smallest.run_seconds(r) / 60:.1f} min" for r in smallest.costs)
     probes = sum(c.probe_s for c in smallest.costs.values())
     return (
-        f"BUDGET={smallest.budget_s / 60:g}m is too small for any run {how or _fewest(smallest)}: "
+        f"BUDGET={format_duration(smallest.budget_s)} is too small for any run {how or _fewest(smallest)}: "
         f"{each} (probes {probes:.0f} s); raise BUDGET or name cheaper RUNS"
     )
 
@@ -215,7 +216,7 @@ def format_plan(
 ) -> str:
     w = max([22, *(len(r) + 2 for r in [*plan.costs, *dropped])])
     lines = [
-        f"plan for BUDGET={plan.budget_s / 60:g}m on {device}: K={plan.k}, {n_train:,} train / "
+        f"plan for BUDGET={format_duration(plan.budget_s)} on {device}: K={plan.k}, {n_train:,} train / "
         f"{n_test:,} test images",
         f"  {'run':<{w}}{'kind':<10}{'epochs':>10}{'once':>9}{'/epoch':>9}{'/fold':>8}{'total':>10}"
         f"{'est.':>8}",
@@ -307,8 +308,8 @@ def planned_epochs(saved: dict, path: Path, runs: list[str], budget_s: float | N
     """The epochs a written plan fixed; refuses a different budget or a run it does not cover."""
     if budget_s is not None and abs(saved["budget_s"] - budget_s) > 0.5:
         raise PipelineError(
-            f"{path} was planned for BUDGET={saved['budget_s'] / 60:g}m, not "
-            f"{budget_s / 60:g}m; delete it to plan again (trained folds keep their epochs)"
+            f"{path} was planned for BUDGET={format_duration(saved['budget_s'])}, not "
+            f"{format_duration(budget_s)}; delete it to plan again (trained folds keep their epochs)"
         )
     missing = [r for r in runs if r not in saved["runs"] and r not in saved.get("left_out", [])]
     if budget_s is not None and missing:

@@ -22,6 +22,7 @@ import torch
 from .. import artifacts
 from ..competition import Competition
 from ..config import ADDED_LATER, Recipe, to_toml
+from ..durations import format_duration
 from ..errors import ArtifactError, PipelineError
 from ..layout import Workspace
 from ..model.device import resolve_device as resolve_device
@@ -129,7 +130,7 @@ def _budget_line(plans: dict, replanner, took_s: float) -> str:
         budget = next(iter(plans.values()))["budget_s"]
     return (
         f"train took {took_s / 60:.1f} min; planned {planned / 60:.1f} min of "
-        f"BUDGET={budget / 60:g}m"
+        f"BUDGET={format_duration(budget)}"
     )
 
 
