@@ -19,7 +19,6 @@ pulled into ``submissions/<comp>/<name>/kaggle/v<N>/``, checked and recorded in 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..durations import parse_duration
 from ..errors import PipelineError
 from ..layout import Workspace
 from ..model.checkpoint import read_checkpoint
+from ..submit.kaggle import kaggle_user
 from . import shipping
 from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
 from .budget import DEFAULT_LIMIT, margin_for
@@ -100,7 +100,7 @@ def package_stage(
     parse_duration(time_limit, "TIME_LIMIT")
     saved = load_saved(ws, name)
     slug = slug or saved.state.get("slug") or saved.state["comp"]
-    owner = owner or _kaggle_user() or "YOUR_KAGGLE_USERNAME"
+    owner = owner or kaggle_user() or "YOUR_KAGGLE_USERNAME"
     base = _slugify(f"{saved.state['comp']}-{name}")
     params = {
         "comp": saved.state["comp"],
@@ -241,17 +241,6 @@ def _write_kernel(root: Path, params: dict, gpu: bool) -> None:
         "kernel_sources": [],
     }
     artifacts.write_json(root / "kernel-metadata.json", meta)
-
-
-def _kaggle_user() -> str:
-    """The Kaggle user name from ``KAGGLE_USERNAME`` or ``kaggle.json``, if any."""
-    if os.environ.get("KAGGLE_USERNAME"):
-        return os.environ["KAGGLE_USERNAME"]
-    home = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
-    try:
-        return str(json.loads((home / "kaggle.json").read_text()).get("username", ""))
-    except (OSError, ValueError):
-        return ""
 
 
 def _slugify(text: str) -> str:

@@ -180,3 +180,15 @@ def _fix_for(line: str, output: str, cmd: list[str]) -> str:
         if SLUG_RE.search(text):
             return SLUG_FIX
     return f"run it by hand to see the full output: {shlex.join(cmd)}"
+
+
+def kaggle_user() -> str:
+    """The Kaggle user name from ``KAGGLE_USERNAME`` or ``kaggle.json``, if any (the owner of
+    what make package and EXECUTOR=kaggle upload)."""
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    home = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+    try:
+        return str(json.loads((home / "kaggle.json").read_text()).get("username", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""

@@ -5,12 +5,9 @@ make package's loop only when its files changed since its last upload."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -27,7 +24,7 @@ if TYPE_CHECKING:
 class Commands:
     """make package's Kaggle helpers, handed in by the CLI (``use``)."""
 
-    cli: ModuleType  # pipeline.submit.kaggle: kaggle_exe, attempt, failure, credentials
+    cli: ModuleType  # pipeline.submit.kaggle: kaggle_exe, attempt, failure, credentials, user
     loop: ModuleType  # pipeline.predict.kaggle_loop: Loop, _upload, _push, STATUS_RE, WAITS
     shipping: ModuleType  # pipeline.predict.shipping: copy_source, source_root, _local_secrets
 
@@ -38,7 +35,7 @@ class Uploads:
     def __init__(self, ctx: TrainContext, d: Dispatch, c: Commands) -> None:
         self.ctx, self.d, self.c = ctx, d, c
         self.exe = c.cli.kaggle_exe()
-        self.owner = d.option("owner") or _kaggle_user()
+        self.owner = d.option("owner") or c.cli.kaggle_user()
         if not self.owner:
             raise PipelineError(
                 "EXECUTOR=kaggle: no Kaggle user name; set OWNER=<your Kaggle user name>"
@@ -129,14 +126,3 @@ class Uploads:
         return False
 
     # ------------------------------------------------------------ the queue
-
-
-def _kaggle_user() -> str:
-    """``KAGGLE_USERNAME``, else ``username`` of ``kaggle.json`` (as make package)."""
-    if os.environ.get("KAGGLE_USERNAME"):
-        return os.environ["KAGGLE_USERNAME"]
-    home = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
-    try:
-        return str(json.loads((home / "kaggle.json").read_text()).get("username", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
