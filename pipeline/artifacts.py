@@ -278,11 +278,16 @@ def read_ledger(path: str | Path) -> pd.DataFrame:
 
 def sent_to_kaggle(ledger: str | Path, name: str) -> str:
     """When ensemble ``name`` was last sent to Kaggle (not a dry run) by the ledger, else ""."""
+    return _sent(ledger).get(name, "")
+
+
+def _sent(ledger: str | Path) -> dict[str, str]:
+    """``{ensemble name: time of its last send}`` of the ledger's rows sent to Kaggle."""
     if not Path(ledger).is_file():
-        return ""
+        return {}
     rows = read_ledger(ledger)
-    sent = rows[(rows["name"] == name) & (rows["status"] == "submitted")]
-    return str(sent["time_utc"].iloc[-1]) if len(sent) else ""
+    rows = rows[rows["status"] == "submitted"]
+    return dict(zip(rows["name"], rows["time_utc"], strict=True))  # later rows win
 
 
 def series(submissions: str | Path, name: str) -> list[str]:
@@ -296,12 +301,12 @@ def series(submissions: str | Path, name: str) -> list[str]:
     return found
 
 
-def kept_name(submissions: str | Path, ledger: str | Path, name: str) -> str:
+def kept_name(ledger: str | Path, name: str) -> str:
     """The folder a new ``make ensemble NAME=name`` writes: ``name``, unless the ledger records
     that folder as sent to Kaggle; then the next name of its series that was not sent
     (``name.2``, ``name.3``, ...). A sent ensemble is never overwritten."""
-    n, out = 1, name
-    while sent_to_kaggle(ledger, out):
+    sent, n, out = _sent(ledger), 1, name
+    while out in sent:
         n += 1
         out = f"{name}.{n}"
     return out

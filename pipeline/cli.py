@@ -239,7 +239,7 @@ def _ensemble_name(ws, name: str) -> str:
     Kaggle (``artifacts.kept_name``): said in one line."""
     from .artifacts import kept_name, sent_to_kaggle
 
-    new = kept_name(ws.submissions_dir, ws.ledger, name)
+    new = kept_name(ws.ledger, name)
     if new != name:
         print(
             f"{ws.submission_dir(name)} was sent to Kaggle at {sent_to_kaggle(ws.ledger, name)} "
