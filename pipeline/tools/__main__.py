@@ -102,7 +102,7 @@ def cmd_photo_bench(a):
 
     shared = Path(a.source)
     if a.make_photos:
-        make_photos(shared, Path(a.make_photos), a.train, a.test)
+        make_photos(shared, Path(a.make_photos), a.train, a.test, a.classes)
     if a.make_histo:
         make_histo(shared, Path(a.make_histo), a.train, a.test)
     if a.comp:
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default="../shared/data/tinyimagenet176", help="shared photos")
     s.add_argument("--train", type=int, default=1000, help="train images (--make-*)")
     s.add_argument("--test", type=int, default=250, help="test images (--make-*)")
+    s.add_argument("--classes", type=int, default=10, help="source classes (--make-photos)")
     s.add_argument("--sample", type=int, default=40, help="images of the decoder table")
     s.add_argument("--sizes", default="128,160,224", help="cache sizes (the CPU set's)")
     s.add_argument("--check", action="store_true", help="also time make check")

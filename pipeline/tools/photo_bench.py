@@ -62,9 +62,12 @@ def _photo(job: tuple[Path, Path, int]) -> None:
     Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(dest, quality=QUALITY)
 
 
-def make_photos(src: Path, dest: Path, n_train: int = 1000, n_test: int = 250) -> Path:
-    """A Classify-Leaves-style competition of 4000x2672 JPEGs (10 classes) at ``dest``."""
-    train_rows, test_rows = _source(src, n_train, n_test, 10)
+def make_photos(
+    src: Path, dest: Path, n_train: int = 1000, n_test: int = 250, classes: int = 10
+) -> Path:
+    """A Classify-Leaves-style competition of 4000x2672 JPEGs (``classes`` of the source's
+    largest classes) at ``dest``."""
+    train_rows, test_rows = _source(src, n_train, n_test, classes)
     rows = pd.concat([train_rows, test_rows])
     n_train, n_test = len(train_rows), len(test_rows)
     (dest / "images").mkdir(parents=True, exist_ok=True)
