@@ -1,6 +1,6 @@
 """Every read and write of the files that are the contracts between stages.
 
-Paths come from ``layout.Workspace``; this module says what is inside each file.
+Paths come from ``workspace.Workspace``; this module says what is inside each file.
 
 Writes are atomic (temporary file in the same folder, then ``os.replace``), so a killed process
 never leaves a half-written artifact. Readers check shapes and cross-file agreement and raise
@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# the write mechanism is atomic.py's; the stages call it through this module
-from .atomic import atomic_write as atomic_write
-from .atomic import atomic_write_bytes as atomic_write_bytes
-from .atomic import atomic_write_text as atomic_write_text
-from .atomic import file_hash as file_hash
 from .config import DEFAULT_KIND
+
+# the write mechanism is disk/atomic.py's; the stages call it through this module
+from .disk.atomic import atomic_write as atomic_write
+from .disk.atomic import atomic_write_bytes as atomic_write_bytes
+from .disk.atomic import atomic_write_text as atomic_write_text
+from .disk.atomic import file_hash as file_hash
 from .errors import ArtifactError
 
 # ---------------------------------------------------------------- folds/<comp>.csv

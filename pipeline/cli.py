@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .disk.space import disk_full, is_disk_full
 from .errors import PipelineError
-from .layout import Workspace
-from .storage import disk_full, is_disk_full
+from .workspace import Workspace
 
 DESCRIPTION = (
     "Kaggle image classification: make download folds train ensemble submit SLUG=<slug> "
@@ -67,8 +67,8 @@ def cmd_download(a):
 
 def resolve_track(value: str | None) -> frozenset[str]:
     """TRACK's trackers; TRACK=mlflow without mlflow installed is refused before any work."""
-    from .track import resolve
-    from .track_mlflow import require_mlflow
+    from .track.board import resolve
+    from .track.mlflow_store import require_mlflow
 
     track = resolve(value)
     if "mlflow" in track:
@@ -96,7 +96,7 @@ def cmd_train(a):
     comp, ws = open_competition(a)
     runs, overrides = _train_runs(a, ws)
     dispatch = _dispatch(a)
-    from .durations import parse_duration
+    from .util.durations import parse_duration
 
     if a.epochs not in ("auto", "recipe"):
         raise PipelineError(f"EPOCHS={a.epochs!r}: use auto (fit BUDGET) or recipe")
@@ -229,7 +229,7 @@ def cmd_ensemble(a):
 
         report_stage(comp, ws, name=a.name)
     if track:  # the leaderboard, per-class accuracy and the report's figures
-        from .ensemble.tracking import track_ensemble
+        from .ensemble.ensemble_summary import track_ensemble
 
         track_ensemble(comp, ws, a.name, track)
 
@@ -271,7 +271,7 @@ def cmd_lb(a):
 
 def cmd_board(a):
     """TensorBoard on the competition's runs, folds and ensembles (127.0.0.1)."""
-    from .track import serve_tensorboard
+    from .track.board import serve_tensorboard
 
     comp, ws = open_competition(a)
     serve_tensorboard(ws.runs_dir, a.port)
@@ -279,7 +279,7 @@ def cmd_board(a):
 
 def cmd_mlflow(a):
     """The MLflow UI on the local store TRACK=mlflow writes under ``--models`` (127.0.0.1)."""
-    from .track_mlflow import serve_mlflow
+    from .track.mlflow_store import serve_mlflow
 
     serve_mlflow(Path(a.models), a.port)
 

@@ -6,8 +6,8 @@ import torch
 
 from pipeline.competition import load_competition
 from pipeline.config import Recipe
-from pipeline.layout import Workspace
 from pipeline.tools.bench import bench_stage
+from pipeline.workspace import Workspace
 
 from .fakes import write_leaves
 

@@ -249,7 +249,7 @@ def test_bad_image_found_by_check_and_cache_build(kind, layout, damage, message,
     with pytest.raises(CompetitionError, match=r"make check COMP=") as e:
         build_cache(root, paths, 8, cache / "all_8.u8")
     assert "\n" not in str(e.value) and str(root) in str(e.value)
-    # no partial cache, no temporary file (the build's lock file stays: see pipeline/locks.py)
+    # no partial cache, no temporary file (the build's lock file stays: see pipeline/disk/locks.py)
     assert [p for p in cache.iterdir() if p.name != ".all_8.u8.lock"] == []
 
 

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import storage
 from pipeline.competition import images
 from pipeline.competition.images import FULL, decode_sizes, load_rgb, resize_square
 from pipeline.config import ADDED_LATER, Recipe
+from pipeline.disk import space
 from pipeline.predict.stream import Pass
 from pipeline.train.cache import build_caches
 
 REPO = Path(__file__).resolve().parents[1]
 # what opens an image file: PIL, OpenCV and imageio's readers, matplotlib's
 OPENS = re.compile(r"Image\.open\(|cv2\.imread|cv2\.imdecode|imageio|mpimg\.imread|\.imread\(")
-# track.py turns the pipeline's own report figures (PNGs it drew) into TensorBoard images
-ALLOWED = {"pipeline/competition/images.py", "pipeline/track.py"}
+# track/board.py turns the pipeline's own report figures (PNGs it drew) into TensorBoard images
+ALLOWED = {"pipeline/competition/images.py", "pipeline/track/board.py"}
 
 
 def test_nothing_outside_the_image_module_opens_images():
@@ -109,8 +109,8 @@ def test_runs_trained_before_the_decode_was_recorded_decode_in_full():
 
 def test_the_caches_total_is_refused_before_any_decoding(files, monkeypatch, capsys):
     root, names = files
-    monkeypatch.setattr(storage, "free_bytes", lambda p: 10_000)
-    with pytest.raises(storage.DiskFull, match=r"need 172,032 bytes in .* but 10,000 are free; "):
+    monkeypatch.setattr(space, "free_bytes", lambda p: 10_000)
+    with pytest.raises(space.DiskFull, match=r"need 172,032 bytes in .* but 10,000 are free; "):
         build_caches(root, {"train": names}, [32, 64, 96], lambda s, z: root / f"{s}_{z}.u8")
     assert (
         "decode caches to build: 3 (train_32.u8, train_64.u8, train_96.u8)"

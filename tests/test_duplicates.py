@@ -17,7 +17,7 @@ from pipeline.ensemble.members import duplicate_test_labels
 from pipeline.errors import PipelineError
 from pipeline.folds import duplicates
 from pipeline.folds.stage import folds_stage, make_folds
-from pipeline.layout import Workspace
+from pipeline.workspace import Workspace
 
 from .fakes import CLASSES, SHARED
 

@@ -17,8 +17,8 @@ from pipeline.ensemble.methods import METHODS, method_class
 from pipeline.ensemble.optimise import WeightedSoftVote
 from pipeline.ensemble.stage import ensemble_stage
 from pipeline.errors import ArtifactError, PipelineError
-from pipeline.layout import Workspace
 from pipeline.report.stage import report_stage
+from pipeline.workspace import Workspace
 
 CLASSES = ["cat", "dog", "fox"]
 

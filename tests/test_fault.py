@@ -58,7 +58,7 @@ def test_atomic_write_removes_temp_files_of_dead_writers(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    from pipeline import atomic
+    from pipeline.disk import atomic
 
     host = atomic._HOST
     stale = tmp_path / f".a.npz.{dead.stdout.strip()}@{host}.x1y2z3w4.tmp"

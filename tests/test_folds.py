@@ -6,7 +6,7 @@ from pipeline import artifacts
 from pipeline.competition import load_competition
 from pipeline.errors import PipelineError
 from pipeline.folds.stage import folds_stage, make_folds
-from pipeline.layout import Workspace
+from pipeline.workspace import Workspace
 
 
 def test_stratified_sizes_and_ratios():

@@ -18,7 +18,7 @@ from pipeline.competition import load_competition
 from pipeline.competition.submission import validate_for, write_submission
 from pipeline.ensemble.members import load_members
 from pipeline.ensemble.state import load_state
-from pipeline.layout import Workspace
+from pipeline.workspace import Workspace
 
 RECIPE = 'backbone = "test_resnet"\nimage_size = 16\nepochs = 6\nbatch_size = 8\nlr = 3e-3\ntta = ["none", "hflip"]\n'
 PALETTE = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40], [40, 220, 220]])

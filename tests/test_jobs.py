@@ -13,13 +13,13 @@ import pytest
 from pipeline.competition import load_competition
 from pipeline.errors import PipelineError
 from pipeline.folds.stage import folds_stage
-from pipeline.layout import Workspace
 from pipeline.tools import soak
 from pipeline.train.context import Job
 from pipeline.train.executors import Dispatch
 from pipeline.train.executors.base import default_threads, last_epoch
 from pipeline.train.executors.local import exit_reason, visible_device
 from pipeline.train.stage import train_stage
+from pipeline.workspace import Workspace
 
 from .events import assert_epochs_match_metrics
 from .fakes import extra_module, write_leaves

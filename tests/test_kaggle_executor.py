@@ -216,9 +216,9 @@ def test_a_damaged_pulled_file_is_refused_naming_it(runs, tmp_path, capsys):
 def _context(root: Path):
     """The ``TrainContext`` make train builds for the toy run ``r`` under ``root``."""
     from pipeline.competition import load_competition
-    from pipeline.layout import Workspace
     from pipeline.train.assemble import load_recipes, read_training_folds
     from pipeline.train.context import TrainContext
+    from pipeline.workspace import Workspace
 
     comp = load_competition(root / "input/toy")
     ws = Workspace.under(root, comp.name)

@@ -1,7 +1,8 @@
 """Architecture tests for the ``pipeline`` package layout.
 
 Layers (high -> low): tools > __main__ > cli > teach > predict > {folds | train | ensemble | report | submit}
-> {competition | model} > core (config, layout, artifacts, errors, plots, lazy).
+> {competition | model} > the core (``pipeline.CORE``, the one list: the layers contract's last
+layer and docs/development.md's ``layers`` row are held to it below).
 
 The contracts themselves live in ``[tool.importlinter]`` in pyproject.toml; these tests
 (a) run them, (b) prove they bite on a planted violation in a throwaway copy,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +78,27 @@ def test_import_contracts_are_kept() -> None:
     assert result.returncode == 0, output
     for name in CONTRACTS.values():
         assert f"{name} KEPT" in output, output
+
+
+def test_one_list_of_the_core() -> None:
+    """``pipeline.CORE`` is the core: the layers contract's last layer and the ``layers`` row of
+    docs/development.md name exactly its modules (import-linter reads only pyproject.toml)."""
+    import pipeline
+
+    config = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["id"] == "layers")["layers"]
+    assert layers[-1].split(" : ") == list(pipeline.CORE)
+    row = next(
+        line
+        for line in (REPO / "docs" / "development.md").read_text().splitlines()
+        if line.startswith("| `layers` |")
+    )
+    listed = row.split("the core (", 1)[1].split(":", 1)[0]
+    assert re.findall(r"`(\w+)`", listed) == list(pipeline.CORE), row
+    assert all(
+        (REPO / PACKAGE / name).is_dir() or (REPO / PACKAGE / f"{name}.py").is_file()
+        for name in pipeline.CORE
+    )
 
 
 # --------------------------------------------------------------------------- (b)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import locks
 from pipeline.cli import main
+from pipeline.disk import locks
 from pipeline.tools.soak import check_outputs
 
 from .fakes import toy_roots, toy_workspace

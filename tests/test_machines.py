@@ -8,10 +8,10 @@ import os
 import torch
 
 from pipeline.config import Recipe
-from pipeline.machine import cores
 from pipeline.model import device as devices
 from pipeline.model.inputs import to_input
 from pipeline.train.executors.base import default_threads
+from pipeline.util.machine import cores
 
 
 def test_cores_fall_back_to_the_count_without_affinity(monkeypatch):

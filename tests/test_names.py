@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.layout import Workspace
+from pipeline.workspace import Workspace
 
 from .fakes import write_leaves
 
@@ -39,7 +39,7 @@ def test_a_run_named_like_a_shared_folder_is_refused(run, tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_clean_keeps_the_shipped_sets_and_weights(tmp_path):
     """Every shipped set (``layout.RECIPE_SETS``, the hub sets included) and the weights stay."""
-    from pipeline.layout import RECIPE_SETS
+    from pipeline.workspace import RECIPE_SETS
 
     models = tmp_path / "models"
     for d in (*RECIPE_SETS, "pretrained", "leaves/r/fold0", "digits"):

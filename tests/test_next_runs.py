@@ -167,7 +167,7 @@ def test_kaggle_executor_picks_the_gpu_set(trained, capsys):
     import argparse
 
     from pipeline.cli import _train_runs
-    from pipeline.layout import Workspace
+    from pipeline.workspace import Workspace
 
     ws = Workspace("toy", trained / "models", trained)
     for name in ("cpu", "gpu"):

@@ -18,9 +18,9 @@ import pytest
 from pipeline import artifacts
 from pipeline.cli import main
 from pipeline.errors import SubmissionError
-from pipeline.layout import Workspace
 from pipeline.predict import kaggle_check, kaggle_loop
 from pipeline.submit.kernels import notebook_output
+from pipeline.workspace import Workspace
 
 from .fakes import TOY_RECIPE, toy_roots, toy_workspace
 

@@ -180,17 +180,17 @@ def test_a_full_disk_when_the_activation_cache_reserves_and_a_damaged_one(
     """Issue 22: the trunk activations are a memory map, so their space is reserved first; a
     refusal is one line naming the cache, nothing partial stays, and the re-run equals a clean
     run. A truncated cache is said and rebuilt."""
-    import pipeline.storage
+    import pipeline.disk.space
 
     seen = []
-    real = pipeline.storage.fail_point
+    real = pipeline.disk.space.fail_point
 
     def record(kind, path):
         if kind == "fallocate":
             seen.append(Path(path))
         real(kind, path)
 
-    monkeypatch.setattr(pipeline.storage, "fail_point", record)
+    monkeypatch.setattr(pipeline.disk.space, "fail_point", record)
     assert main(["train", "--comp", "input/toy", "--runs", "p", "--folds", "0"]) == 0
     acts = [p for p in seen if p.name.startswith("acts")]
     assert [p.name for p in acts] == [

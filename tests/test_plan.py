@@ -12,12 +12,12 @@ import torch
 from pipeline.cli import main
 from pipeline.competition.load import load_competition
 from pipeline.config import load_recipe
-from pipeline.durations import parse_duration
 from pipeline.errors import PipelineError
-from pipeline.layout import Workspace
 from pipeline.train import budget
 from pipeline.train import plan as planner
 from pipeline.train.probe import Estimate
+from pipeline.util.durations import parse_duration
+from pipeline.workspace import Workspace
 
 from .fakes import write_leaves
 

@@ -18,10 +18,10 @@ from pipeline.cli import main
 from pipeline.competition import load_competition
 from pipeline.ensemble.members import load_members
 from pipeline.ensemble.state import load_state
-from pipeline.layout import Workspace
 from pipeline.predict import budget
 from pipeline.predict.saved import load_saved
 from pipeline.predict.stage import predict_stage
+from pipeline.workspace import Workspace
 
 from .fakes import write_cifar
 

@@ -12,10 +12,10 @@ from pipeline.config import load_recipe
 from pipeline.ensemble.members import load_folds
 from pipeline.errors import PipelineError
 from pipeline.folds.stage import folds_stage
-from pipeline.layout import Workspace
 from pipeline.train.context import Job, TrainContext
 from pipeline.train.kinds.finetune import setup_fold
 from pipeline.train.stage import train_stage
+from pipeline.workspace import Workspace
 
 from .fakes import CLASSES, write_cifar
 

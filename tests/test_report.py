@@ -9,8 +9,8 @@ import pytest
 from pipeline import artifacts
 from pipeline.competition import Competition
 from pipeline.errors import ArtifactError
-from pipeline.layout import Workspace
 from pipeline.report.stage import Predictions, report_stage, write_report
+from pipeline.workspace import Workspace
 
 # a: 4/4 right. b: 1/4 right, 3 called c. c: 1/2 right, 1 called a.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])

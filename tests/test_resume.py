@@ -37,7 +37,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     for root in (killed, clean):
         toy_workspace(root, RECIPE, n_per_class=12)
     last = killed / "models" / "toy" / "r" / "fold0" / "last.pt"
-    # the deterministic kill hook (atomic.py): SIGKILL right after epoch 1's last.pt of fold 0
+    # the deterministic kill hook (disk/faults.py): SIGKILL right after epoch 1's last.pt of fold 0
     # is renamed into place, mid-fold, with no timing race
     env = {"PIPELINE_KILL_AT": "after:fold0/last.pt"}
     proc = _cli(killed, "train", "--comp", "input/toy", "--runs", "r", env=env)

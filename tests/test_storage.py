@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.atomic
-import pipeline.storage
-from pipeline import artifacts, storage
+import pipeline.disk.atomic
+import pipeline.disk.space
+from pipeline import artifacts
 from pipeline.cli import main
+from pipeline.disk import space
 from pipeline.errors import ArtifactError
 from pipeline.model.checkpoint import read_checkpoint
 from pipeline.tools.soak import check_outputs
@@ -32,7 +33,7 @@ from .fakes import toy_roots, toy_workspace
 def _record(argv: list[str]) -> list[tuple[str, str]]:
     """The write points ``main(argv)`` reaches, in order."""
     seen: list[tuple[str, str]] = []
-    real = pipeline.storage.fail_point
+    real = pipeline.disk.space.fail_point
 
     def record(kind: str, path) -> None:
         p = Path(path)
@@ -41,8 +42,8 @@ def _record(argv: list[str]) -> list[tuple[str, str]]:
         real(kind, path)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.atomic, "fail_point", record)
-        mp.setattr(pipeline.storage, "fail_point", record)
+        mp.setattr(pipeline.disk.atomic, "fail_point", record)
+        mp.setattr(pipeline.disk.space, "fail_point", record)
         assert main(argv) == 0
     return seen
 
@@ -100,11 +101,11 @@ def test_a_full_disk_when_a_cache_reserves_removes_the_reservation(tmp_path, mon
     path = tmp_path / "c" / "x.u8"
     path.parent.mkdir()
     monkeypatch.setenv("PIPELINE_FAIL_AT", "fallocate:c/x.u8")
-    with pytest.raises(storage.DiskFull, match=r"x\.u8 \(needs 1,000 bytes, [\d,]+ bytes free\)"):
-        storage.reserve_file(path, 1000)
+    with pytest.raises(space.DiskFull, match=r"x\.u8 \(needs 1,000 bytes, [\d,]+ bytes free\)"):
+        space.reserve_file(path, 1000)
     assert not path.exists()
     monkeypatch.delenv("PIPELINE_FAIL_AT")
-    storage.reserve_file(path, 1000)
+    space.reserve_file(path, 1000)
     assert path.stat().st_size == 1000 and path.stat().st_blocks * 512 >= 1000  # not sparse
 
 

@@ -17,10 +17,10 @@ from pipeline import artifacts
 from pipeline.competition import Competition
 from pipeline.competition.submission import validate_submission
 from pipeline.errors import ArtifactError, SubmissionError
-from pipeline.layout import Workspace
 from pipeline.submit import kaggle
 from pipeline.submit.kaggle import has_kaggle_credentials, kaggle_command, send
 from pipeline.submit.stage import submit_stage
+from pipeline.workspace import Workspace
 
 CLASSES = ["bird", "cat", "dog"]
 IDS = ["001", "002", "003", "004"]

@@ -21,8 +21,8 @@ from pipeline.competition.load import load_competition
 from pipeline.config import RecipeError, recipe_from_dict
 from pipeline.ensemble.members import load_members
 from pipeline.ensemble.state import load_state
-from pipeline.layout import Workspace
 from pipeline.teach import targets
+from pipeline.workspace import Workspace
 
 from .fakes import CLASSES, write_leaves
 
@@ -219,7 +219,7 @@ def test_a_second_train_waits_for_a_teachers_targets_being_written(
     ``PIPELINE_HOLD_AT=wait:<lock>`` once it has found the lock held (no sleeps)."""
     import threading
 
-    from pipeline import locks
+    from pipeline.disk import locks
 
     from .test_locks import Hold
 

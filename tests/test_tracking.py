@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import track, track_mlflow
 from pipeline.cli import main, resolve_track
 from pipeline.errors import PipelineError
+from pipeline.track import board, mlflow_store
 
 from .events import assert_epochs_match_metrics, scalars
 from .fakes import extra_module, write_leaves
@@ -154,7 +154,7 @@ def test_ensemble_events_leaderboard_per_class_and_figures(tracked):
 
 def test_mlflow_runs_folds_and_ensemble_read_back(tracked):
     extra_module("mlflow", "track")
-    client = track_mlflow.mlflow_client(tracked / "models")
+    client = mlflow_store.mlflow_client(tracked / "models")
     exp = client.get_experiment_by_name("toy")
     runs = client.search_runs([exp.experiment_id])
     by_name = {r.info.run_name: r for r in runs}
@@ -186,7 +186,7 @@ def test_a_failing_event_write_warns_once_and_training_goes_on(tmp_path, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(record_writer.RecordWriter, "write", full)
-    monkeypatch.setattr(track, "_warned", set())
+    monkeypatch.setattr(board, "_warned", set())
     monkeypatch.chdir(tmp_path)
     write_leaves(tmp_path / "input" / "toy", n_per_class=6, n_test=2)
     (tmp_path / "models").mkdir()
@@ -202,8 +202,8 @@ def test_a_failing_event_write_warns_once_and_training_goes_on(tmp_path, monkeyp
 
 
 def test_track_values_and_the_commands_that_serve_them(tmp_path, monkeypatch, capsys):
-    assert track.resolve("tensorboard") == {"tensorboard"}
-    assert track.resolve("mlflow") == {"tensorboard", "mlflow"}
+    assert board.resolve("tensorboard") == {"tensorboard"}
+    assert board.resolve("mlflow") == {"tensorboard", "mlflow"}
     try:
         import mlflow  # noqa: F401
 
@@ -211,18 +211,18 @@ def test_track_values_and_the_commands_that_serve_them(tmp_path, monkeypatch, ca
     except ImportError:  # refused before any work, in one line
         with pytest.raises(PipelineError, match=r"^TRACK=mlflow needs the mlflow package: "):
             resolve_track("mlflow")
-    assert track.resolve("none") == frozenset()
+    assert board.resolve("none") == frozenset()
     monkeypatch.setenv("PIPELINE_TRACK", "none")
-    assert track.resolve(None) == frozenset()
+    assert board.resolve(None) == frozenset()
     with pytest.raises(PipelineError) as e:
-        track.resolve("wandb")
+        board.resolve("wandb")
     assert str(e.value) == "TRACK='wandb': one of tensorboard, mlflow, none (or tensorboard,mlflow)"
     with pytest.raises(PipelineError, match=r"^no TensorBoard events under .*unless TRACK=none$"):
-        track.serve_tensorboard(tmp_path, 6006)
+        board.serve_tensorboard(tmp_path, 6006)
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "events.out.tfevents.1.host.1.0").write_bytes(b"")
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd))
-    track.serve_tensorboard(tmp_path, 6123)
+    board.serve_tensorboard(tmp_path, 6123)
     assert "TensorBoard on http://127.0.0.1:6123/" in capsys.readouterr().out
     assert calls[0][1:] == ["--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", "6123"]

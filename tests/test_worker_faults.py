@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from pipeline import locks
+from pipeline.disk import locks
 from pipeline.errors import PipelineError
 from pipeline.train.executors import Dispatch
 from pipeline.train.stage import train_stage

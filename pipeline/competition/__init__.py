@@ -2,7 +2,7 @@
 ``rules``, ``check``), decoding its images (``images``), the submission format (``submission``)
 and the embedded demo competition (``demo``)."""
 
-from ..lazy import lazy_exports
+from ..util.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,

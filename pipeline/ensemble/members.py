@@ -17,7 +17,7 @@ from .. import artifacts
 from ..competition import Competition
 from ..competition.task import Task, class_order, encode
 from ..errors import ArtifactError
-from ..layout import Workspace
+from ..workspace import Workspace
 from .blend import softmax
 from .nested import ACCURACY
 

@@ -22,7 +22,7 @@ from ..competition import Competition
 from ..competition.submission import write_submission
 from ..competition.task import Task
 from ..errors import PipelineError
-from ..layout import Workspace
+from ..workspace import Workspace
 from .members import OOF, Members, duplicate_test_labels, load_members, print_members
 from .methods import METHODS, MULTILABEL, canonical, method_class
 from .nested import choose, leaderboard, print_leaderboard

@@ -1,6 +1,6 @@
 """Stage 1, ``make folds``: stratified, duplicate-aware K folds written once as a file."""
 
-from ..lazy import lazy_exports
+from ..util.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,

@@ -17,7 +17,7 @@ from .. import artifacts
 from ..competition import Competition
 from ..competition.task import encode
 from ..errors import PipelineError
-from ..layout import Workspace
+from ..workspace import Workspace
 from . import duplicates
 from .leaks import leak_notes
 from .relabel import RELABEL, apply_relabel

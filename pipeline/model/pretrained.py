@@ -20,7 +20,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..disk.atomic import atomic_write_bytes, atomic_write_text
 from ..errors import PipelineError
 from .backbone import read_state_dict
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import PipelineError
-from ..layout import Workspace
+from ..workspace import Workspace
 from .bad_images import DEFAULT_MAX_BAD, POLICIES
 from .budget import DEFAULT_LIMIT
 

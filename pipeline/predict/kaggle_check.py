@@ -16,7 +16,7 @@ import numpy as np
 from ..competition import load_competition
 from ..competition.submission import validate_for
 from ..errors import SubmissionError
-from ..layout import Workspace
+from ..workspace import Workspace
 
 MARGIN = 1e-3
 TOLERANCE = 2e-3

@@ -30,11 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..durations import parse_duration
 from ..errors import SubmissionError
-from ..layout import Workspace
 from ..submit.kaggle import attempt, failure, has_kaggle_credentials, kaggle_exe
 from ..submit.kernels import record_version
+from ..util.durations import parse_duration
+from ..workspace import Workspace
 
 NOT_FOUND = re.compile(r"\b404\b|not found|does not exist", re.I)
 STATUS_RE = re.compile(r'has status "(?:\w+\.)?(\w+)"')

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import artifacts
-from ..durations import parse_duration
 from ..errors import PipelineError
-from ..layout import Workspace
 from ..model.checkpoint import read_checkpoint
 from ..submit.kaggle import kaggle_user
+from ..util.durations import parse_duration
+from ..workspace import Workspace
 from . import shipping
 from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
 from .budget import DEFAULT_LIMIT, margin_for

@@ -22,10 +22,10 @@ from ..competition.task import Task
 from ..config import ADDED_LATER, Recipe, recipe_from_dict
 from ..ensemble.state import load_state
 from ..errors import ArtifactError, PipelineError
-from ..layout import Workspace
 from ..model.backbone import create_model
 from ..model.checkpoint import read_checkpoint
 from ..model.device import channels_last
+from ..workspace import Workspace
 
 WEIGHTS = "weights.safetensors"  # a package's fold weights; a workspace has best.pt
 

@@ -28,12 +28,12 @@ import numpy as np
 from .. import artifacts
 from ..competition.submission import validate_for, write_submission
 from ..competition.testset import load_test_folder
-from ..durations import parse_duration
 from ..ensemble.members import combine_label_views, combine_views
 from ..ensemble.prior import apply_prior, describe, top_movers
 from ..errors import PipelineError
-from ..layout import Workspace
 from ..model.device import resolve_device
+from ..util.durations import parse_duration
+from ..workspace import Workspace
 from . import budget
 from .bad_images import DEFAULT_MAX_BAD, BadImages
 from .saved import Saved, load_saved

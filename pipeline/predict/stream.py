@@ -17,11 +17,11 @@ import torch
 from tqdm import tqdm
 
 from ..competition.images import ImageError, cores, decode_sizes
+from ..disk.space import reserve_file
 from ..model.device import amp_dtype, autocast
 from ..model.infer import normalisation
 from ..model.inputs import to_input
 from ..model.tta import apply_view
-from ..storage import reserve_file
 from . import budget
 from .bad_images import BadImages
 from .saved import Member, Saved, load_fold_model

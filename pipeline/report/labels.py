@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from .. import artifacts
-from ..plots import pyplot
+from ..util.figures import pyplot
 from .html import build_page, image_html, table_html
 
 

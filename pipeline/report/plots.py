@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from ..plots import pyplot
+from ..util.figures import pyplot
 
 ANNOTATE_MAX = 15  # confusion-matrix cells get counts up to this many classes
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..competition.images import load_rgb
-from ..plots import pyplot
+from ..util.figures import pyplot
 
 COLS = 8
 

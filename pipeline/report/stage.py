@@ -20,8 +20,8 @@ from .. import artifacts
 from ..competition import Competition
 from ..competition.task import Task, encode
 from ..errors import ArtifactError
-from ..layout import Workspace
-from ..plots import pyplot
+from ..util.figures import pyplot
+from ..workspace import Workspace
 from . import analyze
 from .html import report_page
 from .labels import write_label_report

@@ -24,7 +24,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from ..disk.atomic import atomic_write_text
 from ..errors import PipelineError
 from .kaggle import _key_line, _scrub, kaggle_exe
 

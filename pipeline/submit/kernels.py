@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import artifacts
 from ..errors import SubmissionError
-from ..layout import Workspace
+from ..workspace import Workspace
 
 VALIDATED = "validated"
 

@@ -17,8 +17,8 @@ import pandas as pd
 from .. import artifacts
 from ..competition import Competition
 from ..errors import SubmissionError
-from ..layout import Workspace
-from ..plots import pyplot
+from ..util.figures import pyplot
+from ..workspace import Workspace
 from .kaggle import has_kaggle_credentials, kaggle_exe, send
 
 TAG_RE = re.compile(r"\[(pl-[0-9a-f]{8})\]")

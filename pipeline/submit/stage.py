@@ -15,7 +15,7 @@ from .. import artifacts
 from ..competition import Competition
 from ..competition.submission import validate_for
 from ..errors import ArtifactError, SubmissionError
-from ..layout import Workspace
+from ..workspace import Workspace
 from .kaggle import has_kaggle_credentials, kaggle_command, kaggle_exe, send
 from .kernels import notebook_output
 

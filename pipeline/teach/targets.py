@@ -30,15 +30,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import artifacts, locks
+from .. import artifacts
 from ..competition import Competition
+from ..disk import faults, locks
 from ..ensemble.members import OOF, combine_label_views, combine_views, load_folds, load_member
 from ..ensemble.stage import method_factory
 from ..errors import ArtifactError, PipelineError
-from ..layout import Workspace
 from ..model.infer import normalisation
 from ..predict.saved import Member, Saved, load_fold_model, load_saved
 from ..train.kinds import get_kind
+from ..workspace import Workspace
 
 
 @dataclass
@@ -110,7 +111,7 @@ def fold_targets(
     lock = path.with_name(f".{path.name}.lock")
     with locks.wait_lock(lock, f"teacher {name!r}'s targets for fold {fold}"):
         if not _matching(path, key):  # else written by the process this one waited for
-            locks.hold_point(f"teacher:{name}/fold{fold}")
+            faults.hold_point(f"teacher:{name}/fold{fold}")
             _write_fold_targets(comp, ws, t, name, fold, device, path)
     return path
 

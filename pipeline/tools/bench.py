@@ -30,8 +30,6 @@ import torch.nn.functional as F
 
 from .. import artifacts
 from ..config import Recipe
-from ..layout import Workspace
-from ..machine import cores
 from ..model.backbone import create_model, data_config
 from ..model.device import amp_dtype, autocast
 from ..model.infer import predict
@@ -41,6 +39,8 @@ from ..train import loop as train_loop
 from ..train.augment import loader_transform
 from ..train.cache import build_cache
 from ..train.loader import CachedImages, auto_workers, make_loader
+from ..util.machine import cores
+from ..workspace import Workspace
 
 
 def bench_stage(

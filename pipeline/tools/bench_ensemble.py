@@ -129,8 +129,8 @@ def bench_whole(
     and ``members`` runs of synthetic OOF and test logits, written under ``work``. Prints and
     returns the stage's wall time and peak resident memory (targets: 15 min, 8 GiB)."""
     from ..ensemble import ensemble_stage
-    from ..layout import Workspace
     from ..report import report_stage
+    from ..workspace import Workspace
 
     rng = np.random.default_rng(0)
     comp = _bench_competition(Path(work) / "input" / "bench", rows, test_rows, classes, rng)

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import artifacts
 from ..config import Recipe
 from ..errors import PipelineError
-from ..layout import Workspace
+from ..workspace import Workspace
 
 
 def _scratch(ws: Workspace, run: str, tmp: Workspace) -> None:

@@ -199,8 +199,8 @@ def bench(comp_dir: Path, sample: int = 40, sizes: list[int] = SIZES, check: boo
     from ..competition.check import check_stage
     from ..competition.load import load_competition
     from ..folds.stage import folds_stage
-    from ..layout import Workspace
     from ..train.cache import build_caches
+    from ..workspace import Workspace
 
     comp = load_competition(comp_dir)
     n = len(comp.train) + len(comp.test)

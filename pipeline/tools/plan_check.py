@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..artifacts import read_run_config
-from ..durations import format_duration
 from ..errors import PipelineError
-from ..layout import Workspace
+from ..util.durations import format_duration
+from ..workspace import Workspace
 
 
 def plan_check(ws: Workspace) -> list[dict]:

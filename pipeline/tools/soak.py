@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PipelineError
-from ..layout import Workspace
+from ..workspace import Workspace
 from .faults import Attempt, Trainer, run_attempt, wait_exit
 
 # (launcher, kill moment) per attempt; the assembly writes {run}/oof.npz. The named write points

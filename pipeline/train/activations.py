@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import artifacts, locks, storage
+from .. import artifacts
 from ..competition import Competition
 from ..config import Recipe
+from ..disk import faults, locks, space
 from ..errors import RecipeError
-from ..layout import Workspace
 from ..model.backbone import create_model, data_config
 from ..model.device import amp_dtype, autocast
 from ..model.infer import normalisation
 from ..model.inputs import to_input
 from ..model.tta import apply_view
+from ..workspace import Workspace
 from .cache import build_cache
 from .embed import _key as embedding_key
 
@@ -178,7 +179,7 @@ def _build_missing(comp, ws, recipe, split, device, missing: list[str], out: dic
             out[v] = got
             missing.remove(v)
     if missing:
-        locks.hold_point(f"activations:{split}")
+        faults.hold_point(f"activations:{split}")
         table = comp.train if split == "train" else comp.test
         size = recipe.image_size
         imgs = build_cache(comp.root, table["path"].tolist(), size, ws.decode_cache(split, size))
@@ -218,7 +219,7 @@ def _build(trunk, tail, imgs, norm, device, recipe, view, path, ids_hash, desc) 
                 shape = (len(imgs), *a.shape[1:])
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
                 needed = tmp.stat().st_size
-                storage.reserve_file(tmp, needed, path)  # sparse until reserved: SIGBUS when full
+                space.reserve_file(tmp, needed, path)  # sparse until reserved: SIGBUS when full
             out[at : at + len(a)] = a
             at += len(a)
             feats.append(f)
@@ -227,8 +228,8 @@ def _build(trunk, tail, imgs, norm, device, recipe, view, path, ids_hash, desc) 
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if storage.is_disk_full(e):
-            raise storage.disk_full(path, needed) from None
+        if space.is_disk_full(e):
+            raise space.disk_full(path, needed) from None
         raise
     artifacts.atomic_write_text(
         path.with_suffix(".json"), json.dumps({"ids_hash": ids_hash, "shape": list(shape)})

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import artifacts, locks
+from .. import artifacts
 from ..config import Recipe, to_toml
-from ..durations import format_duration
+from ..disk import faults, locks
+from ..util.durations import format_duration
 from .decoding import decode_for_budget
 from .kinds import get_kind
 from .plan import (
@@ -114,7 +115,7 @@ def resolve_plan(
         return _resolve_plan(comp, ws, recipes, labels, k, device, budget_s, auto)
     lock = ws.plan.with_name(f".{ws.plan.name}.lock")
     with locks.wait_lock(lock, f"the time-budget probe writing {ws.plan}"):
-        locks.hold_point("plan")
+        faults.hold_point("plan")
         return _resolve_plan(comp, ws, recipes, labels, k, device, budget_s, auto)
 
 

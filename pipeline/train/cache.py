@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import artifacts, locks, storage
+from .. import artifacts
 from ..competition.images import REDUCED, ImageError, cores, decode_sizes, parallel
+from ..disk import faults, locks, space
 from ..errors import CompetitionError
 
 # the decode behind the pixels, in every cache's key: a cache made another way (before issue
@@ -87,7 +88,7 @@ def _check_disk(need: dict[Path, int]) -> None:
     if not need:
         return
     first, total = next(iter(need)), sum(need.values())
-    free = storage.free_bytes(first.parent)
+    free = space.free_bytes(first.parent)
     print(
         f"decode caches to build: {len(need)} ({', '.join(p.name for p in need)}), "
         f"{total / 1e9:.2f} GB in {first.parent}"
@@ -95,7 +96,7 @@ def _check_disk(need: dict[Path, int]) -> None:
         flush=True,
     )
     if free is not None and free < total:
-        raise storage.DiskFull(
+        raise space.DiskFull(
             f"the decode caches need {total:,} bytes in {first.parent} but {free:,} are free; "
             "nothing was decoded: free space, or point CACHE= at a bigger disk (docs/performance.md)"
         )
@@ -115,7 +116,7 @@ def _build(root: Path, rel_paths: list[str], paths: dict[int, Path]) -> dict[int
         done = {z: m for z, p in paths.items() if (m := cached(rel_paths, z, p)) is not None}
         left = {z: p for z, p in paths.items() if z not in done}  # built by the one we waited for
         for p in left.values():
-            locks.hold_point(f"cache:{p.name}")
+            faults.hold_point(f"cache:{p.name}")
             for old in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
                 old.unlink(missing_ok=True)  # a killed builder's: whoever builds holds the lock
         if left:
@@ -134,7 +135,7 @@ def _fill(root: Path, rel_paths: list[str], paths: dict[int, Path]) -> None:
         outs = {}
         for z, tmp in tmps.items():
             current = paths[z]
-            storage.reserve_file(tmp, n * z * z * 3, paths[z])
+            space.reserve_file(tmp, n * z * z * 3, paths[z])
             outs[z] = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(n, z, z, 3))
         current = None
         desc = f"decode @{','.join(map(str, sorted(paths)))}px"
@@ -147,9 +148,9 @@ def _fill(root: Path, rel_paths: list[str], paths: dict[int, Path]) -> None:
     except BaseException as e:  # a bad image, a full disk or Ctrl-C: no partial cache
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
-        if storage.is_disk_full(e):
+        if space.is_disk_full(e):
             where = current or next(iter(paths.values()))
-            raise storage.disk_full(where, n * max(paths) ** 2 * 3) from None
+            raise space.disk_full(where, n * max(paths) ** 2 * 3) from None
         raise
     for z, p in paths.items():
         meta = {"key": _key(rel_paths, z), "shape": [n, z, z, 3]}

@@ -15,7 +15,7 @@ import pandas as pd
 from ..competition import Competition
 from ..competition.task import encode
 from ..config import Recipe
-from ..layout import Workspace
+from ..workspace import Workspace
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +55,7 @@ class TrainContext:
     recipes: dict[str, Recipe]
     device: str  # "cpu", "cuda", "cuda:1"; a worker that owns one GPU sees it as "cuda"
     labels: np.ndarray = field(repr=False)  # labels_by_row(comp, folds_df)
-    track: frozenset[str] = frozenset()  # TRACK's trackers (pipeline/track.py); none by default
+    track: frozenset[str] = frozenset()  # TRACK's trackers (pipeline/track/); none by default
 
     @classmethod
     def build(cls, comp, ws, folds_df, fhash, recipes, device: str) -> TrainContext:

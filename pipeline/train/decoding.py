@@ -10,8 +10,8 @@ import time
 import numpy as np
 
 from ..competition.images import cores
-from ..durations import format_duration
 from ..errors import PipelineError
+from ..util.durations import format_duration
 from .cache import build_caches, cached, decode_into
 
 PRICE_SAMPLE = 32  # train images decoded (for every size at once, on every core) to price it

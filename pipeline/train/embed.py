@@ -11,12 +11,13 @@ import time
 import numpy as np
 import torch
 
-from .. import artifacts, locks
+from .. import artifacts
 from ..competition import Competition
 from ..config import Recipe
-from ..layout import Workspace
+from ..disk import faults, locks
 from ..model.backbone import create_model, data_config
 from ..model.infer import normalisation, predict_as_trained
+from ..workspace import Workspace
 from .cache import build_cache
 
 
@@ -61,7 +62,7 @@ def _embed_missing(comp, ws, recipe, split, device, model, cfg, missing, out) ->
             out[view] = got
             missing.remove(view)
     if missing:
-        locks.hold_point(f"embeddings:{split}")
+        faults.hold_point(f"embeddings:{split}")
         size = recipe.image_size
         imgs = build_cache(comp.root, table["path"].tolist(), size, ws.decode_cache(split, size))
         norm = normalisation(cfg["mean"], cfg["std"], device)

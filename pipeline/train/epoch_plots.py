@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import artifacts
-from ..plots import pyplot
+from ..util.figures import pyplot
 
 
 def plot_curves(metrics: pd.DataFrame, path: Path, title: str) -> Path:

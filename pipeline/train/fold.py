@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import artifacts
 from ..model.checkpoint import checkpoint_bytes, read_checkpoint
-from ..track import Board
+from ..track.board import Board
 from .context import FoldJob
 
 

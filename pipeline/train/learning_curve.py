@@ -17,9 +17,9 @@ import pandas as pd
 from .. import artifacts
 from ..competition import Competition
 from ..errors import PipelineError
-from ..layout import Workspace
 from ..model.pretrained import ensure_pretrained
-from ..plots import pyplot
+from ..util.figures import pyplot
+from ..workspace import Workspace
 from .assemble import load_recipes, read_training_folds
 from .context import Job, TrainContext
 from .kinds import get_kind

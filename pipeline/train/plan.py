@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .. import artifacts
 from ..config import to_toml
-from ..durations import format_duration
 from ..errors import PipelineError
+from ..util.durations import format_duration
 from .kinds import get_kind
 from .probe import FOLD_OVERHEAD_S as FOLD_OVERHEAD_S
 from .probe import Cost
@@ -77,7 +77,7 @@ def make_plan(
     if plan is None:
         fewest = {r: fewest_epochs(c, recipe_epochs[r]) for r, c in costs.items()}
         smallest = Plan(budget_s, k, fewest, recipe_epochs, costs)
-        raise PipelineError(refusal(smallest, "" if auto else "with the recipes' epochs"))
+        raise PipelineError(budget_too_small(smallest, "" if auto else "with the recipes' epochs"))
     return plan
 
 
@@ -195,7 +195,7 @@ def _est(c: Cost) -> str:
     return f"{c.estimate.score:.3f}" if c.estimate is not None else "-"
 
 
-def refusal(smallest: Plan, how: str) -> str:
+def budget_too_small(smallest: Plan, how: str) -> str:
     """The one line for a budget not even the first run fits: each run's smallest minutes."""
     each = ", ".join(f"{r} {smallest.run_seconds(r) / 60:.1f} min" for r in smallest.costs)
     probes = sum(c.probe_s for c in smallest.costs.values())

@@ -22,18 +22,18 @@ import torch
 from .. import artifacts
 from ..competition import Competition
 from ..config import ADDED_LATER, Recipe, to_toml
-from ..durations import format_duration
 from ..errors import ArtifactError, PipelineError
-from ..layout import Workspace
 from ..model.device import resolve_device as resolve_device
 from ..model.pretrained import ensure_pretrained
+from ..util.durations import format_duration
+from ..workspace import Workspace
 from .assemble import assemble_run, load_recipes, read_training_folds
 from .budget import record_wall, resolve_plan
 from .context import Job, TrainContext, labels_by_row
-from .executors import Dispatch, execute, refusal
+from .executors import Dispatch, execute, why_refused
 from .executors.base import Failure, prepare_shared
 from .kinds import get_kind
-from .summary import track_run
+from .run_summary import track_run
 
 
 def train_stage(
@@ -54,7 +54,7 @@ def train_stage(
     job after another); assemble each run whose folds are all done. ``budget_s``: plan the
     epochs to fit (``plan.py``); a written ``plan.toml`` is used whenever it exists. ``teach(run,
     teacher, folds)`` writes a student's targets before its folds train (``pipeline/teach``).
-    ``track``: TRACK's trackers (``pipeline/track.py``): each fold's epochs and each assembled
+    ``track``: TRACK's trackers (``pipeline/track/``): each fold's epochs and each assembled
     run's summary go to TensorBoard (and MLflow)."""
     t_start = time.perf_counter()
     folds_df, fhash = read_training_folds(comp, ws)
@@ -194,7 +194,7 @@ def _teach_students(ws: Workspace, recipes: dict, jobs: list[Job], d: Dispatch, 
         pending = [j.fold for j in jobs if j.run == run]
         if not (recipe.teacher and pending):
             continue
-        if why := refusal(d, "workspace"):
+        if why := why_refused(d, "workspace"):
             raise PipelineError(
                 f"{run} is a student of {recipe.teacher!r}: its folds read the teacher's targets "
                 f"from {ws.runs_dir}/teachers/, which {why}"

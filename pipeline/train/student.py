@@ -24,7 +24,7 @@ from .. import artifacts
 from ..competition import Competition
 from ..config import Recipe
 from ..errors import ArtifactError
-from ..layout import Workspace
+from ..workspace import Workspace
 
 TARGET_KEYS = {"ids", "probs", "test_ids", "test_probs", "classes", "folds_hash", "label_folds"}
 

@@ -10,7 +10,7 @@ import tomllib
 from .. import artifacts
 from ..config import load_recipe, recipe_from_dict, to_toml
 from ..errors import RecipeError
-from ..layout import Workspace
+from ..workspace import Workspace
 
 
 def write_variant(ws: Workspace, run: str, set_text: str, overrides: dict, new: str) -> str:

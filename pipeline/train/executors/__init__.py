@@ -82,7 +82,7 @@ def execute(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
     return executor_module(d.name).execute(ctx, jobs, d)
 
 
-def refusal(d: Dispatch, what: str) -> str:
+def why_refused(d: Dispatch, what: str) -> str:
     """Why the executor cannot run a job that needs ``what`` (``"workspace"``: files the
     driver wrote before dispatch, as a student's teacher targets), or ""."""
     check = getattr(executor_module(d.name), "refuses", None)

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ... import locks
+from ...disk import faults, locks
 from ...errors import PipelineError
-from ...machine import cores
+from ...util.machine import cores
 from ..context import Job, TrainContext
 from ..kinds import get_kind
 
@@ -61,7 +61,7 @@ def run_job(ctx: TrainContext, job: Job, threads: int, device: str | None = None
         if ctx.done(job):
             print(f"{job.tag}: finished by another process meanwhile; skipped")
             return
-        locks.hold_point(f"fold:{job.run}/fold{job.fold}")
+        faults.hold_point(f"fold:{job.run}/fold{job.fold}")
         torch.set_num_threads(threads)
         fold_job = ctx.fold_job(job, torch.device(device or ctx.device))
         get_kind(fold_job.recipe.kind).fit_fold(fold_job)

@@ -234,7 +234,7 @@ def notebook_context(inp: Path, working: Path, code: Path, batch: dict):
 
     from ...competition import load_competition
     from ...config import recipe_from_dict
-    from ...layout import Workspace
+    from ...workspace import Workspace
     from ..assemble import read_training_folds
     from ..context import TrainContext
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from ... import artifacts
 from ...errors import PipelineError
-from ...layout import Workspace
-from ...machine import cores
+from ...util.machine import cores
+from ...workspace import Workspace
 from ..context import Job, TrainContext
 from .base import FORWARDED_ENV, Failure, FoldHeld, Progress, prepare_shared, run_job
 

@@ -9,7 +9,7 @@ return carries them), a run's summary and HParams the run ``<run>``, an ensemble
 Tracking never stops training: events go through TensorBoard's asynchronous writer, and the
 first failing write (ENOSPC, say) prints one warning and turns that tracker off. Torch,
 TensorBoard and MLflow are imported only when a tracker writes; the MLflow store is
-``track_mlflow.py``.
+``mlflow_store.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ EVENTS_GLOB = "events.out.tfevents.*"
 def resolve(value: str | None) -> frozenset[str]:
     """The trackers of ``TRACK``: ``tensorboard``, ``mlflow`` (which keeps TensorBoard too),
     ``tensorboard,mlflow`` or ``none``; unset: ``$PIPELINE_TRACK``, else tensorboard."""
-    from .errors import PipelineError
+    from ..errors import PipelineError
 
     raw = value if value is not None else os.environ.get(ENV, DEFAULT)
     names = {s.strip() for s in raw.replace(" ", ",").split(",") if s.strip()}
@@ -229,7 +229,7 @@ def _hparam(v):
 def serve_tensorboard(logdir: Path, port: int) -> None:
     """``tensorboard --logdir <models>/<comp>`` on 127.0.0.1:``port``, its URL printed first;
     one line when nothing was tracked there yet."""
-    from .errors import PipelineError
+    from ..errors import PipelineError
 
     if not any(Path(logdir).rglob(EVENTS_GLOB)):
         raise PipelineError(

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import artifacts
-from ..track import Board
-from ..track_mlflow import guarded_mlflow, mlflow_client, mlflow_experiment
+from ..track.board import Board
+from ..track.mlflow_store import guarded_mlflow, mlflow_client, mlflow_experiment
 from .context import TrainContext
 from .fold import epoch_scalars
 

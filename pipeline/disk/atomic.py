@@ -8,13 +8,13 @@ import glob
 import hashlib
 import io
 import os
-import signal
 import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .storage import disk_full, fail_point, is_disk_full
+from .faults import fail_point, kill_point
+from .space import disk_full, is_disk_full
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -25,7 +25,7 @@ def atomic_write(
     path: str | Path, write: Callable[[io.BufferedWriter], None], size: int | None = None
 ) -> Path:
     """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over it. A
-    full disk is ``storage.DiskFull`` naming ``path`` and ``size`` (the bytes, where known),
+    full disk is ``space.DiskFull`` naming ``path`` and ``size`` (the bytes, where known),
     with the temp file removed and the old ``path`` (if any) untouched."""
     path = Path(path)
     tmp = None
@@ -40,7 +40,7 @@ def atomic_write(
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are ordinary files
-        _kill_point("before", path)
+        kill_point("before", path)
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:
@@ -48,7 +48,7 @@ def atomic_write(
         if is_disk_full(e):
             raise disk_full(path, size) from None
         raise
-    _kill_point("after", path)
+    kill_point("after", path)
     return path
 
 
@@ -73,28 +73,6 @@ def _pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def _kill_point(when: str, path: Path) -> None:
-    """Fault injection for tests/test_fault.py and ``make soak`` (pipeline.tools.soak) only:
-    ``PIPELINE_KILL_AT=before:<file>[,after:<file>...]``, ``<file>`` an artifact's name or
-    ``<folder>/<name>``, SIGKILLs this process just before (after) the first of them reached is
-    renamed into place: moments a random kill rarely hits. With ``PIPELINE_KILL_ONCE=<folder>``
-    each point fires once only (a marker file in that folder remembers it), so a retried job
-    gets past it. With ``PIPELINE_KILL_GROUP=1`` the whole process group dies (a ``JOBS=N``
-    train's driver and workers: ``make soak JOBS=N``). Unset, it does nothing."""
-    points = os.environ.get("PIPELINE_KILL_AT", "").split(",")
-    for hit in (f"{when}:{path.name}", f"{when}:{path.parent.name}/{path.name}"):
-        if hit in points:
-            if once := os.environ.get("PIPELINE_KILL_ONCE"):
-                try:  # O_EXCL: the first process to reach the point takes it
-                    os.close(os.open(Path(once) / hit.replace("/", "_"), os.O_CREAT | os.O_EXCL))
-                except FileExistsError:
-                    continue
-            os.write(2, f"\nPIPELINE_KILL_AT: SIGKILL at {hit}\n".encode())
-            if os.environ.get("PIPELINE_KILL_GROUP"):  # the driver and its JOBS workers too
-                os.killpg(os.getpgrp(), signal.SIGKILL)
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

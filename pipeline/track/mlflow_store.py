@@ -1,6 +1,6 @@
 """TRACK=mlflow: the local MLflow store under ``<models>`` (``mlflow.db``, SQLite, and
 ``mlruns/`` for artifacts), one experiment per competition, and ``make mlflow``. Only the driver
-writes to it (``train/summary.py``, ``ensemble/tracking.py``); a failing write warns once and
+writes to it (``train/run_summary.py``, ``ensemble/ensemble_summary.py``); a failing write warns once and
 never stops a stage. MLflow is an optional extra (``pip install -e '.[track]'``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .track import serve
+from .board import serve
 
 MLFLOW_DB = "mlflow.db"  # models/mlflow.db and models/mlruns/: TRACK=mlflow's local store
 MLFLOW_ARTIFACTS = "mlruns"
@@ -22,7 +22,7 @@ def mlflow_uri(models: Path) -> str:
 
 def require_mlflow() -> None:
     """One line, before any work, when TRACK=mlflow but mlflow is not installed."""
-    from .errors import PipelineError
+    from ..errors import PipelineError
 
     try:
         import mlflow  # noqa: F401
@@ -69,7 +69,7 @@ def mlflow_experiment(client, models: Path, name: str) -> str:
 
 def serve_mlflow(models: Path, port: int) -> None:
     """``mlflow ui`` on the store under ``models`` at 127.0.0.1:``port``."""
-    from .errors import PipelineError
+    from ..errors import PipelineError
 
     require_mlflow()
     if not (Path(models) / MLFLOW_DB).is_file():

@@ -1,12 +1,13 @@
 """A full disk and a damaged file as one line each, never a traceback or a half-written file.
 
-- ``DiskFull``: raised instead of ``OSError(ENOSPC)`` by every artifact write (``atomic.py``) and
+- ``DiskFull``: raised instead of ``OSError(ENOSPC)`` by every artifact write (``atomic``) and
   every memory-mapped cache (``reserve_file``), naming the file, the bytes it needs where known and
   the bytes free; the CLI prints it as one line. A re-run after space is freed continues where
   the run stopped (each artifact is written whole or not at all).
 - ``reserve_file``: ``posix_fallocate`` before a cache is filled through ``np.memmap``: writing into
   a sparse mapping on a full disk is a SIGBUS, not an ``OSError``, so the blocks are taken first.
-- ``PIPELINE_FAIL_AT``: the fault injection the tests use to reach every write point.
+- ``PIPELINE_FAIL_AT`` (``faults.fail_point``): the fault injection the tests use to reach every
+  write point.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import PipelineError
+from ..errors import PipelineError
+from .faults import fail_point
 
 # the errors that mean "no space": a full disk, a full quota, a file over the size limit
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -51,20 +53,6 @@ def disk_full(path: str | Path, needed: int | None = None) -> DiskFull:
 
 def is_disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in NO_SPACE
-
-
-def fail_point(kind: str, path: str | Path) -> None:
-    """Fault injection for tests only: ``PIPELINE_FAIL_AT=<kind>:<file>[,...]`` (``<file>`` a
-    name or ``<folder>/<name>``) raises ``OSError(ENOSPC)`` at the first matching write point:
-    ``enospc`` where an artifact is written (``atomic.atomic_write``), ``fallocate`` where a
-    memory-mapped cache reserves its space (``reserve_file``). Unset, it does nothing."""
-    points = os.environ.get("PIPELINE_FAIL_AT")
-    if not points:
-        return
-    p = Path(path)
-    want = points.split(",")
-    if f"{kind}:{p.name}" in want or f"{kind}:{p.parent.name}/{p.name}" in want:
-        raise OSError(errno.ENOSPC, f"No space left on device (PIPELINE_FAIL_AT={kind})", str(p))
 
 
 def reserve_file(path: str | Path, nbytes: int, name: str | Path | None = None) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..competition import Competition
-from ..layout import Workspace
-from ..track import ENSEMBLES, Board
-from ..track_mlflow import guarded_mlflow, mlflow_client, mlflow_experiment
+from ..track.board import ENSEMBLES, Board
+from ..track.mlflow_store import guarded_mlflow, mlflow_client, mlflow_experiment
+from ..workspace import Workspace
 
 FIGURES = ("per_class_accuracy", "confusion_matrix", "worst_mistakes", "label_issues")
 

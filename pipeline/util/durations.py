@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import PipelineError
+from ..errors import PipelineError
 
 UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")

@@ -12,7 +12,7 @@ teacher's targets (``wait_lock``: another process waits, then reads what was bui
 emulates it with byte-range locks); across the nodes of other shared filesystems it does not:
 see docs/scale-out.md.
 
-``PIPELINE_HOLD_AT`` (tests only) parks a process at a named point while it holds a lock, so a
+``PIPELINE_HOLD_AT`` (tests only, ``faults.hold_point``) parks a process at a named point while it holds a lock, so a
 test runs a second process against it deterministically, without sleeps.
 """
 
@@ -24,6 +24,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+from .faults import hold_point
 
 
 class Lock:
@@ -95,17 +97,3 @@ def wait_lock(path: str | Path, what: str) -> Lock:
         os.close(fd)
         raise
     return _claim(path, fd, what)
-
-
-def hold_point(name: str) -> None:
-    """Tests only: with ``PIPELINE_HOLD_AT=<name>[,...]`` and ``PIPELINE_HOLD_DIR=<dir>`` (two
-    FIFOs, ``held`` and ``go``), a process reaching ``<name>`` writes the name to ``held`` (the
-    test's read returns: the process is parked here, holding its lock) and waits until the test
-    writes to ``go``. Unset, it does nothing."""
-    if name not in os.environ.get("PIPELINE_HOLD_AT", "").split(","):
-        return
-    where = Path(os.environ["PIPELINE_HOLD_DIR"])
-    with open(where / "held", "w") as f:
-        f.write(name + "\n")
-    with open(where / "go") as f:
-        f.read()
