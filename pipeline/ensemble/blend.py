@@ -99,10 +99,11 @@ def normalise(p: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-class _Uniform:
-    """Base: ``fit`` only records equal weights; subclasses define ``_combine``."""
+class EqualWeights:
+    """Base: ``fit`` only records equal weights; subclasses define ``_combine`` (or, as the
+    multi-label blends do, ``predict_proba``)."""
 
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> _Uniform:
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> EqualWeights:
         m = check_members(oof_logits).shape[0]
         self.weights_ = np.full(m, 1.0 / m)
         return self
@@ -144,21 +145,21 @@ class HardVote:
         return normalise(out)
 
 
-class SoftVote(_Uniform):
+class SoftVote(EqualWeights):
     """Mean of member softmax probabilities."""
 
     def _combine(self, logits: np.ndarray) -> np.ndarray:
         return normalise(mean_probs(logits))
 
 
-class MeanLogits(_Uniform):
+class MeanLogits(EqualWeights):
     """Softmax of the mean of member logits: a member with larger logits (sharper) counts more."""
 
     def _combine(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits.mean(axis=0, dtype=np.float64))
 
 
-class RankAverage(_Uniform):
+class RankAverage(EqualWeights):
     """Mean over members of each class column's percentile rank among the predicted rows.
 
     Rank averaging (the Kaggle blend for AUC metrics) ignores calibration entirely: only the

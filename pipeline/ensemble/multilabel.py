@@ -14,33 +14,26 @@ from scipy.optimize import minimize
 from scipy.special import expit, logit
 from scipy.stats import rankdata
 
-from .blend import check_members
+from .blend import EqualWeights, check_members
 
 EPS = 1e-6
 
 
-class _Uniform:
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> _Uniform:
-        m = len(check_members(oof_logits))
-        self.weights_ = np.full(m, 1.0 / m)
-        return self
-
-
-class LabelMean(_Uniform):
+class LabelMean(EqualWeights):
     """Mean over members of each label's sigmoid probability."""
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         return expit(np.asarray(logits, dtype=np.float64)).mean(axis=0)
 
 
-class LabelLogitMean(_Uniform):
+class LabelLogitMean(EqualWeights):
     """Sigmoid of the mean logit of each label."""
 
     def predict_proba(self, logits: np.ndarray) -> np.ndarray:
         return expit(np.asarray(logits, dtype=np.float64).mean(axis=0))
 
 
-class LabelRank(_Uniform):
+class LabelRank(EqualWeights):
     """Mean over members of each label column's percentile rank among the predicted rows: the
     column-AUC blend (scores are comparable within a column only)."""
 
