@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.competition import metrics
 from pipeline.config import AUGMENT_PRESETS, CHOICES, TTA_VIEWS, Recipe
 from pipeline.ensemble.methods import ALIASES, METHODS
 from pipeline.train.kinds import KINDS
@@ -47,6 +48,25 @@ def test_ensembles_doc_names_every_method() -> None:
     text = (DOCS / "ensembles-report.md").read_text()
     missing = [m for m in [*METHODS, *ALIASES] if f"`{m}`" not in text]
     assert not missing, f"docs/ensembles-report.md lacks method(s): {missing}"
+
+
+def metrics_missing(text: str) -> list[str]:
+    """The registry's metrics (``competition.metrics.METRICS``, read now) that ``text`` names
+    neither as `name` nor as "name"."""
+    return [m for m in metrics.METRICS if f"`{m}`" not in text and f'"{m}"' not in text]
+
+
+def posts_missing(text: str) -> list[str]:
+    """The metrics' post-processing kinds that ``text`` shows no ``<method>+<post>`` row for."""
+    posts = {m.post for m in metrics.METRICS.values() if m.post}
+    return sorted(p for p in posts if f"`<method>+{p}`" not in text)
+
+
+def test_docs_name_every_metric_and_post_processing() -> None:
+    fmt = (DOCS / "competition-format.md").read_text()
+    toml_keys = fmt.split("| `metric` |", 1)[1].split("\n", 1)[0]
+    assert metrics_missing(toml_keys) == [], "competition-format.md's competition.toml table"
+    assert posts_missing((DOCS / "ensembles-report.md").read_text()) == []
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
