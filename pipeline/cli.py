@@ -1,8 +1,13 @@
-"""The user CLI, ``python -m pipeline <verb>`` (the Makefile's targets call it).
+"""The user CLI, ``python -m pipeline <verb>`` (the Makefile's targets call it): it parses and
+dispatches, nothing else.
 
-Every verb parses its arguments and calls one stage function; errors a user can fix print one
-``error:`` line and exit with status 2. Imports are lazy so that ``--help`` and the torch-free
-stages start fast. Developer tooling has its own entry point: ``python -m pipeline.tools``.
+Every verb parses its arguments and calls one stage function (``cmd_<verb>``); what a flag means
+lives with the stage (``train.request``, ``train.executors``: each executor declares its own
+flags). Every verb that takes a competition declares it and its workspace roots with
+``layout.add_workspace_args``, and ``layout.default_comp`` resolves a left-out ``--comp``. Errors
+a user can fix print one ``error:`` line and exit with status 2. Imports are lazy so that
+``--help`` and the torch-free stages start fast. Developer tooling has its own entry point:
+``python -m pipeline.tools``.
 """
 
 from __future__ import annotations
@@ -11,26 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import split_words
 from .errors import PipelineError
-from .layout import Workspace
+from .layout import Workspace, add_workspace_args, default_comp
 from .storage import disk_full, is_disk_full
 
 DESCRIPTION = (
     "Kaggle image classification: make download folds train ensemble submit SLUG=<slug> "
     "(or COMP=input/<name>)"
 )
-DEFAULT_COMP = "input/digits"  # make demo's embedded competition
-
-
-def split_words(text: str) -> list[str]:
-    return [t for t in text.replace(",", " ").split() if t]
-
-
-def _folds(text: str) -> list[int] | None:
-    try:
-        return [int(t) for t in split_words(text)] or None
-    except ValueError:
-        raise PipelineError(f"FOLDS={text!r}: use fold numbers like FOLDS=0,1") from None
 
 
 def open_competition(a, strict: bool = True):
@@ -48,21 +42,15 @@ def open_competition(a, strict: bool = True):
 
 
 def resolve_comp(a) -> None:
-    """``--comp`` left out: ``input/<slug>`` when ``--slug`` is given (``make ... SLUG=``), else
-    make demo's competition. The one place this default lives."""
+    """``--comp`` left out: ``layout.default_comp`` (``input/<slug>`` once the slug is checked,
+    else make demo's competition)."""
     if getattr(a, "comp", "") is None:
         slug = getattr(a, "slug", "")
         if slug:
             from .submit.download import check_slug
 
             check_slug(slug)
-        a.comp = f"input/{slug}" if slug else DEFAULT_COMP
-
-
-def cmd_download(a):
-    from .submit.download import download_stage
-
-    download_stage(a.slug, Path(a.comp) if a.comp else None, workers=a.workers)
+        a.comp = default_comp(None, slug)
 
 
 def resolve_track(value: str | None) -> frozenset[str]:
@@ -74,6 +62,12 @@ def resolve_track(value: str | None) -> frozenset[str]:
     if "mlflow" in track:
         require_mlflow()
     return track
+
+
+def cmd_download(a):
+    from .submit.download import download_stage
+
+    download_stage(a.slug, Path(a.comp) if a.comp else None, workers=a.workers)
 
 
 def cmd_check(a):
@@ -91,117 +85,36 @@ def cmd_folds(a):
 
 
 def cmd_train(a):
+    from .teach import student_targets
     from .train import train_stage
+    from .train.executors import jobs_device
+    from .train.request import budget_epochs, parse_folds, train_runs
 
     comp, ws = open_competition(a)
-    runs, overrides = _train_runs(a, ws)
+    runs, overrides = train_runs(ws, a.runs, a.set, a.as_, a.recipes, jobs_device(a))
     dispatch = _dispatch(a)
-    from .durations import parse_duration
-
-    if a.epochs not in ("auto", "recipe"):
-        raise PipelineError(f"EPOCHS={a.epochs!r}: use auto (fit BUDGET) or recipe")
-    budget = parse_duration(a.budget, "BUDGET") if a.budget else None
-
-    def teach(run: str, teacher: str, folds: list[int]) -> None:
-        from .model.device import resolve_device
-        from .teach import teach as write_targets
-
-        write_targets(comp, ws, resolve_device(a.device), run, teacher, folds)
-
+    budget_s, auto_epochs = budget_epochs(a.budget, a.epochs)
+    plan = {"budget_s": budget_s, "auto_epochs": auto_epochs}
+    folds, teach = parse_folds(a.folds), student_targets(comp, ws, a.device)
+    track = resolve_track(a.track)
     train_stage(
-        comp,
-        ws,
-        runs,
-        _folds(a.folds),
-        overrides,
-        a.device,
-        dispatch,
-        budget_s=budget,
-        auto_epochs=a.epochs == "auto",
-        teach=teach,
-        track=resolve_track(a.track),
+        comp, ws, runs, folds, overrides, a.device, dispatch, teach=teach, track=track, **plan
     )
-
-
-def _train_runs(a, ws) -> tuple[list[str], dict]:
-    """The runs ``train`` trains and the overrides it applies: ``RUNS`` (``-<run>`` leaves one
-    out of the shipped set), or one run's variant saved by ``AS=`` (trained without overrides:
-    they are in its file)."""
-    from .config import parse_overrides, select_runs
-
-    words, overrides = split_words(a.runs), parse_overrides(a.set)
-    if a.as_:
-        from .train.variants import write_variant
-
-        if len(words) != 1 or words[0].startswith("-"):
-            raise PipelineError(
-                f'AS={a.as_} saves a variant of one run: make train RUNS=<run> SET="..." AS={a.as_}'
-            )
-        return [write_variant(ws, words[0], a.set, overrides, a.as_)], {}
-    if any(not w.startswith("-") for w in words):  # runs named (mixed with -<run>: refused)
-        return select_runs(words, [], ""), overrides
-    on_gpu = a.executor == "kaggle" and not a.no_gpu  # the notebooks' GPU, not this machine's
-    name, shipped = _recipe_set(ws, a.recipes, "cuda" if on_gpu else a.device)
-    runs = select_runs(words, shipped, f"the {name} set")
-    without = f" without {', '.join(w[1:] for w in words)}" if words else ""
-    print(
-        f"RUNS{'=' + ' '.join(words) if words else ' not given'}: the {name} set{without}, "
-        f"{' '.join(runs)}"
-    )
-    return runs, overrides
-
-
-def _recipe_set(ws, name: str, device: str) -> tuple[str, list[str]]:
-    """The shipped recipes of set ``name`` (``<models>/<name>/``, one of ``RECIPE_SETS``);
-    ``auto``: the offline GPU set only where the device is CUDA (``EXECUTOR=kaggle``'s GPU
-    notebooks included), so a CPU (or Apple's mps) never picks up the GPU set and no default
-    needs internet."""
-    if name == "auto":
-        import torch
-
-        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        name = "gpu" if cuda else "cpu"
-    if name not in ws.RECIPE_SETS:
-        raise PipelineError(f"RECIPES={name!r}: use auto, {', '.join(ws.RECIPE_SETS)}")
-    runs = sorted(p.stem for p in (Path(ws.models) / name).glob("*.toml"))
-    if not runs:
-        raise PipelineError(
-            f"no recipes to train: {ws.models}/{name}/ has none; put one in {ws.models}/<run>.toml "
-            "and pass RUNS=<run>"
-        )
-    return name, runs
 
 
 def _dispatch(a):
-    """The executor settings of ``train`` (``EXECUTOR JOBS THREADS RETRIES``, and the
-    executor's own: ``GPUS`` of local workers, ``SHARED_FS`` of Ray), those given only."""
-    from .train.executors import Dispatch
+    """The executor settings of ``train`` (``train.executors.dispatch_from_args``); with
+    ``EXECUTOR=kaggle``, make package's Kaggle helpers handed in (train may not import them)."""
+    from .train.executors import dispatch_from_args
 
-    try:
-        gpus = tuple(int(g) for g in split_words(a.gpus)) or None
-        threads = int(a.threads) if str(a.threads).strip() else None
-    except ValueError:
-        raise PipelineError(
-            f"GPUS={a.gpus!r} THREADS={a.threads!r}: use GPUS=0,1 and THREADS=<n>"
-        ) from None
-    options = {"gpus": gpus} if gpus is not None else {}
-    if a.no_shared_fs:
-        options["shared_fs"] = False
-    if a.kaggle_slots is not None:
-        options["kaggle_slots"] = a.kaggle_slots
-    if a.executor == "kaggle":  # OWNER and GPU as make package's, so only here
-        options |= {"owner": a.owner, "gpu": not a.no_gpu}
-        _use_kaggle()
-    return Dispatch(a.executor, a.jobs, threads, a.retries, options)
+    dispatch = dispatch_from_args(a)
+    if a.executor == "kaggle":
+        from .predict import kaggle_loop, shipping
+        from .submit import kaggle
+        from .train.executors import kaggle as executor
 
-
-def _use_kaggle() -> None:
-    """Hand EXECUTOR=kaggle make package's Kaggle helpers: train may not import them."""
-    from .predict import kaggle_loop, shipping
-    from .submit import kaggle
-    from .train.executors import kaggle as executor
-
-    executor.use(executor.Commands(kaggle, kaggle_loop, shipping))
+        executor.use(executor.Commands(kaggle, kaggle_loop, shipping))
+    return dispatch
 
 
 def cmd_curve(a):
@@ -215,38 +128,29 @@ def cmd_curve(a):
 
 def cmd_ensemble(a):
     from .config import select_runs
-    from .ensemble import ensemble_stage
+    from .ensemble import ensemble_name, ensemble_stage
 
     comp, ws = open_competition(a)
-    methods = split_words(a.methods) or None
-    track = resolve_track(a.track)
+    methods, track = split_words(a.methods) or None, resolve_track(a.track)
     words = split_words(a.runs)
     runs = select_runs(words, ws.trained_runs(), "the trained runs") if words else []
-    a.name = _ensemble_name(ws, a.name)
+    a.name = ensemble_name(ws, a.name)
     ensemble_stage(comp, ws, runs, a.method, a.name, methods, a.dup_labels, a.prior)
-    if not a.no_report:  # the report stage reads what the ensemble stage just wrote
+    _chain_report(comp, ws, a.name, not a.no_report, track)
+
+
+def _chain_report(comp, ws, name: str, report: bool, track: frozenset[str]) -> None:
+    """What ``make ensemble`` runs after the stage: the report stage, which reads what the
+    ensemble stage just wrote, then the tracking of both (the leaderboard, per-class accuracy
+    and the report's figures)."""
+    if report:
         from .report import report_stage
 
-        report_stage(comp, ws, name=a.name)
-    if track:  # the leaderboard, per-class accuracy and the report's figures
+        report_stage(comp, ws, name=name)
+    if track:
         from .ensemble.tracking import track_ensemble
 
-        track_ensemble(comp, ws, a.name, track)
-
-
-def _ensemble_name(ws, name: str) -> str:
-    """``NAME``, or the next of its series when the ledger records that folder as sent to
-    Kaggle (``artifacts.kept_name``): said in one line."""
-    from .artifacts import kept_name, sent_to_kaggle
-
-    new = kept_name(ws.ledger, name)
-    if new != name:
-        print(
-            f"{ws.submission_dir(name)} was sent to Kaggle at {sent_to_kaggle(ws.ledger, name)} "
-            f"({ws.ledger}): kept as sent; this ensemble goes to {ws.submission_dir(new)} "
-            f"(make submit NAME={new})"
-        )
-    return new
+        track_ensemble(comp, ws, name, track)
 
 
 def cmd_report(a):
@@ -293,19 +197,10 @@ def cmd_predict(a):
 def cmd_package(a):
     from .predict.package import package_stage
 
-    ws = Workspace(Path(a.comp).name, Path(a.models), Path(a.output))
-    package_stage(
-        ws,
-        a.name,
-        a.slug,
-        a.owner,
-        a.precision,
-        not a.no_gpu,
-        a.time_limit,
-        a.dry_run,
-        a.max_bad,
-        Path(a.comp),  # the public test images the notebook's output is checked on
-    )
+    comp = Path(a.comp)  # its public test images: what the notebook's output is checked on
+    ws = Workspace(comp.name, Path(a.models), Path(a.output))
+    settings = (a.precision, not a.no_gpu, a.time_limit, a.dry_run, a.max_bad)
+    package_stage(ws, a.name, a.slug, a.owner, *settings, comp)
 
 
 def cmd_weights(a):
@@ -321,26 +216,6 @@ def cmd_demo_data(a):
     from .competition.demo import write_digits
 
     write_digits(Path(a.out))
-
-
-def add_comp(s: argparse.ArgumentParser, required: bool = False) -> None:
-    """The competition and the three roots every stage verb takes."""
-    s.add_argument(
-        "--comp",
-        required=required,
-        default=None,
-        help=f"competition folder, e.g. input/leaves (input/<slug> with --slug, else {DEFAULT_COMP})",
-    )
-    s.add_argument(
-        "--slug", default="", help="the competition's Kaggle slug: --comp defaults to input/<slug>"
-    )
-    s.add_argument(
-        "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
-    )
-    s.add_argument("--output", default=".", help="where folds/ and submissions/ are written")
-    s.add_argument(
-        "--cache", default="", help="decode and hash caches (default <models>/<comp>/.cache)"
-    )
 
 
 def add_track(s: argparse.ArgumentParser) -> None:
@@ -360,17 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=help_)
         s.set_defaults(fn=fn)
         if comp:
-            add_comp(s)
+            add_workspace_args(s)
         return s
 
     _data_verbs(verb)
     _model_verbs(verb)
+    _result_verbs(verb)
+    _code_verbs(verb)
     _setup_verbs(verb)
     return p
 
 
 def _data_verbs(verb) -> None:
-    """check, folds."""
+    """check, download, folds."""
     from .folds.duplicates import NEAR_DISTANCE  # torch-free, numbers only
 
     s = verb("check", cmd_check, "validate the CSVs and decode every image; list all problems")
@@ -399,7 +276,10 @@ def _data_verbs(verb) -> None:
 
 
 def _train_args(s: argparse.ArgumentParser) -> None:
-    """The train verb's recipes, budget and executor settings."""
+    """The train verb's recipes, budget and tracking; then the executors' settings, which
+    ``train.executors`` declares (each executor its own flags)."""
+    from .train.executors import add_dispatch_args
+
     s.add_argument(
         "--runs",
         default="",
@@ -423,24 +303,12 @@ def _train_args(s: argparse.ArgumentParser) -> None:
         default="auto",
         help="shipped set trained when --runs is empty: cpu, gpu, cpu-hub, gpu-hub (hub weights: internet) or auto (gpu on CUDA, else cpu)",
     )
-    s.add_argument("--executor", default="local", help="local (this machine), ray or kaggle")
-    s.add_argument("--jobs", type=int, default=1, help="local worker processes (1: in-process)")
-    s.add_argument("--threads", default="", help="torch threads per job (default cores / jobs)")
-    s.add_argument("--gpus", default="", help="GPU ids for the workers, e.g. 0,1 (default all)")
-    s.add_argument("--retries", type=int, default=1, help="re-runs of a job that dies")
     add_track(s)
-    s.add_argument(
-        "--no-shared-fs",
-        action="store_true",
-        help="Ray: tasks train in node scratch and return the fold's files to this driver",
-    )
-    s.add_argument("--kaggle-slots", type=int, default=None, help="Kaggle notebooks at once")
-    s.add_argument("--owner", default="", help="EXECUTOR=kaggle: the Kaggle user (OWNER)")
-    s.add_argument("--no-gpu", action="store_true", help="EXECUTOR=kaggle: notebooks on CPU")
+    add_dispatch_args(s)
 
 
 def _model_verbs(verb) -> None:
-    """train, ensemble, report, submit."""
+    """train, curve, ensemble."""
     from .ensemble.methods import method_help  # torch-free registry
 
     _train_args(verb("train", cmd_train, "train every (run, fold) not yet done"))
@@ -475,6 +343,10 @@ def _model_verbs(verb) -> None:
     )
     s.add_argument("--no-report", action="store_true", help="skip the report stage")
     add_track(s)
+
+
+def _result_verbs(verb) -> None:
+    """report, submit, lb, board, mlflow."""
     s = verb("report", cmd_report, "per-class report of an ensemble, from oof_ensemble.npz")
     s.add_argument("--name", default="ensemble")
     s = verb("submit", cmd_submit, "validate submission.csv and send it to Kaggle")
@@ -487,25 +359,17 @@ def _model_verbs(verb) -> None:
     s.add_argument("--port", type=int, default=6006, help="the port on 127.0.0.1 (6006)")
     s = verb("mlflow", cmd_mlflow, "the MLflow UI on TRACK=mlflow's store under --models")
     s.add_argument("--port", type=int, default=5000, help="the port on 127.0.0.1 (5000)")
-    _code_verbs(verb)
 
 
 def _code_verbs(verb) -> None:
-    """predict (code competitions)."""
+    """predict and package (code competitions)."""
     from .predict.args import add_predict_args
 
     s = verb("predict", cmd_predict, "predict a test folder from the saved ensemble", comp=False)
     add_predict_args(s)
     s = verb("package", cmd_package, "Kaggle dataset + offline notebook of an ensemble", comp=False)
-    s.add_argument(
-        "--comp",
-        default=None,
-        help=f"competition folder or name (input/<slug>, else {DEFAULT_COMP})",
-    )
-    s.add_argument("--models", default="models")
-    s.add_argument("--output", default=".")
+    add_workspace_args(s, cache=False, slug="; the notebook's competition (default: as trained)")
     s.add_argument("--name", default="ensemble")
-    s.add_argument("--slug", default="", help="Kaggle competition slug (default: as trained)")
     s.add_argument("--owner", default="", help="Kaggle user (default: KAGGLE_USERNAME)")
     s.add_argument("--precision", default="fp16", help="stored weights: fp16 or fp32")
     s.add_argument("--no-gpu", action="store_true", help="the notebook runs on CPU")

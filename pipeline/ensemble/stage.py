@@ -110,6 +110,19 @@ def ensemble_stage(
     return summary
 
 
+def ensemble_name(ws: Workspace, name: str) -> str:
+    """``NAME``, or the next of its series when the ledger records that folder as sent to
+    Kaggle (``artifacts.kept_name``): said in one line."""
+    new = artifacts.kept_name(ws.ledger, name)
+    if new != name:
+        print(
+            f"{ws.submission_dir(name)} was sent to Kaggle at "
+            f"{artifacts.sent_to_kaggle(ws.ledger, name)} ({ws.ledger}): kept as sent; this "
+            f"ensemble goes to {ws.submission_dir(new)} (make submit NAME={new})"
+        )
+    return new
+
+
 def class_prior(y: np.ndarray, n_classes: int, task: Task) -> np.ndarray | None:
     """The train class priors of the OOF rows (None for multi-label: no single class)."""
     if task.multilabel:
