@@ -15,7 +15,7 @@ from pipeline.ensemble.post import POSTS, post_for
 from pipeline.ensemble.stage import method_factory
 from pipeline.errors import PipelineError
 
-from .test_docs import DOCS, metrics_missing
+from .test_docs import DOCS, ensemble_doc_missing, metrics_missing
 
 
 def test_traits_name_known_formats_tasks_and_post_processing() -> None:
@@ -66,6 +66,7 @@ def test_a_metric_planted_in_the_registry_reaches_help_docs_and_ensemble(monkeyp
     # the docs check sees it, undocumented: competition-format.md must name it
     fmt = (DOCS / "competition-format.md").read_text()
     assert metrics_missing(fmt) == ["planted_score"]
+    assert ensemble_doc_missing((DOCS / "ensembles-report.md").read_text()) == ["planted_score"]
     # the ensemble climbs it directly and fits its post-processing
     caruana = method_factory("caruana", task)
     assert isinstance(caruana, partial) and caruana.keywords == {"metric": "planted_score"}
