@@ -1,13 +1,13 @@
 """The user CLI, ``python -m pipeline <verb>`` (the Makefile's targets call it): it parses and
 dispatches, nothing else.
 
-Every verb parses its arguments and calls one stage function (``cmd_<verb>``); what a flag means
-lives with the stage (``train.request``, ``train.executors``: each executor declares its own
-flags). Every verb that takes a competition declares it and its workspace roots with
-``layout.add_workspace_args``, and ``layout.default_comp`` resolves a left-out ``--comp``. Errors
-a user can fix print one ``error:`` line and exit with status 2. Imports are lazy so that
-``--help`` and the torch-free stages start fast. Developer tooling has its own entry point:
-``python -m pipeline.tools``.
+Every verb (``cli.verbs`` declares them and their flags) calls one stage function from its
+``cmd_<verb>`` here; what a flag means lives with the stage (``train.request``;
+``train.executors``, where each executor declares its own flags). Every verb that takes a
+competition declares it and its workspace roots with ``layout.add_workspace_args``, and
+``layout.default_comp`` resolves a left-out ``--comp``. Errors a user can fix print one
+``error:`` line and exit with status 2. Imports are lazy so that ``--help`` and the torch-free
+stages start fast. Developer tooling has its own entry point: ``python -m pipeline.tools``.
 """
 
 from __future__ import annotations
