@@ -200,6 +200,11 @@ def _custom_augment(value: Any, source: str) -> tuple:
     return tuple(dict(t) for t in value)
 
 
+def split_words(text: str) -> list[str]:
+    """A make variable's words, comma or space separated (``RUNS=a,b``, ``GPUS=0 1``)."""
+    return [t for t in text.replace(",", " ").split() if t]
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
     """Parse ``"epochs=2 image_size=32"`` (the Makefile's SET=) into raw values."""
     out: dict[str, Any] = {}

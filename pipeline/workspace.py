@@ -16,13 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PipelineError
+
+if TYPE_CHECKING:
+    import argparse
 
 RECIPE_SETS = ("cpu", "gpu", "cpu-hub", "gpu-hub")  # shipped recipe sets: <models>/<set>/
 # folders of <models>/ that are not competitions, and of <models>/<comp>/ that are not runs
 RESERVED_COMPS = (*RECIPE_SETS, "pretrained")
 RESERVED_RUNS = ("embeddings", "teachers")
+DEFAULT_COMP = "input/digits"  # make demo's embedded competition
 
 
 @dataclass(frozen=True)
@@ -155,3 +160,35 @@ class Workspace:
     @property
     def ledger(self) -> Path:
         return self.submissions_dir / "ledger.csv"
+
+
+def default_comp(comp: str | None, slug: str) -> str:
+    """``--comp``, else ``input/<slug>`` when ``--slug`` is given (``make ... SLUG=``), else make
+    demo's competition. The one place this default lives."""
+    return comp or (f"input/{slug}" if slug else DEFAULT_COMP)
+
+
+def add_workspace_args(s: argparse.ArgumentParser, cache: bool = True, slug: str = "") -> None:
+    """The competition and the roots of its workspace, which every verb taking a competition
+    declares (``python -m pipeline`` and the notebook's ``python -m pipeline.predict``): ``--comp``,
+    ``--slug`` (``slug``: what else it means for the verb), ``--models``, ``--output`` and, where
+    the verb decodes images, ``--cache``."""
+    s.add_argument(
+        "--comp",
+        default=None,
+        help="competition folder, e.g. input/leaves (input/<slug> with --slug, else "
+        f"{DEFAULT_COMP})",
+    )
+    s.add_argument(
+        "--slug",
+        default="",
+        help=f"the competition's Kaggle slug: --comp defaults to input/<slug>{slug}",
+    )
+    s.add_argument(
+        "--models", default="models", help="recipes <run>.toml and trained runs <comp>/<run>/"
+    )
+    s.add_argument("--output", default=".", help="where folds/ and submissions/ are written")
+    if cache:
+        s.add_argument(
+            "--cache", default="", help="decode and hash caches (default <models>/<comp>/.cache)"
+        )

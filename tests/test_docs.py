@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.competition import metrics
 from pipeline.config import AUGMENT_PRESETS, CHOICES, TTA_VIEWS, Recipe
 from pipeline.ensemble.methods import ALIASES, METHODS
 from pipeline.train.kinds import KINDS
@@ -47,6 +48,29 @@ def test_ensembles_doc_names_every_method() -> None:
     text = (DOCS / "ensembles-report.md").read_text()
     missing = [m for m in [*METHODS, *ALIASES] if f"`{m}`" not in text]
     assert not missing, f"docs/ensembles-report.md lacks method(s): {missing}"
+
+
+def metrics_missing(text: str) -> list[str]:
+    """The registry's metrics (``competition.metrics.METRICS``, read now) that ``text`` names
+    neither as `name` nor as "name"."""
+    return [m for m in metrics.METRICS if f"`{m}`" not in text and f'"{m}"' not in text]
+
+
+def ensemble_doc_missing(text: str) -> list[str]:
+    """What ``text`` (ensembles-report.md) lacks of the metrics' ensemble traits: a
+    ``<method>+<post>`` row per post-processing, each directly climbed metric in the caruana row."""
+    posts = {m.post for m in metrics.METRICS.values() if m.post}
+    caruana = text.split("| `caruana` |", 1)[1].split("\n", 1)[0]
+    return [f"+{p}" for p in sorted(posts) if f"`<method>+{p}`" not in text] + [
+        n for n, m in metrics.METRICS.items() if m.direct and f"`{n}`" not in caruana
+    ]
+
+
+def test_docs_name_every_metric_and_its_ensemble_traits() -> None:
+    fmt = (DOCS / "competition-format.md").read_text()
+    for row in ("| `metric` |", "| metric |"):  # competition.toml's keys; what is detected
+        assert metrics_missing(fmt.split(row, 1)[1].split("\n", 1)[0]) == [], row
+    assert ensemble_doc_missing((DOCS / "ensembles-report.md").read_text()) == []
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")

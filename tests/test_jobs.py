@@ -167,25 +167,28 @@ def test_dispatch_settings(monkeypatch):
 
 
 def test_train_cli_flags_make_the_dispatch():
-    from pipeline.cli import _dispatch, build_parser
+    from pipeline.cli import build_parser
+    from pipeline.train.executors import dispatch_from_args
 
     base = ["train", "--comp", "input/x", "--runs", "r"]
-    assert _dispatch(build_parser().parse_args(base)) == Dispatch()  # make train's defaults
+    assert (
+        dispatch_from_args(build_parser().parse_args(base)) == Dispatch()
+    )  # make train's defaults
     flags = ["--executor", "ray", "--jobs", "2", "--threads", "3"]
     a = build_parser().parse_args([*base, *flags, "--retries", "0", "--no-shared-fs"])
-    assert _dispatch(a) == Dispatch("ray", 2, 3, 0, {"shared_fs": False})
+    assert dispatch_from_args(a) == Dispatch("ray", 2, 3, 0, {"shared_fs": False})
     a = build_parser().parse_args([*base, "--jobs", "2", "--gpus", "0,1"])
-    assert _dispatch(a) == Dispatch("local", 2, None, 1, {"gpus": (0, 1)})
+    assert dispatch_from_args(a) == Dispatch("local", 2, None, 1, {"gpus": (0, 1)})
     # an option of another executor is refused naming it: GPUS is the local workers', SHARED_FS
     # Ray's (Ray gives each task its GPU)
     with pytest.raises(
         PipelineError, match=r"GPUS is not an option of EXECUTOR=ray \(its options: SHARED_FS\)"
     ):
-        _dispatch(build_parser().parse_args([*base, *flags, "--gpus", "0,1"]))
+        dispatch_from_args(build_parser().parse_args([*base, *flags, "--gpus", "0,1"]))
     with pytest.raises(PipelineError, match=r"SHARED_FS is not an option of EXECUTOR=local JOBS=1"):
-        _dispatch(build_parser().parse_args([*base, "--no-shared-fs"]))
+        dispatch_from_args(build_parser().parse_args([*base, "--no-shared-fs"]))
     with pytest.raises(PipelineError, match="GPUS='a'"):
-        _dispatch(build_parser().parse_args([*base, "--gpus", "a"]))
+        dispatch_from_args(build_parser().parse_args([*base, "--gpus", "a"]))
 
 
 def test_last_epoch_reads_the_job_log(tmp_path):

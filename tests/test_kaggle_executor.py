@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import timm
 
-from pipeline.cli import _dispatch, build_parser, main
+from pipeline.cli import build_parser, main
 from pipeline.errors import PipelineError
 from pipeline.predict import kaggle_loop
 from pipeline.tools import soak
 from pipeline.train.context import Job
-from pipeline.train.executors import Dispatch
+from pipeline.train.executors import Dispatch, dispatch_from_args
 from pipeline.train.executors.kaggle_pull import install
 
 from .fakes import toy_roots, toy_workspace
@@ -229,9 +229,9 @@ def _context(root: Path):
 def test_kaggle_slots_is_refused_with_another_executor():
     base = ["train", "--comp", "input/x", "--runs", "r"]
     with pytest.raises(PipelineError, match=r"KAGGLE_SLOTS is not an option of EXECUTOR=local"):
-        _dispatch(build_parser().parse_args([*base, "--kaggle-slots", "2"]))
+        dispatch_from_args(build_parser().parse_args([*base, "--kaggle-slots", "2"]))
     a = build_parser().parse_args([*base, "--executor", "kaggle", "--owner", "me", "--no-gpu"])
     want = Dispatch("kaggle", options={"owner": "me", "gpu": False})
-    assert _dispatch(a) == want and want.option("kaggle_slots") == 2
+    assert dispatch_from_args(a) == want and want.option("kaggle_slots") == 2
     a = build_parser().parse_args([*base, "--owner", "me", "--no-gpu"])  # make package's: ignored
-    assert _dispatch(a) == Dispatch()
+    assert dispatch_from_args(a) == Dispatch()

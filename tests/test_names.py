@@ -38,7 +38,7 @@ def test_a_run_named_like_a_shared_folder_is_refused(run, tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_clean_keeps_the_shipped_sets_and_weights(tmp_path):
-    """Every shipped set (``layout.RECIPE_SETS``, the hub sets included) and the weights stay."""
+    """Every shipped set (``workspace.RECIPE_SETS``, the hub sets included) and the weights stay."""
     from pipeline.workspace import RECIPE_SETS
 
     models = tmp_path / "models"

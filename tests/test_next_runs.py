@@ -166,18 +166,22 @@ def test_kaggle_executor_picks_the_gpu_set(trained, capsys):
     machine's CPU set; ``GPU=0`` keeps the CPU set."""
     import argparse
 
-    from pipeline.cli import _train_runs
+    from pipeline.train.executors import jobs_device
+    from pipeline.train.request import train_runs
     from pipeline.workspace import Workspace
+
+    def runs_of(a, ws):
+        return train_runs(ws, a.runs, a.set, a.as_, a.recipes, jobs_device(a))
 
     ws = Workspace("toy", trained / "models", trained)
     for name in ("cpu", "gpu"):
         (trained / "models" / name).mkdir(exist_ok=True)
         shutil.copy(trained / "models" / "r.toml", trained / "models" / name / f"{name}1.toml")
     args = dict(runs="", set="", as_="", recipes="auto", device="cpu", executor="kaggle")
-    assert _train_runs(argparse.Namespace(**args, no_gpu=False), ws)[0] == ["gpu1"]
-    assert _train_runs(argparse.Namespace(**args, no_gpu=True), ws)[0] == ["cpu1"]
-    assert _train_runs(argparse.Namespace(**{**args, "executor": "local"}, no_gpu=False), ws)[
-        0
-    ] == ["cpu1"]
+    assert runs_of(argparse.Namespace(**args, no_gpu=False), ws)[0] == ["gpu1"]
+    assert runs_of(argparse.Namespace(**args, no_gpu=True), ws)[0] == ["cpu1"]
+    assert runs_of(argparse.Namespace(**{**args, "executor": "local"}, no_gpu=False), ws)[0] == [
+        "cpu1"
+    ]
     for name in ("cpu", "gpu"):
         shutil.rmtree(trained / "models" / name)

@@ -375,13 +375,13 @@ def test_shipped_sets_cpu_never_picks_gpu(toy, capsys):
     assert cpu and gpu and not set(cpu) & set(gpu)
     for run in cpu + gpu:
         load_recipe(ws.recipe(run))  # every shipped recipe is valid
-    from pipeline.cli import _recipe_set
+    from pipeline.train.request import recipe_set
 
-    assert _recipe_set(ws, "auto", "cpu") == ("cpu", cpu)
-    assert _recipe_set(ws, "cpu", "auto") == ("cpu", cpu)
-    assert _recipe_set(ws, "gpu", "cpu") == ("gpu", gpu)  # asked for by name only
+    assert recipe_set(ws, "auto", "cpu") == ("cpu", cpu)
+    assert recipe_set(ws, "cpu", "auto") == ("cpu", cpu)
+    assert recipe_set(ws, "gpu", "cpu") == ("gpu", gpu)  # asked for by name only
     with pytest.raises(PipelineError, match="RECIPES='big': use auto, cpu, gpu, cpu-hub, gpu-hub"):
-        _recipe_set(ws, "big", "cpu")
+        recipe_set(ws, "big", "cpu")
 
 
 def test_ensemble_value_weighs_a_weak_run_as_a_blend_would():

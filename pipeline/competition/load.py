@@ -23,10 +23,12 @@ import pandas as pd
 from ..errors import CompetitionError
 from . import classes as class_checks
 from . import layouts, rules
+from .metrics import metric_names
 from .paths import resolve_images
 from .rules import read_csv, read_csv_header
 from .task import Task, detect_task
 
+# competition.toml's keys and their meaning (``setting_help`` fills in the metric names)
 SETTINGS = {
     "slug": "Kaggle competition slug for `kaggle competitions submit -c` (default: folder name)",
     "train_csv": "train CSV file name, e.g. trainLabels.csv",
@@ -37,8 +39,7 @@ SETTINGS = {
     "or holding one folder of images per class when there is no train CSV",
     "test_images": "folder holding test images named <id>.<ext>",
     "task": "multiclass, binary or ordinal (integer grades); default: detected",
-    "metric": "the competition's metric (accuracy, macro_f1, micro_f1, quadratic_kappa, "
-    "roc_auc, log_loss, mean_column_auc); default: inferred from the sample submission",
+    "metric": "the competition's metric ({metrics}); default: inferred from the sample submission",
     "positive_label": "binary probability submissions: the class whose probability is written",
     "group_column": "train CSV column whose rows must share a fold (a patient, a driver)",
     "sample_only_classes": '"zero": write probability 0 in the sample\'s columns of classes no '
@@ -46,6 +47,11 @@ SETTINGS = {
     "train_only_classes": '"drop": leave out the train rows of classes the sample submission has '
     "no column for (default: refused)",
 }
+
+
+def setting_help(key: str) -> str:
+    """What ``competition.toml``'s ``key`` means; the metric key's list read from the registry."""
+    return SETTINGS[key].replace("{metrics}", metric_names())
 
 
 class Tables(NamedTuple):

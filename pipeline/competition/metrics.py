@@ -6,7 +6,8 @@ Every metric takes the truth and the prediction in one of two shapes:
   (rows of probabilities; binary tasks have C = 2, the positive class at index 1);
 - multi-label tasks: ``y (N, C)`` 0/1 indicators and ``probs (N, C)`` independent probabilities.
 
-``METRICS`` names each one with whether higher is better, so a caller can rank by any of them.
+``METRICS`` names each one with its traits (whether higher is better, the formats it scores, how
+the ensemble treats it): every list of metrics elsewhere is derived from it.
 Torch-free: the ensemble, report and submit stages all score with these.
 """
 
@@ -96,19 +97,95 @@ def samples_f1(y: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> floa
 
 
 class Metric(NamedTuple):
+    """A metric and its traits. Every list of metrics is read from ``METRICS`` (the formats a
+    sample submission allows, the ``competition.toml`` help, the ensemble's choices), as
+    scikit-learn's scorer carries ``greater_is_better`` and ``response_method``:
+
+    - ``formats``: the submission formats (``task.FORMATS``) it scores; ``default_for``: those
+      it is inferred for when ``competition.toml`` names no metric;
+    - ``multilabel``: it scores multi-label tasks (label sets, or a probability per label);
+    - ``direct``: Caruana climbs it directly (a ranking metric log loss stands in for poorly);
+    - ``post``: the post-processing it rewards (a key of ``ensemble.post.POSTS``), on the task
+      kinds ``post_kinds`` (empty: every kind);
+    - ``needs_every_label``: undefined on a held-out fold that lacks a label (ROC AUC per label).
+    """
+
     fn: Callable[[np.ndarray, np.ndarray], float]
     greater_is_better: bool
     help: str
+    formats: tuple[str, ...] = ()
+    default_for: tuple[str, ...] = ()
+    multilabel: bool = False
+    direct: bool = False
+    post: str | None = None
+    post_kinds: tuple[str, ...] = ()
+    needs_every_label: bool = False
+
+    def post_for(self, kind: str) -> str | None:
+        """The post-processing this metric rewards on a ``kind`` task, or None."""
+        return self.post if self.post and (not self.post_kinds or kind in self.post_kinds) else None
 
 
+LABEL, PROB, CLASS_PROBS = ("label",), ("probability",), ("class_probabilities",)
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric(accuracy, True, "share of rows whose argmax is the true class"),
-    "log_loss": Metric(log_loss, False, "multi-class log loss, clipped and renormalised"),
-    "macro_f1": Metric(macro_f1, True, "mean over classes of F1"),
-    "micro_f1": Metric(micro_f1, True, "F1 over all rows (= accuracy for one label per row)"),
-    "roc_auc": Metric(roc_auc, True, "binary ROC AUC of the positive class"),
-    "mean_column_auc": Metric(mean_column_auc, True, "mean over columns of ROC AUC"),
-    "quadratic_kappa": Metric(quadratic_kappa, True, "quadratic weighted kappa of grades"),
-    "map_at_5": Metric(map_at_k, True, "mean average precision of the top 5 labels"),
-    "samples_f1": Metric(samples_f1, True, "row-wise mean F1 of label sets"),
+    "accuracy": Metric(
+        accuracy, True, "share of rows whose argmax is the true class", LABEL, LABEL
+    ),
+    "log_loss": Metric(
+        log_loss,
+        False,
+        "multi-class log loss, clipped and renormalised",
+        PROB + CLASS_PROBS,
+        CLASS_PROBS,
+        post="temp",
+    ),
+    "macro_f1": Metric(macro_f1, True, "mean over classes of F1", LABEL),
+    "micro_f1": Metric(
+        micro_f1, True, "F1 over all rows (= accuracy for one label per row)", LABEL
+    ),
+    "roc_auc": Metric(
+        roc_auc, True, "binary ROC AUC of the positive class", PROB, PROB, direct=True
+    ),
+    "mean_column_auc": Metric(
+        mean_column_auc,
+        True,
+        "mean over columns of ROC AUC",
+        CLASS_PROBS,
+        multilabel=True,
+        direct=True,
+        needs_every_label=True,
+    ),
+    "quadratic_kappa": Metric(
+        quadratic_kappa,
+        True,
+        "quadratic weighted kappa of grades",
+        LABEL,
+        direct=True,
+        post="cuts",
+        post_kinds=("ordinal",),
+    ),
+    "map_at_5": Metric(
+        map_at_k, True, "mean average precision of the top 5 labels", ("top_k",), ("top_k",)
+    ),
+    "samples_f1": Metric(
+        samples_f1,
+        True,
+        "row-wise mean F1 of label sets",
+        ("label_list",),
+        ("label_list",),
+        multilabel=True,
+        post="threshold",
+        post_kinds=("multilabel",),
+    ),
 }
+
+
+def scoring(fmt: str) -> tuple[str, ...]:
+    """The metrics that can score a ``fmt`` submission, the one inferred for it first."""
+    names = [n for n, m in METRICS.items() if fmt in m.formats]
+    return tuple(sorted(names, key=lambda n: fmt not in METRICS[n].default_for))
+
+
+def metric_names() -> str:
+    """Every metric's name, comma-separated: the help texts' list."""
+    return ", ".join(METRICS)

@@ -17,22 +17,14 @@ import pandas as pd
 from scipy.special import expit, softmax
 
 from ..errors import CompetitionError
-from .metrics import METRICS
+from .metrics import METRICS, scoring
 
 # single-label tasks (every row has one class), and multi-label (a row has a set of labels)
 TASKS = ("multiclass", "binary", "ordinal", "multilabel")
 # submission formats: one label per row; P(positive) per row; one probability column per class;
 # a space-separated set of labels per row; the k most probable labels per row, best first
 FORMATS = ("label", "probability", "class_probabilities", "label_list", "top_k")
-# metrics each format can be scored by (the first is inferred when no metric key is given)
-FORMAT_METRICS = {
-    "label": ("accuracy", "macro_f1", "micro_f1", "quadratic_kappa"),
-    "probability": ("roc_auc", "log_loss"),
-    "class_probabilities": ("log_loss", "mean_column_auc"),
-    "label_list": ("samples_f1",),
-    "top_k": ("map_at_5",),
-}
-MULTILABEL_METRICS = ("samples_f1", "mean_column_auc")
+# the metrics each format can be scored by are the metrics' own trait: metrics.scoring(fmt)
 
 
 @dataclass(frozen=True)
@@ -157,24 +149,24 @@ def _metric(settings: dict, fmt: str, kind: str, layout: str, why: dict) -> tupl
     metric = settings.get("metric")
     if metric is not None:
         why["metric"] = "competition.toml"
-        valid = sorted({m for ms in FORMAT_METRICS.values() for m in ms})
-        if metric not in METRICS or metric not in valid:
+        valid = sorted(n for n, m in METRICS.items() if m.formats)
+        if metric not in valid:
             raise CompetitionError(
                 f"competition.toml: metric = {metric!r}; valid: {', '.join(valid)}"
             )
         for other, what in (("probability", "probabilities"), ("top_k", "ranked labels")):
-            if fmt == "label" and metric in FORMAT_METRICS[other]:
+            if fmt == "label" and metric in scoring(other):
                 fmt, why["format"] = other, f"metric {metric} scores {what}"
     elif fmt == "class_probabilities" and layout == "one-hot":
         metric, why["metric"] = "mean_column_auc", "one-hot train columns, as plant-pathology"
     else:
         ordinal = kind == "ordinal" and fmt == "label"
-        metric = "quadratic_kappa" if ordinal else FORMAT_METRICS[fmt][0]
+        metric = "quadratic_kappa" if ordinal else scoring(fmt)[0]
         why["metric"] = f"inferred from the {fmt} format"
-    if metric not in FORMAT_METRICS[fmt]:
+    if metric not in scoring(fmt):
         raise CompetitionError(
             f"metric {metric} cannot score a {fmt} submission ({why['format']}); "
-            f"with this sample submission use one of {', '.join(FORMAT_METRICS[fmt])}"
+            f"with this sample submission use one of {', '.join(scoring(fmt))}"
         )
     return fmt, metric
 
@@ -209,16 +201,16 @@ def _multilabel(settings: dict[str, str], fmt: str, values: list[str], why: dict
             "a multi-label competition needs a sample with a label-set column or one column per "
             "label, not one probability per row"
         )
+    valid = [m for m in scoring(fmt) if METRICS[m].multilabel]
     metric = settings.get("metric")
     if metric is None:
-        metric = "samples_f1" if fmt == "label_list" else "mean_column_auc"
+        metric = valid[0]  # samples_f1 for label sets, mean_column_auc for label columns
         why["metric"] = f"inferred from the {fmt} format"
     else:
         why["metric"] = "competition.toml"
-    if metric not in MULTILABEL_METRICS or metric not in FORMAT_METRICS[fmt]:
+    if metric not in valid:
         raise CompetitionError(
-            f"metric {metric} cannot score a multi-label {fmt} submission; use "
-            f"{', '.join(m for m in FORMAT_METRICS[fmt] if m in MULTILABEL_METRICS)}"
+            f"metric {metric} cannot score a multi-label {fmt} submission; use {', '.join(valid)}"
         )
     return Task("multilabel", fmt, metric, None, tuple(why.items()))
 

@@ -5,5 +5,10 @@ from ..util.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
-    {"ensemble_stage": "stage", "METHODS": "methods", "method_class": "methods"},
+    {
+        "ensemble_stage": "stage",
+        "ensemble_name": "stage",
+        "METHODS": "methods",
+        "method_class": "methods",
+    },
 )

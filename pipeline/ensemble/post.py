@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from ..competition.metrics import quadratic_kappa
+from ..competition.metrics import METRICS, quadratic_kappa
 
 
 class CutPoints:
@@ -98,10 +98,6 @@ class WithPost:
 
 
 def post_for(metric: str, kind: str) -> str | None:
-    """The post-processing a metric rewards: cut points for kappa on grades, temperature for
-    log loss; none for the rest."""
-    if metric == "quadratic_kappa" and kind == "ordinal":
-        return "cuts"
-    if metric == "samples_f1" and kind == "multilabel":
-        return "threshold"
-    return "temp" if metric == "log_loss" else None
+    """The post-processing a metric rewards on a ``kind`` task (its ``post`` trait): cut points
+    for kappa on grades, temperature for log loss, a threshold for label-set F1; else None."""
+    return METRICS[metric].post_for(kind)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import artifacts
 from ..competition import Competition
+from ..competition.metrics import METRICS
 from ..competition.submission import write_submission
 from ..competition.task import Task
 from ..errors import PipelineError
@@ -109,6 +110,19 @@ def ensemble_stage(
     return summary
 
 
+def ensemble_name(ws: Workspace, name: str) -> str:
+    """``NAME``, or the next of its series when the ledger records that folder as sent to
+    Kaggle (``artifacts.kept_name``): said in one line."""
+    new = artifacts.kept_name(ws.ledger, name)
+    if new != name:
+        print(
+            f"{ws.submission_dir(name)} was sent to Kaggle at "
+            f"{artifacts.sent_to_kaggle(ws.ledger, name)} ({ws.ledger}): kept as sent; this "
+            f"ensemble goes to {ws.submission_dir(new)} (make submit NAME={new})"
+        )
+    return new
+
+
 def class_prior(y: np.ndarray, n_classes: int, task: Task) -> np.ndarray | None:
     """The train class priors of the OOF rows (None for multi-label: no single class)."""
     if task.multilabel:
@@ -118,8 +132,9 @@ def class_prior(y: np.ndarray, n_classes: int, task: Task) -> np.ndarray | None:
 
 def _candidates(tried: list[str], task: Task) -> dict[str, Callable[[], Any]]:
     """Factories of the methods to score: each tried method, plus each with the metric's
-    post-processing (``stack+cuts``) where it has one; Caruana climbs ranking metrics directly."""
-    direct = task.metric in ("roc_auc", "mean_column_auc", "quadratic_kappa")
+    post-processing (``stack+cuts``) where it has one; Caruana climbs the metrics whose
+    ``direct`` trait says so (ranking metrics) directly."""
+    direct = METRICS[task.metric].direct
     out: dict[str, Callable[[], Any]] = {}
     if task.multilabel:
         left = [m for m in tried if m not in MULTILABEL]

@@ -15,6 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .. import artifacts
 from ..competition import Competition
+from ..competition.metrics import METRICS
 from ..competition.task import encode
 from ..errors import PipelineError
 from ..workspace import Workspace
@@ -94,7 +95,7 @@ def rare_labels(comp: Competition, train: pd.DataFrame, y: np.ndarray, k: int) -
         rows = np.flatnonzero(y[:, j])
         where = "ids " + ", ".join(repr(train["id"].iloc[r]) for r in rows[:5])
         label, n = comp.classes[j], len(rows)
-        if comp.task.metric == "mean_column_auc":
+        if METRICS[comp.task.metric].needs_every_label:
             raise PipelineError(
                 f"label {label!r} is on {n} row(s) of {comp.train_csv.name} ({where}) but K={k}: "
                 f"{comp.task.metric} (ROC AUC of each label) is undefined on a held-out fold "

@@ -7,18 +7,14 @@ import argparse
 from pathlib import Path
 
 from ..errors import PipelineError
-from ..workspace import Workspace
+from ..workspace import Workspace, add_workspace_args, default_comp
 from .bad_images import DEFAULT_MAX_BAD, POLICIES
 from .budget import DEFAULT_LIMIT
 
 
 def add_predict_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument(
-        "--comp", default=None, help="competition name or folder (input/<slug>, else input/digits)"
-    )
-    s.add_argument("--slug", default="", help="the competition's Kaggle slug (names --comp)")
-    s.add_argument("--models", default="models", help="trained runs <comp>/<run>/")
-    s.add_argument("--output", default=".", help="holds submissions/<comp>/<name>/ensemble_state")
+    """The competition and its workspace (as every verb), then what predict alone takes."""
+    add_workspace_args(s, cache=False)
     s.add_argument("--name", default="ensemble", help="the saved ensemble")
     s.add_argument("--test", default="", help="folder with the sample submission and images")
     s.add_argument("--to", default="", help="submission path (default <name>/predict/)")
@@ -49,8 +45,7 @@ def run_predict(a: argparse.Namespace) -> dict:
             "make predict needs TEST=<folder>: the sample submission and the test images "
             "(on Kaggle: /kaggle/input/<competition>)"
         )
-    slug = getattr(a, "slug", "")  # the packaged notebook's Namespace names comp only
-    comp = a.comp or (f"input/{slug}" if slug else "input/digits")
+    comp = default_comp(a.comp, getattr(a, "slug", ""))  # a notebook's Namespace: no slug
     ws = Workspace(Path(comp).name, Path(a.models), Path(a.output))
     return predict_stage(
         ws,

@@ -1,4 +1,4 @@
-"""``python -m pipeline.tools <verb>``: developer tooling (bench, bench-ensemble, soak).
+"""``python -m pipeline.tools <verb>``: developer tooling (``--help`` lists every verb).
 
 Kept apart from the user CLI and never imported by the product: these verbs time and attack the
 pipeline rather than run it. ``make bench``, ``make bench-ensemble`` and ``make soak`` call them.
@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import add_comp, run, split_words
+from ..cli import run
+from ..config import split_words
+from ..workspace import add_workspace_args
 
 
 def cmd_bench(a):
@@ -117,15 +119,11 @@ def cmd_plan_check(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.tools",
-        description="developer tooling: bench, prepare, plan-check, bench-ensemble, soak, formats, "
-        "score",
-    )
+    p = argparse.ArgumentParser(prog="python -m pipeline.tools")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="verb")
     s = sub.add_parser("bench", help="images/s of loader, bare model, real loop, and prediction")
     s.set_defaults(fn=cmd_bench)
-    add_comp(s, required=False)
+    add_workspace_args(s)
     s.add_argument("--run", default="", help="recipe name from models/<run>.toml")
     s.add_argument("--set", default="", help="recipe overrides")
     s.add_argument(
@@ -141,13 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s = sub.add_parser("prepare", help="decode caches and embeddings of RUNS, as train builds them")
     s.set_defaults(fn=cmd_prepare)
-    add_comp(s)
+    add_workspace_args(s)
     s.add_argument("--runs", required=True, help="recipes whose inputs to prepare")
     s.add_argument("--set", default="", help="recipe overrides")
     s.add_argument("--device", default="auto")
     s = sub.add_parser("prior-check", help="the label-shift adjustment on re-weighted OOF rows")
     s.set_defaults(fn=cmd_prior_check)
-    add_comp(s)
+    add_workspace_args(s)
     s.add_argument("--name", default="ensemble")
     s.add_argument("--rows", type=int, default=2000, help="rows per resample")
     s.add_argument("--repeats", type=int, default=20, help="resamples of each kind")
@@ -157,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--generator", default="v2", choices=("v1", "v2"), help="--bench: fold noise")
     s = sub.add_parser("plan-check", help="a budget plan's seconds against the measured ones")
     s.set_defaults(fn=cmd_plan_check)
-    add_comp(s)
+    add_workspace_args(s)
     s = sub.add_parser("bench-ensemble", help="seconds per ensemble method, synthetic logits")
     s.set_defaults(fn=cmd_bench_ensemble)
     s.add_argument("--members", type=int, default=20)
@@ -204,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--comp", required=True)
     s.add_argument("--answers", required=True)
     s.add_argument("--submission", required=True)
+    p.description = f"developer tooling: {', '.join(sub.choices)}"  # every verb, as built
     return p
 
 

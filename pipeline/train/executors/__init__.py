@@ -2,7 +2,9 @@
 
 Every executor is a module here with one signature, ``execute(ctx, jobs, dispatch) ->
 failures``, and ``OPTIONS``, the settings that belong to it alone with their defaults (a
-``Dispatch`` carries them in ``options``). Adding one is that module and one line below.
+``Dispatch`` carries them in ``options``); one with flags of its own declares them (``FLAGS``,
+argparse keywords) and reads them back (``options(args)``). Adding one is that module and one
+line below.
 
 - ``inline``: in this process, one job after another (``JOBS=1``, the default);
 - ``local``: ``JOBS`` spawned worker processes on this machine (``GPUS``);
@@ -15,11 +17,15 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import PipelineError
-from ..context import Job, TrainContext
 from .base import Failure, default_threads
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..context import Job, TrainContext
 
 # name -> module of this package
 EXECUTORS: dict[str, str] = {
@@ -73,6 +79,42 @@ class Dispatch:
 
     def job_threads(self) -> int:
         return self.threads or default_threads(self.jobs)
+
+
+def add_dispatch_args(s: argparse.ArgumentParser) -> None:
+    """``make train``'s ``EXECUTOR JOBS THREADS RETRIES``, then every executor's own flags."""
+    s.add_argument("--executor", default="local", help="local (this machine), ray or kaggle")
+    s.add_argument("--jobs", type=int, default=1, help="local worker processes (1: in-process)")
+    s.add_argument("--threads", default="", help="torch threads per job (default cores / jobs)")
+    s.add_argument("--retries", type=int, default=1, help="re-runs of a job that dies")
+    for name in EXECUTORS:
+        for flag, kwargs in getattr(executor_module(name), "FLAGS", {}).items():
+            s.add_argument(flag, **kwargs)
+
+
+def dispatch_from_args(a: argparse.Namespace) -> Dispatch:
+    """The ``Dispatch`` of ``add_dispatch_args``' flags: the executor options given only, each
+    executor reading its own (``options(args)``)."""
+    try:
+        hooks = [getattr(executor_module(n), "options", None) for n in EXECUTORS]
+        options = {k: v for read in hooks if read for k, v in read(a).items()}
+        threads = int(a.threads) if str(a.threads).strip() else None
+    except ValueError:
+        raise PipelineError(
+            f"GPUS={a.gpus!r} THREADS={a.threads!r}: use GPUS=0,1 and THREADS=<n>"
+        ) from None
+    return Dispatch(a.executor, a.jobs, threads, a.retries, options)
+
+
+def jobs_device(a: argparse.Namespace) -> str:
+    """The device the jobs train on (``RECIPES=auto`` picks its set by it): the executor's own
+    where it has one (a Kaggle notebook's GPU), else ``DEVICE``."""
+    own = (
+        getattr(executor_module(a.executor), "jobs_device", None)
+        if a.executor in EXECUTORS
+        else None
+    )
+    return (own and own(a)) or a.device
 
 
 def execute(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:

@@ -12,12 +12,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...disk import faults, locks
 from ...errors import PipelineError
 from ...util.machine import cores
-from ..context import Job, TrainContext
-from ..kinds import get_kind
+
+if TYPE_CHECKING:
+    from ..context import Job, TrainContext
 
 # environment variables a worker gets from the driver (Ray workers do not inherit them)
 FORWARDED_ENV = (
@@ -64,6 +66,8 @@ def run_job(ctx: TrainContext, job: Job, threads: int, device: str | None = None
         faults.hold_point(f"fold:{job.run}/fold{job.fold}")
         torch.set_num_threads(threads)
         fold_job = ctx.fold_job(job, torch.device(device or ctx.device))
+        from ..kinds import get_kind
+
         get_kind(fold_job.recipe.kind).fit_fold(fold_job)
 
 
@@ -74,6 +78,7 @@ def prepare_shared(ctx: TrainContext, jobs: list[Job]) -> None:
     import torch
 
     from ..cache import build_caches
+    from ..kinds import get_kind
 
     comp = ctx.comp
     sizes = sorted({ctx.recipes[j.run].image_size for j in jobs})

@@ -29,19 +29,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import ArtifactError, PipelineError
-from ..context import Job, TrainContext
 from . import kaggle_files as files
 from .base import Failure, Progress
 from .kaggle_pull import install, keep_partial, read_status
 from .kaggle_upload import Commands, Uploads
 
 if TYPE_CHECKING:
+    from ..context import Job, TrainContext
     from . import Dispatch
 
 OPTIONS = {
     "kaggle_slots": 2,  # KAGGLE_SLOTS: notebooks at once (two GPU sessions: Kaggle's usual, unverified)
     "owner": "",  # OWNER, as make package: the Kaggle user owning datasets and notebooks
     "gpu": True,  # GPU, as make package: 0 runs the notebooks on CPU
+}
+# make train's flags of this executor (argparse keywords), read back by ``options``
+FLAGS = {
+    "--kaggle-slots": {"type": int, "default": None, "help": "Kaggle notebooks at once"},
+    "--owner": {"default": "", "help": "EXECUTOR=kaggle: the Kaggle user (OWNER)"},
+    "--no-gpu": {"action": "store_true", "help": "EXECUTOR=kaggle: notebooks on CPU"},
 }
 # what is pulled of a notebook's output: how each job ended, each fold's files and log
 PULLED = r"^(status\.json|models/[^/]+/[^/]+/(fold\d+|logs)/[^/]+)$"
@@ -64,6 +70,20 @@ def execute(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
     if not c.cli.has_kaggle_credentials():
         raise PipelineError(f"EXECUTOR=kaggle needs Kaggle credentials: {c.cli.AUTH_FIX}")
     return Kaggle(ctx, d, c).run(jobs)
+
+
+def options(a) -> dict:
+    """The OPTIONS its flags give: ``KAGGLE_SLOTS`` when given; ``OWNER`` and ``GPU``, which
+    make package reads too, only when the jobs run here (``EXECUTOR=kaggle``)."""
+    out = {"kaggle_slots": a.kaggle_slots} if a.kaggle_slots is not None else {}
+    if a.executor == "kaggle":
+        out |= {"owner": a.owner, "gpu": not a.no_gpu}
+    return out
+
+
+def jobs_device(a) -> str | None:
+    """The device the jobs train on: the notebooks' GPU (not this machine's), unless ``GPU=0``."""
+    return None if a.no_gpu else "cuda"
 
 
 def refuses(d: Dispatch, what: str) -> str:

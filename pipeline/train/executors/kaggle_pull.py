@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ... import artifacts
 from ...errors import ArtifactError
-from ..context import Job, TrainContext
 from . import kaggle_files as files
 from .ray import write_back
+
+if TYPE_CHECKING:
+    from ..context import Job, TrainContext
 
 
 def read_status(pulled: Path | None) -> dict:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
+from ...config import split_words
 from ...errors import PipelineError
-from ..context import Job, TrainContext
 from .base import (
     ERROR_EXIT,
     HELD_EXIT,
@@ -32,12 +32,21 @@ from .base import (
 )
 
 if TYPE_CHECKING:
+    from ..context import Job, TrainContext
     from . import Dispatch
 
 OPTIONS = {
     "gpus": None,  # GPU ids the workers own (GPUS=0,1); None: every visible one
     "progress_s": 60.0,  # a line per running job this often
 }
+# make train's flags of this executor (argparse keywords), read back by ``options``
+FLAGS = {"--gpus": {"default": "", "help": "GPU ids for the workers, e.g. 0,1 (default all)"}}
+
+
+def options(a) -> dict:
+    """The OPTIONS its flags give (``GPUS=0,1``); a word that is not a number: ValueError."""
+    gpus = tuple(int(g) for g in split_words(a.gpus))
+    return {"gpus": gpus} if gpus else {}
 
 
 def execute(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:

@@ -27,16 +27,28 @@ from ... import artifacts
 from ...errors import PipelineError
 from ...util.machine import cores
 from ...workspace import Workspace
-from ..context import Job, TrainContext
 from .base import FORWARDED_ENV, Failure, FoldHeld, Progress, prepare_shared, run_job
 
 if TYPE_CHECKING:
+    from ..context import Job, TrainContext
     from . import Dispatch
 
 PROGRESS_S = 60.0  # seconds between the lines on jobs still running or queued
 OPTIONS = {
     "shared_fs": True,  # SHARED_FS: every node sees models/; False: tasks return the fold's files
 }
+# make train's flags of this executor (argparse keywords), read back by ``options``
+FLAGS = {
+    "--no-shared-fs": {
+        "action": "store_true",
+        "help": "Ray: tasks train in node scratch and return the fold's files to this driver",
+    }
+}
+
+
+def options(a) -> dict:
+    """The OPTIONS its flags give (``SHARED_FS=0``)."""
+    return {"shared_fs": False} if a.no_shared_fs else {}
 
 
 def execute(ctx: TrainContext, jobs: list[Job], d: Dispatch) -> list[Failure]:
