@@ -19,9 +19,9 @@ from pipeline.config import Recipe, load_recipe
 from pipeline.errors import RecipeError
 from pipeline.model.backbone import create_model, data_config
 from pipeline.model.infer import predict
-from pipeline.train.activations import split_model
 from pipeline.train.cache import build_cache
 from pipeline.train.kinds import partial
+from pipeline.train.kinds.activations import split_model
 
 from .events import assert_epochs_match_metrics
 from .fakes import CLASSES, write_leaves

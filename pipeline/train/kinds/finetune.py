@@ -4,7 +4,7 @@ One fold: set up (model with the same initial weights on every restart, decode c
 optimizer state), train epoch by epoch with exact resume from ``last.pt``, keep the best epoch
 (or the last, ``checkpoint = "last"``) in ``best.pt``, then predict the held-out rows and the
 test images under every TTA view. A student (``teacher`` in the recipe) trains on its teacher's
-soft targets, confident test images joining its training rows (``train/student.py``).
+soft targets, confident test images joining its training rows (``kinds/student.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ... import artifacts
 from ...config import Recipe
 from ...model.backbone import create_model, data_config
 from ...model.infer import normalisation, predict_as_trained
-from .. import loop, student
+from .. import loop
 from ..augment import loader_transform
 from ..cache import Joined, build_cache
 from ..context import FoldJob
@@ -36,8 +36,9 @@ from ..fold import (
     write_fold_logits,
 )
 from ..loader import CachedImages, auto_workers, make_loader
-from ..probe import FOLD_OVERHEAD_S, Cost, First, ProbeInput, model_and_norm, timed_predict
+from . import student
 from .base import Kind
+from .pricing import FOLD_OVERHEAD_S, Cost, First, ProbeInput, model_and_norm, timed_predict
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 backbone and its head trained per fold on cached activations of the frozen rest.
 
 The frozen trunk (every stage but the last ``train_stages``) runs once per (backbone, weights,
-image size, stages, TTA view) over every train and test image (``train/activations.py``); its
+image size, stages, TTA view) over every train and test image (``kinds/activations.py``); its
 float16 activations are memory-mapped and shared by every fold. The same pass writes the pooled
 embeddings a feature member of that backbone reads, so the two kinds share one trunk pass.
 
@@ -37,17 +37,8 @@ from ... import artifacts
 from ...config import Recipe
 from ...errors import RecipeError
 from ...model.backbone import create_model
-from .. import heads, loop
-from ..activations import (
-    activations,
-    cached_activation_views,
-    check_split,
-    split_model,
-    tail_of,
-    trunk_pass,
-)
+from .. import loop
 from ..context import FoldJob, TrainContext
-from ..embed import cached_views, embedding_keys, embeddings
 from ..epoch_plots import plot_curves
 from ..fold import (
     epoch_scalars,
@@ -58,9 +49,18 @@ from ..fold import (
     write_fold_logits,
 )
 from ..optim import make_optimizer, make_scheduler
-from ..probe import FOLD_OVERHEAD_S, Cost, ProbeInput, model_and_norm, timed_predict
-from . import features
+from . import features, heads
+from .activations import (
+    activations,
+    cached_activation_views,
+    check_split,
+    split_model,
+    tail_of,
+    trunk_pass,
+)
+from .embed import cached_views, embedding_keys, embeddings
 from .features import Features
+from .pricing import FOLD_OVERHEAD_S, Cost, ProbeInput, model_and_norm, timed_predict
 
 # a feature member's fields (the backbone, how it embeds, its views) without a student's, and
 # the ones that train the tail
@@ -111,7 +111,8 @@ class Partial(Features):
         estimate of the linear head the run starts from: what 256 images can tell (training
         the tail on the probe's half lowers its held-out score, measured on ``cifar10``: 0.73
         for the linear head, 0.57-0.68 tuned), so the plan values a partial run no higher than
-        its backbone's features and gives it the minutes the ties leave (``plan.VALUE_TIE``)."""
+        its backbone's features and gives it the minutes the ties leave
+        (``planning.plan.VALUE_TIE``)."""
         comp, recipe = p.comp, p.recipe
         n_all, views = len(comp.train) + len(comp.test), recipe.tta
         model, norm = model_and_norm(recipe, 0, p.device)
