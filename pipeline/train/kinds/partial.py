@@ -40,14 +40,7 @@ from ...model.backbone import create_model
 from .. import loop
 from ..context import FoldJob, TrainContext
 from ..epoch_plots import plot_curves
-from ..fold import (
-    epoch_scalars,
-    epoch_score,
-    fold_board,
-    load_resume,
-    save_torch,
-    write_fold_logits,
-)
+from ..fold import epoch_score, run_epochs, save_torch, write_fold_logits
 from ..optim import make_optimizer, make_scheduler
 from . import features, heads
 from .activations import (
@@ -236,26 +229,20 @@ def fit_fold(job: FoldJob) -> None:
     opt = make_optimizer(tail, r)
     sched = make_scheduler(opt, r, steps)
     state = _State(tail, opt, sched, device)
-    saved = load_resume(job, state)
-    before_s = float(saved.get("seconds", 0.0))  # what the calls before this one took
-    history: list[dict] = saved.get("history", [])
-    with fold_board(job, len(history) + 1) as board:  # steps a killed call wrote past last.pt go
-        for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
-            row = _train_epoch(job, tail, opt, sched, train_acts, epoch, steps)
-            history.append({"epoch": epoch + 1, **row, **_validate(job, tail, train_acts[0])})
-            took = time.perf_counter() - t0 + before_s
-            board.scalars(epoch_scalars(history[-1], comp.task.metric), epoch + 1)
-            board.flush()  # on disk before last.pt says the epoch is done
-            save_torch(
-                job.fdir / "last.pt",
-                {**state.state_dict(), "epoch": epoch, "history": history, "seconds": took},
-            )
-            h = history[-1]
-            tqdm.write(
-                f"{job.tag}: epoch {epoch + 1}/{r.epochs} train loss {h['train_loss']:.3f} "
-                f"val loss {h['val_loss']:.3f} {comp.task.metric} {h['val_score']:.4f}"
-            )
-    _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, before_s)
+
+    def epoch(e: int, history: list[dict]) -> tuple[dict, str]:
+        row = _train_epoch(job, tail, opt, sched, train_acts, e, steps)
+        h = {"epoch": e + 1, **row, **_validate(job, tail, train_acts[0])}
+        return h, (
+            f"{job.tag}: epoch {e + 1}/{r.epochs} train loss {h['train_loss']:.3f} "
+            f"val loss {h['val_loss']:.3f} {comp.task.metric} {h['val_score']:.4f}"
+        )
+
+    def seconds() -> dict:  # this call's and the calls' before it, kept in last.pt
+        return {"seconds": time.perf_counter() - t0 + state.before_s}
+
+    history = run_epochs(job, state, epoch, seconds)
+    _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, state.before_s)
 
 
 def _start_model(job: FoldJob, feats: np.ndarray):
@@ -371,10 +358,12 @@ def _gather(acts: list[np.ndarray], rows: np.ndarray, views: np.ndarray) -> torc
 
 
 class _State:
-    """What ``last.pt`` holds for a partial fold: the tail, its optimizer and schedule."""
+    """What ``last.pt`` holds for a partial fold: the tail, its optimizer and schedule (and
+    ``before_s``, the seconds of the calls before this one, read from its ``seconds``)."""
 
     def __init__(self, tail, opt, sched, device) -> None:
         self.tail, self.opt, self.sched, self.device = tail, opt, sched, device
+        self.before_s = 0.0
 
     def state_dict(self) -> dict:
         return {
@@ -387,6 +376,7 @@ class _State:
         self.tail.load_state_dict(saved["tail"])
         self.opt.load_state_dict(saved["opt"])
         self.sched.load_state_dict(saved["sched"])
+        self.before_s = float(saved.get("seconds", 0.0))
 
 
 KIND = Partial()

@@ -23,7 +23,7 @@ SAMPLE = 512  # train images the probe reads from the decode cache and times on
 
 def sample_images(comp, ws, size: int) -> np.ndarray:
     """``(SAMPLE, S, S, 3) uint8``: the first train images, read from the decode cache (built
-    here if the budget's ``decode_for_budget`` has not: a probe never decodes on its own)."""
+    here if ``decoding.decode_for_budget`` has not: a probe never decodes on its own)."""
     from ..cache import build_cache
 
     paths = comp.train["path"].tolist()
