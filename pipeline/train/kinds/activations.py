@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import artifacts, locks, storage
-from ..competition import Competition
-from ..config import Recipe
-from ..errors import RecipeError
-from ..layout import Workspace
-from ..model.backbone import create_model, data_config
-from ..model.device import amp_dtype, autocast
-from ..model.infer import normalisation
-from ..model.inputs import to_input
-from ..model.tta import apply_view
-from .cache import build_cache
+from ... import artifacts, locks, storage
+from ...competition import Competition
+from ...config import Recipe
+from ...errors import RecipeError
+from ...layout import Workspace
+from ...model.backbone import create_model, data_config
+from ...model.device import amp_dtype, autocast
+from ...model.infer import normalisation
+from ...model.inputs import to_input
+from ...model.tta import apply_view
+from ..cache import build_cache
 from .embed import _key as embedding_key
 
 # (attribute holding the stages, the modules before them), in the order they are tried

@@ -11,13 +11,13 @@ import time
 import numpy as np
 import torch
 
-from .. import artifacts, locks
-from ..competition import Competition
-from ..config import Recipe
-from ..layout import Workspace
-from ..model.backbone import create_model, data_config
-from ..model.infer import normalisation, predict_as_trained
-from .cache import build_cache
+from ... import artifacts, locks
+from ...competition import Competition
+from ...config import Recipe
+from ...layout import Workspace
+from ...model.backbone import create_model, data_config
+from ...model.infer import normalisation, predict_as_trained
+from ..cache import build_cache
 
 
 def weights_tag(recipe: Recipe) -> str:
