@@ -122,7 +122,7 @@ class Workspace:
 
     def fit_logits(self, run: str, fold: int) -> Path:
         """The fold model's logits on its own training rows, made when a student's teacher
-        ensemble counts the run among its members (``train/student.py``)."""
+        ensemble counts the run among its members (``train/kinds/student.py``)."""
         return self.fold_dir(run, fold) / "fit.npz"
 
     def teacher_targets(self, teacher: str, fold: int) -> Path:

@@ -15,8 +15,8 @@ from pipeline.competition.load import load_competition
 from pipeline.config import load_recipe
 from pipeline.model.backbone import create_model, data_config
 from pipeline.model.infer import predict
-from pipeline.train import heads as features
 from pipeline.train.cache import build_cache
+from pipeline.train.kinds import heads as features
 
 from .events import scalars
 from .fakes import CLASSES, write_leaves

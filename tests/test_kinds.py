@@ -85,7 +85,7 @@ from pipeline import artifacts
 from pipeline.model.backbone import create_model, data_config
 from pipeline.train.fold import save_torch, write_fold_logits
 from pipeline.train.kinds.base import Kind
-from pipeline.train.probe import FOLD_OVERHEAD_S, Cost
+from pipeline.train.kinds.pricing import FOLD_OVERHEAD_S, Cost
 
 
 class Prior(Kind):

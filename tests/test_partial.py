@@ -19,9 +19,9 @@ from pipeline.config import Recipe, load_recipe
 from pipeline.errors import RecipeError
 from pipeline.model.backbone import create_model, data_config
 from pipeline.model.infer import predict
-from pipeline.train.activations import split_model
+from pipeline.train import fold as train_fold
 from pipeline.train.cache import build_cache
-from pipeline.train.kinds import partial
+from pipeline.train.kinds.activations import split_model
 
 from .events import assert_epochs_match_metrics
 from .fakes import CLASSES, write_leaves
@@ -127,7 +127,7 @@ def test_partial_member_contract_shared_trunk_pass_resume_and_predict(workdir, c
     for name in ("done.json", "oof.npz", "test.npz", "best.pt"):
         (rdir / "fold1" / name).unlink()
     (rdir / "oof.npz").unlink()
-    real = partial.save_torch
+    real = train_fold.save_torch  # the epoch driver's, which writes last.pt
 
     class Killed(Exception):
         pass
@@ -137,10 +137,10 @@ def test_partial_member_contract_shared_trunk_pass_resume_and_predict(workdir, c
         if path.name == "last.pt" and path.parent.name == "fold1":
             raise Killed
 
-    monkeypatch.setattr(partial, "save_torch", dies)
+    monkeypatch.setattr(train_fold, "save_torch", dies)
     with pytest.raises(Killed):
         main(["train", *comp, "--runs", "p"])
-    monkeypatch.setattr(partial, "save_torch", real)
+    monkeypatch.setattr(train_fold, "save_torch", real)
     assert torch.load(rdir / "fold1" / "last.pt", weights_only=True)["epoch"] == 0
     assert main(["train", *comp, "--runs", "p"]) == 0
     out = capsys.readouterr().out

@@ -13,9 +13,12 @@ from pipeline.cli import main
 from pipeline.competition.load import load_competition
 from pipeline.config import load_recipe
 from pipeline.errors import PipelineError
-from pipeline.train import budget
-from pipeline.train import plan as planner
-from pipeline.train.probe import Estimate
+from pipeline.train.kinds.pricing import FOLD_OVERHEAD_S, Cost, Estimate
+from pipeline.train.planning import plan as planner
+from pipeline.train.planning.plan_file import write_plan
+from pipeline.train.planning.probe import probe_run
+from pipeline.train.planning.replan import Replanner
+from pipeline.train.planning.value import ensemble_value, mixture_weights
 from pipeline.util.durations import parse_duration
 from pipeline.workspace import Workspace
 
@@ -25,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cost(kind="finetune", once=10.0, epoch=20.0, fold=5.0, probe=1.0):
-    return planner.Cost(kind, once, epoch, fold, probe, {})
+    return Cost(kind, once, epoch, fold, probe, {})
 
 
 def test_one_duration_parser_for_budget_and_time_limit():
@@ -95,14 +98,14 @@ def test_plan_weighs_one_view_of_a_strong_run_against_two_of_a_weak_one(tmp_path
     plan = planner.make_plan(costs, epochs, 5, 1600.0, auto=True, value=value)
     assert list(plan.costs) == ["weak", "strong"]  # 1562 s; never strong and strong[none]
     small = planner.make_plan(costs, epochs, 5, 700.0, auto=True, value=value)
-    planner.write_plan(tmp_path / "plan.toml", small, "cpu", ("weak",), costs)
+    write_plan(tmp_path / "plan.toml", small, "cpu", ("weak",), costs)
     saved = tomllib.loads((tmp_path / "plan.toml").read_text())
     assert list(saved["runs"]) == ["strong"] and saved["runs"]["strong"]["tta"] == ["none"]
 
 
 def _rated(c, score):
     est = Estimate(score, np.zeros((1, 1)), np.zeros(1))
-    return planner.Cost(c.kind, c.once_s, c.epoch_s, c.fold_s, c.probe_s, {}, est)
+    return Cost(c.kind, c.once_s, c.epoch_s, c.fold_s, c.probe_s, {}, est)
 
 
 def test_replan_spends_what_a_fast_run_left_and_trims_after_a_slow_one(tmp_path, capsys):
@@ -122,8 +125,8 @@ def test_replan_spends_what_a_fast_run_left_and_trims_after_a_slow_one(tmp_path,
     first = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
     assert list(first.costs) == ["a"]  # a 721 s; a + b 1142 s does not fit
     path = tmp_path / "plan.toml"
-    planner.write_plan(path, first, "cpu", ("b",), costs)
-    re = budget.Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "b"])
+    write_plan(path, first, "cpu", ("b",), costs)
+    re = Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "b"])
     todo, left_out = re.after("a", seconds=360.0, elapsed_s=370.0)  # pace 0.5: 630 s left
     assert list(todo) == ["b"] and left_out == []  # b at the pace: 210 s
     saved = tomllib.loads(path.read_text())
@@ -150,17 +153,17 @@ def test_replan_spends_what_a_fast_run_left_and_trims_after_a_slow_one(tmp_path,
     epochs = {"a": 1, "tune": 4}
     first = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
     assert first.epochs == {"a": 1, "tune": 8}  # 321 + 5 * (8 * 10 + 2) + 1 = 732 s
-    planner.write_plan(path, first, "cpu", (), costs)
-    re = budget.Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "tune"])
+    write_plan(path, first, "cpu", (), costs)
+    re = Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "tune"])
     todo, _ = re.after("a", seconds=600.0, elapsed_s=620.0)  # pace 1.875: 380 s left
     # tune at the pace: 5 * (E * 18.75 + 3.75) <= 380 -> E = 3
     assert (
         todo["tune"]["epochs"] == 3
         and tomllib.loads(path.read_text())["runs"]["tune"]["epochs"] == 3
     )
-    todo, left_out = budget.Replanner(
-        path, first, costs, epochs, True, value, "cpu", ["a", "tune"]
-    ).after("a", seconds=640.0, elapsed_s=990.0)
+    todo, left_out = Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "tune"]).after(
+        "a", seconds=640.0, elapsed_s=990.0
+    )
     assert todo == {} and left_out == ["tune"]  # nothing fits the 10 s left: dropped
     assert "drops tune" in capsys.readouterr().out
 
@@ -182,15 +185,15 @@ def test_replan_prices_a_run_whose_embeddings_a_partial_run_wrote_at_nothing(tmp
     first = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
     assert list(first.costs) == ["part"]  # both: 1000 + 520 + ... does not fit
     path = tmp_path / "plan.toml"
-    planner.write_plan(path, first, "cpu", ("feat",), costs)
+    write_plan(path, first, "cpu", ("feat",), costs)
     cached = set()
 
     def reprice(c, cst):
         return replace(cst, once_s=0.0) if c in cached else cst
 
     runs = ["part", "feat"]
-    re = budget.Replanner(path, first, costs, epochs, True, value, "cpu", runs, reprice)
-    before = budget.Replanner(path, first, costs, epochs, True, value, "cpu", runs)
+    re = Replanner(path, first, costs, epochs, True, value, "cpu", runs, reprice)
+    before = Replanner(path, first, costs, epochs, True, value, "cpu", runs)
     assert before.after("part", seconds=900.0, elapsed_s=910.0)[0] == {}  # 500 s > 90 s left
     cached.add("feat")  # the partial run embedded for it
     todo, left_out = re.after("part", seconds=900.0, elapsed_s=910.0)
@@ -278,7 +281,7 @@ def test_plan_scales_epochs_keeps_order_and_leaves_out_what_does_not_fit(tmp_pat
     )
     text = planner.format_plan(plan, 100, 10, "cpu", ("f",))
     assert "f                     left out" in text and "1 (4)" in text
-    planner.write_plan(Path(tmp_path) / "plan.toml", plan, "cpu", ("f",), costs)
+    write_plan(Path(tmp_path) / "plan.toml", plan, "cpu", ("f",), costs)
     saved = tomllib.loads((Path(tmp_path) / "plan.toml").read_text())
     assert saved["left_out"] == ["f"] and saved["left_out_costs"]["f"]["smallest_s"] == 120.0
     assert saved["runs"]["a"]["epochs"] == 1 and saved["total_s"] == 136.0
@@ -312,7 +315,7 @@ def test_probe_arithmetic_under_a_fake_clock(toy):
     ws = Workspace("toy", models=toy / "models", output=toy)
     recipe = load_recipe(toy / "models" / "t.toml")
     y = np.arange(30) % 3
-    c = budget.probe_run(comp, ws, recipe, y, 2, torch.device("cpu"), FakeClock(), batches=3)
+    c = probe_run(comp, ws, recipe, y, 2, torch.device("cpu"), FakeClock(), batches=3)
     # the sample is read from the decode cache (nothing to pay once: decoding is priced and
     # spent before the probes, decoding.py); one tick for the 3 timed training batches (24
     # images), one for prediction of 3 batches of 16 images (48, one view)
@@ -320,13 +323,13 @@ def test_probe_arithmetic_under_a_fake_clock(toy):
     assert ws.decode_cache("train", 16).is_file()
     assert c.figures == {"train_ips": 24.0, "predict_ips_per_view": 48.0}
     assert c.epoch_s == pytest.approx(15 / 24 + 15 / 48)  # 15 training rows, 15 validation rows
-    assert c.fold_s == pytest.approx((15 + 6) * 2 / 48 + planner.FOLD_OVERHEAD_S)
+    assert c.fold_s == pytest.approx((15 + 6) * 2 / 48 + FOLD_OVERHEAD_S)
 
 
 def test_decoding_is_priced_and_refused_before_any_cache_when_it_alone_exceeds_the_budget(
     toy, capsys
 ):
-    from pipeline.train.decoding import decode_for_budget
+    from pipeline.train.planning.decoding import decode_for_budget
 
     comp = load_competition(toy / "input" / "toy")
     ws = Workspace("toy", models=toy / "models", output=toy)
@@ -396,23 +399,23 @@ def test_ensemble_value_weighs_a_weak_run_as_a_blend_would():
     y = rng.integers(0, c, n)
     val = np.arange(n)
 
-    def run(right: np.ndarray, sharp: float, says: np.ndarray = y) -> planner.Cost:
+    def run(right: np.ndarray, sharp: float, says: np.ndarray = y) -> Cost:
         z = rng.normal(size=(n, c))
         z[right, says[right]] += sharp
         p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-        return planner.Cost("features", 1.0, 0.0, 1.0, 0.0, {}, Estimate(0.0, p, val))
+        return Cost("features", 1.0, 0.0, 1.0, 0.0, {}, Estimate(0.0, p, val))
 
     everyone = np.arange(n)
     # as sure of itself as the strong run, but right on only 30 % of the images
     says = np.where(rng.random(n) < 0.3, y, (y + rng.integers(1, c, n)) % c)
     costs = {"strong": run(everyone[rng.random(n) < 0.8], 4.0), "weak": run(everyone, 4.0, says)}
-    value = budget.ensemble_value(Task("multiclass", "label", "accuracy"), costs, y)
+    value = ensemble_value(Task("multiclass", "label", "accuracy"), costs, y)
     equal = np.mean([costs[r].estimate.probs for r in costs], axis=0)
     assert (equal.argmax(1) == y).mean() < value(("strong",)) - 0.05  # an equal vote drowns it
     assert value(("strong", "weak")) >= value(("strong",)) - 0.01
     first, second = everyone < n // 2, everyone >= n // 2
     costs = {"a": run(everyone[first], 4.0), "b": run(everyone[second], 4.0)}
-    value = budget.ensemble_value(Task("multiclass", "label", "accuracy"), costs, y)
+    value = ensemble_value(Task("multiclass", "label", "accuracy"), costs, y)
     assert value(("a", "b")) > max(value(("a",)), value(("b",))) + 0.2
-    w = budget.mixture_weights(np.array([[0.9, 0.8, 0.9], [0.1, 0.2, 0.1]]))
+    w = mixture_weights(np.array([[0.9, 0.8, 0.9], [0.1, 0.2, 0.1]]))
     assert w[0] > 0.99 and w.sum() == pytest.approx(1.0)

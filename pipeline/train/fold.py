@@ -5,14 +5,17 @@ are its contract with the rest of the pipeline, whatever kind fitted it.
 ``test.npz`` (``(V, n, C)`` logits under the recipe's views, ``write_fold_logits``),
 ``metrics.csv``, then ``done.json`` (``artifacts.FoldDone``) last: a fold with it is skipped on
 re-run. A kind that trains in epochs also keeps ``last.pt``, the resume state, rewritten
-atomically each epoch and removed when the fold is done.
+atomically each epoch and removed when the fold is done: ``run_epochs`` is the one epoch loop
+of every such kind (resume, epoch, its events on disk before ``last.pt``, progress line).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .. import artifacts
 from ..model.checkpoint import checkpoint_bytes, read_checkpoint
@@ -109,3 +112,36 @@ def epoch_scalars(row: dict, metric: str) -> dict[str, float]:
     if "val_score" in row:
         out[f"val/{metric}"] = row["val_score"]
     return out
+
+
+# trains and validates epoch e (0-based) after the history so far: its metrics.csv row (with
+# "epoch": e + 1 first) and its progress line, or None to stop early
+Epoch = Callable[[int, list[dict]], tuple[dict, str] | None]
+
+
+def run_epochs(
+    job: FoldJob, state, epoch: Epoch, extra: Callable[[], dict] | None = None
+) -> list[dict]:
+    """Train the fold from its last finished epoch to the recipe's last: resume ``state``
+    (``state_dict``, ``load_state_dict``, ``device``) from ``last.pt`` (``load_resume``), then
+    for each epoch left call ``epoch`` (None: an early stop). Each row joins the history and
+    goes to the fold's TensorBoard run at step = epoch; its events are on disk before
+    ``last.pt`` (the state, ``epoch``, ``history``, then ``extra()``'s entries) says the epoch
+    is done: a kill between them re-runs the epoch, and the resumed call's purge drops what it
+    wrote. Then the epoch's progress line. Returns the history, every epoch's row."""
+    saved = load_resume(job, state)
+    history: list[dict] = saved.get("history", [])
+    with fold_board(job, len(history) + 1) as board:
+        for e in range(saved.get("epoch", -1) + 1, job.recipe.epochs):
+            done = epoch(e, history)
+            if done is None:
+                break
+            row, line = done
+            history.append(row)
+            more = extra() if extra is not None else {}
+            board.scalars(epoch_scalars(row, job.comp.task.metric), e + 1)
+            board.flush()
+            last = {**state.state_dict(), "epoch": e, "history": history, **more}
+            save_torch(job.fdir / "last.pt", last)
+            tqdm.write(line)
+    return history

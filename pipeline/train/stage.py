@@ -28,11 +28,11 @@ from ..model.pretrained import ensure_pretrained
 from ..util.durations import format_duration
 from ..workspace import Workspace
 from .assemble import assemble_run, load_recipes, read_training_folds
-from .budget import record_wall, resolve_plan
 from .context import Job, TrainContext, labels_by_row
 from .executors import Dispatch, execute, why_refused
 from .executors.base import Failure, prepare_shared
 from .kinds import get_kind
+from .planning.resolve import record_wall, resolve_plan
 from .run_summary import track_run
 
 
@@ -52,7 +52,7 @@ def train_stage(
     """Train ``folds`` (default all) of every recipe in ``runs`` (``<models>/<run>.toml`` with
     ``overrides``) on ``device`` with the executor of ``dispatch`` (default: this process, one
     job after another); assemble each run whose folds are all done. ``budget_s``: plan the
-    epochs to fit (``plan.py``); a written ``plan.toml`` is used whenever it exists. ``teach(run,
+    epochs to fit (``planning/``); a written ``plan.toml`` is used whenever it exists. ``teach(run,
     teacher, folds)`` writes a student's targets before its folds train (``pipeline/teach``).
     ``track``: TRACK's trackers (``pipeline/track/``): each fold's epochs and each assembled
     run's summary go to TensorBoard (and MLflow)."""

@@ -1,6 +1,9 @@
 """The member kinds' registry: a recipe's ``kind`` names one of these (``config.DEFAULT_KIND``
-when it names none). Each module here holds one kind and ends with ``KIND = <its Kind>``
-(``base.Kind`` says what a kind does); adding one is that module and one line below.
+when it names none). Each module named below holds one kind and ends with ``KIND = <its Kind>``
+(``base.Kind`` says what a kind does); adding one is that module and one line below. The other
+modules here are the kinds' helpers: ``pricing.py`` (what a kind's probe returns, which the
+planner reads, and the probes' timing helpers), and ``embed.py``, ``activations.py``,
+``heads.py`` and ``student.py``, which only kinds use.
 
 Modules are imported by name when a kind is first asked for, so that reading the registry
 (the CLI, the docs) loads no torch."""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..context import FoldJob, TrainContext
-    from ..probe import Cost, Estimate, ProbeInput
+    from .pricing import Cost, Estimate, ProbeInput
 
 
 class Kind:

@@ -1,10 +1,10 @@
 """Frozen-feature members (``kind = "features"``): embed once, fit a linear head per fold.
 
 A pretrained backbone embeds every train and test image once per (backbone, weights, image
-size, TTA view) (``train/embed.py``): every fold and every head of that backbone shares them.
+size, TTA view) (``kinds/embed.py``): every fold and every head of that backbone shares them.
 Each fold then fits a softmax (or, multi-label, sigmoid) linear head on standardised embeddings
 of its training rows under every view (each view is a label-preserving augmentation): full-batch
-L-BFGS in float32 (``train/heads.py``). Each fold chooses its L2 strength along a warm-started
+L-BFGS in float32 (``kinds/heads.py``). Each fold chooses its L2 strength along a warm-started
 path on its own training rows (the next fold is the inner validation set), so nothing in a fold
 model was chosen with its held-out labels.
 
@@ -27,11 +27,13 @@ from ... import artifacts
 from ...config import Recipe
 from ...errors import RecipeError
 from ...model.backbone import create_model
-from .. import heads, loop, student
+from .. import loop
 from ..context import FoldJob, TrainContext
-from ..embed import cached_views, embedding_keys, embeddings
 from ..fold import epoch_scalars, fold_board, save_torch, write_fold_logits
-from ..probe import (
+from . import heads, student
+from .base import Kind
+from .embed import cached_views, embedding_keys, embeddings
+from .pricing import (
     FOLD_OVERHEAD_S,
     Cost,
     Estimate,
@@ -40,7 +42,6 @@ from ..probe import (
     model_and_norm,
     timed_predict,
 )
-from .base import Kind
 
 # the recipe fields a feature member reads: the backbone and how it embeds, its views, and a
 # student's targets (label smoothing shapes the labels a student's targets mix in)

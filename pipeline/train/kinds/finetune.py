@@ -4,7 +4,7 @@ One fold: set up (model with the same initial weights on every restart, decode c
 optimizer state), train epoch by epoch with exact resume from ``last.pt``, keep the best epoch
 (or the last, ``checkpoint = "last"``) in ``best.pt``, then predict the held-out rows and the
 test images under every TTA view. A student (``teacher`` in the recipe) trains on its teacher's
-soft targets, confident test images joining its training rows (``train/student.py``).
+soft targets, confident test images joining its training rows (``kinds/student.py``).
 """
 
 from __future__ import annotations
@@ -21,23 +21,22 @@ from ... import artifacts
 from ...config import Recipe
 from ...model.backbone import create_model, data_config
 from ...model.infer import normalisation, predict_as_trained
-from .. import loop, student
+from .. import loop
 from ..augment import loader_transform
 from ..cache import Joined, build_cache
 from ..context import FoldJob
 from ..epoch_plots import plot_curves
 from ..fold import (
-    epoch_scalars,
     epoch_score,
-    fold_board,
     load_best,
-    load_resume,
+    run_epochs,
     save_torch,
     write_fold_logits,
 )
 from ..loader import CachedImages, auto_workers, make_loader
-from ..probe import FOLD_OVERHEAD_S, Cost, First, ProbeInput, model_and_norm, timed_predict
+from . import student
 from .base import Kind
+from .pricing import FOLD_OVERHEAD_S, Cost, First, ProbeInput, model_and_norm, timed_predict
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class Finetune(Kind):
         """Train one (run, fold) to the end, resuming from ``last.pt`` when a call died."""
         t0 = time.perf_counter()
         setup = setup_fold(job)
-        history = run_epochs(job, setup)
+        history = run_epochs(job, setup.state, lambda e, h: train_epoch(job, setup, e, h))
         finish_fold(job, setup, history, time.perf_counter() - t0)
 
     def probe(self, p: ProbeInput) -> Cost:
@@ -151,45 +150,29 @@ def _student_rows(job: FoldJob, train_imgs: np.ndarray):
     return Joined(train_imgs, test_imgs), np.r_[tr_rows, n + taught.pseudo], labels, soft
 
 
-def run_epochs(job: FoldJob, setup: FoldSetup) -> list[dict]:
-    """Train from the last finished epoch; keep the best epoch; checkpoint every epoch. Each
-    epoch's ``metrics.csv`` row goes to the fold's TensorBoard run at step = epoch (steps a
-    killed call wrote past ``last.pt`` are purged)."""
-    r, fdir, state = job.recipe, job.fdir, setup.state
-    task = job.comp.task
-    saved = load_resume(job, state)
-    history: list[dict] = saved.get("history", [])
-    best = None  # (score, val loss) of the best epoch so far
-    for h in history:
-        if improves(task, h, best):
-            best = (epoch_score(h), h["val_loss"])
-    with fold_board(job, len(history) + 1) as board:
-        for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
-            if stale := epochs_since_best(history, r.patience, task.greater_is_better):
-                tqdm.write(f"{job.tag}: early stop, no val {task.metric} gain for {stale} epochs")
-                break
-            seed_epoch(r.seed + job.fold, epoch)
-            setup.loader.sampler.set_epoch(epoch)
-            loop.set_frozen(setup.model, epoch < r.freeze_epochs)
-            row = loop.train_one_epoch(
-                state, setup.loader, f"{job.tag} epoch {epoch + 1}/{r.epochs}"
-            )
-            va = _predict(job, setup, state.eval_model(), setup.train_imgs, setup.va_rows, "val")[0]
-            y_va = job.y_all[setup.va_rows]
-            row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
-            row["val_score"] = task.score(y_va, task.probabilities(va))  # picks the best epoch
-            history.append({"epoch": epoch + 1, **row})
-            if improved := improves(task, row, best) or r.checkpoint == "last":
-                best = (row["val_score"], row["val_loss"])
-                weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
-                save_torch(fdir / "best.pt", weights)
-            # the epoch's events are on disk before last.pt says it is done: a kill between them
-            # re-runs the epoch, and the resumed call's purge drops what it wrote
-            board.scalars(epoch_scalars(history[-1], task.metric), epoch + 1)
-            board.flush()
-            save_torch(fdir / "last.pt", {**state.state_dict(), "epoch": epoch, "history": history})
-            tqdm.write(format_epoch(job.run, job.fold, history[-1], r.epochs, improved))
-    return history
+def train_epoch(
+    job: FoldJob, setup: FoldSetup, epoch: int, history: list[dict]
+) -> tuple[dict, str] | None:
+    """Epoch ``epoch`` for ``fold.run_epochs``: stop early once ``patience`` epochs passed
+    without a gain (None), else train, validate (view none) and keep the epoch in ``best.pt``
+    when it is the best so far (or every epoch, ``checkpoint = "last"``); its row and line."""
+    r, state, task = job.recipe, setup.state, job.comp.task
+    if stale := epochs_since_best(history, r.patience, task.greater_is_better):
+        tqdm.write(f"{job.tag}: early stop, no val {task.metric} gain for {stale} epochs")
+        return None
+    seed_epoch(r.seed + job.fold, epoch)
+    setup.loader.sampler.set_epoch(epoch)
+    loop.set_frozen(setup.model, epoch < r.freeze_epochs)
+    row = loop.train_one_epoch(state, setup.loader, f"{job.tag} epoch {epoch + 1}/{r.epochs}")
+    va = _predict(job, setup, state.eval_model(), setup.train_imgs, setup.va_rows, "val")[0]
+    y_va = job.y_all[setup.va_rows]
+    row.update(zip(("val_loss", "val_acc"), loop.loss_and_accuracy(va, y_va), strict=True))
+    row["val_score"] = task.score(y_va, task.probabilities(va))  # picks the best epoch
+    row = {"epoch": epoch + 1, **row}
+    if improved := improves(task, row, best_so_far(task, history)) or r.checkpoint == "last":
+        weights = {"model": state.eval_model().state_dict(), "epoch": epoch + 1}
+        save_torch(job.fdir / "best.pt", weights)
+    return row, format_epoch(job.run, job.fold, row, r.epochs, improved)
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -209,6 +192,15 @@ def improves(task, row: dict, best: tuple[float, float] | None) -> bool:
     if best is None or task.better(score, best[0]):
         return True
     return task.metric != "accuracy" and score == best[0] and row["val_loss"] < best[1]
+
+
+def best_so_far(task, history: list[dict]) -> tuple[float, float] | None:
+    """(score, val loss) of the best epoch of ``history`` (``improves``), None before any."""
+    best = None
+    for h in history:
+        if improves(task, h, best):
+            best = (epoch_score(h), h["val_loss"])
+    return best
 
 
 def epochs_since_best(history: list[dict], patience: int, greater: bool = True) -> int:

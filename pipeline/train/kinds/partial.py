@@ -2,7 +2,7 @@
 backbone and its head trained per fold on cached activations of the frozen rest.
 
 The frozen trunk (every stage but the last ``train_stages``) runs once per (backbone, weights,
-image size, stages, TTA view) over every train and test image (``train/activations.py``); its
+image size, stages, TTA view) over every train and test image (``kinds/activations.py``); its
 float16 activations are memory-mapped and shared by every fold. The same pass writes the pooled
 embeddings a feature member of that backbone reads, so the two kinds share one trunk pass.
 
@@ -37,8 +37,13 @@ from ... import artifacts
 from ...config import Recipe
 from ...errors import RecipeError
 from ...model.backbone import create_model
-from .. import heads, loop
-from ..activations import (
+from .. import loop
+from ..context import FoldJob, TrainContext
+from ..epoch_plots import plot_curves
+from ..fold import epoch_score, run_epochs, save_torch, write_fold_logits
+from ..optim import make_optimizer, make_scheduler
+from . import features, heads
+from .activations import (
     activations,
     cached_activation_views,
     check_split,
@@ -46,21 +51,9 @@ from ..activations import (
     tail_of,
     trunk_pass,
 )
-from ..context import FoldJob, TrainContext
-from ..embed import cached_views, embedding_keys, embeddings
-from ..epoch_plots import plot_curves
-from ..fold import (
-    epoch_scalars,
-    epoch_score,
-    fold_board,
-    load_resume,
-    save_torch,
-    write_fold_logits,
-)
-from ..optim import make_optimizer, make_scheduler
-from ..probe import FOLD_OVERHEAD_S, Cost, ProbeInput, model_and_norm, timed_predict
-from . import features
+from .embed import cached_views, embedding_keys, embeddings
 from .features import Features
+from .pricing import FOLD_OVERHEAD_S, Cost, ProbeInput, model_and_norm, timed_predict
 
 # a feature member's fields (the backbone, how it embeds, its views) without a student's, and
 # the ones that train the tail
@@ -111,7 +104,8 @@ class Partial(Features):
         estimate of the linear head the run starts from: what 256 images can tell (training
         the tail on the probe's half lowers its held-out score, measured on ``cifar10``: 0.73
         for the linear head, 0.57-0.68 tuned), so the plan values a partial run no higher than
-        its backbone's features and gives it the minutes the ties leave (``plan.VALUE_TIE``)."""
+        its backbone's features and gives it the minutes the ties leave
+        (``planning.plan.VALUE_TIE``)."""
         comp, recipe = p.comp, p.recipe
         n_all, views = len(comp.train) + len(comp.test), recipe.tta
         model, norm = model_and_norm(recipe, 0, p.device)
@@ -235,26 +229,20 @@ def fit_fold(job: FoldJob) -> None:
     opt = make_optimizer(tail, r)
     sched = make_scheduler(opt, r, steps)
     state = _State(tail, opt, sched, device)
-    saved = load_resume(job, state)
-    before_s = float(saved.get("seconds", 0.0))  # what the calls before this one took
-    history: list[dict] = saved.get("history", [])
-    with fold_board(job, len(history) + 1) as board:  # steps a killed call wrote past last.pt go
-        for epoch in range(saved.get("epoch", -1) + 1, r.epochs):
-            row = _train_epoch(job, tail, opt, sched, train_acts, epoch, steps)
-            history.append({"epoch": epoch + 1, **row, **_validate(job, tail, train_acts[0])})
-            took = time.perf_counter() - t0 + before_s
-            board.scalars(epoch_scalars(history[-1], comp.task.metric), epoch + 1)
-            board.flush()  # on disk before last.pt says the epoch is done
-            save_torch(
-                job.fdir / "last.pt",
-                {**state.state_dict(), "epoch": epoch, "history": history, "seconds": took},
-            )
-            h = history[-1]
-            tqdm.write(
-                f"{job.tag}: epoch {epoch + 1}/{r.epochs} train loss {h['train_loss']:.3f} "
-                f"val loss {h['val_loss']:.3f} {comp.task.metric} {h['val_score']:.4f}"
-            )
-    _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, before_s)
+
+    def epoch(e: int, history: list[dict]) -> tuple[dict, str]:
+        row = _train_epoch(job, tail, opt, sched, train_acts, e, steps)
+        h = {"epoch": e + 1, **row, **_validate(job, tail, train_acts[0])}
+        return h, (
+            f"{job.tag}: epoch {e + 1}/{r.epochs} train loss {h['train_loss']:.3f} "
+            f"val loss {h['val_loss']:.3f} {comp.task.metric} {h['val_score']:.4f}"
+        )
+
+    def seconds() -> dict:  # this call's and the calls' before it, kept in last.pt
+        return {"seconds": time.perf_counter() - t0 + state.before_s}
+
+    history = run_epochs(job, state, epoch, seconds)
+    _finish(job, model, tail, train_acts, test_acts, history, cfg, t0, state.before_s)
 
 
 def _start_model(job: FoldJob, feats: np.ndarray):
@@ -370,10 +358,12 @@ def _gather(acts: list[np.ndarray], rows: np.ndarray, views: np.ndarray) -> torc
 
 
 class _State:
-    """What ``last.pt`` holds for a partial fold: the tail, its optimizer and schedule."""
+    """What ``last.pt`` holds for a partial fold: the tail, its optimizer and schedule (and
+    ``before_s``, the seconds of the calls before this one, read from its ``seconds``)."""
 
     def __init__(self, tail, opt, sched, device) -> None:
         self.tail, self.opt, self.sched, self.device = tail, opt, sched, device
+        self.before_s = 0.0
 
     def state_dict(self) -> dict:
         return {
@@ -386,6 +376,7 @@ class _State:
         self.tail.load_state_dict(saved["tail"])
         self.opt.load_state_dict(saved["opt"])
         self.sched.load_state_dict(saved["sched"])
+        self.before_s = float(saved.get("seconds", 0.0))
 
 
 KIND = Partial()

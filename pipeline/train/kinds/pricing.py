@@ -1,10 +1,11 @@
-"""The time budget's probe: what one run costs on this machine, priced from a few batches.
+"""What a member kind's probe (``Kind.probe``) returns and the helpers those probes share.
 
-``plan.probe_run`` reads a sample of ``SAMPLE`` train images from the decode cache (built for
-every size of the plan before the probes, ``decoding.py``), then asks the run's member kind
-(``Kind.probe``) to time a few batches of its work on it: the real training loop and prediction, or embedding and the
-arithmetic of one head fit. This module holds what those probes share and the ``Cost`` that
-``plan.make_plan`` prices epochs and runs with.
+The planner (``train/planning/``) times every run of a budget through its kind's probe on a
+sample of train images (``planning/probe.py``): a few batches of the real training loop and
+prediction, or embedding and the arithmetic of one head fit. This module holds the ``Cost``
+that the probe returns and ``planning/plan.py`` prices epochs and runs with, the
+``Estimate`` of its score that ``planning/value.py`` blends, the ``ProbeInput`` it times on,
+and the timing helpers.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import Recipe
+from ...config import Recipe
 
-SAMPLE = 512  # train images the probe reads from the decode cache and times on
 FOLD_OVERHEAD_S = 3.0  # per fold: model creation, checkpoints, metrics, curves
 SPLIT_SEED = 0  # the probe sample's fit/held-out halves for score estimates
 Clock = Callable[[], float]
@@ -44,9 +44,10 @@ def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Cost:
-    """What one run costs: ``once_s`` (decode, embeddings), ``epoch_s`` (one epoch
-    of one fold: training and validation), ``fold_s`` (per fold: OOF and test prediction or a
-    head fit, overhead), and what its probe took."""
+    """What one run costs: ``once_s`` (its once-per-run work: embeddings, a trunk pass; the
+    decoding is priced apart, ``planning/decoding.py``), ``epoch_s`` (one epoch of one fold:
+    training and validation), ``fold_s`` (per fold: OOF and test prediction or a head fit,
+    overhead), and what its probe took."""
 
     kind: str  # the member kind's name (train/kinds/), for plan.toml
     once_s: float
@@ -68,8 +69,9 @@ class Cost:
 
 @dataclass(frozen=True)
 class ProbeInput:
-    """What a kind's probe times on (``Kind.probe``): ``images (SAMPLE, S, S, 3) uint8``, the
-    first train images, and ``y_all`` their labels by train row (0 where none)."""
+    """What a kind's probe times on (``Kind.probe``): ``images (n, S, S, 3) uint8``, the first
+    ``planning.probe.SAMPLE`` train images, and ``y_all`` their labels by train row (0 where
+    none)."""
 
     comp: Any
     ws: Any
@@ -107,24 +109,14 @@ class First:
                 yield batch
 
 
-def sample_images(comp, ws, size: int) -> np.ndarray:
-    """``(SAMPLE, S, S, 3) uint8``: the first train images, read from the decode cache (built
-    here if the budget's ``decode_for_budget`` has not: a probe never decodes on its own)."""
-    from .cache import build_cache
-
-    paths = comp.train["path"].tolist()
-    imgs = build_cache(comp.root, paths, size, ws.decode_cache("train", size))
-    return np.asarray(imgs[: min(SAMPLE, len(paths))])
-
-
 def timed_predict(
     model, images, recipe: Recipe, norm, device, clock, batches, warmup, outputs: list | None = None
 ) -> float:
     """Images/s of one view of prediction as the fold runs it (same batch size, memory format
     and autocast, whose speed differs a lot: docs/performance.md), after ``warmup`` batches.
     ``outputs`` (a list) receives the model's ``(len(images), D)`` outputs on every image."""
-    from ..model.device import amp_dtype
-    from ..model.infer import predict
+    from ...model.device import amp_dtype
+    from ...model.infer import predict
 
     # a sample smaller than a batch is timed in batches of its size, as the run predicts it
     # (wrapping a 12-image sample into 256-image batches cost a tiny competition minutes)
@@ -147,8 +139,9 @@ def timed_predict(
 
 
 def model_and_norm(recipe: Recipe, n_classes: int, device):
-    from ..model.backbone import create_model, data_config
-    from ..model.infer import normalisation
+    """The recipe's model on ``device`` and its input normalisation, as a fold builds them."""
+    from ...model.backbone import create_model, data_config
+    from ...model.infer import normalisation
 
     model = create_model(recipe, n_classes).to(device)
     cfg = data_config(model, recipe)

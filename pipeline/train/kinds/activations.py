@@ -23,18 +23,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import artifacts
-from ..competition import Competition
-from ..config import Recipe
-from ..disk import faults, locks, space
-from ..errors import RecipeError
-from ..model.backbone import create_model, data_config
-from ..model.device import amp_dtype, autocast
-from ..model.infer import normalisation
-from ..model.inputs import to_input
-from ..model.tta import apply_view
-from ..workspace import Workspace
-from .cache import build_cache
+from ... import artifacts
+from ...competition import Competition
+from ...config import Recipe
+from ...disk import faults, locks, space
+from ...errors import RecipeError
+from ...model.backbone import create_model, data_config
+from ...model.device import amp_dtype, autocast
+from ...model.infer import normalisation
+from ...model.inputs import to_input
+from ...model.tta import apply_view
+from ...workspace import Workspace
+from ..cache import build_cache
 from .embed import _key as embedding_key
 
 # (attribute holding the stages, the modules before them), in the order they are tried

@@ -11,14 +11,14 @@ import time
 import numpy as np
 import torch
 
-from .. import artifacts
-from ..competition import Competition
-from ..config import Recipe
-from ..disk import faults, locks
-from ..model.backbone import create_model, data_config
-from ..model.infer import normalisation, predict_as_trained
-from ..workspace import Workspace
-from .cache import build_cache
+from ... import artifacts
+from ...competition import Competition
+from ...config import Recipe
+from ...disk import faults, locks
+from ...model.backbone import create_model, data_config
+from ...model.infer import normalisation, predict_as_trained
+from ...workspace import Workspace
+from ..cache import build_cache
 
 
 def weights_tag(recipe: Recipe) -> str:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import artifacts
-from ..competition import Competition
-from ..config import Recipe
-from ..errors import ArtifactError
-from ..workspace import Workspace
+from ... import artifacts
+from ...competition import Competition
+from ...config import Recipe
+from ...errors import ArtifactError
+from ...workspace import Workspace
 
 TARGET_KEYS = {"ids", "probs", "test_ids", "test_probs", "classes", "folds_hash", "label_folds"}
 

@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
-from ..competition.images import cores
-from ..errors import PipelineError
-from ..util.durations import format_duration
-from .cache import build_caches, cached, decode_into
+from ...competition.images import cores
+from ...errors import PipelineError
+from ...util.durations import format_duration
+from ..cache import build_caches, cached, decode_into
 
 PRICE_SAMPLE = 32  # train images decoded (for every size at once, on every core) to price it
 

@@ -1,30 +1,26 @@
-"""A time budget for ``make train``: probe each recipe, plan the epochs, write ``plan.toml`` once.
+"""The time budget's arithmetic: which runs to train and their epochs, from each run's ``Cost``.
 
-``make train BUDGET=20m`` times a short probe of every run (a few training batches,
-prediction, or for feature members embedding and one head fit's arithmetic), prices the whole
-train stage from it (``Cost``: seconds once per run, per epoch of a fold, per fold), scales the
+``make train BUDGET=20m`` times a short probe of every run (``probe.py``: a few training
+batches, prediction, or for feature members embedding and one head fit's arithmetic), prices
+the whole train stage from it (``Cost``: seconds once per run, per epoch of a fold, per fold),
+keeps the set of runs with the best estimated value that fits (``value.py``), scales the
 fine-tuned runs' epochs by one common factor so the total fits (``EPOCHS=auto``, the default
-with a budget; ``EPOCHS=recipe`` keeps them and only checks), prints the plan and writes it to
-``<models>/<comp>/plan.toml``. Re-runs, resumes and every executor read that file instead of
-planning again; the plan and the measured seconds go into each run's ``config.toml``. This
-module is the plan's arithmetic and its file; ``budget.py`` is the train stage's use of it.
+with a budget; ``EPOCHS=recipe`` keeps them and only checks), prints the plan
+(``format_plan``) and writes it to ``<models>/<comp>/plan.toml`` (``plan_file.py``). Re-runs,
+resumes and every executor read that file instead of planning again (``resolve.py``); the
+plan and the measured seconds go into each run's ``config.toml``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
-from .. import artifacts
-from ..config import to_toml
-from ..errors import PipelineError
-from ..util.durations import format_duration
-from .kinds import get_kind
-from .probe import FOLD_OVERHEAD_S as FOLD_OVERHEAD_S
-from .probe import Cost
+from ...errors import PipelineError
+from ...util.durations import format_duration
+from ..kinds import get_kind
+from ..kinds.pricing import Cost
 
 MAX_SCALE = 2.0  # EPOCHS=auto never more than doubles a recipe's epochs
 
@@ -243,77 +239,3 @@ def format_plan(
         "(epochs: planned (recipe); once = embeddings; /epoch and /fold per fold)"
     )
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- plan.toml
-
-
-def write_plan(
-    path: Path,
-    plan: Plan,
-    device: str,
-    left_out: tuple[str, ...] = (),
-    costs: dict | None = None,
-    replans: list[dict] | None = None,
-) -> None:
-    """``plan.toml``; ``costs`` (every probed run) adds the left-out runs' smallest seconds and
-    probe figures under ``[left_out_costs]``, so a user sees what a larger budget would buy;
-    ``replans`` is what each re-plan after a trained run measured and changed.
-    A run planned with its first TTA view only (``run[view]``) is written under its run with
-    ``tta``, which the train stage then trains it with."""
-    runs = {
-        run_of(r): {
-            **({"tta": [r.split("[", 1)[1].rstrip("]")]} if r != run_of(r) else {}),
-            "kind": c.kind,
-            "epochs": plan.epochs[r],
-            "recipe_epochs": plan.recipe_epochs[r],
-            "planned_s": round(plan.run_seconds(r), 1),
-            **{k: round(v, 3) for k, v in asdict(c).items() if isinstance(v, float)},
-            **{k: round(v, 2) for k, v in c.figures.items()},
-            **({"estimate": round(c.estimate.score, 4)} if c.estimate is not None else {}),
-        }
-        for r, c in plan.costs.items()
-    }
-    meta = {
-        "budget_s": plan.budget_s,
-        "k": plan.k,
-        "device": device,
-        "total_s": round(plan.total_s, 1),
-        "left_out": list(left_out),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        **({"replans": replans} if replans else {}),
-        "runs": runs,
-    }
-    if left_out and costs:
-        meta["left_out_costs"] = {
-            r: {
-                "smallest_s": round(costs[r].seconds(1, plan.k), 1),
-                **{k: round(v, 2) for k, v in costs[r].figures.items()},
-                **(
-                    {"estimate": round(costs[r].estimate.score, 4)}
-                    if costs[r].estimate is not None
-                    else {}
-                ),
-            }
-            for r in left_out
-        }
-    artifacts.atomic_write_text(path, to_toml(meta))
-
-
-def read_plan(path: Path) -> dict | None:
-    return artifacts.read_run_config(path)
-
-
-def planned_epochs(saved: dict, path: Path, runs: list[str], budget_s: float | None) -> dict:
-    """The epochs a written plan fixed; refuses a different budget or a run it does not cover."""
-    if budget_s is not None and abs(saved["budget_s"] - budget_s) > 0.5:
-        raise PipelineError(
-            f"{path} was planned for BUDGET={format_duration(saved['budget_s'])}, not "
-            f"{format_duration(budget_s)}; delete it to plan again (trained folds keep their epochs)"
-        )
-    missing = [r for r in runs if r not in saved["runs"] and r not in saved.get("left_out", [])]
-    if budget_s is not None and missing:
-        raise PipelineError(
-            f"{path} does not plan run {missing[0]!r}; delete it to plan again with these RUNS"
-        )
-    return {r: int(saved["runs"][r]["epochs"]) for r in runs if r in saved["runs"]}
