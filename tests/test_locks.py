@@ -1,4 +1,4 @@
-"""Two ``make train`` on one competition at once (issue 22): no fold is trained twice, a cache
+"""Two ``make train`` on one competition at once: no fold is trained twice, a cache
 is built once while the other process waits, a lock left by a killed process is taken over,
 and every artifact reads back equal to one uninterrupted run's.
 

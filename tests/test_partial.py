@@ -177,7 +177,7 @@ def test_partial_recipe_refusals(workdir, capsys):
 def test_a_full_disk_when_the_activation_cache_reserves_and_a_damaged_one(
     workdir, capsys, monkeypatch
 ):
-    """Issue 22: the trunk activations are a memory map, so their space is reserved first; a
+    """The trunk activations are a memory map, so their space is reserved first; a
     refusal is one line naming the cache, nothing partial stays, and the re-run equals a clean
     run. A truncated cache is said and rebuilt."""
     import pipeline.storage

@@ -213,7 +213,7 @@ def test_student_recipe_fields_are_checked():
 def test_a_second_train_waits_for_a_teachers_targets_being_written(
     world_a, tmp_path, monkeypatch, capsys
 ):
-    """Issue 22: a teacher's targets for a fold are written under a lock beside them; a second
+    """A teacher's targets for a fold are written under a lock beside them; a second
     process that finds it held waits, then reads what the holder wrote instead of writing
     again. The holder here is this test; the second process a thread of it, parked by
     ``PIPELINE_HOLD_AT=wait:<lock>`` once it has found the lock held (no sleeps)."""

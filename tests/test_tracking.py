@@ -140,7 +140,7 @@ def test_ensemble_events_leaderboard_per_class_and_figures(tracked):
     )
     ea.Reload()
     assert "report/per_class_accuracy" in ea.Tags()["images"]
-    shift = summary["label_shift"]  # issue 31: the decision and its figures
+    shift = summary["label_shift"]  # label shift: the decision and its figures
     assert got["label_shift/applied"][0][1] == float(shift["applied"])
     assert got["label_shift/threshold"][0][1] == pytest.approx(shift["check"]["threshold"])
     assert "label_shift/text_summary" in ea.Tags()["tensors"]

@@ -1,5 +1,5 @@
-"""Issue 22 in the executors' workers: a full disk in a ``JOBS=2`` worker, and a fold held by
-another process as a ``JOBS=2`` worker or a Ray task meets it. (A file of its own, so that
+"""A full disk and a held lock in the executors' workers: a full disk in a ``JOBS=2`` worker,
+and a fold held by another process as a ``JOBS=2`` worker or a Ray task meets it. (A file of its own, so that
 pytest-xdist runs it beside tests/test_jobs.py.)"""
 
 from __future__ import annotations
