@@ -1,6 +1,6 @@
 """A full disk and a held lock in the executors' workers: a full disk in a ``JOBS=2`` worker,
-and a fold held by another process as a ``JOBS=2`` worker or a Ray task meets it. (A file of its own, so that
-pytest-xdist runs it beside tests/test_jobs.py.)"""
+and a fold held by another process as a ``JOBS=2`` worker or a Ray task meets it. (A file of
+its own, so that pytest-xdist runs it beside tests/test_jobs.py.)"""
 
 from __future__ import annotations
 
