@@ -12,9 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
-from safetensors.torch import save_file
 
 from pipeline.cli import main
 from pipeline.competition.load import load_competition
@@ -24,7 +22,7 @@ from pipeline.ensemble.state import load_state
 from pipeline.layout import Workspace
 from pipeline.teach import targets
 
-from .fakes import CLASSES, write_leaves
+from .fakes import CLASSES, toy_workspace
 
 FEATURES = """kind = "features"
 backbone = "test_resnet"
@@ -50,15 +48,11 @@ def world_a(tmp_path, monkeypatch):
     root = tmp_path / "a"
     root.mkdir()
     monkeypatch.chdir(root)
-    write_leaves(root / "input" / "toy", n_per_class=12, n_test=9)
-    (root / "models" / "pretrained").mkdir(parents=True)
-    torch.manual_seed(0)
-    weights = timm.create_model("test_resnet", num_classes=10).state_dict()
-    save_file(weights, root / "models" / "pretrained" / "test_resnet.safetensors")
-    (root / "models" / "f.toml").write_text(FEATURES + 'image_size = 24\ntta = ["none", "hflip"]\n')
-    (root / "models" / "g.toml").write_text(FEATURES + 'image_size = 32\ntta = ["none"]\n')
-    assert main(["folds", "--comp", "input/toy", "--k", "3"]) == 0
-    return root
+    runs = {
+        "f": FEATURES + 'image_size = 24\ntta = ["none", "hflip"]\n',
+        "g": FEATURES + 'image_size = 32\ntta = ["none"]\n',
+    }
+    return toy_workspace(root, runs, n_per_class=12, n_test=9, k=3, pretrained=("test_resnet",))
 
 
 def _flip_labels(root, fold: int) -> None:
