@@ -43,16 +43,38 @@ def _world(root, monkeypatch):
     return load_competition(root / "input" / "toy"), Workspace.under(root, "toy")
 
 
-@pytest.fixture
-def world_a(tmp_path, monkeypatch):
-    root = tmp_path / "a"
-    root.mkdir()
-    monkeypatch.chdir(root)
+def _open(root):
+    return load_competition(root / "input" / "toy"), Workspace.under(root, "toy")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """The toy competition with the recipes of two feature members, f and g, untrained."""
     runs = {
         "f": FEATURES + 'image_size = 24\ntta = ["none", "hflip"]\n',
         "g": FEATURES + 'image_size = 32\ntta = ["none"]\n',
     }
+    root = tmp_path_factory.mktemp("teacher") / "template"
     return toy_workspace(root, runs, n_per_class=12, n_test=9, k=3, pretrained=("test_resnet",))
+
+
+@pytest.fixture(scope="module")
+def trained(template):
+    """The template made a ``_world`` once for the module; tests take copies."""
+    root = template.parent / "trained"
+    shutil.copytree(template, root)
+    with pytest.MonkeyPatch.context() as mp:
+        _world(root, mp)
+    return root
+
+
+@pytest.fixture
+def world_a(trained, tmp_path, monkeypatch):
+    """A ``_world`` of its own (a copy of ``trained``) in ``tmp_path/a``, the working folder."""
+    root = tmp_path / "a"
+    shutil.copytree(trained, root)
+    monkeypatch.chdir(root)
+    return root
 
 
 def _flip_labels(root, fold: int) -> None:
@@ -82,13 +104,17 @@ def _shortcut(comp, ws, fold):
     return est.predict_proba(members.oof)[oof.fold != fold]
 
 
-def test_fold_targets_do_not_change_when_that_folds_labels_do(world_a, tmp_path, monkeypatch):
+def test_fold_targets_do_not_change_when_that_folds_labels_do(
+    template, world_a, tmp_path, monkeypatch
+):
     world_b = tmp_path / "b"
-    shutil.copytree(world_a, world_b)
+    shutil.copytree(template, world_b)
     _flip_labels(world_b, fold=0)
+    _world(world_b, monkeypatch)
     seen = {}
     for name, root in (("a", world_a), ("b", world_b)):
-        comp, ws = _world(root, monkeypatch)
+        monkeypatch.chdir(root)
+        comp, ws = _open(root)
         seen[name] = {
             "fold0": _targets(comp, ws, 0),
             "fold1": _targets(comp, ws, 1),
@@ -106,7 +132,7 @@ def test_fold_targets_do_not_change_when_that_folds_labels_do(world_a, tmp_path,
 
 
 def test_fitted_teacher_methods_never_see_the_folds_labels(world_a, monkeypatch):
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     assert main(["ensemble", "--comp", "input/toy", "--runs", "f,g", "--method", "stack",
                  "--name", "teach", "--no-report"]) == 0  # fmt: skip
     real, fitted_on = targets.method_factory, []
@@ -137,7 +163,7 @@ def test_fitted_teacher_methods_never_see_the_folds_labels(world_a, monkeypatch)
 
 
 def test_students_learn_from_the_teacher_and_pseudo_labels(world_a, monkeypatch, capsys):
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     models = world_a / "models"
     (models / "s.toml").write_text(
         FEATURES + 'image_size = 24\ntta = ["none"]\nteacher = "teach"\npseudo_floor = 0.34\n'
@@ -173,7 +199,7 @@ def test_students_learn_from_the_teacher_and_pseudo_labels(world_a, monkeypatch,
 def test_a_run_cannot_teach_itself_nor_teach_with_a_fold_chosen_on_its_labels(
     world_a, monkeypatch, capsys
 ):
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     with pytest.raises(Exception, match="f names teacher 'teach', which has f among its members"):
         targets.fold_targets(comp, ws, "teach", 0, CPU, student="f")
     done_path = ws.fold_dir("g", 1) / "done.json"
@@ -217,7 +243,7 @@ def test_a_second_train_waits_for_a_teachers_targets_being_written(
 
     from .test_locks import Hold
 
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     path = ws.teacher_targets("teach", 0)
     lock = path.with_name(f".{path.name}.lock")
     held = locks.try_lock(lock, "another make train")
