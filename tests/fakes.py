@@ -1,7 +1,11 @@
-"""Helpers the tests import: tiny competitions in both Kaggle layouts, written into a folder."""
+"""Helpers the tests import: tiny competitions in both Kaggle layouts, a toy workspace (competition,
+recipes, weights, folds) and the CLI run in a subprocess."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +72,8 @@ def write_cifar(root: Path, n_per_class: int = 6, n_test: int = 5, seed: int = 1
     return root
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
 
 
 # A 2-fold toy run ``r``: a tiny timm test model from scratch, two views
@@ -92,16 +97,60 @@ def toy_roots(root: Path) -> list[str]:
     ]
 
 
-def toy_workspace(root: Path, recipe: str = TOY_RECIPE, n_per_class: int = 8) -> Path:
-    """``root`` with the leaves-layout competition ``input/toy`` (4 test images), the recipe
-    ``models/r.toml`` and its 2-fold folds file."""
+def toy_workspace(
+    root: Path,
+    recipes: str | dict[str, str] = TOY_RECIPE,
+    *,
+    n_per_class: int = 8,
+    n_test: int = 4,
+    layout: str = "leaves",
+    k: int | None = 2,
+    pretrained: tuple[str, ...] = (),
+) -> Path:
+    """``root`` as a workspace: the toy competition ``input/toy`` (``write_leaves``, or
+    ``write_cifar`` for ``layout="cifar"``), the recipes ``models/<run>.toml`` (one recipe
+    text is run ``r``), ``models/pretrained/<name>.safetensors`` for each timm name in
+    ``pretrained`` (10-class weights drawn after ``torch.manual_seed(0)``), and the ``k``-fold
+    folds file written by ``folds`` (none when ``k`` is None)."""
     from pipeline.cli import main
 
-    write_leaves(root / "input" / "toy", n_per_class=n_per_class, n_test=4)
+    write = {"leaves": write_leaves, "cifar": write_cifar}[layout]
+    write(root / "input" / "toy", n_per_class=n_per_class, n_test=n_test)
     (root / "models").mkdir(parents=True)
-    (root / "models" / "r.toml").write_text(recipe)
-    assert main(["folds", *toy_roots(root), "--k", "2"]) == 0
+    for run, text in ({"r": recipes} if isinstance(recipes, str) else recipes).items():
+        (root / "models" / f"{run}.toml").write_text(text)
+    for name in pretrained:
+        _pretrained(root / "models" / "pretrained", name)
+    if k is not None:
+        assert main(["folds", *toy_roots(root), "--k", str(k)]) == 0
     return root
+
+
+def _pretrained(folder: Path, name: str) -> None:
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_file(timm.create_model(name, num_classes=10).state_dict(), folder / f"{name}.safetensors")
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str | None] | None = None, timeout: float = 300, wait=True
+) -> subprocess.CompletedProcess | subprocess.Popen:
+    """``python -m pipeline *args`` in a new process in ``cwd``, this checkout's ``pipeline``
+    first on its path, with this process's environment and ``env`` over it (a None value
+    removes the variable). By default it waits (at most ``timeout`` seconds) and returns the
+    finished process with its output as text; ``wait=False`` returns the running ``Popen``
+    with stdout and stderr as text pipes."""
+    full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    full = {k: v for k, v in full.items() if v is not None}
+    cmd = [sys.executable, "-m", "pipeline", *args]
+    if not wait:
+        pipe = subprocess.PIPE
+        return subprocess.Popen(cmd, cwd=cwd, env=full, stdout=pipe, stderr=pipe, text=True)
+    return subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 def extra_module(module: str, extra: str):

@@ -7,12 +7,9 @@ README section "Malformed competitions" lists the same kinds.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -29,7 +26,7 @@ from pipeline.competition.images import decode_image, load_rgb
 from pipeline.errors import CompetitionError, PipelineError
 from pipeline.train.cache import build_cache
 
-from .fakes import CLASSES, write_cifar, write_leaves
+from .fakes import CLASSES, run_cli, write_cifar, write_leaves
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -439,10 +436,8 @@ def test_decode_image_reports_the_file_mode(tmp_path):
 # ---- the CLI: one line per problem on stderr, no traceback, exit code 2 ------------------------
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "pipeline", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+def _cli(*args: str, cwd: Path):
+    return run_cli(*args, cwd=cwd, env={"OMP_NUM_THREADS": "1"}, timeout=120)
 
 
 def test_cli_check_structural_error_is_one_line(tmp_path):

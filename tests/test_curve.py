@@ -7,9 +7,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.train.learning_curve import nested_subsets
 
-from .fakes import write_leaves
-
-RECIPE = 'backbone = "test_resnet"\nimage_size = 16\nepochs = 2\nbatch_size = 8\ntta = ["none", "hflip"]\n'
+from .fakes import TOY_RECIPE, toy_workspace
 
 
 def test_subsets_are_nested_and_stratified():
@@ -22,12 +20,9 @@ def test_subsets_are_nested_and_stratified():
 
 @pytest.mark.slow
 def test_make_curve(tmp_path, monkeypatch, capsys):
-    write_leaves(tmp_path / "input" / "toy", n_per_class=12)
+    toy_workspace(tmp_path, TOY_RECIPE, n_per_class=12, n_test=5)  # run r, 2 folds
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "r.toml").write_text(RECIPE)
     comp = ["--comp", "input/toy"]
-    assert main(["folds", *comp, "--k", "2"]) == 0
     assert main(["train", *comp, "--runs", "r", "--folds", "0"]) == 0
     assert main(["curve", *comp, "--run", "r", "--fractions", "0.25 0.5"]) == 0
     out = tmp_path / "models" / "toy" / "r" / "curve"

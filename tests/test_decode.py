@@ -1,4 +1,4 @@
-"""The one image path (issue 32): every decode goes through ``competition/images.py``, JPEGs are
+"""The one image path: every decode goes through ``competition/images.py``, JPEGs are
 DCT-scaled per size with pixels that depend only on (file, size), train's caches and predict see
 the same pixels, and the caches' total disk is checked before any decoding."""
 
@@ -79,7 +79,7 @@ def test_jpeg_pixels_depend_only_on_file_and_size(files, monkeypatch):
 
 def test_cached_train_pixels_are_what_predict_feeds_the_model(files):
     """Train caches at 32 and 48 px (one pass); predict's members at 48 and 64 px (and a run
-    trained before issue 32, decoding in full)."""
+    trained before the decode was recorded in its recipe, decoding in full)."""
     root, names = files
     splits = {"train": names}
     caches = build_caches(root, splits, [32, 48], lambda s, z: root / "cache" / f"{s}_{z}.u8")

@@ -11,7 +11,7 @@ from pipeline.cli import main
 from pipeline.competition.submission import validate_submission
 from pipeline.ensemble.methods import METHODS
 
-from .fakes import CLASSES, write_cifar
+from .fakes import CLASSES, toy_workspace
 
 RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none", "hflip", "vflip", "scale"]\n'
 
@@ -19,11 +19,8 @@ RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = [
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_cifar(tmp_path / "input" / "toy")
-    (tmp_path / "models").mkdir()
-    for run, b in (("a", "test_resnet"), ("b", "test_efficientnet")):
-        (tmp_path / "models" / f"{run}.toml").write_text(RECIPE.format(b=b))
-    return tmp_path
+    runs = {"a": RECIPE.format(b="test_resnet"), "b": RECIPE.format(b="test_efficientnet")}
+    return toy_workspace(tmp_path, runs, layout="cifar", n_per_class=6, n_test=5, k=None)
 
 
 def test_cli_end_to_end(workdir, capsys):
@@ -106,10 +103,16 @@ def test_changed_recipe_is_refused(workdir, capsys):
 def test_input_models_and_output_are_separate_roots(tmp_path, monkeypatch, capsys):
     """A Kaggle notebook's layout: read-only competition input, recipes and runs under one root,
     folds and submissions under another, caches under a third; nothing lands anywhere else."""
-    comp_dir = write_cifar(tmp_path / "kaggle" / "input" / "toy")
-    models, out, cache = (tmp_path / "kaggle" / d for d in ("models", "working", "cache"))
-    models.mkdir()
-    (models / "a.toml").write_text(RECIPE.format(b="test_resnet"))
+    kaggle = toy_workspace(
+        tmp_path / "kaggle",
+        {"a": RECIPE.format(b="test_resnet")},
+        layout="cifar",
+        n_per_class=6,
+        n_test=5,
+        k=None,
+    )
+    comp_dir = kaggle / "input" / "toy"
+    models, out, cache = (kaggle / d for d in ("models", "working", "cache"))
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     monkeypatch.chdir(cwd)

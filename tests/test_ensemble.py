@@ -184,7 +184,7 @@ def test_ensemble_stage_end_to_end(tmp_path, capsys):
         assert (out / "report" / f).stat().st_size > 0, f
     assert "acc_a" in pd.read_csv(out / "report" / "per_class.csv").columns
 
-    # label shift (issue 31): the decision and its figures in ensemble.json, the saved state
+    # label shift: the decision and its figures in ensemble.json, the saved state
     # make predict re-decides with, and the report page
     shift = summary["label_shift"]
     assert shift["prior"] == "auto" and isinstance(shift["applied"], bool)

@@ -6,9 +6,7 @@ import tomllib
 
 import numpy as np
 import pytest
-import timm
 import torch
-from safetensors.torch import save_file
 
 from pipeline.cli import main
 from pipeline.competition.load import load_competition
@@ -19,7 +17,7 @@ from pipeline.train.cache import build_cache
 from pipeline.train.kinds import heads as features
 
 from .events import scalars
-from .fakes import CLASSES, write_leaves
+from .fakes import CLASSES, toy_workspace
 
 RECIPE = """kind = "features"
 backbone = "test_resnet"
@@ -33,14 +31,9 @@ tta = ["none", "hflip"]
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_leaves(tmp_path / "input" / "toy", n_per_class=12, n_test=6)
-    (tmp_path / "models" / "pretrained").mkdir(parents=True)
-    torch.manual_seed(0)
-    weights = timm.create_model("test_resnet", num_classes=10).state_dict()
-    save_file(weights, tmp_path / "models" / "pretrained" / "test_resnet.safetensors")
-    (tmp_path / "models" / "f.toml").write_text(RECIPE)
-    assert main(["folds", "--comp", "input/toy", "--k", "3"]) == 0
-    return tmp_path
+    return toy_workspace(
+        tmp_path, {"f": RECIPE}, n_per_class=12, n_test=6, k=3, pretrained=("test_resnet",)
+    )
 
 
 def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):

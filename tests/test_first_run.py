@@ -14,7 +14,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.model.pretrained import PACKAGES
 
-from .fakes import write_leaves
+from .fakes import toy_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 COMP = ["--comp", "input/toy"]
@@ -24,9 +24,8 @@ COMP = ["--comp", "input/toy"]
 def fresh(tmp_path: Path, monkeypatch) -> Path:
     """A workspace as a fresh clone has it: the shipped sets, no ``models/pretrained/``."""
     monkeypatch.chdir(tmp_path)
+    toy_workspace(tmp_path, {}, n_per_class=4, n_test=3)  # no recipe of its own; 2 folds
     shutil.copytree(REPO / "models" / "cpu", tmp_path / "models" / "cpu")
-    write_leaves(tmp_path / "input" / "toy", n_per_class=4, n_test=3)
-    assert main(["folds", *COMP, "--k", "2"]) == 0
     return tmp_path
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from pipeline.competition import load_competition
 from pipeline.errors import PipelineError
-from pipeline.folds.stage import folds_stage
 from pipeline.tools import soak
 from pipeline.train.context import Job
 from pipeline.train.executors import Dispatch
@@ -22,7 +21,7 @@ from pipeline.train.stage import train_stage
 from pipeline.workspace import Workspace
 
 from .events import assert_epochs_match_metrics
-from .fakes import extra_module, write_leaves
+from .fakes import extra_module, toy_workspace
 
 # 2 epochs, so a kill after epoch 1's last.pt is mid-fold; augmentation, mixup and EMA on
 RECIPE = """backbone = "test_resnet"
@@ -37,16 +36,16 @@ tta = ["none", "hflip"]
 KILL = "after:fold1/last.pt"  # fold 1, once epoch 1 is saved
 
 
+@pytest.fixture(scope="module", name="template")
+def template_fixture(tmp_path_factory) -> Path:
+    """A tiny competition, its recipe ``r`` and its 2 folds, untrained."""
+    return toy_workspace(tmp_path_factory.mktemp("jobs") / "template", RECIPE, n_per_class=6)
+
+
 @pytest.fixture(scope="module", name="reference")
-def reference_fixture(tmp_path_factory) -> Path:
-    """A tiny competition, its folds, and the in-process run at 1 thread per job."""
-    base = tmp_path_factory.mktemp("jobs")
-    write_leaves(base / "template" / "input" / "toy", n_per_class=6, n_test=4)
-    (base / "template" / "models").mkdir()
-    (base / "template" / "models" / "r.toml").write_text(RECIPE)
-    comp, ws = _open(base / "template")
-    folds_stage(comp, ws, k=2)
-    ref = _copy(base / "template", base / "ref")
+def reference_fixture(template) -> Path:
+    """The template trained in process at 1 thread per job."""
+    ref = _copy(template, template.parent / "ref")
     train_stage(*_open(ref), ["r"], device="cpu", dispatch=Dispatch(threads=1))
     return ref
 
@@ -87,9 +86,9 @@ def ray_local_fixture():
 
 @pytest.mark.slow
 def test_local_queue_retries_a_killed_worker_and_matches_in_process(
-    reference, tmp_path, monkeypatch, capsys
+    template, reference, tmp_path, monkeypatch, capsys
 ):
-    root = _copy(reference.parent / "template", tmp_path / "root")
+    root = _copy(template, tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)
     monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
     train_stage(*_open(root), ["r"], device="cpu", dispatch=Dispatch(jobs=2, threads=1), track=TB)
@@ -104,8 +103,8 @@ def test_local_queue_retries_a_killed_worker_and_matches_in_process(
 
 
 @pytest.mark.slow
-def test_local_queue_reports_a_job_that_fails_every_attempt(reference, tmp_path, monkeypatch):
-    root = _copy(reference.parent / "template", tmp_path / "root")
+def test_local_queue_reports_a_job_that_fails_every_attempt(template, tmp_path, monkeypatch):
+    root = _copy(template, tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # every attempt dies
     with pytest.raises(PipelineError) as err:
         train_stage(
@@ -121,9 +120,9 @@ def test_local_queue_reports_a_job_that_fails_every_attempt(reference, tmp_path,
 
 @pytest.mark.slow
 def test_ray_tasks_retry_a_killed_worker_and_match_in_process(
-    reference, tmp_path, monkeypatch, ray_local
+    template, reference, tmp_path, monkeypatch, ray_local
 ):
-    root = _copy(reference.parent / "template", tmp_path / "root")
+    root = _copy(template, tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # forwarded to the Ray tasks by the driver
     monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
     train_stage(*_open(root), ["r"], device="cpu", dispatch=Dispatch("ray", threads=1), track=TB)
@@ -135,9 +134,9 @@ def test_ray_tasks_retry_a_killed_worker_and_match_in_process(
 
 @pytest.mark.slow
 def test_ray_without_shared_fs_returns_the_fold_files_to_the_driver(
-    reference, tmp_path, monkeypatch, ray_local
+    template, reference, tmp_path, monkeypatch, ray_local
 ):
-    root = _copy(reference.parent / "template", tmp_path / "root")
+    root = _copy(template, tmp_path / "root")
     monkeypatch.setenv("PIPELINE_KILL_AT", KILL)  # in the task's scratch folder
     monkeypatch.setenv("PIPELINE_KILL_ONCE", str(tmp_path))
     dispatch = Dispatch("ray", threads=1, options={"shared_fs": False})

@@ -19,7 +19,7 @@ from pipeline.config import DEFAULT_KIND, Recipe, recipe_from_dict
 from pipeline.errors import ArtifactError, RecipeError
 from pipeline.train import kinds
 
-from .fakes import write_cifar
+from .fakes import toy_roots, toy_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 KIND_NAMES = {"finetune", "features"}
@@ -131,13 +131,9 @@ def test_a_toy_kind_in_one_module_trains_ensembles_and_predicts(tmp_path, monkey
     (tmp_path / "plugins" / "toy_prior_kind.py").write_text(textwrap.dedent(TOY_KIND))
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
     monkeypatch.setitem(kinds.KINDS, "prior", "toy_prior_kind")  # the registry line
-    write_cifar(tmp_path / "input" / "toy")
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "p.toml").write_text(f'kind = "prior"\n{RECIPE}')
-    (tmp_path / "models" / "t.toml").write_text(RECIPE)
-    args = ["--comp", str(tmp_path / "input" / "toy"), "--models", str(tmp_path / "models")]
-    args += ["--output", str(tmp_path)]
-    assert main(["folds", *args, "--k", "2"]) == 0
+    runs = {"p": f'kind = "prior"\n{RECIPE}', "t": RECIPE}
+    toy_workspace(tmp_path, runs, layout="cifar", n_per_class=6, n_test=5)  # 2 folds
+    args = toy_roots(tmp_path)
     # under a time budget: the planner prices it through its probe, epochs are not its
     assert main(["train", *args, "--runs", "p t", "--budget", "30m"]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Two ``make train`` on one competition at once (issue 22): no fold is trained twice, a cache
+"""Two ``make train`` on one competition at once: no fold is trained twice, a cache
 is built once while the other process waits, a lock left by a killed process is taken over,
 and every artifact reads back equal to one uninterrupted run's.
 
@@ -22,7 +22,7 @@ from pipeline.cli import main
 from pipeline.disk import locks
 from pipeline.tools.soak import check_outputs
 
-from .fakes import toy_roots, toy_workspace
+from .fakes import run_cli, toy_roots, toy_workspace
 
 TIMEOUT = 240
 
@@ -85,12 +85,10 @@ class First:
 
 
 def _popen(root: Path, env: dict, *more: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline", "train", *toy_roots(root), "--runs", "r", *more]
-    mine = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_HOLD_")}
-    full = {**mine, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
-    return subprocess.Popen(
-        cmd, cwd=root, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    """The second ``make train``, a new process, not parked unless ``env`` says so."""
+    mine = {k: None for k in os.environ if k.startswith("PIPELINE_HOLD_")}
+    argv = ["train", *toy_roots(root), "--runs", "r", *more]
+    return run_cli(*argv, cwd=root, env={**mine, **env}, wait=False)
 
 
 def _await_line(proc: subprocess.Popen, text: str) -> str:

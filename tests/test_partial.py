@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
 
 from pipeline.cli import main
 from pipeline.competition.load import load_competition
@@ -24,7 +23,7 @@ from pipeline.train.cache import build_cache
 from pipeline.train.kinds.activations import split_model
 
 from .events import assert_epochs_match_metrics
-from .fakes import CLASSES, write_leaves
+from .fakes import CLASSES, toy_workspace
 
 RECIPE = """kind = "partial"
 backbone = "test_efficientnet"
@@ -40,17 +39,9 @@ tta = ["none", "hflip"]
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_leaves(tmp_path / "input" / "toy", n_per_class=8, n_test=4)
-    (tmp_path / "models" / "pretrained").mkdir(parents=True)
-    torch.manual_seed(0)
-    weights = timm.create_model("test_efficientnet", num_classes=10).state_dict()
-    save_file(weights, tmp_path / "models" / "pretrained" / "test_efficientnet.safetensors")
-    (tmp_path / "models" / "p.toml").write_text(RECIPE)
-    (tmp_path / "models" / "f.toml").write_text(
-        RECIPE.replace('"partial"', '"features"').split("epochs")[0] + 'tta = ["none", "hflip"]\n'
-    )
-    assert main(["folds", "--comp", "input/toy", "--k", "3"]) == 0
-    return tmp_path
+    features = RECIPE.replace('"partial"', '"features"').split("epochs")[0]
+    runs = {"p": RECIPE, "f": features + 'tta = ["none", "hflip"]\n'}
+    return toy_workspace(tmp_path, runs, k=3, pretrained=("test_efficientnet",))
 
 
 def test_split_shares_the_modules_and_computes_the_whole_network():
@@ -177,7 +168,7 @@ def test_partial_recipe_refusals(workdir, capsys):
 def test_a_full_disk_when_the_activation_cache_reserves_and_a_damaged_one(
     workdir, capsys, monkeypatch
 ):
-    """Issue 22: the trunk activations are a memory map, so their space is reserved first; a
+    """The trunk activations are a memory map, so their space is reserved first; a
     refusal is one line naming the cache, nothing partial stays, and the re-run equals a clean
     run. A truncated cache is said and rebuilt."""
     import pipeline.disk.space

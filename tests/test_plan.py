@@ -22,7 +22,7 @@ from pipeline.train.planning.value import ensemble_value, mixture_weights
 from pipeline.util.durations import parse_duration
 from pipeline.workspace import Workspace
 
-from .fakes import write_leaves
+from .fakes import TOY_RECIPE, toy_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -301,13 +301,7 @@ class FakeClock:
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_leaves(tmp_path / "input" / "toy", n_per_class=10, n_test=6)
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "t.toml").write_text(
-        'backbone = "test_resnet"\nimage_size = 16\nepochs = 2\nbatch_size = 8\ntta = ["none", "hflip"]\n'
-    )
-    assert main(["folds", "--comp", "input/toy", "--k", "2"]) == 0
-    return tmp_path
+    return toy_workspace(tmp_path, {"t": TOY_RECIPE}, n_per_class=10, n_test=6)  # 2 folds
 
 
 def test_probe_arithmetic_under_a_fake_clock(toy):

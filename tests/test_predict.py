@@ -23,7 +23,7 @@ from pipeline.predict.saved import load_saved
 from pipeline.predict.stage import predict_stage
 from pipeline.workspace import Workspace
 
-from .fakes import write_cifar
+from .fakes import toy_roots, toy_workspace
 
 RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none", "hflip"]\n'
 
@@ -31,14 +31,11 @@ RECIPE = 'backbone = "{b}"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """Two tiny members on 2 folds of the CIFAR-layout toy, ensembled as NAME=ensemble."""
-    root = tmp_path_factory.mktemp("predict")
-    write_cifar(root / "input" / "toy")
-    (root / "models").mkdir()
-    for run, b in (("a", "test_resnet"), ("b", "test_efficientnet")):
-        (root / "models" / f"{run}.toml").write_text(RECIPE.format(b=b))
-    args = ["--comp", str(root / "input" / "toy"), "--models", str(root / "models")]
-    args += ["--output", str(root)]
-    assert main(["folds", *args, "--k", "2"]) == 0
+    runs = {"a": RECIPE.format(b="test_resnet"), "b": RECIPE.format(b="test_efficientnet")}
+    root = toy_workspace(
+        tmp_path_factory.mktemp("predict"), runs, layout="cifar", n_per_class=6, n_test=5
+    )
+    args = toy_roots(root)
     assert main(["train", *args, "--runs", "a b", "--track", "tensorboard"]) == 0
     ens = ["ensemble", *args, "--runs", "a b", "--methods", "soft stack"]
     assert main([*ens, "--method", "stack", "--no-report"]) == 0

@@ -1,4 +1,4 @@
-"""Label shift (issue 31): calibrate, then estimate; PRIOR=auto applies the correction only when
+"""Label shift: calibrate, then estimate; PRIOR=auto applies the correction only when
 its check at this model quality, class count and test size says it helps, does no harm, and the
 test set looks shifted; the saved state makes make predict decide the same way."""
 
@@ -24,9 +24,10 @@ from pipeline.ensemble.prior.estimators import (
 from pipeline.errors import PipelineError
 
 MULTICLASS = Task("multiclass", "label", "accuracy")
-# issue 31's trap, made by prior_bench.simulate(Case("weak", 10, 256, "none", 106)): a weak,
-# overconfident 10-class member (768 OOF rows from one fold model each, OOF accuracy 0.37) and
-# 256 test rows drawn at the train's priors (the mean of 5 fold models' logits)
+# the trap (uncalibrated EM "corrects" a test set that is not shifted), made by
+# prior_bench.simulate(Case("weak", 10, 256, "none", 106)): a weak, overconfident 10-class
+# member (768 OOF rows from one fold model each, OOF accuracy 0.37) and 256 test rows drawn at
+# the train's priors (the mean of 5 fold models' logits)
 WEAK_UNSHIFTED = Path(__file__).parent / "prior_weak_unshifted.npz"
 
 

@@ -17,7 +17,7 @@ from pipeline.train.kinds.finetune import setup_fold
 from pipeline.train.stage import train_stage
 from pipeline.workspace import Workspace
 
-from .fakes import CLASSES, write_cifar
+from .fakes import CLASSES, toy_workspace
 
 RECIPE = 'backbone = "test_resnet"\nimage_size = 16\nepochs = 1\nbatch_size = 8\ntta = ["none"]\n'
 
@@ -118,10 +118,9 @@ def test_relabel_error_is_one_cli_line(leaves, tmp_path, monkeypatch, capsys):
 def toy(tmp_path, monkeypatch):
     """CIFAR layout (train ids 1..18: cat 1-6, dog 7-12, owl 13-18); id 1 -> dog, id 8 dropped."""
     monkeypatch.chdir(tmp_path)
-    comp_dir = write_cifar(tmp_path / "input" / "toy")
+    toy_workspace(tmp_path, RECIPE, layout="cifar", n_per_class=6, n_test=5, k=None)
+    comp_dir = tmp_path / "input" / "toy"
     _relabel(comp_dir, "1,dog", "8,drop")
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "r.toml").write_text(RECIPE)
     assert main(["folds", "--comp", "input/toy", "--k", "2"]) == 0
     return load_competition(comp_dir)
 

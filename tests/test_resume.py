@@ -1,10 +1,6 @@
 """A fold killed with SIGKILL mid-training resumes from its last epoch and ends as if never killed."""
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +8,7 @@ import pytest
 
 from pipeline.cli import main
 
-from .fakes import toy_roots, toy_workspace
+from .fakes import run_cli, toy_roots, toy_workspace
 
 RECIPE = """backbone = "test_resnet"
 image_size = 24
@@ -25,12 +21,6 @@ tta = ["none", "hflip"]
 """
 
 
-def _cli(root: Path, *args: str, env: dict | None = None):
-    cmd = [sys.executable, "-m", "pipeline", *args]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(env or {})}
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
@@ -40,14 +30,14 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     # the deterministic kill hook (disk/faults.py): SIGKILL right after epoch 1's last.pt of fold 0
     # is renamed into place, mid-fold, with no timing race
     env = {"PIPELINE_KILL_AT": "after:fold0/last.pt"}
-    proc = _cli(killed, "train", "--comp", "input/toy", "--runs", "r", env=env)
+    proc = run_cli("train", "--comp", "input/toy", "--runs", "r", cwd=killed, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert "PIPELINE_KILL_AT: SIGKILL at after:fold0/last.pt" in proc.stderr
     assert last.exists(), "fold 0 never wrote last.pt"
     fdir = last.parent
     assert not (fdir / "done.json").exists()
 
-    resumed = _cli(killed, "train", "--comp", "input/toy", "--runs", "r")
+    resumed = run_cli("train", "--comp", "input/toy", "--runs", "r", cwd=killed)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     metrics = pd.read_csv(fdir / "metrics.csv")

@@ -1,4 +1,4 @@
-"""A full disk and damaged files (issue 22): one line naming the file, no partial file, and a
+"""A full disk and damaged files: one line naming the file, no partial file, and a
 re-run after the space is freed that ends bit-identical to a run that never failed.
 
 The write points are not listed by hand: a clean run records every one it reaches (each

@@ -12,9 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
-from safetensors.torch import save_file
 
 from pipeline.cli import main
 from pipeline.competition.load import load_competition
@@ -24,7 +22,7 @@ from pipeline.ensemble.state import load_state
 from pipeline.teach import targets
 from pipeline.workspace import Workspace
 
-from .fakes import CLASSES, write_leaves
+from .fakes import CLASSES, toy_workspace
 
 FEATURES = """kind = "features"
 backbone = "test_resnet"
@@ -45,19 +43,37 @@ def _world(root, monkeypatch):
     return load_competition(root / "input" / "toy"), Workspace.under(root, "toy")
 
 
+def _open(root):
+    return load_competition(root / "input" / "toy"), Workspace.under(root, "toy")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """The toy competition with the recipes of two feature members, f and g, untrained."""
+    runs = {
+        "f": FEATURES + 'image_size = 24\ntta = ["none", "hflip"]\n',
+        "g": FEATURES + 'image_size = 32\ntta = ["none"]\n',
+    }
+    root = tmp_path_factory.mktemp("teacher") / "template"
+    return toy_workspace(root, runs, n_per_class=12, n_test=9, k=3, pretrained=("test_resnet",))
+
+
+@pytest.fixture(scope="module")
+def trained(template):
+    """The template made a ``_world`` once for the module; tests take copies."""
+    root = template.parent / "trained"
+    shutil.copytree(template, root)
+    with pytest.MonkeyPatch.context() as mp:
+        _world(root, mp)
+    return root
+
+
 @pytest.fixture
-def world_a(tmp_path, monkeypatch):
+def world_a(trained, tmp_path, monkeypatch):
+    """A ``_world`` of its own (a copy of ``trained``) in ``tmp_path/a``, the working folder."""
     root = tmp_path / "a"
-    root.mkdir()
+    shutil.copytree(trained, root)
     monkeypatch.chdir(root)
-    write_leaves(root / "input" / "toy", n_per_class=12, n_test=9)
-    (root / "models" / "pretrained").mkdir(parents=True)
-    torch.manual_seed(0)
-    weights = timm.create_model("test_resnet", num_classes=10).state_dict()
-    save_file(weights, root / "models" / "pretrained" / "test_resnet.safetensors")
-    (root / "models" / "f.toml").write_text(FEATURES + 'image_size = 24\ntta = ["none", "hflip"]\n')
-    (root / "models" / "g.toml").write_text(FEATURES + 'image_size = 32\ntta = ["none"]\n')
-    assert main(["folds", "--comp", "input/toy", "--k", "3"]) == 0
     return root
 
 
@@ -88,13 +104,17 @@ def _shortcut(comp, ws, fold):
     return est.predict_proba(members.oof)[oof.fold != fold]
 
 
-def test_fold_targets_do_not_change_when_that_folds_labels_do(world_a, tmp_path, monkeypatch):
+def test_fold_targets_do_not_change_when_that_folds_labels_do(
+    template, world_a, tmp_path, monkeypatch
+):
     world_b = tmp_path / "b"
-    shutil.copytree(world_a, world_b)
+    shutil.copytree(template, world_b)
     _flip_labels(world_b, fold=0)
+    _world(world_b, monkeypatch)
     seen = {}
     for name, root in (("a", world_a), ("b", world_b)):
-        comp, ws = _world(root, monkeypatch)
+        monkeypatch.chdir(root)
+        comp, ws = _open(root)
         seen[name] = {
             "fold0": _targets(comp, ws, 0),
             "fold1": _targets(comp, ws, 1),
@@ -112,7 +132,7 @@ def test_fold_targets_do_not_change_when_that_folds_labels_do(world_a, tmp_path,
 
 
 def test_fitted_teacher_methods_never_see_the_folds_labels(world_a, monkeypatch):
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     assert main(["ensemble", "--comp", "input/toy", "--runs", "f,g", "--method", "stack",
                  "--name", "teach", "--no-report"]) == 0  # fmt: skip
     real, fitted_on = targets.method_factory, []
@@ -143,7 +163,7 @@ def test_fitted_teacher_methods_never_see_the_folds_labels(world_a, monkeypatch)
 
 
 def test_students_learn_from_the_teacher_and_pseudo_labels(world_a, monkeypatch, capsys):
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     models = world_a / "models"
     (models / "s.toml").write_text(
         FEATURES + 'image_size = 24\ntta = ["none"]\nteacher = "teach"\npseudo_floor = 0.34\n'
@@ -179,7 +199,7 @@ def test_students_learn_from_the_teacher_and_pseudo_labels(world_a, monkeypatch,
 def test_a_run_cannot_teach_itself_nor_teach_with_a_fold_chosen_on_its_labels(
     world_a, monkeypatch, capsys
 ):
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     with pytest.raises(Exception, match="f names teacher 'teach', which has f among its members"):
         targets.fold_targets(comp, ws, "teach", 0, CPU, student="f")
     done_path = ws.fold_dir("g", 1) / "done.json"
@@ -213,7 +233,7 @@ def test_student_recipe_fields_are_checked():
 def test_a_second_train_waits_for_a_teachers_targets_being_written(
     world_a, tmp_path, monkeypatch, capsys
 ):
-    """Issue 22: a teacher's targets for a fold are written under a lock beside them; a second
+    """A teacher's targets for a fold are written under a lock beside them; a second
     process that finds it held waits, then reads what the holder wrote instead of writing
     again. The holder here is this test; the second process a thread of it, parked by
     ``PIPELINE_HOLD_AT=wait:<lock>`` once it has found the lock held (no sleeps)."""
@@ -223,7 +243,7 @@ def test_a_second_train_waits_for_a_teachers_targets_being_written(
 
     from .test_locks import Hold
 
-    comp, ws = _world(world_a, monkeypatch)
+    comp, ws = _open(world_a)
     path = ws.teacher_targets("teach", 0)
     lock = path.with_name(f".{path.name}.lock")
     held = locks.try_lock(lock, "another make train")

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,15 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.track import board, mlflow_store
 
 from .events import assert_epochs_match_metrics, scalars
-from .fakes import extra_module, write_leaves
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = """backbone = "test_resnet"
-image_size = 16
-epochs = 2
-batch_size = 8
-tta = ["none", "hflip"]
-"""
+from .fakes import TOY_RECIPE, extra_module, run_cli, toy_roots, toy_workspace
 
 
 def _has_mlflow() -> bool:
@@ -44,29 +35,18 @@ def _has_mlflow() -> bool:
     return True
 
 
-def _cli(root: Path, *args: str, env: dict | None = None):
-    cmd = [sys.executable, "-m", "pipeline", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory) -> Path:
     """A toy competition trained with tracking on, fold 0 killed (in a subprocess) right before
     epoch 1's last.pt, after its events, then resumed; then an ensemble. TRACK=mlflow
     (TensorBoard as well) where MLflow is installed."""
-    root = tmp_path_factory.mktemp("tracked")
-    write_leaves(root / "input" / "toy", n_per_class=8, n_test=4)
-    (root / "models").mkdir()
-    (root / "models" / "r.toml").write_text(RECIPE)
-    roots = ["--comp", str(root / "input/toy"), "--models", str(root / "models")]
-    roots += ["--output", str(root)]
-    assert main(["folds", *roots, "--k", "2"]) == 0
+    root = toy_workspace(tmp_path_factory.mktemp("tracked"))  # TOY_RECIPE, 2 folds
+    roots = toy_roots(root)
     mode = "mlflow" if _has_mlflow() else "tensorboard"
     args = ["train", *roots, "--runs", "r", "--track", mode]
     # the killed call logs to TensorBoard only (MLflow logs a run once it is assembled)
     tb = ["train", *roots, "--runs", "r", "--track", "tensorboard"]
-    killed = _cli(root, *tb, env={"PIPELINE_KILL_AT": "before:fold0/last.pt"})
+    killed = run_cli(*tb, cwd=root, env={"PIPELINE_KILL_AT": "before:fold0/last.pt"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert list((root / "models/toy/r/fold0").glob("events.out.tfevents.*"))  # epoch 1's
     # TensorBoard reads a folder's event files in name order, whose first key is the second
@@ -140,7 +120,7 @@ def test_ensemble_events_leaderboard_per_class_and_figures(tracked):
     )
     ea.Reload()
     assert "report/per_class_accuracy" in ea.Tags()["images"]
-    shift = summary["label_shift"]  # issue 31: the decision and its figures
+    shift = summary["label_shift"]  # label shift: the decision and its figures
     assert got["label_shift/applied"][0][1] == float(shift["applied"])
     assert got["label_shift/threshold"][0][1] == pytest.approx(shift["check"]["threshold"])
     assert "label_shift/text_summary" in ea.Tags()["tensors"]
@@ -188,11 +168,8 @@ def test_a_failing_event_write_warns_once_and_training_goes_on(tmp_path, monkeyp
     monkeypatch.setattr(record_writer.RecordWriter, "write", full)
     monkeypatch.setattr(board, "_warned", set())
     monkeypatch.chdir(tmp_path)
-    write_leaves(tmp_path / "input" / "toy", n_per_class=6, n_test=2)
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "r.toml").write_text(RECIPE.replace("epochs = 2", "epochs = 1"))
+    toy_workspace(tmp_path, TOY_RECIPE.replace("epochs = 2", "epochs = 1"), n_per_class=6, n_test=2)
     comp = ["--comp", "input/toy"]
-    assert main(["folds", *comp, "--k", "2"]) == 0
     assert main(["train", *comp, "--runs", "r", "--track", "tensorboard"]) == 0
     err = capsys.readouterr().err
     assert err.count("warning: TensorBoard events") == 1, err

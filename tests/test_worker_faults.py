@@ -1,6 +1,6 @@
-"""Issue 22 in the executors' workers: a full disk in a ``JOBS=2`` worker, and a fold held by
-another process as a ``JOBS=2`` worker or a Ray task meets it. (A file of its own, so that
-pytest-xdist runs it beside tests/test_jobs.py.)"""
+"""A full disk and a held lock in the executors' workers: a full disk in a ``JOBS=2`` worker,
+and a fold held by another process as a ``JOBS=2`` worker or a Ray task meets it. (A file of
+its own, so that pytest-xdist runs it beside tests/test_jobs.py.)"""
 
 from __future__ import annotations
 
@@ -13,22 +13,23 @@ from pipeline.errors import PipelineError
 from pipeline.train.executors import Dispatch
 from pipeline.train.stage import train_stage
 
-# the fixtures reference and ray_local, shared with tests/test_jobs.py
-from .test_jobs import _copy, _open, ray_local_fixture, reference_fixture  # noqa: F401
+# the fixtures template (untrained: no test here compares with a clean run) and ray_local,
+# shared with tests/test_jobs.py
+from .test_jobs import _copy, _open, ray_local_fixture, template_fixture  # noqa: F401
 
 HELD = "1 of 2 train jobs skipped, held by another live process: r fold 1 is being trained by pid"
 
 
 @pytest.mark.slow
 def test_jobs_2_a_full_disk_in_one_worker_and_a_held_fold_in_the_other(
-    reference, tmp_path, monkeypatch
+    template, tmp_path, monkeypatch
 ):
     """One JOBS=2 train, fold 0's worker meeting a full disk and fold 1 held by another live
     process (this test's): the first worker prints the disk's line in its log and exits 2, and
     the driver names that line without retrying (the disk is still full); the second worker
     finds the fold lock taken (it is taken where the fold is trained), skips the fold and
     names its holder. Both in the one line the stage ends with."""
-    root = _copy(reference.parent / "template", tmp_path / "root")
+    root = _copy(template, tmp_path / "root")
     rdir = root / "models/toy/r"
     held = locks.try_lock(rdir / ".fold1.lock", "another make train")
     monkeypatch.setenv("PIPELINE_FAIL_AT", "enospc:fold0/last.pt")
@@ -52,8 +53,8 @@ def test_jobs_2_a_full_disk_in_one_worker_and_a_held_fold_in_the_other(
 
 
 @pytest.mark.slow
-def test_a_ray_task_skips_a_fold_another_process_holds(reference, tmp_path, ray_local):
-    root = _copy(reference.parent / "template", tmp_path / "root")
+def test_a_ray_task_skips_a_fold_another_process_holds(template, tmp_path, ray_local):
+    root = _copy(template, tmp_path / "root")
     rdir = root / "models/toy/r"
     held = locks.try_lock(rdir / ".fold1.lock", "another make train")
     try:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
 
 EPS = 1e-15  # Kaggle's log-loss clip
 
@@ -46,6 +45,8 @@ def binary_log_loss(y: np.ndarray, p1: np.ndarray) -> float:
 
 def macro_f1(y: np.ndarray, probs: np.ndarray) -> float:
     """Unweighted mean over classes of F1 of the argmax prediction (absent classes count 0)."""
+    from sklearn.metrics import f1_score  # lazy: the CLI starts without it
+
     c = np.asarray(probs).shape[1]
     pred = np.asarray(probs).argmax(axis=1)
     return float(f1_score(y, pred, labels=np.arange(c), average="macro", zero_division=0))
@@ -53,11 +54,15 @@ def macro_f1(y: np.ndarray, probs: np.ndarray) -> float:
 
 def micro_f1(y: np.ndarray, probs: np.ndarray) -> float:
     """Micro-averaged F1 of the argmax prediction; for single-label rows it equals accuracy."""
+    from sklearn.metrics import f1_score  # lazy: the CLI starts without it
+
     return float(f1_score(y, np.asarray(probs).argmax(axis=1), average="micro"))
 
 
 def roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """Binary ROC AUC of the class-1 column (``probs (N, 2)``) or of ``probs (N,)`` itself."""
+    from sklearn.metrics import roc_auc_score  # lazy: the CLI starts without it
+
     p = np.asarray(probs)
     return float(roc_auc_score(np.asarray(y), p[:, 1] if p.ndim == 2 else p))
 
@@ -65,6 +70,8 @@ def roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
 def mean_column_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """Mean over columns of each column's ROC AUC (plant-pathology-2020, RANZCR). ``y`` is
     ``(N, C)`` indicators, or ``(N,)`` class indices turned into one-hot columns."""
+    from sklearn.metrics import roc_auc_score  # lazy: the CLI starts without it
+
     p = np.asarray(probs)
     y = np.asarray(y)
     if y.ndim == 1:
@@ -75,6 +82,8 @@ def mean_column_auc(y: np.ndarray, probs: np.ndarray) -> float:
 def quadratic_kappa(y: np.ndarray, pred: np.ndarray) -> float:
     """Quadratic weighted kappa of ordered grades (APTOS). ``pred`` is ``(N,)`` grades, or
     ``(N, C)`` probabilities whose argmax is the grade (cut points come later, fitted on OOF)."""
+    from sklearn.metrics import cohen_kappa_score  # lazy: the CLI starts without it
+
     pred = np.asarray(pred)
     grades = pred.argmax(axis=1) if pred.ndim == 2 else pred
     return float(cohen_kappa_score(np.asarray(y), grades, weights="quadratic"))
@@ -92,6 +101,8 @@ def map_at_k(y: np.ndarray, probs: np.ndarray, k: int = 5) -> float:
 def samples_f1(y: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> float:
     """Row-wise mean F1 of multi-label predictions ``probs >= threshold`` (plant-pathology-2021:
     ``f1_score(average="samples")``); a row with no true and no predicted label scores 0."""
+    from sklearn.metrics import f1_score  # lazy: the CLI starts without it
+
     pred = (np.asarray(probs) >= threshold).astype(np.int64)
     return float(f1_score(np.asarray(y).astype(np.int64), pred, average="samples", zero_division=0))
 
