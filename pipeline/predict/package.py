@@ -29,6 +29,7 @@ from ..errors import PipelineError
 from ..model.checkpoint import read_checkpoint
 from ..submit.kaggle import kaggle_user
 from ..util.durations import parse_duration
+from ..util.notebook import PATHS
 from ..workspace import Workspace
 from . import shipping
 from .bad_images import DEFAULT_MAX_BAD, parse_max_bad
@@ -41,16 +42,8 @@ import json, os, sys
 from argparse import Namespace
 from pathlib import Path
 
-INPUT = Path(os.environ.get("PIPELINE_INPUT", "/kaggle/input"))
-WORKING = Path(os.environ.get("PIPELINE_WORKING", "/kaggle/working"))
+{paths}
 PARAMS = {params}
-
-
-def first(*candidates):
-    for c in candidates:
-        if (INPUT / c).is_dir():
-            return INPUT / c
-    raise SystemExit(f"none of {{candidates}} under {{INPUT}}: add the inputs to the notebook")
 
 
 data = first(PARAMS["dataset"], f"datasets/{{PARAMS['owner']}}/{{PARAMS['dataset']}}")
@@ -211,7 +204,7 @@ def _write_weights(
 
 def _write_kernel(root: Path, params: dict, gpu: bool) -> None:
     root.mkdir(parents=True)
-    code = NOTEBOOK.format(params=json.dumps(params, indent=4))
+    code = NOTEBOOK.format(paths=PATHS, params=json.dumps(params, indent=4))
     artifacts.atomic_write_text(root / "predict.py", code)
     cell = {
         "cell_type": "code",

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ... import artifacts
 from ...errors import PipelineError
+from ...util.notebook import PATHS
 
 # installed by the notebook when the Kaggle image lacks them or holds another version (pip, with
 # the notebook's internet on); torch stays the image's own CUDA build
@@ -40,16 +41,8 @@ NOTEBOOK = '''"""Training notebook written by `make train EXECUTOR=kaggle`: inte
 import importlib.metadata, os, subprocess, sys
 from pathlib import Path
 
-INPUT = Path(os.environ.get("PIPELINE_INPUT", "/kaggle/input"))
-WORKING = Path(os.environ.get("PIPELINE_WORKING", "/kaggle/working"))
+{paths}
 BATCH = {batch}
-
-
-def first(*candidates):
-    for c in candidates:
-        if (INPUT / c).is_dir():
-            return INPUT / c
-    raise SystemExit(f"none of {{candidates}} under {{INPUT}}: add the inputs to the notebook")
 
 
 def version(name):
@@ -152,7 +145,7 @@ def write_notebook(root: Path, kernel_id: str, batch: dict, sources: dict, gpu: 
     """A notebook folder for ``kaggle kernels push -p``: ``train.ipynb`` (and the same code as
     ``train.py``) training ``batch["jobs"]``, and its metadata (private, GPU, internet on)."""
     root.mkdir(parents=True)
-    code = NOTEBOOK.format(batch=json.dumps(batch, indent=4))
+    code = NOTEBOOK.format(paths=PATHS, batch=json.dumps(batch, indent=4))
     artifacts.atomic_write_text(root / "train.py", code)
     cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": []}
     notebook = {
