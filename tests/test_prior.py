@@ -17,6 +17,7 @@ from pipeline.ensemble.prior.estimators import (
     Calibration,
     bbse_priors,
     em_priors,
+    estimate_priors,
     reweight,
     soft_confusion,
     total_variation,
@@ -42,6 +43,23 @@ def calibrated(n: int, test_prior: np.ndarray, train_prior: np.ndarray, seed: in
     log_lik = -0.5 * ((x[:, None, :] - means[None]) ** 2).sum(axis=2)
     post = np.exp(log_lik - log_lik.max(axis=1, keepdims=True)) * train_prior
     return y, post / post.sum(axis=1, keepdims=True)
+
+
+def test_map_estimate_shrinks_towards_the_train_priors_by_its_pseudo_rows():
+    """``mapA`` adds A pseudo-rows per class at the train priors to EM's soft counts: with few
+    test rows it stays closer to the train priors than EM, with many it agrees with EM, and
+    ``map0`` is EM itself."""
+    train = np.array([0.55, 0.25, 0.1, 0.1])
+    test = np.full(4, 0.25)
+    for n, closer in ((80, True), (20_000, False)):
+        _, q = calibrated(n, test, train, seed=3)
+        em, map10 = em_priors(q, train, tol=1e-6), estimate_priors("map10", q, train)
+        assert np.allclose(estimate_priors("map0", q, train), em)
+        if closer:  # 40 pseudo-rows against 80 rows: well inside EM's estimate
+            assert total_variation(map10, train) < 0.75 * total_variation(em, train)
+        else:
+            assert total_variation(map10, em) < 0.01
+            assert total_variation(map10, test) < 0.03
 
 
 def overconfident(probs: np.ndarray, tau: float = 2.0) -> np.ndarray:

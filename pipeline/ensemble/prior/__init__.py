@@ -36,6 +36,7 @@ from .estimators import (
     Calibration,
     em_priors,
     estimate_priors,
+    map_strength,
     reweight,
     soft_confusion,
     total_variation,
@@ -128,8 +129,9 @@ def _spread(q, train, conf, te, state, bootstrap: int) -> dict[str, Any]:
     boot = []
     for _ in range(bootstrap):
         b = q32[rng.integers(0, len(q32), len(q32))]
-        if state["estimator"] == "em":
-            boot.append(em_priors(b, train, start=te, tol=1e-5))
+        if state["estimator"] != "bbse":
+            strength = map_strength(state["estimator"])
+            boot.append(em_priors(b, train, start=te, tol=1e-5, strength=strength))
         else:
             boot.append(estimate_priors("bbse", b, train, conf))
     lo, hi = np.percentile(np.stack(boot), [2.5, 97.5], axis=0)
