@@ -49,15 +49,9 @@ def _resolve_plan(
         if budget_s is None:
             return {}, [], None
         y_all = np.maximum(labels, 0)  # a row the folds file dropped trains as class 0
-        costs, epochs = {}, {}
         sizes = sorted({r.image_size for r in recipes.values()})
         decode_s = decode_for_budget(comp, ws, sizes, budget_s)  # spent now, for every run
-        for run, recipe in recipes.items():
-            print(f"plan: probing {run} ...", flush=True)
-            c = probe_run(comp, ws, recipe, y_all, k, device)
-            for name, cost in ((run, c), (f"{run}[{recipe.tta[0]}]", c.fewer)):
-                if cost is not None:
-                    costs[name], epochs[name] = cost, recipe.epochs
+        costs, epochs = _probe_all(comp, ws, recipes, y_all, k, device)
         value = ensemble_value(comp.task, costs, y_all)
         if value is None:  # no estimates: the runs as the recipes have them, in RUNS order
             costs = {r: c for r, c in costs.items() if r in recipes}
@@ -69,15 +63,7 @@ def _resolve_plan(
             print(f"plan: decode caches built in {decode_s:.0f} s, planned within the rest")
         kept = {run_of(n) for n in plan.costs}
         dropped = tuple(r for r in recipes if r not in kept)
-        chosen_by = (
-            f"chosen by the estimated ensemble {comp.task.metric}: "
-            f"{value(tuple(plan.costs)) * (1 if comp.task.greater_is_better else -1):.3f} "
-            f"(the runs' probabilities on the probe's held-out half, "
-            f"{len(next(iter(costs.values())).estimate.val)} images, blended with weights "
-            "fitted on half of them and scored on the other)"
-            if value is not None
-            else ""
-        )
+        chosen_by = _chosen_by(comp.task, value, plan, costs)
         print(
             format_plan(
                 plan, len(comp.train), len(comp.test), str(device), dropped, costs, chosen_by
@@ -103,6 +89,32 @@ def _resolve_plan(
         )
     entries, left_out = plan_entries(saved, path, list(recipes), budget_s)
     return entries, left_out, replanner
+
+
+def _probe_all(comp, ws, recipes: dict, y_all: np.ndarray, k: int, device) -> tuple[dict, dict]:
+    """``({name: Cost}, {name: epochs})``: each run probed, and its one-view variant
+    ``<run>[<first view>]`` where the kind prices one."""
+    costs, epochs = {}, {}
+    for run, recipe in recipes.items():
+        print(f"plan: probing {run} ...", flush=True)
+        c = probe_run(comp, ws, recipe, y_all, k, device)
+        for name, cost in ((run, c), (f"{run}[{recipe.tta[0]}]", c.fewer)):
+            if cost is not None:
+                costs[name], epochs[name] = cost, recipe.epochs
+    return costs, epochs
+
+
+def _chosen_by(task, value, plan, costs: dict) -> str:
+    """The plan's line on how its runs were chosen (empty without a value model)."""
+    if value is None:
+        return ""
+    return (
+        f"chosen by the estimated ensemble {task.metric}: "
+        f"{value(tuple(plan.costs)) * (1 if task.greater_is_better else -1):.3f} "
+        f"(the runs' probabilities on the probe's held-out half, "
+        f"{len(next(iter(costs.values())).estimate.val)} images, blended with weights "
+        "fitted on half of them and scored on the other)"
+    )
 
 
 def record_wall(rdir: Path, stage_s: float) -> None:
