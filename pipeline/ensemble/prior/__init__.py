@@ -25,7 +25,10 @@ import numpy as np
 
 from ...errors import PipelineError
 from .check import (
+    BALANCED_QUANTILE,
     QUANTILE,
+    SNAP,
+    balanced_mean,
     moment_chi,
     resample_by_class,
     resample_figures,
@@ -43,7 +46,7 @@ from .estimators import (
 )
 
 __all__ = ["PRIORS", "apply_prior", "check_prior", "describe", "em_priors", "fit_prior"]
-__all__ += ["resample_by_class", "reweight", "top_movers"]
+__all__ += ["balanced_mean", "resample_by_class", "reweight", "top_movers"]
 
 PRIORS = ("auto", "train", "em")
 BOOTSTRAP = 30  # test-row resamples for the per-class interval
@@ -75,11 +78,13 @@ def fit_prior(
     state |= {"bias": list(cal.bias), "estimator": "em", "form": "calibrated", "alpha": 1.0}
     if prior == "auto":
         state["null_var"] = cal.apply(probs).var(axis=0).tolist()
+        # what balanced test classes would make the mean calibrated posterior (``+bal``)
+        state["balanced_mean"] = balanced_mean(soft_confusion(cal.apply(probs), y)).tolist()
         var = state["null_var"]
         rows = resample_figures(task, y, probs, np.asarray(fold), train, n_test, seed, var)
         state["check"] = {"rows": n_test, **summarise(rows)}
         state |= {k: state["check"][k] for k in ("estimator", "form", "alpha")}
-    if state["estimator"] == "bbse":
+    if state["estimator"].removesuffix(SNAP) == "bbse":
         state["confusion"] = soft_confusion(cal.apply(probs), y).tolist()
     return state
 
@@ -97,16 +102,16 @@ def apply_prior(
     cal = Calibration(state["temperature"], tuple(state["bias"]))
     q = cal.apply(probs)
     conf = np.asarray(state["confusion"]) if "confusion" in state else None
-    te = estimate_priors(state["estimator"], q, train, conf)
+    te = estimate_priors(state["estimator"].removesuffix(SNAP), q, train, conf)
     # PRIOR=em is the full correction; auto's may be shrunk, (p_test / p_train) ** alpha
     alpha = float(state.get("alpha", 1.0)) if mode == "auto" else 1.0
     rec = {"prior": mode, "estimator": state["estimator"], "form": state.get("form")}
     rec |= {"temperature": cal.temperature, "alpha": alpha}
+    spread = _spread(q, train, conf, te, state, bootstrap)
+    if mode == "auto" and state["estimator"].endswith(SNAP):
+        te, rec["balanced"] = _snap(state, q, te)
     rec |= {"train_prior": train.tolist(), "test_prior": te.tolist(), "n_test": len(probs)}
-    rec |= {
-        "total_variation": total_variation(te, train),
-        **_spread(q, train, conf, te, state, bootstrap),
-    }
+    rec |= {"total_variation": total_variation(te, train), **spread}
     applied, why = {"train": (False, "PRIOR=train"), "em": (True, "PRIOR=em")}.get(mode, (None, ""))
     if mode == "auto":
         moment = {"tv": total_variation(q.mean(axis=0), train)}
@@ -119,6 +124,20 @@ def apply_prior(
     return out, {**rec, "applied": bool(applied), "why": why}
 
 
+def _snap(state: dict[str, Any], q: np.ndarray, te: np.ndarray) -> tuple[np.ndarray, dict]:
+    """A ``+bal`` estimator's estimate: balanced priors when the test's mean calibrated
+    posterior lies within the check's ``BALANCED_QUANTILE`` of balanced resamples' (rescaled
+    from the check's rows to the test's), else ``te``; with the figures."""
+    check = state["check"]
+    limit = float(np.quantile(check["null_balanced_chi"], BALANCED_QUANTILE))
+    limit *= check["rows"] / len(q)
+    chi = moment_chi(q, np.asarray(state["balanced_mean"]), state["null_var"])
+    snapped = chi <= limit
+    c = len(te)
+    out = np.full(c, 1 / c) if snapped else te
+    return out, {"chi": chi, "limit": limit, "snapped": bool(snapped), "free": te.tolist()}
+
+
 def _spread(q, train, conf, te, state, bootstrap: int) -> dict[str, Any]:
     """Per-class 95 % interval of the estimate over ``bootstrap`` resamples of the test rows
     (fixed seed: make ensemble and make predict print the same)."""
@@ -126,11 +145,11 @@ def _spread(q, train, conf, te, state, bootstrap: int) -> dict[str, Any]:
         return {}
     rng = np.random.default_rng(0)
     q32 = q.astype(np.float32)  # the resamples' cost
-    boot = []
+    boot, kind = [], state["estimator"].removesuffix(SNAP)
     for _ in range(bootstrap):
         b = q32[rng.integers(0, len(q32), len(q32))]
-        if state["estimator"] != "bbse":
-            strength = map_strength(state["estimator"])
+        if kind != "bbse":
+            strength = map_strength(kind)
             boot.append(em_priors(b, train, start=te, tol=1e-5, strength=strength))
         else:
             boot.append(estimate_priors("bbse", b, train, conf))
@@ -223,6 +242,13 @@ def describe(rec: dict[str, Any], classes: list[str]) -> str:
         f"label shift: test priors by {rec['estimator']} on calibrated posteriors (T = "
         f"{rec['temperature']:.2f}) differ from train by {rec['total_variation']:.3f} (total "
         f"variation; {moved}); "
+        + (
+            f"the test looks class-balanced ({rec['balanced']['chi']:.3g} from the balanced "
+            f"mean posterior in noise units, within {rec['balanced']['limit']:.3g}): balanced "
+            "priors; "
+            if rec.get("balanced", {}).get("snapped")
+            else ""
+        )
         + (f"weights (test / train) ** {rec.get('alpha', 1.0):g}; " if rec["applied"] else "")
         + rec["why"]
     )
