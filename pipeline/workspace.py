@@ -120,6 +120,11 @@ class Workspace:
     def fold_dir(self, run: str, fold: int) -> Path:
         return self.run_dir(run) / f"fold{fold}"
 
+    def all_rows_dir(self, run: str) -> Path:
+        """A member's model fitted on every train row (kinds with a cheap fit): its test
+        logits replace the folds' mean (``Kind.fit_all_rows``)."""
+        return self.run_dir(run) / "full"
+
     def fit_logits(self, run: str, fold: int) -> Path:
         """The fold model's logits on its own training rows, made when a student's teacher
         ensemble counts the run among its members (``train/kinds/student.py``)."""

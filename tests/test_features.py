@@ -100,6 +100,48 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
             np.testing.assert_array_equal(z["logits"][:, n], oof[str(i)])
 
 
+def test_test_logits_come_from_one_head_on_all_rows_while_oof_stays_fold_honest(workdir, capsys):
+    """Once every fold is done, one head is fitted on all rows at the folds' L2 rescaled to
+    all rows; its test logits are the run's, its folded best.pt predicts them, the OOF logits
+    are still the folds' own; a changed fold refits it."""
+    comp = ["--comp", "input/toy"]
+    assert main(["train", *comp, "--runs", "f"]) == 0
+    out = capsys.readouterr().out
+    assert "f: test logits from one head on all 36 rows (L2 " in out
+    assert "wrote " in out and "test.npz (test: its model on all rows)" in out
+    rdir = workdir / "models" / "toy" / "f"
+    full = json.loads((rdir / "full" / "done.json").read_text())
+    folds = [json.loads((rdir / f"fold{f}" / "done.json").read_text()) for f in range(3)]
+    assert full["l2"] == pytest.approx(np.mean([d["l2"] for d in folds]) * 24 / 36)
+    assert full["rows"] == 36 and full["holdout_used"] is False
+    with np.load(rdir / "test.npz") as z, np.load(rdir / "full" / "test.npz") as a:
+        np.testing.assert_array_equal(z["logits"], a["logits"])
+        mean = np.mean([np.load(rdir / f"fold{f}" / "test.npz")["logits"] for f in range(3)], 0)
+        assert np.abs(z["logits"] - mean).max() > 1e-3  # not the folds' mean
+    with np.load(rdir / "oof.npz") as z:
+        oof = {str(i): z["logits"][:, n] for n, i in enumerate(z["ids"])}
+    with np.load(rdir / "fold2" / "oof.npz") as z:
+        for n, i in enumerate(z["ids"]):
+            np.testing.assert_array_equal(z["logits"][:, n], oof[str(i)])
+    # the folded all-rows head predicts the test logits from pixels, like a fold's best.pt
+    recipe = load_recipe(workdir / "models" / "f.toml")
+    model = create_model(recipe, 3)
+    model.load_state_dict(torch.load(rdir / "full" / "best.pt", weights_only=True)["model"])
+    test = load_competition(workdir / "input" / "toy").test
+    imgs = build_cache(workdir / "input" / "toy", test["path"].tolist(), 24, workdir / "t.u8")
+    cfg = data_config(model, recipe)
+    norm = (torch.tensor(cfg["mean"]), torch.tensor(cfg["std"]))
+    again = predict(model, imgs, np.arange(len(test)), ("none", "hflip"), norm, "cpu", 8)
+    np.testing.assert_allclose(again, np.load(rdir / "test.npz")["logits"], atol=2e-4)
+    # up to date: not refitted; a fold with other weights: refitted
+    assert main(["train", *comp, "--runs", "f"]) == 0
+    assert "one head on all" not in capsys.readouterr().out
+    done1 = rdir / "fold1" / "done.json"
+    done1.write_text(json.dumps({**folds[1], "best_sha256": "0" * 64}))
+    assert main(["train", *comp, "--runs", "f"]) == 0
+    assert "f: test logits from one head on all 36 rows" in capsys.readouterr().out
+
+
 def test_embeddings_for_other_images_are_rebuilt(tmp_path):
     path = tmp_path / "e.npz"
     features_ = np.ones((4, 3), dtype=np.float32)
@@ -145,8 +187,8 @@ def test_feature_recipe_needs_pretrained_weights(workdir, capsys):
 
 
 def test_a_feature_member_predicts_like_any_member(workdir, capsys):
-    """Ensembled, then ``make predict`` on the test folder: the folded best.pt of each fold
-    (loaded without the pretrained file) rewrites the ensemble's submission."""
+    """Ensembled, then ``make predict`` on the test folder: the folded best.pt of the all-rows
+    head (loaded without the pretrained file) rewrites the ensemble's submission."""
     import pandas as pd
 
     comp = ["--comp", "input/toy"]
@@ -155,8 +197,14 @@ def test_a_feature_member_predicts_like_any_member(workdir, capsys):
     (workdir / "models" / "pretrained" / "test_resnet.safetensors").unlink()  # not needed
     to = workdir / "pred" / "submission.csv"
     assert main(["predict", *comp, "--test", "input/toy", "--to", str(to)]) == 0
+    assert "; f all rows none+hflip; " in capsys.readouterr().out  # the all-rows model predicts
     made = pd.read_csv(workdir / "submissions" / "toy" / "ensemble" / "submission.csv")
     assert pd.read_csv(to).equals(made)
+    # the package ships the all-rows model alone, and predicts from it the same way
+    assert main(["package", *comp, "--owner", "me", "--dry-run"]) == 0
+    run = workdir / "package" / "toy" / "ensemble" / "dataset" / "models" / "toy" / "f"
+    assert sorted(p.name for p in run.iterdir()) == ["config.toml", "full", "member.json"]
+    assert sorted(p.name for p in (run / "full").iterdir()) == ["done.json", "weights.safetensors"]
 
 
 def test_a_feature_member_has_a_learning_curve(workdir):

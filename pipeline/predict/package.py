@@ -165,10 +165,10 @@ def _write_dataset(ws: Workspace, saved: Saved, root: Path, params: dict, precis
         shutil.copyfile(ws.run_dir(m.run) / "config.toml", rdir / "config.toml")
         card = {"classes": st["classes"], "task": st["task"], "folds_hash": st["folds_hash"]}
         artifacts.write_json(rdir / "member.json", card)
-        for fold, path in enumerate(m.weights):
-            fdir = pkg.fold_dir(m.run, fold)
+        for fold, path in enumerate(m.weights):  # the folds', or the all-rows model's
+            fdir = pkg.run_dir(m.run) / path.parent.name
             fdir.mkdir()
-            shutil.copyfile(ws.fold_dir(m.run, fold) / "done.json", fdir / "done.json")
+            shutil.copyfile(path.parent / "done.json", fdir / "done.json")
             sha = m.hashes[fold] if m.hashes else None
             _write_weights(path, fdir / WEIGHTS, precision, sha, m.damaged_fix(fold))
     sub = pkg.submission_dir(params["name"])

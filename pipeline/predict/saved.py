@@ -74,8 +74,10 @@ class Saved:
         return [m.run for m in sorted(self.members, key=lambda m: (sign * m.score, m.run))]
 
 
-def load_saved(ws: Workspace, name: str) -> Saved:
-    """Read the ensemble state of ``name`` and every member it names; refuse mismatches."""
+def load_saved(ws: Workspace, name: str, all_rows: bool = True) -> Saved:
+    """Read the ensemble state of ``name`` and every member it names; refuse mismatches.
+    ``all_rows``: a member with a model on all rows (``Kind.fit_all_rows``) is that one model,
+    as its test logits were made; else (a teacher, which asks each fold's model) its folds."""
     out = ws.submission_dir(name)
     rerun = f"make ensemble NAME={name}"
     path = out / "ensemble_state.json"
@@ -99,14 +101,14 @@ def load_saved(ws: Workspace, name: str) -> Saved:
     task = Task(state["task"], state["format"], state["metric"], state.get("positive"))
     scores = state.get("member_scores", [0.0] * len(state["members"]))
     members = [
-        _member(ws, state, path, run, view, float(score))
+        _member(ws, state, path, run, view, float(score), all_rows)
         for run, view, score in zip(state["members"], state["views"], scores, strict=True)
     ]
     return Saved(state, est, task, members, path)
 
 
 def _member(
-    ws: Workspace, state: dict, state_path: Path, run: str, view: str, score: float
+    ws: Workspace, state: dict, state_path: Path, run: str, view: str, score: float, all_rows: bool
 ) -> Member:
     rdir = ws.run_dir(run)
     train = f"make train COMP=<competition> RUNS={run}, then make ensemble again"
@@ -146,14 +148,21 @@ def _member(
     recipe = recipe_from_dict(as_trained, str(rdir / "config.toml"), check_augment=False)
     views = recipe.tta if view == "tta" else (view,)
     weights, hashes, norm = [], [], None
-    for fold in range(int(state["k"])):
-        fdir = ws.fold_dir(run, fold)
+    # a model on all rows made the run's test logits (Kind.fit_all_rows): it alone predicts
+    full = ws.all_rows_dir(run)
+    dirs = (
+        [full]
+        if all_rows and (full / "done.json").is_file()
+        else [ws.fold_dir(run, f) for f in range(int(state["k"]))]
+    )
+    for fdir in dirs:
         file = next((p for p in (fdir / WEIGHTS, fdir / "best.pt") if p.is_file()), None)
         done = fdir / "done.json"
         if file is None or not done.is_file():
             raise ArtifactError(
-                f"{fdir}/ has no {'weights (best.pt)' if file is None else 'done.json'}: fold "
-                f"{fold} of member {run!r} is missing or unfinished; run: {train}"
+                f"{fdir}/ has no {'weights (best.pt)' if file is None else 'done.json'}: "
+                + (f"fold {fdir.name[4:]}" if fdir.name != full.name else "the all-rows model")
+                + f" of member {run!r} is missing or unfinished; run: {train}"
             )
         weights.append(file)
         fold_done = artifacts.read_done(done, train)

@@ -25,7 +25,7 @@ def source_root() -> Path:
 ALLOWED = (
     r"dataset/pipeline/(?!tools/)([\w]+/)*[\w]+\.py",
     r"dataset/models/{comp}/[^/]+/(config\.toml|member\.json)",
-    r"dataset/models/{comp}/[^/]+/fold\d+/(done\.json|weights\.safetensors)",
+    r"dataset/models/{comp}/[^/]+/(fold\d+|full)/(done\.json|weights\.safetensors)",
     r"dataset/submissions/{comp}/{name}/ensemble_state\.(json|npz)",
     r"dataset/dataset-metadata\.json",
     r"kernel/(predict\.py|predict\.ipynb|kernel-metadata\.json)",

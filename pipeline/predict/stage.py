@@ -72,7 +72,7 @@ def predict_stage(
     dev = resolve_device(device)
     out = Path(to) if to else ws.predict_dir(name) / "submission.csv"
     logits_dir = out.parent / "logits"
-    plan = ", ".join(f"{m.run} x{len(m.weights)} folds {'+'.join(m.views)}" for m in saved.members)
+    plan = ", ".join(f"{m.run} {_models(m)} {'+'.join(m.views)}" for m in saved.members)
     print(f"predict: {len(paths)} images of {comp.sample_path}; {plan}; {dev}, {precision}")
     run = Pass(saved, dev, precision, batch_size, logits_dir, len(paths), bad)
     try:
@@ -182,3 +182,8 @@ def blend(
     w = w / w.sum() if w.sum() > 0 else np.full(len(keep), 1.0 / len(keep))
     probs = np.tensordot(w, saved.task.probabilities(stack), axes=1)
     return probs, f"weighted mean of {len(keep)} of {len(saved.members)} members (time limit)"
+
+
+def _models(m) -> str:
+    """``x5 folds``, or ``all rows`` for a member whose model on all rows predicts."""
+    return "all rows" if m.weights[0].parent.name == "full" else f"x{len(m.weights)} folds"

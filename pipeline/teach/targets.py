@@ -58,7 +58,7 @@ class Teacher:
 
 def load_teacher(comp: Competition, ws: Workspace, name: str, student: str = "") -> Teacher:
     """Read and check the teacher ``name`` of ``student``: same folds, not its own member."""
-    saved = load_saved(ws, name)
+    saved = load_saved(ws, name, all_rows=False)  # each fold's model teaches its fold
     oof = load_folds(comp, ws)
     if saved.state["folds_hash"] != oof.folds_hash:
         raise ArtifactError(

@@ -1,4 +1,5 @@
-"""Stitch a run's fold outputs into ``oof.npz`` (folds-file order) and ``test.npz`` (fold mean).
+"""Stitch a run's fold outputs into ``oof.npz`` (folds-file order) and ``test.npz`` (fold mean,
+or the logits of the run's model on all rows where its kind fits one: ``full/``).
 
 ``train_rows`` maps folds-file rows to train-CSV rows by id: a folds file made with relabel.csv
 lacks dropped images and may carry labels that differ from the train CSV.
@@ -108,14 +109,19 @@ def assemble_run(
     artifacts.write_logits(
         rdir / "oof.npz", ids=ids, fold=folds_df["fold"].to_numpy(), logits=logits, **common
     )
-    test = np.mean([t["logits"] for t in tests], axis=0)
+    test, source = np.mean([t["logits"] for t in tests], axis=0), ""
+    full = rdir / "full"  # Workspace.all_rows_dir: a model on every row predicts the test
+    if (full / "done.json").is_file():
+        got = artifacts.read_logits(full / "test.npz", "test", f"{rerun} after deleting {full}")
+        if str(got["folds_hash"]) == fhash and got["logits"].shape == test.shape:
+            test, source = got["logits"], " (test: its model on all rows)"
     artifacts.write_logits(rdir / "test.npz", ids=tests[0]["ids"], logits=test, **common)
     task = comp.task
     y = encode(folds_df["label"], comp.classes, task.kind)
     probs = [task.probabilities(lg) for lg in logits]
     scores = {str(v): float(task.score(y, p)) for v, p in zip(common["views"], probs, strict=True)}
     text = "  ".join(f"{view} {v:.4f}" for view, v in scores.items())
-    print(f"{run}: wrote {rdir}/oof.npz and test.npz; OOF {task.metric} by view: {text}")
+    print(f"{run}: wrote {rdir}/oof.npz and test.npz{source}; OOF {task.metric} by view: {text}")
     if len(probs) > 1:
         scores["tta"] = float(task.score(y, np.mean(probs, axis=0)))
     return scores

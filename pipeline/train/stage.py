@@ -87,6 +87,7 @@ def train_stage(
         failed += execute(ctx, jobs, d)
         total += len(jobs)
         for run in batch:
+            _fit_all_rows(ctx, run, k, dev)
             scores = assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
             record_wall(ws.run_dir(run), time.perf_counter() - t_start)
             if scores is not None and track:
@@ -103,6 +104,15 @@ def train_stage(
         print(line)
     if failed:
         raise PipelineError(failure_line(failed, total))
+
+
+def _fit_all_rows(ctx: TrainContext, run: str, k: int, dev) -> None:
+    """Once every fold of ``run`` is done, its kind's all-rows model (``Kind.fit_all_rows``)."""
+    if run in ctx.recipes and all(
+        (ctx.ws.fold_dir(run, f) / "done.json").is_file() for f in range(k)
+    ):
+        if line := get_kind(ctx.recipes[run].kind).fit_all_rows(ctx, run, dev):
+            print(line)
 
 
 def _start_round(ctx: TrainContext, batch: list[str], plans: dict, todo, d, teach) -> list[Job]:

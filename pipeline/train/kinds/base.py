@@ -60,6 +60,13 @@ class Kind:
         ``metrics.csv``, then ``done.json`` last. Resumes what a killed call left."""
         raise NotImplementedError
 
+    def fit_all_rows(self, ctx: TrainContext, run: str, device: torch.device) -> str:
+        """Where a model on every train row is cheap (a feature head), fit it once all folds
+        are done and write ``<run>/full/`` (``best.pt``, ``test.npz``, ``done.json``): the
+        member's test logits then come from it, its OOF logits stay the folds'. Returns the
+        log line, "" when nothing was fitted (the default: the folds' mean predicts)."""
+        return ""
+
     def fit_curve_point(self, job: FoldJob) -> None:
         """One point of ``make curve``: the fold fitted on a subset of its training rows (the
         job's context holds the subset's folds file)."""

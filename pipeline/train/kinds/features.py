@@ -89,6 +89,9 @@ class Features(Kind):
     def fit_fold(self, job: FoldJob) -> None:
         fit_fold(job)
 
+    def fit_all_rows(self, ctx: TrainContext, run: str, device: torch.device) -> str:
+        return fit_all_rows(ctx, run, device)
+
     def probe(self, p: ProbeInput) -> Cost:
         """Embedding speed (unless every view is cached), one head fit's arithmetic, and the
         score estimate; ``fewer`` is the same run with its first view only (a plan may weigh
@@ -248,6 +251,70 @@ def fit_fold(job: FoldJob) -> None:
         f"{chosen['l2_inner_val']} as inner validation: "
         + ", ".join(f"{p['l2']:g} {p['inner_score']:.4f}" for p in chosen["l2_path"])
         + f"), val loss {val_loss:.3f} {task.metric} {val_score:.4f} (view none), {secs:.0f} s"
+    )
+
+
+def fit_all_rows(ctx: TrainContext, run: str, device: torch.device) -> str:
+    """One head on every train row, at the folds' L2 rescaled to all rows (the penalty is on
+    the mean loss, so the same total regularisation is a proportionally smaller L2): its test
+    logits are the member's (``<run>/full/``: ``best.pt``, ``test.npz``, ``done.json``), where
+    the K fold heads each saw 1 - 1/K of the rows; the OOF logits stay the folds' (honest).
+    Refitted when a fold or the folds file changed. A student keeps the folds' mean: its
+    targets are per fold. Returns the log line ("" when nothing was fitted)."""
+    comp, ws, recipe = ctx.comp, ctx.ws, ctx.recipes[run]
+    if recipe.teacher:
+        return ""
+    t0 = time.perf_counter()
+    folds = ctx.folds_df["fold"].to_numpy()
+    rows = ctx.folds_df["row"].to_numpy()
+    rerun = f"make train COMP={comp.root} RUNS={run}"
+    k = int(folds.max()) + 1
+    dones = [artifacts.read_done(ws.fold_dir(run, f) / "done.json", rerun) for f in range(k)]
+    l2 = sum(d.extra["l2"] * int((folds != f).sum()) for f, d in enumerate(dones)) / k / len(rows)
+    key = {"folds_hash": ctx.fhash, "fold_sha256": [d.best_sha256 for d in dones], "l2": l2}
+    fdir = ws.all_rows_dir(run)
+    if (fdir / "done.json").is_file():
+        if artifacts.read_done(fdir / "done.json", rerun).extra.get("fitted_from") == key:
+            return ""
+        (fdir / "done.json").unlink()  # a fold changed: refit (done.json goes first)
+    train_feats, cfg = embeddings(comp, ws, recipe, "train", device)
+    test_feats, _ = embeddings(comp, ws, recipe, "test", device)
+    n = len(comp.classes)
+    torch.manual_seed(recipe.seed + k)
+    x, y = heads.stack_views(train_feats, rows, ctx.labels)
+    head = heads.fit_head(x, y, n, l2, comp.task.multilabel)
+    fdir.mkdir(parents=True, exist_ok=True)
+    sha = save_folded(recipe, n, head, fdir / "best.pt")
+    artifacts.write_logits(
+        fdir / "test.npz",
+        ids=comp.test["id"].to_numpy(),
+        logits=np.stack([head.logits(f).numpy() for f in test_feats]),
+        classes=np.array(comp.classes),
+        views=np.array(recipe.tta),
+        folds_hash=np.array(ctx.fhash),
+        task=np.array(comp.task.kind),
+    )
+    secs = time.perf_counter() - t0
+    done = artifacts.FoldDone(
+        kind=Features.name,
+        best_epoch=1,
+        epochs=1,
+        metric=comp.task.metric,
+        # no held-out rows: the folds' mean, what the all-rows head is expected to beat
+        val_score=float(np.mean([d.val_score for d in dones])),
+        val_acc=float(np.mean([d.val_acc for d in dones])),
+        mean=cfg["mean"],
+        std=cfg["std"],
+        threads=torch.get_num_threads(),
+        seconds=round(secs, 1),
+        holdout_used=False,
+        best_sha256=sha,
+        extra={"l2": l2, "rows": len(rows), "fitted_from": key},
+    )
+    artifacts.write_done(fdir / "done.json", done)
+    return (
+        f"{run}: test logits from one head on all {len(rows)} rows (L2 {l2:.3g}, the folds' "
+        f"rescaled), {secs:.0f} s; OOF logits stay the {k} folds'"
     )
 
 

@@ -98,6 +98,11 @@ class Partial(Features):
     def fit_fold(self, job: FoldJob) -> None:
         fit_fold(job)
 
+    def fit_all_rows(self, ctx: TrainContext, run: str, device: torch.device) -> str:
+        """Not yet: the tail's epochs on all rows cost a fold's training (not a feature head's
+        seconds); its test logits stay the folds' mean."""
+        return ""
+
     def probe(self, p: ProbeInput) -> Cost:
         """The trunk pass (timed like an embedding: the tail is a few percent of it), the
         tail's training and prediction speed on the sample's activations, and the score
