@@ -64,6 +64,23 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
     out = capsys.readouterr().out
     assert "embedded 36 train images x 2 views" in out and "OOF accuracy by view" in out
 
+    # once every fold is done, one head on all rows at the folds' L2 rescaled to all rows:
+    # its test logits are the run's (not the folds' mean), the OOF logits stay the folds'
+    assert "f: test logits from one head on all 36 rows (L2 " in out
+    assert "test.npz (test: its model on all rows)" in out
+    full = json.loads((rdir / "full" / "done.json").read_text())
+    folds = [json.loads((rdir / f"fold{f}" / "done.json").read_text()) for f in range(3)]
+    assert full["l2"] == pytest.approx(np.mean([d["l2"] for d in folds]) * 24 / 36)
+    assert full["rows"] == 36 and full["holdout_used"] is False
+    with np.load(rdir / "test.npz") as z, np.load(rdir / "full" / "test.npz") as a:
+        np.testing.assert_array_equal(z["logits"], a["logits"])
+        test_logits = z["logits"]
+    mean = np.mean([np.load(rdir / f"fold{f}" / "test.npz")["logits"] for f in range(3)], 0)
+    assert np.abs(test_logits - mean).max() > 1e-3
+    with np.load(rdir / "fold2" / "oof.npz") as z:
+        for n, i in enumerate(z["ids"]):
+            np.testing.assert_array_equal(z["logits"][:, n], oof[str(i)])
+
     # best.pt is the whole network with the head folded into its classifier: it predicts OOF
     recipe = load_recipe(workdir / "models" / "f.toml")
     model = create_model(recipe, 3)
@@ -79,6 +96,12 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
         model, imgs, np.arange(len(ids)), ("none", "hflip"), norm, torch.device("cpu"), 8
     )
     np.testing.assert_allclose(again, fold_logits, atol=2e-4)
+    # the folded all-rows head predicts the run's test logits from pixels the same way
+    model.load_state_dict(torch.load(rdir / "full" / "best.pt", weights_only=True)["model"])
+    test = load_competition(workdir / "input" / "toy").test
+    imgs = build_cache(workdir / "input" / "toy", test["path"].tolist(), 24, workdir / "t.u8")
+    again = predict(model, imgs, np.arange(len(test)), ("none", "hflip"), norm, "cpu", 8)
+    np.testing.assert_allclose(again, test_logits, atol=2e-4)
 
     # resume: a fold redone later reuses the cached embeddings and gives the same logits
     emb = sorted((workdir / "models" / "toy" / "embeddings").glob("*/*.npz"))
@@ -93,49 +116,14 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
         (rdir / "fold1" / name).unlink()
     (rdir / "oof.npz").unlink()
     assert main(["train", *comp, "--runs", "f"]) == 0
-    assert "embedded" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "embedded" not in out
+    assert "one head on all" not in out  # the same fold weights: the all-rows head is current
     assert [p.stat().st_mtime_ns for p in emb] == stamps
     with np.load(rdir / "oof.npz") as z:
         for n, i in enumerate(z["ids"]):
             np.testing.assert_array_equal(z["logits"][:, n], oof[str(i)])
-
-
-def test_test_logits_come_from_one_head_on_all_rows_while_oof_stays_fold_honest(workdir, capsys):
-    """Once every fold is done, one head is fitted on all rows at the folds' L2 rescaled to
-    all rows; its test logits are the run's, its folded best.pt predicts them, the OOF logits
-    are still the folds' own; a changed fold refits it."""
-    comp = ["--comp", "input/toy"]
-    assert main(["train", *comp, "--runs", "f"]) == 0
-    out = capsys.readouterr().out
-    assert "f: test logits from one head on all 36 rows (L2 " in out
-    assert "wrote " in out and "test.npz (test: its model on all rows)" in out
-    rdir = workdir / "models" / "toy" / "f"
-    full = json.loads((rdir / "full" / "done.json").read_text())
-    folds = [json.loads((rdir / f"fold{f}" / "done.json").read_text()) for f in range(3)]
-    assert full["l2"] == pytest.approx(np.mean([d["l2"] for d in folds]) * 24 / 36)
-    assert full["rows"] == 36 and full["holdout_used"] is False
-    with np.load(rdir / "test.npz") as z, np.load(rdir / "full" / "test.npz") as a:
-        np.testing.assert_array_equal(z["logits"], a["logits"])
-        mean = np.mean([np.load(rdir / f"fold{f}" / "test.npz")["logits"] for f in range(3)], 0)
-        assert np.abs(z["logits"] - mean).max() > 1e-3  # not the folds' mean
-    with np.load(rdir / "oof.npz") as z:
-        oof = {str(i): z["logits"][:, n] for n, i in enumerate(z["ids"])}
-    with np.load(rdir / "fold2" / "oof.npz") as z:
-        for n, i in enumerate(z["ids"]):
-            np.testing.assert_array_equal(z["logits"][:, n], oof[str(i)])
-    # the folded all-rows head predicts the test logits from pixels, like a fold's best.pt
-    recipe = load_recipe(workdir / "models" / "f.toml")
-    model = create_model(recipe, 3)
-    model.load_state_dict(torch.load(rdir / "full" / "best.pt", weights_only=True)["model"])
-    test = load_competition(workdir / "input" / "toy").test
-    imgs = build_cache(workdir / "input" / "toy", test["path"].tolist(), 24, workdir / "t.u8")
-    cfg = data_config(model, recipe)
-    norm = (torch.tensor(cfg["mean"]), torch.tensor(cfg["std"]))
-    again = predict(model, imgs, np.arange(len(test)), ("none", "hflip"), norm, "cpu", 8)
-    np.testing.assert_allclose(again, np.load(rdir / "test.npz")["logits"], atol=2e-4)
-    # up to date: not refitted; a fold with other weights: refitted
-    assert main(["train", *comp, "--runs", "f"]) == 0
-    assert "one head on all" not in capsys.readouterr().out
+    # a fold with other weights than the all-rows head was fitted after: refitted
     done1 = rdir / "fold1" / "done.json"
     done1.write_text(json.dumps({**folds[1], "best_sha256": "0" * 64}))
     assert main(["train", *comp, "--runs", "f"]) == 0

@@ -139,12 +139,13 @@ def _one(task, y, raw, cal, target, train_prior, confusion, var, bal_limit) -> d
     out["moment_chi"] = moment_chi(cal, train_prior, var)
     out["looks_balanced"] = looks_balanced(cal, confusion, var, bal_limit)
     gains: dict[bytes, dict[str, float]] = {}  # the figures of one estimate, scored once
+    free = {k: estimate_priors(k, cal, train_prior, confusion) for k in ESTIMATORS}
     for kind in KINDS:
         snap = kind.endswith(SNAP) and out["looks_balanced"]
         te = (
             np.full(len(train_prior), 1 / len(train_prior))
             if snap
-            else estimate_priors(kind.removesuffix(SNAP), cal, train_prior, confusion)
+            else free[kind.removesuffix(SNAP)]
         )
         out[f"{kind}_tv"] = total_variation(te, train_prior)
         out[f"{kind}_error"] = total_variation(te, target)
