@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from pipeline import artifacts
 from pipeline.competition import Competition
+from pipeline.competition.task import Task
 from pipeline.ensemble.blend import HardVote, SoftVote, softmax
 from pipeline.ensemble.members import combine_views
 from pipeline.ensemble.methods import METHODS, method_class
@@ -301,3 +303,67 @@ def test_test_label_trick_is_opt_in_and_recorded(tmp_path, monkeypatch):
     expected = [CLASSES[i] for i in TEST_Y]
     expected[0] = "fox"
     assert sub["label"].tolist() == expected
+
+
+def test_an_accepted_label_shift_scores_the_leaderboard_under_the_test_priors(tmp_path, capsys):
+    """A planted shift: train classes 70/10/10, test balanced. Member "major" says class 0
+    for every image, "minor" knows classes 1 and 2 well and class 0 a little: under the train priors major leads, under the
+    estimated (balanced) test priors minor does, and METHOD=auto takes the best method by
+    ``nested_score_test_priors``."""
+    from pipeline.ensemble.nested import test_prior_scores
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [70, 10, 10])
+
+    def planted(rows, member: str) -> np.ndarray:
+        """major: class 0 for every row (surely on class 0's); minor: the true class, surely
+        on classes 1 and 2, faintly on class 0."""
+        if member == "major":
+            signal = np.eye(3)[np.zeros_like(rows)] * np.where(rows == 0, 6.0, 2.0)[:, None]
+        else:
+            signal = np.eye(3)[rows] * np.where(rows == 0, 0.5, 6.0)[:, None]
+        return rng.normal(size=(2, len(rows), 3)) + signal[None]
+
+    major, minor = planted(y, "major"), planted(y, "minor")
+    task = Task("multiclass", "label", "accuracy")
+    train, flat = np.array([0.7, 0.1, 0.1]) / 0.9, np.full(3, 1 / 3)
+    probs = {"major": softmax(major[0]), "minor": softmax(minor[0])}
+    same = test_prior_scores(task, y, probs, train, train, alpha=0.0)
+    shifted = test_prior_scores(task, y, probs, train, flat)
+    assert same["major"] > same["minor"] and shifted["minor"] > shifted["major"]
+    assert test_prior_scores(task, y, probs, train, flat) == shifted  # paired, seeded
+
+    comp = make_toy(tmp_path, runs={})  # the toy's layout; the planted members below
+    folds = pd.DataFrame(
+        {"id": [f"t{i}" for i in range(len(y))], "label": [CLASSES[i] for i in y],
+         "fold": np.arange(len(y)) % 3}
+    )  # fmt: skip
+    fpath = artifacts.write_folds(_ws(tmp_path).folds_csv, folds)
+    common = {"classes": CLASSES, "views": ["none", "hflip"]}
+    common["folds_hash"] = np.array(artifacts.file_hash(fpath))
+    test_y = np.arange(30) % 3
+    test_ids = [f"s{i}" for i in range(30)]
+    for run, logits in (("major", major), ("minor", minor)):
+        d = tmp_path / "models" / "toy" / run
+        artifacts.write_logits(
+            d / "oof.npz", ids=folds["id"], fold=folds["fold"], logits=logits, **common
+        )
+        test = planted(test_y, run)
+        artifacts.write_logits(d / "test.npz", ids=test_ids, logits=test, **common)
+    pd.DataFrame({"image": test_ids, "label": "cat"}).to_csv(comp.sample_path, index=False)
+    comp = dataclasses.replace(
+        comp,
+        train=pd.DataFrame({"id": folds["id"], "label": folds["label"], "path": "x.png"}),
+        test=pd.DataFrame({"id": test_ids, "path": "x.png"}),
+    )
+    summary = ensemble_stage(comp, _ws(tmp_path), ["major", "minor"], prior="em")
+    board = pd.DataFrame(summary["leaderboard"]).set_index("name")
+    assert board.loc["major", "nested_score"] > board.loc["minor", "nested_score"]
+    assert (
+        board.loc["minor", "nested_score_test_priors"]
+        > board.loc["major", "nested_score_test_priors"]
+    )
+    methods = board[board["kind"] == "method"]
+    assert summary["method"] == methods["nested_score_test_priors"].idxmax()
+    assert summary["chosen_by"] == "nested accuracy under the estimated test priors"
+    assert "under the estimated test priors (resampled OOF rows" in capsys.readouterr().out

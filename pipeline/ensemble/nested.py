@@ -104,6 +104,35 @@ def leaderboard(
     return table.reset_index(drop=True), fitted, nested
 
 
+RESAMPLES = 20  # class-stratified resamples of the OOF rows at the test priors (paired)
+
+
+def test_prior_scores(
+    task: Task,
+    y: np.ndarray,
+    probs: dict[str, np.ndarray],
+    train_prior: np.ndarray,
+    test_prior: np.ndarray,
+    alpha: float = 1.0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Each entry's score as a test set with classes at ``test_prior`` would see it: the mean
+    of ``task``'s metric over ``RESAMPLES`` resamples of the rows by class at those priors
+    (the same rows for every entry: a paired comparison, for any metric), each entry's
+    held-out ``probs (N, C)`` corrected as the submission is (weights ``(p_test / p_train) **
+    alpha``)."""
+    from .prior import resample_by_class, reweight
+
+    rng = np.random.default_rng(seed)
+    rows = [resample_by_class(y, test_prior, len(y), rng) for _ in range(RESAMPLES)]
+    w = (np.asarray(test_prior) / np.clip(train_prior, 1e-12, None)) ** alpha
+    out = {}
+    for name, p in probs.items():
+        q = reweight(np.asarray(p, dtype=np.float64), w)
+        out[name] = float(np.mean([task.score(y[r], q[r]) for r in rows]))
+    return out
+
+
 def _row(name: str, kind: str, inside: dict, held: dict, task: Task) -> dict[str, Any]:
     return {
         "name": name,

@@ -24,9 +24,10 @@ from ..competition.submission import write_submission
 from ..competition.task import Task
 from ..errors import PipelineError
 from ..workspace import Workspace
+from .blend import softmax
 from .members import OOF, Members, duplicate_test_labels, load_members, print_members
 from .methods import METHODS, MULTILABEL, canonical, method_class
-from .nested import choose, leaderboard, print_leaderboard
+from .nested import choose, leaderboard, print_leaderboard, test_prior_scores
 from .post import POSTS, WithPost, post_for
 from .prior import apply_prior, check_prior, describe, fit_prior, top_movers
 from .state import save_state
@@ -67,7 +68,7 @@ def ensemble_stage(
         method = canonical(method)
         tried += [] if method in tried else [method]
     oof, members = load_members(comp, ws, list(runs or []))
-    table, fitted, _ = leaderboard(
+    table, fitted, nested = leaderboard(
         members.runs, members.oof, oof.y, oof.fold, _candidates(tried, comp.task), task=comp.task
     )
     if post and f"{method}+{post}" not in set(table["name"]):
@@ -85,6 +86,13 @@ def ensemble_stage(
     oof_probs = est.predict_proba(members.oof)
     train_prior = class_prior(oof.y, len(comp.classes), comp.task)
     test_probs, shift, prior_state = _with_prior(comp, prior, oof, oof_probs, est, members)
+    if shift.get("applied") and "test_prior" in shift:
+        again = _under_test_priors(comp, table, nested, members, oof, shift, method, chosen)
+        if again != chosen:  # the shifted test favours another method: it is the submission
+            chosen, est = again, fitted[again]
+            oof_probs = est.predict_proba(members.oof)
+            test_probs, shift, prior_state = _with_prior(comp, prior, oof, oof_probs, est, members)
+        artifacts.write_csv(out / "leaderboard.csv", table)
     test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
     if dup_labels:
@@ -105,6 +113,8 @@ def ensemble_stage(
     save_state(out, chosen, est, meta)
     summary = _summary(comp, name, chosen, method, members, est, table)
     summary.update(test_label_trick=trick, folds_hash=oof.folds_hash, label_shift=shift)
+    if method == "auto" and "nested_score_test_priors" in table:
+        summary["chosen_by"] += " under the estimated test priors"
     artifacts.write_json(out / "ensemble.json", summary)  # last: its presence means complete
     print(f"wrote {out}/: {', '.join(OUTPUTS)}")
     return summary
@@ -208,6 +218,38 @@ def _with_prior(comp, prior: str, oof: OOF, oof_probs, est, members):
     shift["top_movers"] = top_movers(shift, comp.classes)
     print(describe(shift, comp.classes))
     return probs, shift, state
+
+
+def _under_test_priors(comp, table, nested, members, oof, shift, method, chosen) -> str:
+    """The leaderboard scored as the test set's classes come (the accepted label-shift
+    estimate): ``nested_score_test_priors`` per member (its OOF rows) and method (its nested
+    rows), each corrected as the submission is; with ``METHOD=auto`` the method chosen by it.
+    The estimate uses the OOF labels only through its calibration. Returns the method."""
+    probs = {r: softmax(lg) for r, lg in zip(members.runs, members.oof, strict=True)} | nested
+    tr, te = np.asarray(shift["train_prior"]), np.asarray(shift["test_prior"])
+    scores = test_prior_scores(comp.task, oof.y, probs, tr, te, float(shift.get("alpha", 1.0)))
+    table["nested_score_test_priors"] = table["name"].map(scores)
+    methods = table[table["kind"] == "method"]
+    best = methods.loc[
+        (methods["nested_score_test_priors"]).idxmax()
+        if comp.task.greater_is_better
+        else (methods["nested_score_test_priors"]).idxmin(),
+        "name",
+    ]
+    new = str(best) if method == "auto" else chosen
+    top = table.dropna(subset=["nested_score_test_priors"]).sort_values(
+        "nested_score_test_priors", ascending=not comp.task.greater_is_better
+    )
+    print(
+        "under the estimated test priors (resampled OOF rows, corrected as the submission): "
+        + ", ".join(f"{n} {v:.4f}" for n, v in top[["name", "nested_score_test_priors"]].values[:5])
+        + (
+            f"; chosen {new} (under the train priors {chosen})"
+            if new != chosen
+            else f"; {chosen} stays"
+        )
+    )
+    return new
 
 
 def _write_oof(
