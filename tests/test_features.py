@@ -128,6 +128,16 @@ def test_feature_member_contract_folded_checkpoint_and_resume(workdir, capsys):
     done1.write_text(json.dumps({**folds[1], "best_sha256": "0" * 64}))
     assert main(["train", *comp, "--runs", "f"]) == 0
     assert "f: test logits from one head on all 36 rows" in capsys.readouterr().out
+    # folds trained elsewhere (EXECUTOR=kaggle) leave no embeddings here: said, not rebuilt
+    emb[0].unlink()
+    done1.write_text(json.dumps({**folds[1], "best_sha256": "1" * 64}))
+    assert main(["train", *comp, "--runs", "f"]) == 0
+    out = capsys.readouterr().out
+    assert "f: its embeddings are not on this machine (the folds ran elsewhere)" in out
+    assert "embedded" not in out and not emb[0].exists()
+    assert not (rdir / "full" / "done.json").exists()  # the stale all-rows head is retired
+    with np.load(rdir / "test.npz") as z:
+        np.testing.assert_allclose(z["logits"], mean, atol=1e-6)  # the folds' mean again
 
 
 def test_embeddings_for_other_images_are_rebuilt(tmp_path):

@@ -277,6 +277,11 @@ def fit_all_rows(ctx: TrainContext, run: str, device: torch.device) -> str:
         if artifacts.read_done(fdir / "done.json", rerun).extra.get("fitted_from") == key:
             return ""
         (fdir / "done.json").unlink()  # a fold changed: refit (done.json goes first)
+    if not KIND.cached_once(comp, ws, recipe):  # folds embedded elsewhere (Kaggle, Ray nodes)
+        return (
+            f"{run}: its embeddings are not on this machine (the folds ran elsewhere): test "
+            "logits stay the folds' mean"
+        )
     train_feats, cfg = embeddings(comp, ws, recipe, "train", device)
     test_feats, _ = embeddings(comp, ws, recipe, "test", device)
     n = len(comp.classes)
