@@ -367,3 +367,19 @@ def test_an_accepted_label_shift_scores_the_leaderboard_under_the_test_priors(tm
     assert summary["method"] == methods["nested_score_test_priors"].idxmax()
     assert summary["chosen_by"] == "nested accuracy under the estimated test priors"
     assert "under the estimated test priors (resampled OOF rows" in capsys.readouterr().out
+
+    # nested: the priors fold k's rows are scored at never saw fold k's labels
+    from types import SimpleNamespace
+
+    from pipeline.ensemble.prior import fit_prior
+    from pipeline.ensemble.stage import _fold_priors
+
+    fold, p = np.arange(len(y)) % 3, softmax(minor.mean(axis=0))
+    test_p = softmax(planted(test_y, "minor").mean(axis=0))
+    state = fit_prior("em", task, y, p, fold, len(test_p))
+    before = _fold_priors(comp, state, SimpleNamespace(fold=fold, y=y), p, test_p)
+    y2 = y.copy()
+    y2[fold == 0] = rng.permutation(y2[fold == 0])  # fold 0's labels shuffled
+    after = _fold_priors(comp, state, SimpleNamespace(fold=fold, y=y2), p, test_p)
+    assert before.shape == (3, 3) and np.allclose(before.sum(axis=1), 1)
+    assert np.allclose(after[0], before[0]) and not np.allclose(after[1], before[1])

@@ -115,20 +115,37 @@ def test_prior_scores(
     test_prior: np.ndarray,
     alpha: float = 1.0,
     seed: int = 0,
+    fold: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Each entry's score as a test set with classes at ``test_prior`` would see it: the mean
     of ``task``'s metric over ``RESAMPLES`` resamples of the rows by class at those priors
     (the same rows for every entry: a paired comparison, for any metric), each entry's
     held-out ``probs (N, C)`` corrected as the submission is (weights ``(p_test / p_train) **
-    alpha``)."""
+    alpha``). With ``fold (N,)``, ``test_prior`` is ``(K, C)``: fold k's rows are drawn at,
+    and corrected by, the priors estimated without fold k's labels (nested)."""
     from .prior import resample_by_class, reweight
 
     rng = np.random.default_rng(seed)
-    rows = [resample_by_class(y, test_prior, len(y), rng) for _ in range(RESAMPLES)]
-    w = (np.asarray(test_prior) / np.clip(train_prior, 1e-12, None)) ** alpha
+    fold = np.zeros(len(y), dtype=int) if fold is None else np.asarray(fold)
+    folds = np.unique(fold)
+    priors = np.asarray(test_prior, dtype=np.float64).reshape(-1, len(train_prior))
+    priors = np.broadcast_to(priors, (len(folds), len(train_prior)))
+    where = [np.flatnonzero(fold == k) for k in folds]
+    rows = [
+        np.concatenate(
+            [
+                w[resample_by_class(y[w], te, len(w), rng)]
+                for w, te in zip(where, priors, strict=True)
+            ]
+        )
+        for _ in range(RESAMPLES)
+    ]
+    weight = np.empty((len(y), len(train_prior)))
+    for w, te in zip(where, priors, strict=True):
+        weight[w] = (te / np.clip(train_prior, 1e-12, None)) ** alpha
     out = {}
     for name, p in probs.items():
-        q = reweight(np.asarray(p, dtype=np.float64), w)
+        q = reweight(np.asarray(p, dtype=np.float64) * weight, np.ones(len(train_prior)))
         out[name] = float(np.mean([task.score(y[r], q[r]) for r in rows]))
     return out
 

@@ -87,7 +87,8 @@ def ensemble_stage(
     train_prior = class_prior(oof.y, len(comp.classes), comp.task)
     test_probs, shift, prior_state = _with_prior(comp, prior, oof, oof_probs, est, members)
     if shift.get("applied") and "test_prior" in shift:
-        again = _under_test_priors(comp, table, nested, members, oof, shift, method, chosen)
+        priors = _fold_priors(comp, prior_state, oof, oof_probs, est.predict_proba(members.test))
+        again = _under_test_priors(comp, table, nested, members, oof, shift, priors, method, chosen)
         if again != chosen:  # the shifted test favours another method: it is the submission
             chosen, est = again, fitted[again]
             oof_probs = est.predict_proba(members.oof)
@@ -220,14 +221,33 @@ def _with_prior(comp, prior: str, oof: OOF, oof_probs, est, members):
     return probs, shift, state
 
 
-def _under_test_priors(comp, table, nested, members, oof, shift, method, chosen) -> str:
+def _fold_priors(comp, state: dict, oof: OOF, oof_probs, test_probs) -> np.ndarray:
+    """``(K, C)``: the test priors as the label-shift state estimates them with its
+    calibration (and balanced mean) refitted without fold k's rows: what scoring fold k's
+    rows under the test priors may use without their labels."""
+    from .prior.estimators import Calibration, soft_confusion
+
+    out = []
+    for k in np.unique(oof.fold):
+        keep = oof.fold != k
+        cal = Calibration.fit(oof_probs[keep], oof.y[keep])
+        mean = soft_confusion(cal.apply(oof_probs[keep]), oof.y[keep]).mean(axis=1)
+        fold_state = {**state, "temperature": cal.temperature, "bias": list(cal.bias)}
+        fold_state["balanced_mean"] = mean.tolist()
+        out.append(apply_prior(fold_state, comp.task, test_probs, bootstrap=0)[1]["test_prior"])
+    return np.asarray(out)
+
+
+def _under_test_priors(comp, table, nested, members, oof, shift, priors, method, chosen) -> str:
     """The leaderboard scored as the test set's classes come (the accepted label-shift
     estimate): ``nested_score_test_priors`` per member (its OOF rows) and method (its nested
-    rows), each corrected as the submission is; with ``METHOD=auto`` the method chosen by it.
-    The estimate uses the OOF labels only through its calibration. Returns the method."""
+    rows), each fold's rows drawn at and corrected by ``priors[k]``, the estimate made
+    without that fold's labels (``_fold_priors``); with ``METHOD=auto`` the method chosen by
+    it. Returns the method."""
     probs = {r: softmax(lg) for r, lg in zip(members.runs, members.oof, strict=True)} | nested
-    tr, te = np.asarray(shift["train_prior"]), np.asarray(shift["test_prior"])
-    scores = test_prior_scores(comp.task, oof.y, probs, tr, te, float(shift.get("alpha", 1.0)))
+    tr = np.asarray(shift["train_prior"])
+    alpha = float(shift.get("alpha", 1.0))
+    scores = test_prior_scores(comp.task, oof.y, probs, tr, priors, alpha, fold=oof.fold)
     table["nested_score_test_priors"] = table["name"].map(scores)
     methods = table[table["kind"] == "method"]
     best = methods.loc[
