@@ -107,7 +107,12 @@ def leaderboard(
 RESAMPLES = 20  # class-stratified resamples of the OOF rows at the test priors (paired)
 
 
-def test_prior_scores(
+def test_prior_scores(*args, **kwargs) -> dict[str, float]:
+    """``test_prior_resamples``' mean per entry."""
+    return {k: float(v.mean()) for k, v in test_prior_resamples(*args, **kwargs).items()}
+
+
+def test_prior_resamples(
     task: Task,
     y: np.ndarray,
     probs: dict[str, np.ndarray],
@@ -116,8 +121,8 @@ def test_prior_scores(
     alpha: float = 1.0,
     seed: int = 0,
     fold: np.ndarray | None = None,
-) -> dict[str, float]:
-    """Each entry's score as a test set with classes at ``test_prior`` would see it: the mean
+) -> dict[str, np.ndarray]:
+    """``(RESAMPLES,)`` scores per entry: each entry's score as a test set with classes at ``test_prior`` would see it: the mean
     of ``task``'s metric over ``RESAMPLES`` resamples of the rows by class at those priors
     (the same rows for every entry: a paired comparison, for any metric), each entry's
     held-out ``probs (N, C)`` corrected as the submission is (weights ``(p_test / p_train) **
@@ -146,7 +151,7 @@ def test_prior_scores(
     out = {}
     for name, p in probs.items():
         q = reweight(np.asarray(p, dtype=np.float64) * weight, np.ones(len(train_prior)))
-        out[name] = float(np.mean([task.score(y[r], q[r]) for r in rows]))
+        out[name] = np.array([task.score(y[r], q[r]) for r in rows])
     return out
 
 

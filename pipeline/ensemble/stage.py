@@ -27,7 +27,7 @@ from ..workspace import Workspace
 from .blend import softmax
 from .members import OOF, Members, duplicate_test_labels, load_members, print_members
 from .methods import METHODS, MULTILABEL, canonical, method_class
-from .nested import choose, leaderboard, print_leaderboard, test_prior_scores
+from .nested import choose, leaderboard, print_leaderboard, test_prior_resamples
 from .post import POSTS, WithPost, post_for
 from .prior import apply_prior, check_prior, describe, fit_prior, top_movers
 from .state import save_state
@@ -247,16 +247,24 @@ def _under_test_priors(comp, table, nested, members, oof, shift, priors, method,
     probs = {r: softmax(lg) for r, lg in zip(members.runs, members.oof, strict=True)} | nested
     tr = np.asarray(shift["train_prior"])
     alpha = float(shift.get("alpha", 1.0))
-    scores = test_prior_scores(comp.task, oof.y, probs, tr, priors, alpha, fold=oof.fold)
-    table["nested_score_test_priors"] = table["name"].map(scores)
+    each = test_prior_resamples(comp.task, oof.y, probs, tr, priors, alpha, fold=oof.fold)
+    table["nested_score_test_priors"] = table["name"].map({k: v.mean() for k, v in each.items()})
     methods = table[table["kind"] == "method"]
-    best = methods.loc[
-        (methods["nested_score_test_priors"]).idxmax()
-        if comp.task.greater_is_better
-        else (methods["nested_score_test_priors"]).idxmin(),
-        "name",
-    ]
-    new = str(best) if method == "auto" else chosen
+    best = str(
+        methods.loc[
+            (methods["nested_score_test_priors"]).idxmax()
+            if comp.task.greater_is_better
+            else (methods["nested_score_test_priors"]).idxmin(),
+            "name",
+        ]
+    )
+    # a switch must beat the train priors' choice by one standard error: the paired gain's
+    # spread over the resamples, each a bootstrap of the rows (and a switch refits the check)
+    gain = each[best] - each[chosen] if best in each and chosen in each else np.zeros(2)
+    gain = gain if comp.task.greater_is_better else -gain
+    se = float(gain.std(ddof=1))
+    clear = gain.mean() > se
+    new = best if method == "auto" and clear else chosen
     top = table.dropna(subset=["nested_score_test_priors"]).sort_values(
         "nested_score_test_priors", ascending=not comp.task.greater_is_better
     )
@@ -264,9 +272,15 @@ def _under_test_priors(comp, table, nested, members, oof, shift, priors, method,
         "under the estimated test priors (resampled OOF rows, corrected as the submission): "
         + ", ".join(f"{n} {v:.4f}" for n, v in top[["name", "nested_score_test_priors"]].values[:5])
         + (
-            f"; chosen {new} (under the train priors {chosen})"
+            f"; chosen {new} (under the train priors {chosen}; "
+            f"{gain.mean():+.4f} +- {se:.4f} over the resamples)"
             if new != chosen
             else f"; {chosen} stays"
+            + (
+                f" ({best} leads by {gain.mean():+.4f} +- {se:.4f}: within the resamples' noise)"
+                if best != chosen and method == "auto"
+                else ""
+            )
         )
     )
     return new
