@@ -229,6 +229,7 @@ def test_a_bal_estimator_snaps_to_balanced_classes_only_where_the_test_looks_bal
     out, rec = prior.apply_prior(snap, MULTICLASS, overconfident(pt), bootstrap=0)
     assert rec["applied"] and rec["balanced"]["snapped"]
     assert np.allclose(rec["test_prior"], 0.2) and rec["balanced"]["chi"] < rec["balanced"]["limit"]
+    assert "; the test looks class-balanced (" in rec["why"]  # the report and TensorBoard show why
     assert "the test looks class-balanced (" in prior.describe(rec, list("abcde"))
     assert total_variation(rec["balanced"]["free"], np.full(5, 0.2)) > 0.005  # EM's own noise
     shifted = np.array([0.05, 0.1, 0.3, 0.3, 0.25])

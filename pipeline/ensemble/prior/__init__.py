@@ -121,6 +121,12 @@ def apply_prior(
         rec["check"] = figures
     w = weights(te, train, alpha)
     out = reweight(q if state.get("form") != "raw" else probs, w) if applied else probs
+    if rec.get("balanced", {}).get("snapped"):  # said wherever why is (report, TensorBoard)
+        b = rec["balanced"]
+        why += (
+            f"; the test looks class-balanced ({b['chi']:.3g} from the balanced mean posterior "
+            f"in noise units, within {b['limit']:.3g}): balanced priors"
+        )
     return out, {**rec, "applied": bool(applied), "why": why}
 
 
@@ -242,13 +248,6 @@ def describe(rec: dict[str, Any], classes: list[str]) -> str:
         f"label shift: test priors by {rec['estimator']} on calibrated posteriors (T = "
         f"{rec['temperature']:.2f}) differ from train by {rec['total_variation']:.3f} (total "
         f"variation; {moved}); "
-        + (
-            f"the test looks class-balanced ({rec['balanced']['chi']:.3g} from the balanced "
-            f"mean posterior in noise units, within {rec['balanced']['limit']:.3g}): balanced "
-            "priors; "
-            if rec.get("balanced", {}).get("snapped")
-            else ""
-        )
         + (f"weights (test / train) ** {rec.get('alpha', 1.0):g}; " if rec["applied"] else "")
         + rec["why"]
     )
