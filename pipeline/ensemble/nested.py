@@ -107,11 +107,6 @@ def leaderboard(
 RESAMPLES = 20  # class-stratified resamples of the OOF rows at the test priors (paired)
 
 
-def test_prior_scores(*args, **kwargs) -> dict[str, float]:
-    """``test_prior_resamples``' mean per entry."""
-    return {k: float(v.mean()) for k, v in test_prior_resamples(*args, **kwargs).items()}
-
-
 def test_prior_resamples(
     task: Task,
     y: np.ndarray,

@@ -80,20 +80,12 @@ def ensemble_stage(
     print_members(members.summaries)
     print("leaderboard (nested = fitted on K-1 folds, scored on the held-out fold):")
     print_leaderboard(table, chosen)
-    out = ws.submission_dir(name)
-    artifacts.write_csv(out / "leaderboard.csv", table)
-    est = fitted[chosen]
-    oof_probs = est.predict_proba(members.oof)
     train_prior = class_prior(oof.y, len(comp.classes), comp.task)
-    test_probs, shift, prior_state = _with_prior(comp, prior, oof, oof_probs, est, members)
-    if shift.get("applied") and "test_prior" in shift:
-        priors = _fold_priors(comp, prior_state, oof, oof_probs, est.predict_proba(members.test))
-        again = _under_test_priors(comp, table, nested, members, oof, shift, priors, method, chosen)
-        if again != chosen:  # the shifted test favours another method: it is the submission
-            chosen, est = again, fitted[again]
-            oof_probs = est.predict_proba(members.oof)
-            test_probs, shift, prior_state = _with_prior(comp, prior, oof, oof_probs, est, members)
-        artifacts.write_csv(out / "leaderboard.csv", table)
+    chosen, est, oof_probs, test_probs, shift, prior_state = _prior_and_choice(
+        comp, prior, method == "auto", table, fitted, nested, members, oof, chosen
+    )
+    out = ws.submission_dir(name)
+    artifacts.write_csv(out / "leaderboard.csv", table)  # with the test priors' column
     test_pred = test_probs.argmax(axis=1)
     trick = {"enabled": False}
     if dup_labels:
@@ -209,11 +201,28 @@ def _state_meta(
     }
 
 
-def _with_prior(comp, prior: str, oof: OOF, oof_probs, est, members):
-    """The chosen method's test probabilities under ``PRIOR``, the label-shift record (with the
-    top movers) and the state ``make predict`` re-decides with (``prior.fit_prior``, its check
-    on the method's OOF probabilities at the test set's size); one line on it."""
-    test = est.predict_proba(members.test)
+def _prior_and_choice(comp, prior, auto, table, fitted, nested, members, oof, chosen):
+    """The chosen method under ``PRIOR`` (``_with_prior``); when a label-shift correction is
+    applied, the leaderboard scored under the estimated test priors, and with ``auto`` the
+    method those favour (its own label-shift state). Returns the method, its fitted
+    estimator, OOF and corrected test probabilities, the label-shift record and state."""
+    est = fitted[chosen]
+    oof_probs, test_raw = est.predict_proba(members.oof), est.predict_proba(members.test)
+    test_probs, shift, state = _with_prior(comp, prior, oof, oof_probs, test_raw)
+    if shift.get("applied") and "test_prior" in shift:
+        priors = _fold_priors(comp, state, oof, oof_probs, test_raw)
+        again = _under_test_priors(comp, table, nested, members, oof, shift, priors, chosen, auto)
+        if again != chosen:  # the shifted test favours it: it is the submission
+            chosen, est = again, fitted[again]
+            oof_probs, test_raw = est.predict_proba(members.oof), est.predict_proba(members.test)
+            test_probs, shift, state = _with_prior(comp, prior, oof, oof_probs, test_raw)
+    return chosen, est, oof_probs, test_probs, shift, state
+
+
+def _with_prior(comp, prior: str, oof: OOF, oof_probs, test):
+    """The chosen method's test probabilities ``test`` under ``PRIOR``, the label-shift record
+    (with the top movers) and the state ``make predict`` re-decides with (``prior.fit_prior``,
+    its check on the method's OOF probabilities at the test set's size); one line on it."""
     state = fit_prior(prior, comp.task, oof.y, oof_probs, oof.fold, len(test))
     probs, shift = apply_prior(state, comp.task, test)
     shift["top_movers"] = top_movers(shift, comp.classes)
@@ -238,52 +247,35 @@ def _fold_priors(comp, state: dict, oof: OOF, oof_probs, test_probs) -> np.ndarr
     return np.asarray(out)
 
 
-def _under_test_priors(comp, table, nested, members, oof, shift, priors, method, chosen) -> str:
-    """The leaderboard scored as the test set's classes come (the accepted label-shift
+def _under_test_priors(comp, table, nested, members, oof, shift, priors, chosen, auto) -> str:
+    """The leaderboard scored as the test set's classes come (the applied label-shift
     estimate): ``nested_score_test_priors`` per member (its OOF rows) and method (its nested
-    rows), each fold's rows drawn at and corrected by ``priors[k]``, the estimate made
-    without that fold's labels (``_fold_priors``); with ``METHOD=auto`` the method chosen by
-    it. Returns the method."""
+    rows), fold k's rows drawn at and corrected by ``priors[k]``, estimated without fold k's
+    labels (``_fold_priors``). Returns the best method there when it beats ``chosen`` (the
+    train priors' choice) by more than one standard error (the paired gain's spread over the
+    resamples, each a bootstrap of the rows) and ``auto`` (METHOD=auto), else ``chosen``."""
     probs = {r: softmax(lg) for r, lg in zip(members.runs, members.oof, strict=True)} | nested
-    tr = np.asarray(shift["train_prior"])
-    alpha = float(shift.get("alpha", 1.0))
+    tr, alpha = np.asarray(shift["train_prior"]), float(shift.get("alpha", 1.0))
     each = test_prior_resamples(comp.task, oof.y, probs, tr, priors, alpha, fold=oof.fold)
+    sign = 1.0 if comp.task.greater_is_better else -1.0
     table["nested_score_test_priors"] = table["name"].map({k: v.mean() for k, v in each.items()})
-    methods = table[table["kind"] == "method"]
-    best = str(
-        methods.loc[
-            (methods["nested_score_test_priors"]).idxmax()
-            if comp.task.greater_is_better
-            else (methods["nested_score_test_priors"]).idxmin(),
-            "name",
-        ]
-    )
-    # a switch must beat the train priors' choice by one standard error: the paired gain's
-    # spread over the resamples, each a bootstrap of the rows (and a switch refits the check)
-    gain = each[best] - each[chosen] if best in each and chosen in each else np.zeros(2)
-    gain = gain if comp.task.greater_is_better else -gain
+    best = max(nested, key=lambda n: sign * each[n].mean())
+    gain = sign * (each[best] - each[chosen])
     se = float(gain.std(ddof=1))
-    clear = gain.mean() > se
-    new = best if method == "auto" and clear else chosen
-    top = table.dropna(subset=["nested_score_test_priors"]).sort_values(
-        "nested_score_test_priors", ascending=not comp.task.greater_is_better
+    switch = auto and gain.mean() > se
+    top = sorted(each, key=lambda n: -sign * each[n].mean())[:5]
+    verdict = (
+        f"chosen {best} (under the train priors {chosen}; {gain.mean():+.4f} +- {se:.4f})"
+        if switch
+        else f"{chosen} stays"
+        + (f" ({best} leads by {gain.mean():+.4f} +- {se:.4f})" if best != chosen else "")
     )
     print(
         "under the estimated test priors (resampled OOF rows, corrected as the submission): "
-        + ", ".join(f"{n} {v:.4f}" for n, v in top[["name", "nested_score_test_priors"]].values[:5])
-        + (
-            f"; chosen {new} (under the train priors {chosen}; "
-            f"{gain.mean():+.4f} +- {se:.4f} over the resamples)"
-            if new != chosen
-            else f"; {chosen} stays"
-            + (
-                f" ({best} leads by {gain.mean():+.4f} +- {se:.4f}: within the resamples' noise)"
-                if best != chosen and method == "auto"
-                else ""
-            )
-        )
+        + ", ".join(f"{n} {each[n].mean():.4f}" for n in top)
+        + f"; {verdict}"
     )
-    return new
+    return best if switch else chosen
 
 
 def _write_oof(

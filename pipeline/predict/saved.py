@@ -148,14 +148,8 @@ def _member(
     recipe = recipe_from_dict(as_trained, str(rdir / "config.toml"), check_augment=False)
     views = recipe.tta if view == "tta" else (view,)
     weights, hashes, norm = [], [], None
-    # a model on all rows made the run's test logits (Kind.fit_all_rows): it alone predicts
     full = ws.all_rows_dir(run)
-    dirs = (
-        [full]
-        if all_rows and (full / "done.json").is_file()
-        else [ws.fold_dir(run, f) for f in range(int(state["k"]))]
-    )
-    for fdir in dirs:
+    for fdir in _model_dirs(ws, run, int(state["k"]), all_rows):
         file = next((p for p in (fdir / WEIGHTS, fdir / "best.pt") if p.is_file()), None)
         done = fdir / "done.json"
         if file is None or not done.is_file():
@@ -179,6 +173,15 @@ def _member(
         tuple(norm.std),
         tuple(hashes),
     )
+
+
+def _model_dirs(ws: Workspace, run: str, k: int, all_rows: bool) -> list[Path]:
+    """The folders of the models that predict for ``run``: its model on all rows where one
+    made the run's test logits (``Kind.fit_all_rows``) and ``all_rows``, else its K folds."""
+    full = ws.all_rows_dir(run)
+    if all_rows and (full / "done.json").is_file():
+        return [full]
+    return [ws.fold_dir(run, f) for f in range(k)]
 
 
 def _member_info(rdir: Path) -> dict[str, Any]:

@@ -23,16 +23,21 @@ from ..track.board import Board
 from .context import FoldJob
 
 
+def logits_fields(comp, views, fhash: str) -> dict[str, np.ndarray]:
+    """What every logits file of a run carries beside its ids and logits."""
+    return {
+        "classes": np.array(comp.classes),
+        "views": np.array(views),
+        "folds_hash": np.array(fhash),
+        "task": np.array(comp.task.kind),
+    }
+
+
 def write_fold_logits(job: FoldJob, va_rows: np.ndarray, oof: np.ndarray, test: np.ndarray) -> None:
     """The fold's ``oof.npz`` (its held-out rows ``va_rows`` of ``comp.train``) and ``test.npz``,
     ``(V, n, C)`` logits under the recipe's views: the contract of every kind of fold."""
     comp = job.comp
-    common = {
-        "classes": np.array(comp.classes),
-        "views": np.array(job.recipe.tta),
-        "folds_hash": np.array(job.ctx.fhash),
-        "task": np.array(comp.task.kind),
-    }
+    common = logits_fields(comp, job.recipe.tta, job.ctx.fhash)
     artifacts.write_logits(
         job.fdir / "oof.npz",
         ids=comp.train["id"].to_numpy()[va_rows],

@@ -74,18 +74,20 @@ def fit_prior(
     y = np.asarray(y)
     train = np.bincount(y, minlength=probs.shape[1]) / len(y)
     cal = Calibration.fit(probs, y)
+    q = cal.apply(probs)
+    confusion = soft_confusion(q, y)
     state = {"mode": prior, "train_prior": train.tolist(), "temperature": cal.temperature}
     state |= {"bias": list(cal.bias), "estimator": "em", "form": "calibrated", "alpha": 1.0}
     if prior == "auto":
-        state["null_var"] = cal.apply(probs).var(axis=0).tolist()
+        state["null_var"] = q.var(axis=0).tolist()
         # what balanced test classes would make the mean calibrated posterior (``+bal``)
-        state["balanced_mean"] = balanced_mean(soft_confusion(cal.apply(probs), y)).tolist()
+        state["balanced_mean"] = balanced_mean(confusion).tolist()
         var = state["null_var"]
         rows = resample_figures(task, y, probs, np.asarray(fold), train, n_test, seed, var)
         state["check"] = {"rows": n_test, **summarise(rows)}
         state |= {k: state["check"][k] for k in ("estimator", "form", "alpha")}
     if state["estimator"].removesuffix(SNAP) == "bbse":
-        state["confusion"] = soft_confusion(cal.apply(probs), y).tolist()
+        state["confusion"] = confusion.tolist()
     return state
 
 

@@ -95,6 +95,12 @@ def embedding_keys(comp: Competition, recipe: Recipe, views) -> frozenset[str]:
     return frozenset(f"embeddings:{key}:{v}" for v in views)
 
 
+def all_cached(comp: Competition, ws: Workspace, recipe: Recipe) -> bool:
+    """Whether every view's train and test embeddings of ``recipe`` are on disk."""
+    have = cached_views(comp, ws, recipe)
+    return all(v in have[s] for s in have for v in recipe.tta)
+
+
 def cached_views(comp: Competition, ws: Workspace, recipe: Recipe) -> dict[str, list[str]]:
     """Per split, the recipe's views whose embeddings are already on disk (the planner's use)."""
     out = {}

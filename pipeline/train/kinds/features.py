@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,13 +25,13 @@ from tqdm import tqdm
 from ... import artifacts
 from ...config import Recipe
 from ...errors import RecipeError
-from ...model.backbone import create_model
 from .. import loop
 from ..context import FoldJob, TrainContext
-from ..fold import epoch_scalars, fold_board, save_torch, write_fold_logits
+from ..fold import epoch_scalars, fold_board, write_fold_logits
 from . import heads, student
+from .all_rows import fit_all_rows
 from .base import Kind
-from .embed import cached_views, embedding_keys, embeddings
+from .embed import all_cached, cached_views, embedding_keys, embeddings
 from .pricing import (
     FOLD_OVERHEAD_S,
     Cost,
@@ -83,8 +82,7 @@ class Features(Kind):
             embeddings(ctx.comp, ctx.ws, ctx.recipes[run], split, device)
 
     def cached_once(self, comp, ws, recipe: Recipe) -> bool:
-        have = cached_views(comp, ws, recipe)
-        return all(v in have[s] for s in have for v in recipe.tta)
+        return all_cached(comp, ws, recipe)
 
     def fit_fold(self, job: FoldJob) -> None:
         fit_fold(job)
@@ -218,7 +216,7 @@ def fit_fold(job: FoldJob) -> None:
     y_va = y_all[va_rows]
     val_loss, val_acc = loop.loss_and_accuracy(oof[0], y_va)
     val_score = float(task.score(y_va, task.probabilities(oof[0])))
-    best_sha = save_folded(recipe, n, head, job.fdir / "best.pt")
+    best_sha = heads.save_folded(recipe, n, head, job.fdir / "best.pt")
     write_fold_logits(job, va_rows, oof, np.stack([head.logits(f).numpy() for f in test_feats]))
     secs = time.perf_counter() - t0
     row = {"l2": l2, "val_loss": val_loss, "val_acc": val_acc, "val_score": val_score}
@@ -252,87 +250,6 @@ def fit_fold(job: FoldJob) -> None:
         + ", ".join(f"{p['l2']:g} {p['inner_score']:.4f}" for p in chosen["l2_path"])
         + f"), val loss {val_loss:.3f} {task.metric} {val_score:.4f} (view none), {secs:.0f} s"
     )
-
-
-def fit_all_rows(ctx: TrainContext, run: str, device: torch.device) -> str:
-    """One head on every train row, at the folds' L2 rescaled to all rows (the penalty is on
-    the mean loss, so the same total regularisation is a proportionally smaller L2): its test
-    logits are the member's (``<run>/full/``: ``best.pt``, ``test.npz``, ``done.json``), where
-    the K fold heads each saw 1 - 1/K of the rows; the OOF logits stay the folds' (honest).
-    Refitted when a fold or the folds file changed. A student keeps the folds' mean: its
-    targets are per fold. Returns the log line ("" when nothing was fitted)."""
-    comp, ws, recipe = ctx.comp, ctx.ws, ctx.recipes[run]
-    if recipe.teacher:
-        return ""
-    t0 = time.perf_counter()
-    folds = ctx.folds_df["fold"].to_numpy()
-    rows = ctx.folds_df["row"].to_numpy()
-    rerun = f"make train COMP={comp.root} RUNS={run}"
-    k = int(folds.max()) + 1
-    dones = [artifacts.read_done(ws.fold_dir(run, f) / "done.json", rerun) for f in range(k)]
-    l2 = sum(d.extra["l2"] * int((folds != f).sum()) for f, d in enumerate(dones)) / k / len(rows)
-    key = {"folds_hash": ctx.fhash, "fold_sha256": [d.best_sha256 for d in dones], "l2": l2}
-    fdir = ws.all_rows_dir(run)
-    if (fdir / "done.json").is_file():
-        if artifacts.read_done(fdir / "done.json", rerun).extra.get("fitted_from") == key:
-            return ""
-        (fdir / "done.json").unlink()  # a fold changed: refit (done.json goes first)
-    if not KIND.cached_once(comp, ws, recipe):  # folds embedded elsewhere (Kaggle, Ray nodes)
-        return (
-            f"{run}: its embeddings are not on this machine (the folds ran elsewhere): test "
-            "logits stay the folds' mean"
-        )
-    train_feats, cfg = embeddings(comp, ws, recipe, "train", device)
-    test_feats, _ = embeddings(comp, ws, recipe, "test", device)
-    n = len(comp.classes)
-    torch.manual_seed(recipe.seed + k)
-    x, y = heads.stack_views(train_feats, rows, ctx.labels)
-    head = heads.fit_head(x, y, n, l2, comp.task.multilabel)
-    fdir.mkdir(parents=True, exist_ok=True)
-    sha = save_folded(recipe, n, head, fdir / "best.pt")
-    artifacts.write_logits(
-        fdir / "test.npz",
-        ids=comp.test["id"].to_numpy(),
-        logits=np.stack([head.logits(f).numpy() for f in test_feats]),
-        classes=np.array(comp.classes),
-        views=np.array(recipe.tta),
-        folds_hash=np.array(ctx.fhash),
-        task=np.array(comp.task.kind),
-    )
-    secs = time.perf_counter() - t0
-    done = artifacts.FoldDone(
-        kind=Features.name,
-        best_epoch=1,
-        epochs=1,
-        metric=comp.task.metric,
-        # no held-out rows: the folds' mean, what the all-rows head is expected to beat
-        val_score=float(np.mean([d.val_score for d in dones])),
-        val_acc=float(np.mean([d.val_acc for d in dones])),
-        mean=cfg["mean"],
-        std=cfg["std"],
-        threads=torch.get_num_threads(),
-        seconds=round(secs, 1),
-        holdout_used=False,
-        best_sha256=sha,
-        extra={"l2": l2, "rows": len(rows), "fitted_from": key},
-    )
-    artifacts.write_done(fdir / "done.json", done)
-    return (
-        f"{run}: test logits from one head on all {len(rows)} rows (L2 {l2:.3g}, the folds' "
-        f"rescaled), {secs:.0f} s; OOF logits stay the {k} folds'"
-    )
-
-
-def save_folded(recipe: Recipe, n_classes: int, head: heads.LinearHead, path: Path) -> str:
-    """The whole model as ``best.pt`` (the fine-tune checkpoint format): the frozen backbone
-    with the head folded into its classifier, so it predicts like any fine-tuned fold."""
-    model = create_model(recipe, n_classes)
-    w, b = head.folded()
-    clf = model.get_classifier()
-    with torch.no_grad():
-        clf.weight.copy_(w)
-        clf.bias.copy_(b)
-    return save_torch(path, {"model": model.state_dict(), "epoch": 1})
 
 
 KIND = Features()

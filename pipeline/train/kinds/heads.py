@@ -1,14 +1,19 @@
 """Linear heads on frozen embeddings: a softmax (multi-label: sigmoid) layer on standardised
 features, fitted full-batch by L-BFGS in float32, its L2 strength chosen along a warm-started path
-from strong to weak on an inner split of the fold's own training rows."""
+from strong to weak on an inner split of the fold's own training rows; ``save_folded`` writes
+one folded into the backbone's classifier as a whole-model ``best.pt``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ...model.backbone import create_model
+from ..fold import save_torch
 
 # L2 strengths (on the mean loss, standardised features) tried from strong to weak
 L2_PATH = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
@@ -145,3 +150,15 @@ def head_seconds(n: int, d: int, c: int, clock, evals: int = 3) -> float:
         loss = F.cross_entropy(x @ w.T, y)
         loss.backward()
     return (clock() - t) / evals * MAX_ITER * 1.3
+
+
+def save_folded(recipe, n_classes: int, head: LinearHead, path: Path) -> str:
+    """The whole model as ``best.pt`` (the fine-tune checkpoint format): the frozen backbone
+    with the head folded into its classifier, so it predicts like any fine-tuned fold."""
+    model = create_model(recipe, n_classes)
+    w, b = head.folded()
+    clf = model.get_classifier()
+    with torch.no_grad():
+        clf.weight.copy_(w)
+        clf.bias.copy_(b)
+    return save_torch(path, {"model": model.state_dict(), "epoch": 1})
