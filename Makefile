@@ -177,7 +177,7 @@ bench: setup ## images/s of loader, bare model, real loop, prediction (WHOLE=1: 
 		$(call arg,RUN,--run),$(roots) --run "$(or $(RUN),$(firstword $(RUNS)))") \
 		$(call arg,SET,--set) $(device) $(call on,WHOLE,--whole) $(call arg,TRACK,--track)
 
-plan-check: setup ## how close make train BUDGET=...'s plan came: planned vs measured seconds
+plan-check: setup ## how close make train BUDGET=...'s plan came: planned vs measured seconds and scores
 	$(py) -m pipeline.tools plan-check $(roots)
 
 bench-ensemble: setup ## seconds per ensemble method on 20 x 18,353 x 176 synthetic logits

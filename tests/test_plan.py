@@ -1,6 +1,7 @@
 """The time budget: plan arithmetic, probes under a fake clock, plan.toml written once and
 reused, runs left out, refusals, and the shipped recipe sets."""
 
+import json
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,8 @@ from pipeline.config import load_recipe
 from pipeline.errors import PipelineError
 from pipeline.train.kinds.pricing import FOLD_OVERHEAD_S, Cost, Estimate
 from pipeline.train.planning import plan as planner
-from pipeline.train.planning.plan_file import write_plan
+from pipeline.train.planning.first_fold import Measured
+from pipeline.train.planning.plan_file import plan_entries, write_plan
 from pipeline.train.planning.probe import probe_run
 from pipeline.train.planning.replan import Replanner
 from pipeline.train.planning.value import ensemble_value, mixture_weights
@@ -413,3 +415,145 @@ def test_ensemble_value_weighs_a_weak_run_as_a_blend_would():
     assert value(("a", "b")) > max(value(("a",)), value(("b",))) + 0.2
     w = mixture_weights(np.array([[0.9, 0.8, 0.9], [0.1, 0.2, 0.1]]))
     assert w[0] > 0.99 and w.sum() == pytest.approx(1.0)
+
+
+def test_a_run_whose_first_fold_falls_short_is_cut_and_its_minutes_re_planned(tmp_path, capsys):
+    """After a fine-tune's first fold the re-plan values it at what that fold measured: one
+    that adds far less to the trained member than its probe promised is cut (its fold kept,
+    plan.toml says why, a resumed call leaves it out) and its minutes go to the member it had
+    crowded out; one that measures near its estimate is finished."""
+    worth = {"a": 0.60, "tune": 0.70, "b": 0.52}
+
+    def value(subset: tuple[str, ...]) -> float:  # the best, and a fifth of the second's edge
+        ranked = sorted((worth[r] for r in subset), reverse=True) + [0.5]
+        return ranked[0] + 0.2 * (ranked[1] - 0.5)
+
+    costs = {
+        "a": _rated(cost("features", once=300.0, epoch=0.0, fold=4.0), worth["a"]),
+        "tune": _rated(cost(once=0.0, epoch=30.0, fold=2.0), worth["tune"]),
+        "b": _rated(cost("features", once=500.0, epoch=0.0, fold=4.0), worth["b"]),
+    }
+    epochs = {"a": 1, "tune": 4, "b": 1}
+    first = planner.make_plan(costs, epochs, 5, 1000.0, auto=True, value=value)
+    assert list(first.costs) == ["a", "tune"] and first.epochs["tune"] == 4  # b does not fit
+    path = tmp_path / "plan.toml"
+
+    def replanner():
+        write_plan(path, first, "cpu", ("b",), costs)
+        re = Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "tune", "b"])
+        todo, _ = re.after("a", seconds=320.0, elapsed_s=330.0)
+        assert list(todo) == ["tune"] and todo["tune"]["epochs"] == 4
+        return re
+
+    # tune's first fold (122 s, its price) takes -0.01 off a's blend there, not adds +0.12
+    re = replanner()
+    short = Measured(score=0.59, gain=-0.01, rows=400, base=("a",))
+    assert re.first_folds("tune", 1, 122.0, short, elapsed_s=452.0) is True
+    out = capsys.readouterr().out
+    assert (
+        "tune after 1 of 5 folds (2.0 min): 0.5900 on 400 held-out rows against the probe's "
+        "estimate 0.7000; adds -0.0100 to the blend of a (estimated +0.1200); finishing it then "
+        "nothing more is worth 0.5900, cutting it for b is worth 0.6040: cut (its finished folds "
+        "kept), its 8.1 min re-planned"
+    ) in out
+    todo, left_out = re.after("tune", seconds=122.0, elapsed_s=452.0)
+    assert list(todo) == ["b"] and left_out == ["tune"]  # b: 520 s of the 548 left
+    saved = tomllib.loads(path.read_text())
+    assert list(saved["runs"]) == ["a", "b"] and saved["left_out"] == ["tune"]
+    assert saved["cut"]["tune"] == {
+        "folds": 1,
+        "took_s": 122.0,
+        "rows": 400,
+        "estimate": 0.7,
+        "measured": 0.59,
+        "gain_measured": -0.01,
+        "planned_s": 610.0,
+    }
+    check = saved["replans"][1]
+    assert check["decision"] == "cut" and check["cut"] == {"value": 0.604, "then": ["b"]}
+    assert check["continue"] == {"value": 0.59, "then": []} and check["rest_s"] == 488.0
+    entries, left = plan_entries(saved, path, ["a", "tune", "b"], 1000.0)
+    assert list(entries) == ["a", "b"] and left == ["tune"]  # a resumed call leaves it out
+    todo, left_out = re.after("b", seconds=500.0, elapsed_s=960.0)  # the pace: a, tune's fold, b
+    assert todo == {} and left_out == ["tune"] and re.history[-1]["pace"] == 0.979
+
+    # the same fold adding +0.09 (0.69 with tune against 0.604 with b): finished
+    re = replanner()
+    near = Measured(score=0.68, gain=0.09, rows=400, base=("a",))
+    assert re.first_folds("tune", 1, 122.0, near, elapsed_s=452.0) is False
+    assert "finishing it then nothing more is worth 0.6900" in capsys.readouterr().out
+    todo, left_out = re.after("tune", seconds=610.0, elapsed_s=940.0)
+    assert todo == {} and left_out == ["b"]
+    assert "cut" not in tomllib.loads(path.read_text())
+
+    # without estimates (fine-tunes) or on rows where the metric is undefined: measured, kept
+    blind = Replanner(path, first, costs, epochs, True, None, "cpu", ["a", "tune", "b"])
+    assert blind.first_folds("tune", 1, 122.0, short, elapsed_s=452.0) is False
+    assert (
+        "0.5900 on 400 held-out rows; adds -0.0100 to the blend of a; no probe estimate to weigh it against: continued"
+        in (capsys.readouterr().out)
+    )
+    undefined = Measured(score=-np.inf, gain=-np.inf, rows=400, base=())
+    assert replanner().first_folds("tune", 1, 122.0, undefined, elapsed_s=452.0) is False
+    assert "the metric is undefined on its 400 held-out rows: continued" in capsys.readouterr().out
+
+
+def test_the_train_stage_checks_each_run_after_its_first_fold_and_a_cut_run_stays_cut(
+    tmp_path, monkeypatch, capsys
+):
+    """Through ``make train BUDGET=``: each fresh run trains one fold, is measured on its
+    held-out rows (against the runs trained before it on the same rows) and checked; the
+    second run, its measured gain made to fall far short, is cut: its fold kept, no oof.npz,
+    not in the ensemble's members, plan-check says so, and a resumed call leaves it out."""
+    from pipeline.train import stage
+
+    monkeypatch.chdir(tmp_path)
+    feat = 'kind = "features"\nbackbone = "test_resnet"\nbatch_size = 16\n'
+    feat += 'pretrained_file = "models/pretrained/test_resnet.safetensors"\n'
+    recipes = {"t": feat + "image_size = 24\n", "u": feat + "image_size = 16\n"}
+    toy_workspace(tmp_path, recipes, n_per_class=12, n_test=6, pretrained=("test_resnet",))
+    real = stage.measure
+
+    def measure(comp, ws, folds_df, run, folds, trained):
+        got = real(comp, ws, folds_df, run, folds, trained)
+        assert got.rows == 18 and got.base == tuple(trained)  # fold 0: half of 36 rows
+        return replace(got, gain=got.gain - 1.0) if trained else got  # the second falls short
+
+    monkeypatch.setattr(stage, "measure", measure)
+    comp = ["--comp", "input/toy"]
+    assert main(["train", *comp, "--runs", "t,u", "--budget", "1h"]) == 0
+    out = capsys.readouterr().out
+    first, second = (line for line in out.splitlines() if " after 1 of 2 folds (" in line)
+    assert first.endswith(": continued") and "blend" not in first
+    assert " to the blend of " in second and "(estimated " in second
+    assert second.endswith("re-planned") and ": cut (its finished folds kept)" in second
+    cut = second.split(" after ", 1)[0]
+    kept = "t" if cut == "u" else "u"
+    runs = tmp_path / "models" / "toy"
+    assert (runs / cut / "fold0" / "done.json").is_file()
+    assert not (runs / cut / "fold1").exists() and not (runs / cut / "oof.npz").exists()
+    assert (runs / kept / "oof.npz").is_file()
+    saved = tomllib.loads((runs / "plan.toml").read_text())
+    assert saved["left_out"] == [cut] and list(saved["runs"]) == [kept]
+    assert saved["cut"][cut]["folds"] == 1 and saved["cut"][cut]["rows"] == 18
+    assert [s.get("decision") for s in saved["replans"]] == ["continue", None, "cut", None]
+    assert saved["best_single"]["run"] in ("t", "u") and "value" in saved
+    assert main(["train", *comp, "--runs", "t,u"]) == 0  # resumed: the cut run stays cut
+    out = capsys.readouterr().out
+    assert f"{cut}: left out by the plan models/toy/plan.toml (cut after its first 1 fold(s)" in out
+    assert not (runs / cut / "fold1").exists()
+    assert main(["ensemble", *comp]) == 0
+    made = json.loads((tmp_path / "submissions/toy/ensemble/ensemble.json").read_text())
+    assert [m["run"] for m in made["members"]] == [kept]
+    from pipeline.tools.plan_check import plan_check
+
+    capsys.readouterr()
+    ws = Workspace("toy", models=tmp_path / "models", output=tmp_path)
+    rows = plan_check(ws, load_competition(tmp_path / "input/toy"))
+    out = capsys.readouterr().out
+    assert [r["run"] for r in rows] == [kept, cut] and rows[1]["cut"]
+    assert rows[0]["score"] == pytest.approx(made["members"][0]["oof_score"])
+    assert rows[1]["score"] == saved["cut"][cut]["measured"] and rows[1]["measured_s"] > 0
+    assert "cut after 1 fold(s): score on their 18 held-out rows" in out
+    assert f"the planned set's estimated blend: {saved['value']:.4f}; the ensemble's nested" in out
+    assert f"the best single run in the same budget: {saved['best_single']['run']} alone" in out

@@ -115,7 +115,8 @@ def cmd_plan_check(a):
     from ..cli import open_competition
     from .plan_check import plan_check
 
-    plan_check(open_competition(a)[1])
+    comp, ws = open_competition(a)[:2]
+    plan_check(ws, comp)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,8 @@ from .context import Job, TrainContext, labels_by_row
 from .executors import Dispatch, execute, why_refused
 from .executors.base import Failure, prepare_shared
 from .kinds import get_kind
+from .planning.first_fold import measure
+from .planning.plan_file import read_plan
 from .planning.resolve import record_wall, resolve_plan
 from .run_summary import track_run
 
@@ -72,7 +74,7 @@ def train_stage(
     every = dict(recipes)  # a re-plan may add a run the first plan left out
     plans_made = dict(plans)
     for run in left_out:
-        print(f"{run}: left out by the plan {ws.plan} (over budget); not trained")
+        print(f"{run}: left out by the plan {ws.plan} ({_why_left_out(ws, run)}); not trained")
         del recipes[run]
     d = dispatch or Dispatch()
     ctx = TrainContext(comp, ws, folds_df, fhash, recipes, str(dev), labels, frozenset(track))
@@ -84,11 +86,25 @@ def train_stage(
         batch = rounds.pop(0)
         t_batch = time.perf_counter()
         jobs = _start_round(ctx, batch, plans, todo, d, teach)
-        failed += execute(ctx, jobs, d)
+        first = _first_folds(jobs, k, d) if replanner else []
+        cut = False
+        if first:  # a fresh run's first folds, then the check whether the rest pays
+            failed += execute(ctx, first, d)
+            total += len(first)
+            jobs = [j for j in jobs if j not in first]
+            if not failed:
+                now = time.perf_counter()
+                done = [j.fold for j in first]
+                got = measure(comp, ws, folds_df, batch[0], done, replanner.trained())
+                cut = replanner.first_folds(batch[0], len(done), now - t_batch, got, now - t_start)
+                jobs = [] if cut else jobs
+        failed += execute(ctx, jobs, d) if jobs else []
         total += len(jobs)
         for run in batch:
-            _fit_all_rows(ctx, run, k, dev)
-            scores = assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
+            scores = None
+            if not cut:  # a cut run keeps its finished folds, unassembled
+                _fit_all_rows(ctx, run, k, dev)
+                scores = assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
             record_wall(ws.run_dir(run), time.perf_counter() - t_start)
             if scores is not None and track:
                 track_run(ctx, run, scores, plans.get(run))
@@ -104,6 +120,26 @@ def train_stage(
         print(line)
     if failed:
         raise PipelineError(failure_line(failed, total))
+
+
+def _first_folds(jobs: list[Job], k: int, d: Dispatch) -> list[Job]:
+    """The jobs to train before the value check of a fresh run (one round: as many folds as
+    the executor runs at once): none when the run has a finished fold already (a resumed
+    run was checked when it started) or when they would be all its folds."""
+    if len(jobs) < k:
+        return []
+    first = jobs[: max(1, d.jobs)]
+    return first if len(first) < len(jobs) else []
+
+
+def _why_left_out(ws: Workspace, run: str) -> str:
+    cut = (read_plan(ws.plan) or {}).get("cut", {}).get(run)
+    if cut is None:
+        return "over budget"
+    return (
+        f"cut after its first {cut['folds']} fold(s) measured {cut['measured']:.4f} against the "
+        f"probe's {cut['estimate']:.4f}; its finished folds are kept"
+    )
 
 
 def _fit_all_rows(ctx: TrainContext, run: str, k: int, dev) -> None:

@@ -171,6 +171,29 @@ def _epochs_plan(costs, recipe_epochs, k, budget_s, auto) -> Plan | None:
     return None
 
 
+def yardstick(plan: Plan, costs: dict[str, Cost], value, sign: float, auto: bool) -> dict:
+    """What ``plan.toml`` weighs the plan against: the planned set's estimated value and the
+    best single run the same budget would train alone (its epochs scaled to fill it), both in
+    the metric's direction; empty without a value model."""
+    if value is None:
+        return {}
+    out = {"value": round(sign * value(tuple(plan.costs)), 4)} if plan.costs else {}
+    alone = []
+    for c, cost in costs.items():
+        one = _epochs_plan({c: cost}, plan.recipe_epochs, plan.k, plan.budget_s, auto)
+        if cost.estimate is not None and one is not None:
+            alone.append((value((c,)), c, one))
+    if alone:
+        v, c, one = max(alone, key=lambda a: a[0])
+        out["best_single"] = {
+            "run": c,
+            "estimate": round(sign * v, 4),
+            "epochs": one.epochs[c],
+            "planned_s": round(one.total_s, 1),
+        }
+    return out
+
+
 def fewest_epochs(cost: Cost, recipe_epochs: int) -> int:
     """The fewest epochs the planner gives a run: 1, or its kind's ``min_epoch_scale`` of the
     recipe's epochs (a partial member keeps them all)."""

@@ -23,10 +23,15 @@ def write_plan(
     left_out: tuple[str, ...] = (),
     costs: dict | None = None,
     replans: list[dict] | None = None,
+    cut: dict[str, dict] | None = None,
+    weighed: dict | None = None,
 ) -> None:
     """``plan.toml``; ``costs`` (every probed run) adds the left-out runs' smallest seconds and
     probe figures under ``[left_out_costs]``, so a user sees what a larger budget would buy;
-    ``replans`` is what each re-plan after a trained run measured and changed.
+    ``replans`` is what each re-plan after a trained run (and each check after a run's first
+    folds) measured and changed; ``cut`` the runs such a check stopped (also left out, so a
+    resumed call does not train them), with what their first folds measured; ``weighed`` the
+    set's estimated value and the best single run's in the same minutes (``plan.yardstick``).
     A run planned with its first TTA view only (``run[view]``) is written under its run with
     ``tta``, which the train stage then trains it with."""
     runs = {
@@ -50,6 +55,8 @@ def write_plan(
         "left_out": list(left_out),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         **({"replans": replans} if replans else {}),
+        **({"cut": cut} if cut else {}),
+        **(weighed or {}),
         "runs": runs,
     }
     if left_out and costs:

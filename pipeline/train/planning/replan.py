@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from ..kinds import get_kind
 from ..kinds.pricing import Cost
-from .plan import MAX_SUBSETS_OF, Plan, best_subset, in_order, run_of
+from .first_fold import Measured
+from .plan import MAX_SUBSETS_OF, VALUE_TIE, Plan, best_subset, in_order, run_of, yardstick
 from .plan_file import plan_entries, read_plan, write_plan
 
 
@@ -51,8 +54,141 @@ class Replanner:
     runs: list[str]  # the runs of this call, in RUNS order
     # a candidate's cost as its run's once-per-run work stands now (cached by a run before it)
     reprice: Callable[[str, Cost], Cost] | None = None
+    sign: float = 1.0  # the metric's direction: values are higher-is-better, reports are not
     done: dict[str, float] = field(default_factory=dict)  # candidate -> seconds it took
     history: list[dict] = field(default_factory=list)
+    # what the first folds measured: a run's marginal value off its estimate, and each kind's
+    # measured score off the probe's (the shift an unmeasured run of that kind is valued with)
+    shift: dict[str, float] = field(default_factory=dict)
+    bias: dict[str, list[float]] = field(default_factory=dict)
+    cut: dict[str, dict] = field(default_factory=dict)  # run -> what its first folds measured
+    part_s: dict[str, float] = field(default_factory=dict)  # a cut run's planned seconds spent
+
+    def valued(self, subset: tuple[str, ...]) -> float:
+        """The probe's value of ``subset`` moved by what first folds measured: a measured run
+        by its marginal value's shift, an unmeasured one by the mean shift of the measured
+        scores of its kind (a probe that flatters fine-tunes flatters all of them)."""
+        v = self.value(subset)
+        return v + sum(self._shift(c) for c in subset)
+
+    def _shift(self, c: str) -> float:
+        if c in self.shift:
+            return self.shift[c]
+        seen = self.bias.get(self.costs[c].kind)
+        return float(np.mean(seen)) if seen else 0.0
+
+    def trained(self) -> list[str]:
+        """The runs trained by this call and kept (not cut)."""
+        return [run_of(c) for c in self._base()]
+
+    def _base(self) -> tuple[str, ...]:
+        return tuple(c for c in self.done if run_of(c) not in self.cut)
+
+    def _rest(self, pace: float, but: str = "") -> dict:
+        trained = {run_of(c) for c in self.done} | {but}
+        fresh = self.reprice or (lambda c, cost: cost)
+        return {
+            c: _scaled(fresh(c, cost), pace)
+            for c, cost in self.costs.items()
+            if run_of(c) not in trained
+        }
+
+    def _pace(self, extra: tuple[float, float] = (0.0, 0.0)) -> float:
+        """Seconds taken / seconds planned of the runs done (and ``extra``: first folds')."""
+        planned = sum(
+            self.part_s[c] if c in self.part_s else self.plan.run_seconds(c) for c in self.done
+        )
+        took = sum(self.done.values()) + extra[0]
+        return min(MAX_PACE, max(MIN_PACE, took / max(planned + extra[1], 1e-9)))
+
+    def first_folds(
+        self, run: str, folds: int, seconds: float, measured: Measured, elapsed_s: float
+    ) -> bool:
+        """After ``run``'s first ``folds`` folds (``seconds``, with ``elapsed_s`` of the budget
+        spent): is the rest of it worth its minutes? Its value is moved to what the folds
+        measured (``valued``), its remaining folds priced at their measured pace, and two plans
+        for the budget left are weighed: the run finished and the best set of runs not started
+        in the minutes after it, against the best set in all of them. True (the run is cut,
+        its finished folds kept) when cutting is worth more by over ``VALUE_TIE``; the check
+        and the decision go into the re-plan history and ``plan.toml``."""
+        name = next(c for c in self.plan.costs if run_of(c) == run)
+        scored = np.isfinite(measured.score) and np.isfinite(measured.gain)
+        if self.value is None or not scored:  # nothing to weigh: measured only, continued
+            step = {
+                "first_folds": run,
+                "folds": folds,
+                "took_s": round(seconds, 1),
+                "rows": measured.rows,
+                **({"measured": round(self.sign * measured.score, 4)} if scored else {}),
+                **({"gain_measured": round(self.sign * measured.gain, 4)} if scored else {}),
+                "decision": "continue",
+            }
+            self.history.append(step)
+            got = (
+                f"{step['measured']:.4f} on {measured.rows:,} held-out rows"
+                f"{_adds(step, measured.base, '')}; no probe estimate to weigh it against"
+                if scored
+                else f"the metric is undefined on its {measured.rows:,} held-out rows"
+            )
+            print(
+                f"{run} after {folds} of {self.plan.k} folds ({seconds / 60:.1f} min): {got}: continued"
+            )
+            return False
+        cost, k, base = self.plan.costs[name], self.plan.k, self._base()
+        per_fold = (self.plan.run_seconds(name) - cost.once_s) / k
+        first_s = cost.once_s + folds * per_fold
+        rest_s = seconds / max(first_s, 1e-9) * (k - folds) * per_fold
+        est_gain = self.value((*base, name)) - (self.value(base) if base else 0.0)
+        self.shift[name] = measured.gain - est_gain
+        est = self.value((name,))
+        self.bias.setdefault(cost.kind, []).append(measured.score - est)
+        rest = self._rest(self._pace((seconds, first_s)), but=run)
+        left_s = self.plan.budget_s - elapsed_s
+        if len(rest) > MAX_SUBSETS_OF:
+            return False
+        go = self._best((*base, name), rest, left_s - rest_s)
+        stop = self._best(base, rest, left_s)
+        cut = stop[0] > go[0] + VALUE_TIE
+        step = {
+            "first_folds": run,
+            "folds": folds,
+            "took_s": round(seconds, 1),
+            "rows": measured.rows,
+            "estimate": round(self.sign * est, 4),
+            "measured": round(self.sign * measured.score, 4),
+            "gain_estimate": round(self.sign * est_gain, 4),
+            "gain_measured": round(self.sign * measured.gain, 4),
+            "rest_s": round(rest_s, 1),
+            "continue": {"value": _r(self.sign * go[0]), "then": list(go[1])},
+            "cut": {"value": _r(self.sign * stop[0]), "then": list(stop[1])},
+            "decision": "cut" if cut else "continue",
+        }
+        self.history.append(step)
+        print(first_folds_line(step, k, measured.base))
+        if cut:
+            self.cut[run] = {
+                **{
+                    k_: step[k_]
+                    for k_ in ("folds", "took_s", "rows", "estimate", "measured", "gain_measured")
+                },
+                "planned_s": round(self.plan.run_seconds(name), 1),
+            }
+            self.part_s[name] = first_s
+        return cut
+
+    def _best(self, base: tuple, rest: dict, left_s: float) -> tuple[float, tuple[str, ...]]:
+        """The best value reachable from ``base`` with ``rest`` in ``left_s``, and its runs."""
+        plan = (
+            best_subset(
+                rest, self.epochs, self.plan.k, max(left_s, 0.0), self.auto, self.valued, base
+            )
+            if left_s > 0 or base
+            else None
+        )
+        if plan is None:
+            return (self.valued(base) if base else -np.inf), ()
+        got = tuple(plan.costs)
+        return (self.valued(base + got) if base + got else -np.inf), got
 
     def after(self, run: str, seconds: float, elapsed_s: float) -> tuple[dict, list[str]]:
         """Record that ``run`` took ``seconds``; with ``elapsed_s`` of the budget spent (probes
@@ -60,19 +196,12 @@ class Replanner:
         for the runs still to train, in the order to train them, and the runs left out."""
         name = next(c for c in self.plan.costs if run_of(c) == run)
         self.done[name] = seconds
-        planned = sum(self.plan.run_seconds(c) for c in self.done)
-        pace = min(MAX_PACE, max(MIN_PACE, sum(self.done.values()) / max(planned, 1e-9)))
-        trained = {run_of(c) for c in self.done}
-        fresh = self.reprice or (lambda c, cost: cost)
-        rest = {
-            c: _scaled(fresh(c, cost), pace)
-            for c, cost in self.costs.items()
-            if run_of(c) not in trained
-        }
+        pace = self._pace()
+        rest = self._rest(pace)
         left_s = self.plan.budget_s - elapsed_s
         epochs, k, auto = self.epochs, self.plan.k, self.auto
         if self.value is not None and len(rest) <= MAX_SUBSETS_OF:
-            new = best_subset(rest, epochs, k, left_s, auto, self.value, tuple(self.done))
+            new = best_subset(rest, epochs, k, left_s, auto, self.valued, self._base())
         else:  # no estimates: the runs still planned first, then the left-out ones, in order
             order = [c for c in self.plan.costs if c in rest]
             order += [c for c in rest if c not in order and c in self.runs]
@@ -90,16 +219,21 @@ class Replanner:
                 "dropped": [c for c in before if c not in new.costs],
             }
         )
+        base = self._base()
         self.plan = Plan(
             self.plan.budget_s,
             k,
-            {**{c: self.plan.epochs[c] for c in self.done}, **new.epochs},
+            {**{c: self.plan.epochs[c] for c in base}, **new.epochs},
             epochs,
-            {**{c: self.plan.costs[c] for c in self.done}, **new.costs},
+            {**{c: self.plan.costs[c] for c in base}, **new.costs},
         )
         kept = {run_of(c) for c in self.plan.costs}
         left_out = tuple(r for r in self.runs if r not in kept)
-        write_plan(self.path, self.plan, self.device, left_out, self.costs, self.history)
+        valued = self.valued if self.value is not None else None
+        weighed = yardstick(self.plan, self.costs, valued, self.sign, self.auto)
+        write_plan(
+            self.path, self.plan, self.device, left_out, self.costs, self.history, self.cut, weighed
+        )
         print(replan_line(self.history[-1], new, self.value))
         saved = read_plan(self.path)
         entries, _ = plan_entries(saved, self.path, self.runs, self.plan.budget_s)
@@ -114,6 +248,40 @@ def _scaled(cost: Cost, pace: float) -> Cost:
         epoch_s=cost.epoch_s * pace,
         fold_s=cost.fold_s * pace,
         probe_s=0.0,
+    )
+
+
+def _r(v: float) -> float | str:
+    return round(v, 4) if np.isfinite(v) else "none"
+
+
+def _adds(step: dict, base: tuple[str, ...], estimated: str) -> str:
+    if not base:
+        return ""
+    return f"; adds {step['gain_measured']:+.4f} to the blend of {', '.join(base)}{estimated}"
+
+
+def first_folds_line(step: dict, k: int, base: tuple[str, ...]) -> str:
+    """One line for the check after a run's first folds: measured against the estimate, and
+    the decision with both plans' values."""
+    adds = _adds(step, base, f" (estimated {step['gain_estimate']:+.4f})")
+
+    def then(plan: dict) -> str:
+        v = plan["value"]
+        return f"{', '.join(plan['then']) or 'nothing more'} is worth " + (
+            f"{v:.4f}" if isinstance(v, float) else "nothing"
+        )
+
+    verdict = (
+        f"cut (its finished folds kept), its {step['rest_s'] / 60:.1f} min re-planned"
+        if step["decision"] == "cut"
+        else "continued"
+    )
+    return (
+        f"{step['first_folds']} after {step['folds']} of {k} folds ({step['took_s'] / 60:.1f} min): "
+        f"{step['measured']:.4f} on {step['rows']:,} held-out rows against the probe's estimate "
+        f"{step['estimate']:.4f}{adds}; finishing it then {then(step['continue'])}, cutting it "
+        f"for {then(step['cut'])}: {verdict}"
     )
 
 

@@ -15,7 +15,7 @@ from ...config import to_toml
 from ...disk import faults, locks
 from ...util.durations import format_duration
 from .decoding import decode_for_budget
-from .plan import format_plan, make_plan, run_of
+from .plan import format_plan, make_plan, run_of, yardstick
 from .plan_file import plan_entries, read_plan, write_plan
 from .probe import probe_run
 from .replan import Replanner, repriced
@@ -69,7 +69,9 @@ def _resolve_plan(
                 plan, len(comp.train), len(comp.test), str(device), dropped, costs, chosen_by
             )
         )
-        write_plan(path, plan, str(device), dropped, costs)
+        sign = 1.0 if comp.task.greater_is_better else -1.0
+        weighed = yardstick(plan, costs, value, sign, auto)
+        write_plan(path, plan, str(device), dropped, costs, weighed=weighed)
         print(f"wrote {path}: re-runs and resumes use these epochs (delete it to plan again)")
         saved = read_plan(path)
         replanner = Replanner(
@@ -82,6 +84,7 @@ def _resolve_plan(
             str(device),
             list(recipes),
             reprice=lambda c, cost, every=dict(recipes): repriced(comp, ws, every, c, cost),
+            sign=sign,
         )
     else:
         print(

@@ -21,36 +21,42 @@ def mixture_weights(p_true: np.ndarray, steps: int = 100) -> np.ndarray:
     return w / w.sum()
 
 
+def blended(task, y: np.ndarray, stack: np.ndarray) -> np.ndarray:
+    """``stack (M, n, C)`` (M runs' probabilities of the same n images, labels ``y``) blended
+    as the ensemble stage would: mixture weights fitted by maximum likelihood on one half of
+    the images and applied to the other, and the other way round (no weight is scored on the
+    images it was fitted on). One run, or multi-label runs: their mean."""
+    if len(stack) == 1 or task.multilabel:
+        return stack.mean(axis=0)
+    a, b = halves(len(y))
+    p_true = stack[:, np.arange(len(y)), y]
+    out = np.empty(stack.shape[1:])
+    for fit, use in ((a, b), (b, a)):
+        out[use] = np.tensordot(mixture_weights(p_true[:, fit]), stack[:, use], 1)
+    return out
+
+
+def signed_score(task, y: np.ndarray, probs: np.ndarray) -> float:
+    """The competition's metric, higher is better whatever its direction; -inf where it is
+    undefined on these images (a class missing): no preference."""
+    try:
+        return (1.0 if task.greater_is_better else -1.0) * float(task.score(y, probs))
+    except ValueError:
+        return -np.inf
+
+
 def ensemble_value(task, costs: dict[str, Cost], y_all: np.ndarray):
     """The estimated score of a set of runs (higher is better, whatever the metric's
-    direction), as the ensemble stage would blend them: the competition's metric, on the
-    probe's shared held-out images, of their probabilities mixed with weights fitted by maximum
-    likelihood on one half of those images and applied to the other, and the other way round
-    (so a weak run is worth what it adds, and no weight is scored on the images it was fitted
-    on). Multi-label runs are averaged. None unless every run has an estimate on the same
-    images."""
+    direction), as the ensemble stage would blend them (``blended``), from their probe
+    probabilities on the probe's shared held-out images (so a weak run is worth what it adds).
+    None unless every run has an estimate on the same images."""
     ests = [c.estimate for c in costs.values()]
     if not ests or any(e is None for e in ests) or len({tuple(e.val) for e in ests}) != 1:
         return None
     y = y_all[ests[0].val]
-    sign = 1.0 if task.greater_is_better else -1.0
-    a, b = halves(len(y))
-
-    def blend(subset: tuple[str, ...]) -> np.ndarray:
-        stack = np.stack([costs[r].estimate.probs for r in subset])  # (M, n, C)
-        if len(subset) == 1 or task.multilabel:
-            return stack.mean(axis=0)
-        p_true = stack[:, np.arange(len(y)), y]
-        out = np.empty(stack.shape[1:])
-        for fit, use in ((a, b), (b, a)):
-            out[use] = np.tensordot(mixture_weights(p_true[:, fit]), stack[:, use], 1)
-        return out
 
     def value(subset: tuple[str, ...]) -> float:
-        probs = blend(subset)
-        try:
-            return sign * float(task.score(y, probs))
-        except ValueError:  # undefined on these images (a class missing): no preference
-            return -np.inf
+        stack = np.stack([costs[r].estimate.probs for r in subset])  # (M, n, C)
+        return signed_score(task, y, blended(task, y, stack))
 
     return value
