@@ -112,48 +112,25 @@ class Replanner:
         its finished folds kept) when cutting is worth more by over ``VALUE_TIE``; the check
         and the decision go into the re-plan history and ``plan.toml``."""
         name = next(c for c in self.plan.costs if run_of(c) == run)
-        scored = np.isfinite(measured.score) and np.isfinite(measured.gain)
-        if self.value is None or not scored:  # nothing to weigh: measured only, continued
-            step = {
-                "first_folds": run,
-                "folds": folds,
-                "took_s": round(seconds, 1),
-                "rows": measured.rows,
-                **({"measured": round(self.sign * measured.score, 4)} if scored else {}),
-                **({"gain_measured": round(self.sign * measured.gain, 4)} if scored else {}),
-                "decision": "continue",
-            }
-            self.history.append(step)
-            got = (
-                f"{step['measured']:.4f} on {measured.rows:,} held-out rows"
-                f"{_adds(step, measured.base, '')}; no probe estimate to weigh it against"
-                if scored
-                else f"the metric is undefined on its {measured.rows:,} held-out rows"
-            )
-            print(
-                f"{run} after {folds} of {self.plan.k} folds ({seconds / 60:.1f} min): {got}: continued"
-            )
-            return False
         cost, k, base = self.plan.costs[name], self.plan.k, self._base()
         per_fold = (self.plan.run_seconds(name) - cost.once_s) / k
         first_s = cost.once_s + folds * per_fold
+        step = {"first_folds": run, "folds": folds, "took_s": round(seconds, 1)}
+        step["rows"] = measured.rows
+        rest = self._rest(self._pace((seconds, first_s)), but=run)
+        why = _unweighable(self.value, measured, len(rest))
+        if why:
+            return self._measured_only(step, measured, why)
         rest_s = seconds / max(first_s, 1e-9) * (k - folds) * per_fold
+        est = self.value((name,))
         est_gain = self.value((*base, name)) - (self.value(base) if base else 0.0)
         self.shift[name] = measured.gain - est_gain
-        est = self.value((name,))
         self.bias.setdefault(cost.kind, []).append(measured.score - est)
-        rest = self._rest(self._pace((seconds, first_s)), but=run)
         left_s = self.plan.budget_s - elapsed_s
-        if len(rest) > MAX_SUBSETS_OF:
-            return False
         go = self._best((*base, name), rest, left_s - rest_s)
         stop = self._best(base, rest, left_s)
         cut = stop[0] > go[0] + VALUE_TIE
-        step = {
-            "first_folds": run,
-            "folds": folds,
-            "took_s": round(seconds, 1),
-            "rows": measured.rows,
+        step |= {
             "estimate": round(self.sign * est, 4),
             "measured": round(self.sign * measured.score, 4),
             "gain_estimate": round(self.sign * est_gain, 4),
@@ -166,15 +143,27 @@ class Replanner:
         self.history.append(step)
         print(first_folds_line(step, k, measured.base))
         if cut:
-            self.cut[run] = {
-                **{
-                    k_: step[k_]
-                    for k_ in ("folds", "took_s", "rows", "estimate", "measured", "gain_measured")
-                },
-                "planned_s": round(self.plan.run_seconds(name), 1),
-            }
+            kept = ("folds", "took_s", "rows", "estimate", "measured", "gain_measured")
+            self.cut[run] = {key: step[key] for key in kept}
+            self.cut[run]["planned_s"] = round(self.plan.run_seconds(name), 1)
             self.part_s[name] = first_s
         return cut
+
+    def _measured_only(self, step: dict, measured: Measured, why: str) -> bool:
+        """The check's line and record when nothing can be weighed (``why``): continued."""
+        if np.isfinite(measured.score) and np.isfinite(measured.gain):
+            step["measured"] = round(self.sign * measured.score, 4)
+            step["gain_measured"] = round(self.sign * measured.gain, 4)
+            got = f"{step['measured']:.4f} on {measured.rows:,} held-out rows"
+            got += f"{_adds(step, measured.base, '')}; {why}"
+        else:
+            got = why
+        self.history.append({**step, "decision": "continue"})
+        print(
+            f"{step['first_folds']} after {step['folds']} of {self.plan.k} folds "
+            f"({step['took_s'] / 60:.1f} min): {got}: continued"
+        )
+        return False
 
     def _best(self, base: tuple, rest: dict, left_s: float) -> tuple[float, tuple[str, ...]]:
         """The best value reachable from ``base`` with ``rest`` in ``left_s``, and its runs."""
@@ -253,6 +242,17 @@ def _scaled(cost: Cost, pace: float) -> Cost:
 
 def _r(v: float) -> float | str:
     return round(v, 4) if np.isfinite(v) else "none"
+
+
+def _unweighable(value, measured: Measured, candidates: int) -> str:
+    """Why a first-folds check cannot weigh the run, or "" when it can."""
+    if not (np.isfinite(measured.score) and np.isfinite(measured.gain)):
+        return f"the metric is undefined on its {measured.rows:,} held-out rows"
+    if value is None:  # a fine-tune's probe estimates nothing
+        return "no probe estimate to weigh it against"
+    if candidates > MAX_SUBSETS_OF:
+        return f"{candidates} runs left are more than the plan weighs by value"
+    return ""
 
 
 def _adds(step: dict, base: tuple[str, ...], estimated: str) -> str:
