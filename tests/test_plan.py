@@ -441,7 +441,9 @@ def test_a_run_whose_first_fold_falls_short_is_cut_and_its_minutes_re_planned(tm
     def replanner():
         write_plan(path, first, "cpu", ("b",), costs)
         re = Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "tune", "b"])
-        todo, _ = re.after("a", seconds=320.0, elapsed_s=330.0)
+        # a's OOF scored as estimated: the probe's level is the measured one here
+        as_estimated = Measured(score=0.60, gain=0.60, rows=2000, base=())
+        todo, _ = re.after("a", seconds=320.0, elapsed_s=330.0, measured=as_estimated)
         assert list(todo) == ["tune"] and todo["tune"]["epochs"] == 4
         return re
 
@@ -514,9 +516,12 @@ def test_the_train_stage_checks_each_run_after_its_first_fold_and_a_cut_run_stay
     toy_workspace(tmp_path, recipes, n_per_class=12, n_test=6, pretrained=("test_resnet",))
     real = stage.measure
 
-    def measure(comp, ws, folds_df, run, folds, trained):
-        got = real(comp, ws, folds_df, run, folds, trained)
-        assert got.rows == 18 and got.base == tuple(trained)  # fold 0: half of 36 rows
+    def measure(ctx, run, folds, trained):
+        got = real(ctx, run, folds, trained)
+        assert got.base == tuple(trained)
+        if len(folds) == 2:  # the whole run, assembled: its OOF
+            return got
+        assert got.rows == 18 and folds == [0]  # fold 0: half of 36 rows
         return replace(got, gain=got.gain - 1.0) if trained else got  # the second falls short
 
     monkeypatch.setattr(stage, "measure", measure)
@@ -557,3 +562,32 @@ def test_the_train_stage_checks_each_run_after_its_first_fold_and_a_cut_run_stay
     assert "cut after 1 fold(s): score on their 18 held-out rows" in out
     assert f"the planned set's estimated blend: {saved['value']:.4f}; the ensemble's nested" in out
     assert f"the best single run in the same budget: {saved['best_single']['run']} alone" in out
+
+
+def test_the_check_values_runs_on_the_measured_level_not_the_probes(tmp_path, capsys):
+    """The probe's small-sample heads score every feature run far below what its folds
+    measure (0.36 against 0.69 on tinyimagenet176). The check moves a set's value by its runs'
+    mean offset, not their sum: a run that adds what it was estimated to add is finished,
+    and no value climbs past what one measured level allows."""
+    worth = {"a": 0.36, "c": 0.23, "d": 0.23}
+
+    def value(subset: tuple[str, ...]) -> float:
+        return max(worth[r] for r in subset) + 0.002 * (len(subset) - 1)
+
+    costs = {
+        r: _rated(cost("features", once=o, epoch=0.0, fold=4.0), worth[r])
+        for r, o in (("a", 600.0), ("c", 100.0), ("d", 100.0))
+    }
+    epochs = dict.fromkeys(costs, 1)
+    first = planner.make_plan(costs, epochs, 5, 800.0, auto=True, value=value)
+    assert list(first.costs) == ["a", "c"]  # a 620 s + c 120 s; d does not fit beside them
+    path = tmp_path / "plan.toml"
+    write_plan(path, first, "cpu", ("d",), costs)
+    re = Replanner(path, first, costs, epochs, True, value, "cpu", ["a", "c", "d"])
+    re.after("a", 620.0, 630.0, Measured(score=0.69, gain=0.69, rows=3000, base=()))
+    assert re.valued(("a",)) == pytest.approx(0.69) and re.valued(("d",)) == pytest.approx(0.56)
+    fold = Measured(score=0.57, gain=0.002, rows=3000, base=("a",))  # adds what was estimated
+    assert re.first_folds("c", 1, 104.0, fold, elapsed_s=734.0) is False
+    check = re.history[-1]
+    assert check["decision"] == "continue" and check["gain_estimate"] == 0.002
+    assert 0.69 < check["continue"]["value"] < 0.70 and check["cut"] == {"value": 0.69, "then": []}

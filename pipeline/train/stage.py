@@ -86,18 +86,12 @@ def train_stage(
         batch = rounds.pop(0)
         t_batch = time.perf_counter()
         jobs = _start_round(ctx, batch, plans, todo, d, teach)
-        first = _first_folds(jobs, k, d) if replanner else []
         cut = False
-        if first:  # a fresh run's first folds, then the check whether the rest pays
-            failed += execute(ctx, first, d)
-            total += len(first)
+        if first := _first_folds(jobs, k, d) if replanner else []:
             jobs = [j for j in jobs if j not in first]
-            if not failed:
-                now = time.perf_counter()
-                done = [j.fold for j in first]
-                got = measure(comp, ws, folds_df, batch[0], done, replanner.trained())
-                cut = replanner.first_folds(batch[0], len(done), now - t_batch, got, now - t_start)
-                jobs = [] if cut else jobs
+            ran, cut = _check_first_folds(ctx, replanner, first, d, (t_batch, t_start))
+            failed, total = failed + ran, total + len(first)
+            jobs = [] if cut or ran else jobs
         failed += execute(ctx, jobs, d) if jobs else []
         total += len(jobs)
         for run in batch:
@@ -109,8 +103,11 @@ def train_stage(
             if scores is not None and track:
                 track_run(ctx, run, scores, plans.get(run))
         if replanner and not failed:
+            whole = None  # an assembled run's OOF, measured as its first folds were
+            if not cut and (ws.run_dir(batch[0]) / "oof.npz").is_file():
+                whole = measure(ctx, batch[0], list(range(k)), replanner.trained())
             now = time.perf_counter()
-            plans, left = replanner.after(batch[0], now - t_batch, now - t_start)
+            plans, left = replanner.after(batch[0], now - t_batch, now - t_start, whole)
             for run in left:
                 recipes.pop(run, None)
             recipes.update({run: every[run] for run in plans})
@@ -120,6 +117,19 @@ def train_stage(
         print(line)
     if failed:
         raise PipelineError(failure_line(failed, total))
+
+
+def _check_first_folds(ctx, replanner, first: list[Job], d, clocks) -> tuple[list, bool]:
+    """Train a fresh run's ``first`` folds, then ask the re-planner whether the rest pays
+    (``Replanner.first_folds``, on their held-out rows): the failed jobs, and True when the
+    run is cut."""
+    failed = execute(ctx, first, d)
+    if failed:
+        return failed, False
+    run, (t_batch, t_start), now = first[0].run, clocks, time.perf_counter()
+    folds = [j.fold for j in first]
+    got = measure(ctx, run, folds, replanner.trained())
+    return [], replanner.first_folds(run, len(folds), now - t_batch, got, now - t_start)
 
 
 def _first_folds(jobs: list[Job], k: int, d: Dispatch) -> list[Job]:

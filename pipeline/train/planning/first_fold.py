@@ -30,10 +30,11 @@ def _probs(task, logits: np.ndarray) -> np.ndarray:
     return np.mean([task.probabilities(lg) for lg in logits], axis=0)  # views' mean
 
 
-def measure(comp, ws, folds_df, run: str, folds: list[int], trained: list[str]) -> Measured:
+def measure(ctx, run: str, folds: list[int], trained: list[str]) -> Measured:
     """``run``'s ``folds`` held-out logits (their ``oof.npz``) against the labels of the folds
     file, alone and blended with the ``trained`` runs' ``oof.npz`` on the same rows (a run
-    without one is left out)."""
+    without one is left out). ``ctx``: the train stage's ``TrainContext``."""
+    comp, ws, folds_df = ctx.comp, ctx.ws, ctx.folds_df
     task, rerun = comp.task, f"make train COMP={comp.root} RUNS={run}"
     parts = [artifacts.read_logits(ws.fold_dir(run, f) / "oof.npz", "oof", rerun) for f in folds]
     ids = np.concatenate([p["ids"].astype(str) for p in parts])

@@ -57,25 +57,38 @@ class Replanner:
     sign: float = 1.0  # the metric's direction: values are higher-is-better, reports are not
     done: dict[str, float] = field(default_factory=dict)  # candidate -> seconds it took
     history: list[dict] = field(default_factory=list)
-    # what the first folds measured: a run's marginal value off its estimate, and each kind's
-    # measured score off the probe's (the shift an unmeasured run of that kind is valued with)
-    shift: dict[str, float] = field(default_factory=dict)
-    bias: dict[str, list[float]] = field(default_factory=dict)
+    # what was measured against the probe: each measured run's score off its estimate (the
+    # probe's small-sample heads score on another level) and what it adds to the blend off
+    # what the level-corrected estimates say it adds
+    off: dict[str, float] = field(default_factory=dict)
+    delta: dict[str, float] = field(default_factory=dict)
     cut: dict[str, dict] = field(default_factory=dict)  # run -> what its first folds measured
     part_s: dict[str, float] = field(default_factory=dict)  # a cut run's planned seconds spent
 
     def valued(self, subset: tuple[str, ...]) -> float:
-        """The probe's value of ``subset`` moved by what first folds measured: a measured run
-        by its marginal value's shift, an unmeasured one by the mean shift of the measured
-        scores of its kind (a probe that flatters fine-tunes flatters all of them)."""
-        v = self.value(subset)
-        return v + sum(self._shift(c) for c in subset)
+        """The probe's value of ``subset`` on the measured level: moved by its runs' mean
+        offset (a measured run's own; an unmeasured one's the mean of its kind's measured
+        runs, else of all measured runs), plus each measured run's marginal discrepancy."""
+        offs = [self._off(c) for c in subset]
+        v = self.value(subset) + (float(np.mean(offs)) if offs else 0.0)
+        return v + sum(self.delta.get(c, 0.0) for c in subset)
 
-    def _shift(self, c: str) -> float:
-        if c in self.shift:
-            return self.shift[c]
-        seen = self.bias.get(self.costs[c].kind)
+    def _off(self, c: str) -> float:
+        if c in self.off:
+            return self.off[c]
+        kind = self.costs[c].kind
+        same = [v for n, v in self.off.items() if self.costs[n].kind == kind]
+        seen = same or list(self.off.values())
         return float(np.mean(seen)) if seen else 0.0
+
+    def _record(self, name: str, measured: Measured, base: tuple[str, ...]) -> float:
+        """Record what ``name`` measured (with ``base`` trained before it); returns the gain
+        the probe estimated for it (on the probe's level)."""
+        self.delta.pop(name, None)
+        self.off[name] = measured.score - self.value((name,))
+        level = self.valued((*base, name)) - (self.valued(base) if base else 0.0)
+        self.delta[name] = measured.gain - level
+        return self.value((*base, name)) - (self.value(base) if base else 0.0)
 
     def trained(self) -> list[str]:
         """The runs trained by this call and kept (not cut)."""
@@ -123,9 +136,7 @@ class Replanner:
             return self._measured_only(step, measured, why)
         rest_s = seconds / max(first_s, 1e-9) * (k - folds) * per_fold
         est = self.value((name,))
-        est_gain = self.value((*base, name)) - (self.value(base) if base else 0.0)
-        self.shift[name] = measured.gain - est_gain
-        self.bias.setdefault(cost.kind, []).append(measured.score - est)
+        est_gain = self._record(name, measured, base)
         left_s = self.plan.budget_s - elapsed_s
         go = self._best((*base, name), rest, left_s - rest_s)
         stop = self._best(base, rest, left_s)
@@ -179,11 +190,17 @@ class Replanner:
         got = tuple(plan.costs)
         return (self.valued(base + got) if base + got else -np.inf), got
 
-    def after(self, run: str, seconds: float, elapsed_s: float) -> tuple[dict, list[str]]:
-        """Record that ``run`` took ``seconds``; with ``elapsed_s`` of the budget spent (probes
-        included), plan the rest again, rewrite ``plan.toml`` and return its ``{run: entry}``
-        for the runs still to train, in the order to train them, and the runs left out."""
+    def after(
+        self, run: str, seconds: float, elapsed_s: float, measured: Measured | None = None
+    ) -> tuple[dict, list[str]]:
+        """Record that ``run`` took ``seconds`` (and, when it was assembled, what its OOF
+        ``measured``); with ``elapsed_s`` of the budget spent (probes included), plan the rest
+        again, rewrite ``plan.toml`` and return its ``{run: entry}`` for the runs still to
+        train, in the order to train them, and the runs left out."""
         name = next(c for c in self.plan.costs if run_of(c) == run)
+        if measured is not None and self.value is not None and run not in self.cut:
+            if np.isfinite(measured.score) and np.isfinite(measured.gain):
+                self._record(name, measured, self._base())
         self.done[name] = seconds
         pace = self._pace()
         rest = self._rest(pace)
