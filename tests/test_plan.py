@@ -591,3 +591,7 @@ def test_the_check_values_runs_on_the_measured_level_not_the_probes(tmp_path, ca
     check = re.history[-1]
     assert check["decision"] == "continue" and check["gain_estimate"] == 0.002
     assert 0.69 < check["continue"]["value"] < 0.70 and check["cut"] == {"value": 0.69, "then": []}
+    # a run whose probe scores nearer its measured level adds what the probe's blend says it
+    # adds: a mean of the offsets would have charged c for a's larger one
+    re.off["a"] = 0.50
+    assert re.valued(("a", "c")) - re.valued(("a",)) == pytest.approx(0.002 + re.delta["c"])

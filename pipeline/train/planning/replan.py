@@ -62,16 +62,25 @@ class Replanner:
     # what the level-corrected estimates say it adds
     off: dict[str, float] = field(default_factory=dict)
     delta: dict[str, float] = field(default_factory=dict)
+    singles: dict[str, float] = field(default_factory=dict)  # the probe's value of each run alone
     cut: dict[str, dict] = field(default_factory=dict)  # run -> what its first folds measured
     part_s: dict[str, float] = field(default_factory=dict)  # a cut run's planned seconds spent
 
     def valued(self, subset: tuple[str, ...]) -> float:
-        """The probe's value of ``subset`` on the measured level: moved by its runs' mean
-        offset (a measured run's own; an unmeasured one's the mean of its kind's measured
-        runs, else of all measured runs), plus each measured run's marginal discrepancy."""
-        offs = [self._off(c) for c in subset]
-        v = self.value(subset) + (float(np.mean(offs)) if offs else 0.0)
+        """The value of ``subset`` on the measured level: its best run's measured-level score
+        (the probe's estimate moved by the run's offset: its own when measured, else the
+        mean of its kind's measured runs, else of all measured runs) plus what the probe's
+        blend adds over its best estimate, plus each measured run's marginal discrepancy.
+        A set's value never climbs with the number of runs offset upwards."""
+        single = [self._single(c) for c in subset]
+        level = max(v + self._off(c) for v, c in zip(single, subset, strict=True))
+        v = self.value(subset) - max(single) + level
         return v + sum(self.delta.get(c, 0.0) for c in subset)
+
+    def _single(self, c: str) -> float:
+        if c not in self.singles:
+            self.singles[c] = self.value((c,))
+        return self.singles[c]
 
     def _off(self, c: str) -> float:
         if c in self.off:
