@@ -95,19 +95,9 @@ def train_stage(
         failed += execute(ctx, jobs, d) if jobs else []
         total += len(jobs)
         for run in batch:
-            scores = None
-            if not cut:  # a cut run keeps its finished folds, unassembled
-                _fit_all_rows(ctx, run, k, dev)
-                scores = assemble_run(ws.run_dir(run), folds_df, comp, fhash, k, run)
-            record_wall(ws.run_dir(run), time.perf_counter() - t_start)
-            if scores is not None and track:
-                track_run(ctx, run, scores, plans.get(run))
+            _finish_run(ctx, run, k, dev, cut, plans.get(run), time.perf_counter() - t_start)
         if replanner and not failed:
-            whole = None  # an assembled run's OOF, measured as its first folds were
-            if not cut and (ws.run_dir(batch[0]) / "oof.npz").is_file():
-                whole = measure(ctx, batch[0], list(range(k)), replanner.trained())
-            now = time.perf_counter()
-            plans, left = replanner.after(batch[0], now - t_batch, now - t_start, whole)
+            plans, left = _replan(ctx, replanner, batch[0], cut, (t_batch, t_start))
             for run in left:
                 recipes.pop(run, None)
             recipes.update({run: every[run] for run in plans})
@@ -117,6 +107,28 @@ def train_stage(
         print(line)
     if failed:
         raise PipelineError(failure_line(failed, total))
+
+
+def _finish_run(ctx, run: str, k: int, dev, cut: bool, plan, stage_s: float) -> None:
+    """After a run's round: its all-rows model and its assembly (a cut run keeps its finished
+    folds, unassembled), its measured seconds beside its plan, its summary to the trackers."""
+    scores = None
+    if not cut:
+        _fit_all_rows(ctx, run, k, dev)
+        scores = assemble_run(ctx.ws.run_dir(run), ctx.folds_df, ctx.comp, ctx.fhash, k, run)
+    record_wall(ctx.ws.run_dir(run), stage_s)
+    if scores is not None and ctx.track:
+        track_run(ctx, run, scores, plan)
+
+
+def _replan(ctx, replanner, run: str, cut: bool, clocks) -> tuple[dict, list[str]]:
+    """``Replanner.after`` the round of ``run``, with its OOF measured when it was assembled."""
+    whole = None
+    if not cut and (ctx.ws.run_dir(run) / "oof.npz").is_file():
+        k = int(ctx.folds_df["fold"].max()) + 1
+        whole = measure(ctx, run, list(range(k)), replanner.trained())
+    (t_batch, t_start), now = clocks, time.perf_counter()
+    return replanner.after(run, now - t_batch, now - t_start, whole)
 
 
 def _check_first_folds(ctx, replanner, first: list[Job], d, clocks) -> tuple[list, bool]:

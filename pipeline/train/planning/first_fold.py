@@ -1,6 +1,7 @@
 """What a run's first folds measured, for the re-plan's value check (``Replanner.first_folds``):
 its score on those folds' held-out rows, and what it adds there to the runs already trained
-(their OOF on the same rows), blended as the planner's value model blends (``value.blended``).
+(their OOF on the same rows), blended as the planner's value model blends (``value.blended``);
+and the check's one-line reports.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 
 from ... import artifacts
 from ...competition.task import encode
+from .plan import MAX_SUBSETS_OF
 from .value import blended, signed_score
 
 
@@ -24,6 +26,11 @@ class Measured:
     gain: float
     rows: int
     base: tuple[str, ...]  # the trained runs it was blended with
+
+    @property
+    def scored(self) -> bool:
+        """False where the metric is undefined on these rows (a class missing)."""
+        return bool(np.isfinite(self.score) and np.isfinite(self.gain))
 
 
 def _probs(task, logits: np.ndarray) -> np.ndarray:
@@ -57,3 +64,59 @@ def measure(ctx, run: str, folds: list[int], trained: list[str]) -> Measured:
     without = signed_score(task, y, blended(task, y, np.stack(others)))
     with_run = signed_score(task, y, blended(task, y, np.stack([*others, own])))
     return Measured(score, with_run - without, len(y), tuple(base))
+
+
+def r4(v: float) -> float | str:
+    return round(v, 4) if np.isfinite(v) else "none"
+
+
+def unweighable(value, measured: Measured, candidates: int) -> str:
+    """Why a first-folds check cannot weigh the run, or "" when it can."""
+    if not measured.scored:
+        return f"the metric is undefined on its {measured.rows:,} held-out rows"
+    if value is None:  # a fine-tune's probe estimates nothing
+        return "no probe estimate to weigh it against"
+    if candidates > MAX_SUBSETS_OF:
+        return f"{candidates} runs left are more than the plan weighs by value"
+    return ""
+
+
+def _adds(step: dict, base: tuple[str, ...], estimated: str) -> str:
+    if not base:
+        return ""
+    return f"; adds {step['gain_measured']:+.4f} to the blend of {', '.join(base)}{estimated}"
+
+
+def measured_only_line(step: dict, k: int, base: tuple[str, ...], why: str) -> str:
+    """One line for a check that could not weigh the run (``why``): what was measured."""
+    got = why
+    if "measured" in step:
+        got = f"{step['measured']:.4f} on {step['rows']:,} held-out rows{_adds(step, base, '')}; {why}"
+    return (
+        f"{step['first_folds']} after {step['folds']} of {k} folds "
+        f"({step['took_s'] / 60:.1f} min): {got}: continued"
+    )
+
+
+def first_folds_line(step: dict, k: int, base: tuple[str, ...]) -> str:
+    """One line for the check after a run's first folds: measured against the estimate, and
+    the decision with both plans' values."""
+    adds = _adds(step, base, f" (estimated {step['gain_estimate']:+.4f})")
+
+    def then(plan: dict) -> str:
+        v = plan["value"]
+        return f"{', '.join(plan['then']) or 'nothing more'} is worth " + (
+            f"{v:.4f}" if isinstance(v, float) else "nothing"
+        )
+
+    verdict = (
+        f"cut (its finished folds kept), its {step['rest_s'] / 60:.1f} min re-planned"
+        if step["decision"] == "cut"
+        else "continued"
+    )
+    return (
+        f"{step['first_folds']} after {step['folds']} of {k} folds ({step['took_s'] / 60:.1f} min): "
+        f"{step['measured']:.4f} on {step['rows']:,} held-out rows against the probe's estimate "
+        f"{step['estimate']:.4f}{adds}; finishing it then {then(step['continue'])}, cutting it "
+        f"for {then(step['cut'])}: {verdict}"
+    )

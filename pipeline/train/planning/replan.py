@@ -13,7 +13,7 @@ import numpy as np
 
 from ..kinds import get_kind
 from ..kinds.pricing import Cost
-from .first_fold import Measured
+from .first_fold import Measured, first_folds_line, measured_only_line, r4, unweighable
 from .plan import MAX_SUBSETS_OF, VALUE_TIE, Plan, best_subset, in_order, run_of, yardstick
 from .plan_file import plan_entries, read_plan, write_plan
 
@@ -140,7 +140,7 @@ class Replanner:
         step = {"first_folds": run, "folds": folds, "took_s": round(seconds, 1)}
         step["rows"] = measured.rows
         rest = self._rest(self._pace((seconds, first_s)), but=run)
-        why = _unweighable(self.value, measured, len(rest))
+        why = unweighable(self.value, measured, len(rest))
         if why:
             return self._measured_only(step, measured, why)
         rest_s = seconds / max(first_s, 1e-9) * (k - folds) * per_fold
@@ -156,8 +156,8 @@ class Replanner:
             "gain_estimate": round(self.sign * est_gain, 4),
             "gain_measured": round(self.sign * measured.gain, 4),
             "rest_s": round(rest_s, 1),
-            "continue": {"value": _r(self.sign * go[0]), "then": list(go[1])},
-            "cut": {"value": _r(self.sign * stop[0]), "then": list(stop[1])},
+            "continue": {"value": r4(self.sign * go[0]), "then": list(go[1])},
+            "cut": {"value": r4(self.sign * stop[0]), "then": list(stop[1])},
             "decision": "cut" if cut else "continue",
         }
         self.history.append(step)
@@ -171,18 +171,11 @@ class Replanner:
 
     def _measured_only(self, step: dict, measured: Measured, why: str) -> bool:
         """The check's line and record when nothing can be weighed (``why``): continued."""
-        if np.isfinite(measured.score) and np.isfinite(measured.gain):
+        if measured.scored:
             step["measured"] = round(self.sign * measured.score, 4)
             step["gain_measured"] = round(self.sign * measured.gain, 4)
-            got = f"{step['measured']:.4f} on {measured.rows:,} held-out rows"
-            got += f"{_adds(step, measured.base, '')}; {why}"
-        else:
-            got = why
         self.history.append({**step, "decision": "continue"})
-        print(
-            f"{step['first_folds']} after {step['folds']} of {self.plan.k} folds "
-            f"({step['took_s'] / 60:.1f} min): {got}: continued"
-        )
+        print(measured_only_line(step, self.plan.k, measured.base, why))
         return False
 
     def _best(self, base: tuple, rest: dict, left_s: float) -> tuple[float, tuple[str, ...]]:
@@ -207,8 +200,8 @@ class Replanner:
         again, rewrite ``plan.toml`` and return its ``{run: entry}`` for the runs still to
         train, in the order to train them, and the runs left out."""
         name = next(c for c in self.plan.costs if run_of(c) == run)
-        if measured is not None and self.value is not None and run not in self.cut:
-            if np.isfinite(measured.score) and np.isfinite(measured.gain):
+        if measured is not None and measured.scored and self.value is not None:
+            if run not in self.cut:
                 self._record(name, measured, self._base())
         self.done[name] = seconds
         pace = self._pace()
@@ -263,51 +256,6 @@ def _scaled(cost: Cost, pace: float) -> Cost:
         epoch_s=cost.epoch_s * pace,
         fold_s=cost.fold_s * pace,
         probe_s=0.0,
-    )
-
-
-def _r(v: float) -> float | str:
-    return round(v, 4) if np.isfinite(v) else "none"
-
-
-def _unweighable(value, measured: Measured, candidates: int) -> str:
-    """Why a first-folds check cannot weigh the run, or "" when it can."""
-    if not (np.isfinite(measured.score) and np.isfinite(measured.gain)):
-        return f"the metric is undefined on its {measured.rows:,} held-out rows"
-    if value is None:  # a fine-tune's probe estimates nothing
-        return "no probe estimate to weigh it against"
-    if candidates > MAX_SUBSETS_OF:
-        return f"{candidates} runs left are more than the plan weighs by value"
-    return ""
-
-
-def _adds(step: dict, base: tuple[str, ...], estimated: str) -> str:
-    if not base:
-        return ""
-    return f"; adds {step['gain_measured']:+.4f} to the blend of {', '.join(base)}{estimated}"
-
-
-def first_folds_line(step: dict, k: int, base: tuple[str, ...]) -> str:
-    """One line for the check after a run's first folds: measured against the estimate, and
-    the decision with both plans' values."""
-    adds = _adds(step, base, f" (estimated {step['gain_estimate']:+.4f})")
-
-    def then(plan: dict) -> str:
-        v = plan["value"]
-        return f"{', '.join(plan['then']) or 'nothing more'} is worth " + (
-            f"{v:.4f}" if isinstance(v, float) else "nothing"
-        )
-
-    verdict = (
-        f"cut (its finished folds kept), its {step['rest_s'] / 60:.1f} min re-planned"
-        if step["decision"] == "cut"
-        else "continued"
-    )
-    return (
-        f"{step['first_folds']} after {step['folds']} of {k} folds ({step['took_s'] / 60:.1f} min): "
-        f"{step['measured']:.4f} on {step['rows']:,} held-out rows against the probe's estimate "
-        f"{step['estimate']:.4f}{adds}; finishing it then {then(step['continue'])}, cutting it "
-        f"for {then(step['cut'])}: {verdict}"
     )
 
 
