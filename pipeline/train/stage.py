@@ -61,9 +61,7 @@ def train_stage(
     t_start = time.perf_counter()
     folds_df, fhash = read_training_folds(comp, ws)
     k = int(folds_df["fold"].max()) + 1
-    todo = folds if folds is not None else list(range(k))
-    if bad := [f for f in todo if not 0 <= f < k]:
-        raise PipelineError(f"FOLDS has fold {bad[0]} but {ws.folds_csv} has folds 0..{k - 1}")
+    todo = _folds_asked(ws, folds, k)
     dev = resolve_device(device)
     recipes = load_recipes(ws, runs, overrides)
     ensure_pretrained({r: recipes[r] for r in recipes if _pending(ws, r, todo, quiet=True)})
@@ -83,17 +81,10 @@ def train_stage(
     rounds = [[r] for r in by_estimate(recipes, plans)] if replanner else [list(recipes)]
     failed, total = [], 0
     while rounds:
-        batch = rounds.pop(0)
-        t_batch = time.perf_counter()
+        batch, t_batch = rounds.pop(0), time.perf_counter()
         jobs = _start_round(ctx, batch, plans, todo, d, teach)
-        cut = False
-        if first := _first_folds(jobs, k, d) if replanner else []:
-            jobs = [j for j in jobs if j not in first]
-            ran, cut = _check_first_folds(ctx, replanner, first, d, (t_batch, t_start))
-            failed, total = failed + ran, total + len(first)
-            jobs = [] if cut or ran else jobs
-        failed += execute(ctx, jobs, d) if jobs else []
-        total += len(jobs)
+        ran, n, cut = _train_round(ctx, jobs, k, d, replanner, (t_batch, t_start))
+        failed, total = failed + ran, total + n
         for run in batch:
             _finish_run(ctx, run, k, dev, cut, plans.get(run), time.perf_counter() - t_start)
         if replanner and not failed:
@@ -107,6 +98,28 @@ def train_stage(
         print(line)
     if failed:
         raise PipelineError(failure_line(failed, total))
+
+
+def _folds_asked(ws: Workspace, folds: list[int] | None, k: int) -> list[int]:
+    """FOLDS (default: all ``k``), each checked against the folds file."""
+    todo = folds if folds is not None else list(range(k))
+    if bad := [f for f in todo if not 0 <= f < k]:
+        raise PipelineError(f"FOLDS has fold {bad[0]} but {ws.folds_csv} has folds 0..{k - 1}")
+    return todo
+
+
+def _train_round(ctx, jobs: list[Job], k: int, d, replanner, clocks) -> tuple[list, int, bool]:
+    """Train a round's ``jobs``; with a ``replanner``, a fresh run's first folds first and the
+    rest only when the value check keeps the run (``_check_first_folds``). Returns the failed
+    jobs, how many jobs ran and whether the run was cut."""
+    first = _first_folds(jobs, k, d) if replanner else []
+    if first:
+        failed, cut = _check_first_folds(ctx, replanner, first, d, clocks)
+        if cut or failed:
+            return failed, len(first), cut
+        rest = [j for j in jobs if j not in first]
+        return (execute(ctx, rest, d) if rest else []), len(jobs), False
+    return (execute(ctx, jobs, d) if jobs else []), len(jobs), False
 
 
 def _finish_run(ctx, run: str, k: int, dev, cut: bool, plan, stage_s: float) -> None:
