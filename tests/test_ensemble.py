@@ -367,15 +367,25 @@ def test_an_accepted_label_shift_scores_the_leaderboard_under_the_test_priors(tm
         > board.loc["major", "nested_score_test_priors"]
     )
     methods = board[board["kind"] == "method"]
-    assert summary["method"] == methods["nested_score_test_priors"].idxmax()
+    out = capsys.readouterr().out
+    best = methods["nested_score_test_priors"].max()
+    assert methods.loc[summary["method"], "nested_score_test_priors"] == best
     assert summary["chosen_by"] == "nested accuracy under the estimated test priors"
-    assert "under the estimated test priors (resampled OOF rows" in capsys.readouterr().out
+    assert "under the estimated test priors (resampled OOF rows" in out
+    # the methods that learn weights, fitted again on OOF rows weighted to the test priors
+    assert {f"{m}@test" for m in ("weighted", "accuracy", "caruana", "stack", "temp")} <= set(
+        methods.index
+    )
+    assert (
+        board.loc[[m for m in methods.index if "@" in m], "nested_score_test_priors"].notna().all()
+    )
+    assert "fitted on OOF rows weighted to the estimated test priors: temp@test, " in out
 
     # nested: the priors fold k's rows are scored at never saw fold k's labels
     from types import SimpleNamespace
 
     from pipeline.ensemble.prior import fit_prior
-    from pipeline.ensemble.stage import _fold_priors
+    from pipeline.ensemble.test_priors import fold_priors as _fold_priors
 
     fold, p = np.arange(len(y)) % 3, softmax(minor.mean(axis=0))
     test_p = softmax(planted(test_y, "minor").mean(axis=0))
@@ -386,3 +396,58 @@ def test_an_accepted_label_shift_scores_the_leaderboard_under_the_test_priors(tm
     after = _fold_priors(comp, state, SimpleNamespace(fold=fold, y=y2), p, test_p)
     assert before.shape == (3, 3) and np.allclose(before.sum(axis=1), 1)
     assert np.allclose(after[0], before[0]) and not np.allclose(after[1], before[1])
+
+
+def test_methods_fitted_under_the_test_priors_weigh_rows_by_them_and_stay_nested():
+    """``<method>@test``: the all-rows fit weighs each OOF row by ``p_test / p_train`` of its
+    class, fold k's nested copy by the priors estimated without fold k's labels; the member
+    the shifted test favours gains weight."""
+    from types import SimpleNamespace
+
+    from pipeline.ensemble.nested import leaderboard
+    from pipeline.ensemble.test_priors import Board, fit_under_test_priors
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], [140, 30, 30])
+    fold = np.arange(len(y)) % 4
+    # member 0 knows class 0 only, member 1 classes 1 and 2 only
+    sure = np.where(y == 0, [[3.0], [0.3]], [[0.3], [3.0]])
+    oof = np.stack([np.eye(3)[y] * sure[m][:, None] + rng.normal(size=(len(y), 3)) for m in (0, 1)])
+    seen = []
+
+    class Recorder(WeightedSoftVote):
+        def fit(self, logits, labels, sample_weight=None):
+            seen.append((labels.copy(), None if sample_weight is None else sample_weight.copy()))
+            return super().fit(logits, labels, sample_weight=sample_weight)
+
+    task = Task("multiclass", "label", "accuracy")
+    makers = {"weighted": Recorder, "soft": method_class("soft")}
+    table, fitted, nested = leaderboard(["a", "b"], oof, y, fold, makers, False, task)
+    seen.clear()
+    train = np.bincount(y) / len(y)
+    shift = {"train_prior": train.tolist(), "test_prior": [1 / 3] * 3}
+    priors = np.array([[0.3, 0.35, 0.35], [0.32, 0.34, 0.34], [1 / 3] * 3, [0.4, 0.3, 0.3]])
+    board = Board(table, fitted, nested, makers)
+    comp = SimpleNamespace(task=task)
+    fit_under_test_priors(
+        comp,
+        board,
+        SimpleNamespace(oof=oof, runs=["a", "b"]),
+        SimpleNamespace(y=y, fold=fold),
+        shift,
+        priors,
+    )
+
+    assert "weighted@test" in set(board.table["name"]) and "soft@test" not in set(
+        board.table["name"]
+    )
+    (all_y, all_w), *per_fold = seen
+    np.testing.assert_allclose(all_w, (np.full(3, 1 / 3) / train)[all_y])
+    for k, (labels, w) in enumerate(per_fold):
+        np.testing.assert_allclose(w, (priors[k] / train)[labels])  # never the full estimate
+    assert board.nested["weighted@test"].shape == (len(y), 3)
+    assert board.fitted["weighted@test"].weights_[1] > board.fitted["weighted"].weights_[1]
+    # a teacher refits the saved method on train rows, which come as the train classes do
+    from pipeline.ensemble.stage import method_factory
+
+    assert method_factory("weighted@test", task) is WeightedSoftVote

@@ -329,3 +329,39 @@ def test_stacking_leaves_the_members_logits_alone():
         before = logits.copy()
         Stacking().fit(logits, y).predict_proba(logits)
         np.testing.assert_array_equal(logits, before)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: method_class("weighted")(),
+        AccuracyWeights,
+        Caruana,
+        lambda: Stacking(lambdas=(1e-3,)),  # one strength: no inner split to differ
+        TemperatureSoftVote,
+    ],
+    ids=["weighted", "accuracy", "caruana", "stack", "temp"],
+)
+def test_integer_row_weights_fit_as_the_rows_repeated(make):
+    """``sample_weight`` (the fit under the test priors, ensemble/test_priors.py): a row of
+    weight 3 counts as three copies of it, a row of weight 0 as none, and weights that differ
+    by class move the fit."""
+    rng = np.random.default_rng(0)
+    n, c = 240, 3
+    y = rng.integers(0, c, n)
+    # member 0 knows class 0 well, member 1 classes 1 and 2
+    strong = np.where(y[:, None] == 0, [3.0, 0.5, 0.5], [0.5, 3.0, 3.0])
+    oof = np.stack([np.eye(c)[y] * strong[:, m][:, None] + rng.normal(size=(n, c)) for m in (0, 1)])
+    w = rng.integers(0, 4, n).astype(float)
+    rep = np.repeat(np.arange(n), w.astype(int))
+    a = make().fit(oof, y, sample_weight=w)
+    b = make().fit(oof[:, rep], y[rep])
+    np.testing.assert_allclose(a.weights_, b.weights_, atol=2e-3)
+    np.testing.assert_allclose(a.predict_proba(oof), b.predict_proba(oof), atol=2e-3)
+    if isinstance(a, TemperatureSoftVote):
+        return  # equal weights by construction: only the temperatures move
+    on_0 = make().fit(oof, y, sample_weight=np.where(y == 0, 10.0, 0.1)).weights_[0]
+    off_0 = make().fit(oof, y, sample_weight=np.where(y == 0, 0.1, 10.0)).weights_[0]
+    assert on_0 > off_0  # rows of class 0 weighted up: the member that knows it counts more
+    with pytest.raises(ValueError, match="non-negative"):
+        make().fit(oof, y, sample_weight=-w)

@@ -178,24 +178,43 @@ class RankAverage(EqualWeights):
         return normalise(total.T.numpy() / n)
 
 
+def row_weights(sample_weight, n: int) -> np.ndarray | None:
+    """``sample_weight (N,)`` normalised to sum to 1 (None stays None: every row alike).
+    Every method that learns weights takes one, so that it can be fitted on OOF rows weighted
+    to the test's class priors (``ensemble/stage.py``: fitted under the test priors)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"sample_weight: {n} non-negative weights, not all 0, expected")
+    return w / w.sum()
+
+
 TEMPERATURE_ROWS = 10_000  # one number per member: this many rows pin it down
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray, max_rows: int = TEMPERATURE_ROWS) -> float:
+def fit_temperature(
+    logits: np.ndarray, y: np.ndarray, max_rows: int = TEMPERATURE_ROWS, sample_weight=None
+) -> float:
     """Temperature ``T`` minimising the log loss of ``softmax(logits / T)``; ``(N, C)``, ``(N,)``.
 
     A 1-D bounded search over log T in [-3, 3] (T from 0.05 to 20), float32 for speed, on at
     most ``max_rows`` rows (a fixed random draw): one parameter needs no more, and the search
-    evaluates the loss about 25 times."""
+    evaluates the loss about 25 times; ``sample_weight (N,)``: the log loss's row weights."""
     y = np.asarray(y, dtype=np.int64)
+    w = row_weights(sample_weight, len(y))
     if len(y) > max_rows:
         rows = np.sort(np.random.default_rng(0).choice(len(y), max_rows, replace=False))
-        logits, y = logits[rows], y[rows]
+        logits, y, w = logits[rows], y[rows], None if w is None else w[rows]
     z = torch.as_tensor(np.asarray(logits, dtype=np.float32))
     target = torch.as_tensor(y)
+    wt = None if w is None else torch.as_tensor(w / w.sum(), dtype=torch.float32)
 
     def loss(log_t: float) -> float:
-        return float(torch.nn.functional.cross_entropy(z / float(np.exp(log_t)), target))
+        if wt is None:
+            return float(torch.nn.functional.cross_entropy(z / float(np.exp(log_t)), target))
+        each = torch.nn.functional.cross_entropy(z / float(np.exp(log_t)), target, reduction="none")
+        return float(each @ wt)
 
     res = minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded", options={"xatol": 1e-3})
     return float(np.exp(res.x))
@@ -205,9 +224,11 @@ class TemperatureSoftVote:
     """Each member's logits divided by its own temperature (fitted on OOF log loss), then the
     mean of the calibrated probabilities: an over-confident member no longer dominates."""
 
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> TemperatureSoftVote:
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray, sample_weight=None) -> TemperatureSoftVote:
         logits = check_members(oof_logits)
-        self.temperatures_ = np.array([fit_temperature(m, np.asarray(y)) for m in logits])
+        self.temperatures_ = np.array(
+            [fit_temperature(m, np.asarray(y), sample_weight=sample_weight) for m in logits]
+        )
         self.weights_ = np.full(len(logits), 1.0 / len(logits))
         return self
 

@@ -22,16 +22,19 @@ from .blend import softmax
 
 
 def nested_predict(
-    est: Any, oof: np.ndarray, y: np.ndarray, fold: np.ndarray
+    est: Any, oof: np.ndarray, y: np.ndarray, fold: np.ndarray, class_weight=None
 ) -> tuple[np.ndarray, list[Any]]:
     """``(N, C)`` probs where each fold's rows come from a copy of ``est`` fitted on the others.
 
-    ``oof (M, N, C)``, ``y (N,)``, ``fold (N,)``. Also returns the fitted copies, fold order."""
+    ``oof (M, N, C)``, ``y (N,)``, ``fold (N,)``; ``class_weight (K, C)``: the copy that
+    predicts fold k is fitted with each row weighted by ``class_weight[k]`` of its class (priors
+    estimated without fold k's labels). Also returns the fitted copies, fold order."""
     probs = np.zeros(oof.shape[1:], dtype=np.float64)
     fitted = []
-    for k in np.unique(fold):
+    for i, k in enumerate(np.unique(fold)):
         held = fold == k
-        model = copy.deepcopy(est).fit(oof[:, ~held], y[~held])
+        kw = {} if class_weight is None else {"sample_weight": class_weight[i][y[~held]]}
+        model = copy.deepcopy(est).fit(oof[:, ~held], y[~held], **kw)
         probs[held] = model.predict_proba(oof[:, held])
         fitted.append(model)
     return probs, fitted
@@ -96,12 +99,23 @@ def leaderboard(
         inside = _scores(y, fitted[name].predict_proba(oof), fold, task)
         nested[name], _ = nested_predict(make(), oof, y, fold)
         rows.append(_row(name, "method", inside, _scores(y, nested[name], fold, task), task))
-    table = pd.DataFrame(rows).sort_values(  # stable: ties keep members first, then METHODS order
+    return ranked(pd.DataFrame(rows), task), fitted, nested
+
+
+def ranked(table: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """The leaderboard sorted by nested score (best first), then nested log loss; stable: ties
+    keep members first, then METHODS order."""
+    table = table.sort_values(
         ["nested_score", "nested_log_loss"],
         ascending=[not task.greater_is_better, True],
         kind="stable",
     )
-    return table.reset_index(drop=True), fitted, nested
+    return table.reset_index(drop=True)
+
+
+def scored_row(name: str, y, fold, inside, held, task: Task) -> dict[str, Any]:
+    """A method's leaderboard row from its in-sample probs ``inside`` and nested ``held``."""
+    return _row(name, "method", _scores(y, inside, fold, task), _scores(y, held, fold, task), task)
 
 
 RESAMPLES = 20  # class-stratified resamples of the OOF rows at the test priors (paired)

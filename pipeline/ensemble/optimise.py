@@ -15,7 +15,15 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..competition.metrics import METRICS
-from .blend import CLIP, check_members, mean_probs, member_probs, normalise, true_class_probs
+from .blend import (
+    CLIP,
+    check_members,
+    mean_probs,
+    member_probs,
+    normalise,
+    row_weights,
+    true_class_probs,
+)
 
 
 class _WeightedMean:
@@ -26,29 +34,32 @@ class _WeightedMean:
         return normalise(mean_probs(check_members(logits, len(self.weights_)), self.weights_))
 
 
-def _log_loss(w: np.ndarray, p_true: np.ndarray) -> float:
-    return float(-np.log(np.clip(w @ p_true, CLIP, None)).mean())
+def _log_loss(w: np.ndarray, p_true: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """Mean log loss of the ``w``-weighted blend; ``rows (N,)``: per-row weights summing to 1."""
+    loss = -np.log(np.clip(w @ p_true, CLIP, None))
+    return float(loss.mean() if rows is None else loss @ rows)
 
 
 class WeightedSoftVote(_WeightedMean):
     """Weights on the simplex minimising OOF log loss (SLSQP); never worse than equal weights."""
 
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> WeightedSoftVote:
-        """``oof_logits (M, N, C)``, ``y (N,)`` int class indices."""
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray, sample_weight=None) -> WeightedSoftVote:
+        """``oof_logits (M, N, C)``, ``y (N,)`` int class indices, ``sample_weight (N,)``."""
         p_true = true_class_probs(check_members(oof_logits), y)  # (M, N)
-        m = len(p_true)
+        m, rows = len(p_true), row_weights(sample_weight, len(y))
         uniform = np.full(m, 1.0 / m)
         self.weights_ = uniform
         if m == 1:
             return self
 
-        def grad(w: np.ndarray, p_true: np.ndarray) -> np.ndarray:
-            return -(p_true / np.clip(w @ p_true, CLIP, None)).mean(axis=1)
+        def grad(w: np.ndarray, p_true: np.ndarray, rows) -> np.ndarray:
+            g = p_true / np.clip(w @ p_true, CLIP, None)
+            return -(g.mean(axis=1) if rows is None else g @ rows)
 
         res = minimize(
             _log_loss,
             uniform,
-            args=(p_true,),
+            args=(p_true, rows),
             jac=grad,
             method="SLSQP",
             bounds=[(0.0, 1.0)] * m,
@@ -56,15 +67,21 @@ class WeightedSoftVote(_WeightedMean):
         )
         w = np.clip(res.x, 0.0, 1.0)
         w = w / w.sum() if w.sum() > 0 else uniform
-        if _log_loss(w, p_true) <= _log_loss(uniform, p_true):  # guard against a stalled SLSQP
+        if _log_loss(w, p_true, rows) <= _log_loss(uniform, p_true, rows):  # a stalled SLSQP
             self.weights_ = w
         return self
 
 
 def _accuracy_curve(
-    rest: np.ndarray, member: np.ndarray, bmax: np.ndarray, y: np.ndarray, grid: np.ndarray
+    rest: np.ndarray,
+    member: np.ndarray,
+    bmax: np.ndarray,
+    y: np.ndarray,
+    grid: np.ndarray,
+    rows_w: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Exact OOF accuracy of ``argmax(rest + t * member)`` for each ``t`` in ``grid`` (t >= 0).
+    """Exact OOF accuracy of ``argmax(rest + t * member)`` for each ``t`` in ``grid`` (t >= 0),
+    each row counting ``rows_w (N,)`` (mean 1; all ones keep the sums exact integers).
 
     Rows whose outcome cannot change over the grid are decided from two bounds on the best rival
     class, ``max_c rest_c + t * max_c member_c`` and ``rest_c* + t * member_c*``; only the
@@ -72,6 +89,7 @@ def _accuracy_curve(
     """
     n = len(y)
     rows = np.arange(n)
+    rows_w = np.ones(n) if rows_w is None else rows_w
     a_y, b_y = rest[rows, y], member[rows, y]
     rival = rest.copy()
     rival[rows, y] = -np.inf
@@ -81,11 +99,11 @@ def _accuracy_curve(
     surely_right = (a_y + t * b_y > a_max + t * bmax).all(axis=0)
     surely_wrong = (a_y + t * b_y < a_max + t * member[rows, c_star]).all(axis=0)
     open_rows = np.flatnonzero(~surely_right & ~surely_wrong)
-    hits = np.full(len(grid), surely_right.sum(), dtype=np.int64)
+    hits = np.full(len(grid), rows_w[surely_right].sum())
     if len(open_rows):
-        r, m, yo = rest[open_rows], member[open_rows], y[open_rows]
+        r, m, yo, wo = rest[open_rows], member[open_rows], y[open_rows], rows_w[open_rows]
         for i, ti in enumerate(grid):
-            hits[i] += int(((r + ti * m).argmax(axis=1) == yo).sum())
+            hits[i] += float(wo[(r + ti * m).argmax(axis=1) == yo].sum())
     return hits / n
 
 
@@ -98,9 +116,11 @@ class AccuracyWeights(_WeightedMean):
         self.grid = grid
         self.passes = passes
 
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> AccuracyWeights:
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray, sample_weight=None) -> AccuracyWeights:
         probs = member_probs(check_members(oof_logits))  # (M, N, C) float32
         y = np.asarray(y)
+        rows_w = row_weights(sample_weight, len(y))
+        rows_w = np.ones(len(y)) if rows_w is None else rows_w * len(y)
         w = np.ones(len(probs), dtype=np.float32)
         total = probs.sum(axis=0)
         bmax = np.empty(probs.shape[:2], dtype=np.float32)
@@ -113,7 +133,7 @@ class AccuracyWeights(_WeightedMean):
             changed = False
             for j, member in enumerate(probs):
                 rest = total - w[j] * member
-                acc = _accuracy_curve(rest, member, bmax[j], y, np.append(grid, w[j]))
+                acc = _accuracy_curve(rest, member, bmax[j], y, np.append(grid, w[j]), rows_w)
                 here, acc = acc[-1], acc[:-1]
                 if w.sum() - w[j] <= 0:  # all others at 0: this weight must stay positive
                     acc = np.where(grid > 0, acc, -1.0)
@@ -183,36 +203,44 @@ class Caruana(_WeightedMean):
                 best, best_counts, since_best = max(tries), counts.copy(), 0
         return best_counts / best_counts.sum()
 
-    def _one_bag(self, p_true: np.ndarray, members: np.ndarray) -> np.ndarray:
-        """``p_true (M, N)`` clipped away from 0; returns this bag's ``(M,)`` weights."""
+    def _one_bag(self, p_true: np.ndarray, members: np.ndarray, rows=None) -> np.ndarray:
+        """``p_true (M, N)`` clipped away from 0, ``rows (N,)`` row weights summing to 1 (None:
+        the mean); returns this bag's ``(M,)`` weights."""
         bag = p_true[members]  # (B, N)
-        log_bag = np.log(bag)
+
+        def mean(a: np.ndarray) -> np.ndarray:  # over rows (the last axis)
+            return a.mean(axis=-1) if rows is None else a @ rows.astype(a.dtype)
+
         counts = np.zeros(len(p_true))
-        for j in np.argsort(-log_bag.mean(axis=1), kind="stable")[: self.n_init]:
+        for j in np.argsort(-mean(np.log(bag)), kind="stable")[: self.n_init]:
             counts[members[j]] += 1
         total = counts[members].astype(np.float32) @ bag  # (N,) summed true-class probs
         k = counts.sum()
-        best_loss, best_counts, since_best = -np.log(total / k).mean(), counts.copy(), 0
+        best_loss, best_counts, since_best = -mean(np.log(total / k)), counts.copy(), 0
         for _ in range(self.max_steps):
             if since_best >= self.patience:
                 break
             # Mean log of (total + p) / (k + 1): the constant 1 / (k + 1) cannot change the pick.
-            j = int(np.argmax(np.log(total[None, :] + bag).mean(axis=1)))  # lowest index on ties
+            j = int(np.argmax(mean(np.log(total[None, :] + bag))))  # lowest index on ties
             counts[members[j]] += 1
             total, k = total + bag[j], k + 1
-            loss, since_best = -np.log(total / k).mean(), since_best + 1
+            loss, since_best = -mean(np.log(total / k)), since_best + 1
             if loss < best_loss - 1e-9:
                 best_loss, best_counts, since_best = loss, counts.copy(), 0
         return best_counts / best_counts.sum()
 
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> Caruana:
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray, sample_weight=None) -> Caruana:
+        """``sample_weight (N,)``: the log-loss climb's row weights (a metric climb has none)."""
         logits = check_members(oof_logits)
+        rows = row_weights(sample_weight, len(y))
         if self.metric is not None:
+            if rows is not None:
+                raise ValueError(f"Caruana(metric={self.metric!r}) climbs without row weights")
             probs = member_probs(logits).astype(np.float64)
             return self._fit_bags(len(probs), lambda mem: self._one_bag_metric(probs, y, mem))
         p_true = true_class_probs(logits, y)  # (M, N)
         p_true = np.clip(p_true, CLIP, None).astype(np.float32)  # float32 keeps 1e-15 (> 1e-38)
-        return self._fit_bags(len(p_true), lambda mem: self._one_bag(p_true, mem))
+        return self._fit_bags(len(p_true), lambda mem: self._one_bag(p_true, mem, rows))
 
     def _fit_bags(self, m: int, one_bag: Callable[[np.ndarray], np.ndarray]) -> Caruana:
         rng = np.random.default_rng(self.seed)

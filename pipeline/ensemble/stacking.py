@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from .blend import check_members, normalise, row_blocks
+from .blend import check_members, normalise, row_blocks, row_weights
 
 
 def _design(logits: np.ndarray) -> torch.Tensor:
@@ -52,8 +52,20 @@ def _scores(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(x, a.unsqueeze(2)).squeeze(2).T + b
 
 
+def _loss(s: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy of scores ``s (N, C)``, mean over rows or weighted by ``w (N,)``."""
+    if w is None:
+        return torch.nn.functional.cross_entropy(s, y)
+    return (torch.nn.functional.cross_entropy(s, y, reduction="none") * w).sum() / w.sum()
+
+
 def _fit(
-    x: torch.Tensor, y: torch.Tensor, lam: float, init: tuple | None, max_iter: int
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lam: float,
+    init: tuple | None,
+    max_iter: int,
+    w: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     c, _, m = x.shape
     a = (init[0].clone() if init else torch.full((c, m), 1.0 / m)).requires_grad_(True)
@@ -64,7 +76,7 @@ def _fit(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(_scores(x, a, b), y)
+        loss = _loss(_scores(x, a, b), y, w)
         loss = loss + lam * ((a**2).sum() + (b**2).sum())  # ridge, as in sklearn's LR
         loss.backward()
         return loss
@@ -93,11 +105,13 @@ class Stacking:
         self.max_iter, self.seed = max_iter, seed
         self.inner_iter, self.final_iter = inner_iter, final_iter
 
-    def _inner_cv(self, x: torch.Tensor, y: np.ndarray) -> tuple[float, tuple | None]:
-        """The chosen L2 strength and a warm start for the final fit (its last inner fit)."""
+    def _inner_cv(self, x: torch.Tensor, y: np.ndarray, w) -> tuple[float, tuple | None]:
+        """The chosen L2 strength and a warm start for the final fit (its last inner fit);
+        ``w (N,)`` row weights or None."""
         keep = per_class_sample(y, self.inner_rows, self.seed)
         if keep is not None:
             x, y = x[:, torch.from_numpy(keep)], y[keep]
+            w = None if w is None else w[keep]
         k = min(self.inner_folds, int(np.bincount(y).max()))
         if len(self.lambdas) == 1 or k < 2:
             return self.lambdas[0], None
@@ -107,25 +121,33 @@ class Stacking:
         splits = list(splitter.split(np.zeros(len(y)), y))
         losses, fits = np.zeros(len(self.lambdas)), [None] * len(self.lambdas)
         yt = torch.from_numpy(y)
+        wt = None if w is None else torch.from_numpy(np.asarray(w, dtype=np.float32))
         for tr, va in splits:
             tr_t, va_t, init = torch.from_numpy(tr), torch.from_numpy(va), None
+            w_tr, w_va = (None, None) if wt is None else (wt[tr_t], wt[va_t])
             for i, lam in enumerate(self.lambdas):  # strongest first, each warm-starts the next
-                init = fits[i] = _fit(x[:, tr_t], yt[tr_t], lam, init, self.inner_iter)
+                init = fits[i] = _fit(x[:, tr_t], yt[tr_t], lam, init, self.inner_iter, w_tr)
                 with torch.no_grad():
                     s = _scores(x[:, va_t], *init)
-                    losses[i] += float(torch.nn.functional.cross_entropy(s, yt[va_t]))
+                    losses[i] += float(_loss(s, yt[va_t], w_va))
         best = int(np.argmin(losses))
         return self.lambdas[best], fits[best]
 
-    def fit(self, oof_logits: np.ndarray, y: np.ndarray) -> Stacking:
-        """``oof_logits (M, N, C)``, ``y (N,)``: choose the L2 strength, then fit on all rows."""
+    def fit(self, oof_logits: np.ndarray, y: np.ndarray, sample_weight=None) -> Stacking:
+        """``oof_logits (M, N, C)``, ``y (N,)``, ``sample_weight (N,)`` (the loss's row
+        weights; None: every row alike): choose the L2 strength, then fit on all rows."""
         y = np.asarray(y, dtype=np.int64)
         x = _design(check_members(oof_logits))
+        w = row_weights(sample_weight, len(y))
+        w = None if w is None else w * len(y)  # mean 1: the ridge keeps its scale
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
-            self.lambda_, start = self._inner_cv(x, y)
+            self.lambda_, start = self._inner_cv(x, y, w)
             iters = self.max_iter if start is None else self.final_iter  # warm: fewer
-            self.coef_, self.intercept_ = _fit(x, torch.from_numpy(y), self.lambda_, start, iters)
+            wt = None if w is None else torch.from_numpy(w.astype(np.float32))
+            self.coef_, self.intercept_ = _fit(
+                x, torch.from_numpy(y), self.lambda_, start, iters, wt
+            )
         # One number per member for the leaderboard: its mean weight over classes, normalised.
         w = self.coef_.clamp(min=0).mean(dim=0).double().numpy()
         self.weights_ = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))

@@ -24,13 +24,13 @@ from ..competition.submission import write_submission
 from ..competition.task import Task
 from ..errors import PipelineError
 from ..workspace import Workspace
-from .blend import softmax
 from .members import OOF, Members, duplicate_test_labels, load_members, print_members
 from .methods import METHODS, MULTILABEL, canonical, method_class
-from .nested import choose, leaderboard, print_leaderboard, test_prior_resamples
+from .nested import choose, leaderboard, print_leaderboard
 from .post import POSTS, WithPost, post_for
 from .prior import apply_prior, check_prior, describe, fit_prior, top_movers
 from .state import save_state
+from .test_priors import SUFFIX, Board, fit_under_test_priors, fold_priors, under_test_priors
 
 OUTPUTS = (
     "ensemble.json",
@@ -68,8 +68,9 @@ def ensemble_stage(
         method = canonical(method)
         tried += [] if method in tried else [method]
     oof, members = load_members(comp, ws, list(runs or []))
+    makers = _candidates(tried, comp.task)
     table, fitted, nested = leaderboard(
-        members.runs, members.oof, oof.y, oof.fold, _candidates(tried, comp.task), task=comp.task
+        members.runs, members.oof, oof.y, oof.fold, makers, task=comp.task
     )
     if post and f"{method}+{post}" not in set(table["name"]):
         raise PipelineError(
@@ -81,9 +82,11 @@ def ensemble_stage(
     print("leaderboard (nested = fitted on K-1 folds, scored on the held-out fold):")
     print_leaderboard(table, chosen)
     train_prior = class_prior(oof.y, len(comp.classes), comp.task)
+    board = Board(table, fitted, nested, makers)
     chosen, est, oof_probs, test_probs, shift, prior_state = _prior_and_choice(
-        comp, prior, method == "auto", table, fitted, nested, members, oof, chosen
+        comp, prior, method == "auto", board, members, oof, chosen
     )
+    table = board.table
     out = ws.submission_dir(name)
     artifacts.write_csv(out / "leaderboard.csv", table)  # with the test priors' column
     test_pred = test_probs.argmax(axis=1)
@@ -161,7 +164,10 @@ def _candidates(tried: list[str], task: Task) -> dict[str, Callable[[], Any]]:
 
 def method_factory(name: str, task: Task) -> Callable[[], Any]:
     """A factory of the method ``name`` as the leaderboard scored it (``logit``, ``stack+cuts``,
-    ...): what refitting a saved ensemble on other rows needs (a student's teacher per fold)."""
+    ...): what refitting a saved ensemble on other rows needs (a student's teacher per fold).
+    ``<method>@test`` refits as ``<method>``: a teacher's targets are train rows, which come
+    as the train classes do."""
+    name = name.removesuffix(SUFFIX)
     base = canonical(name.partition("+")[0])
     candidates = _candidates([base], task)
     if name not in candidates:
@@ -201,19 +207,22 @@ def _state_meta(
     }
 
 
-def _prior_and_choice(comp, prior, auto, table, fitted, nested, members, oof, chosen):
+def _prior_and_choice(comp, prior, auto, board: Board, members, oof, chosen):
     """The chosen method under ``PRIOR`` (``_with_prior``); when a label-shift correction is
-    applied, the leaderboard scored under the estimated test priors, and with ``auto`` the
-    method those favour (its own label-shift state). Returns the method, its fitted
-    estimator, OOF and corrected test probabilities, the label-shift record and state."""
-    est = fitted[chosen]
+    applied, the weighted methods fitted again on OOF rows weighted to the estimated test
+    priors (``<method>@test``), the leaderboard scored under those priors, and with ``auto``
+    the method they favour (its own label-shift state). Returns the method, its fitted
+    estimator, OOF and corrected test probabilities, the label-shift record and state; the
+    board's table gains the rows and the column."""
+    est = board.fitted[chosen]
     oof_probs, test_raw = est.predict_proba(members.oof), est.predict_proba(members.test)
     test_probs, shift, state = _with_prior(comp, prior, oof, oof_probs, test_raw)
     if shift.get("applied") and "test_prior" in shift:
-        priors = _fold_priors(comp, state, oof, oof_probs, test_raw)
-        again = _under_test_priors(comp, table, nested, members, oof, shift, priors, chosen, auto)
+        priors = fold_priors(comp, state, oof, oof_probs, test_raw)
+        fit_under_test_priors(comp, board, members, oof, shift, priors)
+        again = under_test_priors(comp, board, members, oof, shift, priors, chosen, auto)
         if again != chosen:  # the shifted test favours it: it is the submission
-            chosen, est = again, fitted[again]
+            chosen, est = again, board.fitted[again]
             oof_probs, test_raw = est.predict_proba(members.oof), est.predict_proba(members.test)
             test_probs, shift, state = _with_prior(comp, prior, oof, oof_probs, test_raw)
     return chosen, est, oof_probs, test_probs, shift, state
@@ -228,54 +237,6 @@ def _with_prior(comp, prior: str, oof: OOF, oof_probs, test):
     shift["top_movers"] = top_movers(shift, comp.classes)
     print(describe(shift, comp.classes))
     return probs, shift, state
-
-
-def _fold_priors(comp, state: dict, oof: OOF, oof_probs, test_probs) -> np.ndarray:
-    """``(K, C)``: the test priors as the label-shift state estimates them with its
-    calibration (and balanced mean) refitted without fold k's rows: what scoring fold k's
-    rows under the test priors may use without their labels."""
-    from .prior.estimators import Calibration, soft_confusion
-
-    out = []
-    for k in np.unique(oof.fold):
-        keep = oof.fold != k
-        cal = Calibration.fit(oof_probs[keep], oof.y[keep])
-        mean = soft_confusion(cal.apply(oof_probs[keep]), oof.y[keep]).mean(axis=1)
-        fold_state = {**state, "temperature": cal.temperature, "bias": list(cal.bias)}
-        fold_state["balanced_mean"] = mean.tolist()
-        out.append(apply_prior(fold_state, comp.task, test_probs, bootstrap=0)[1]["test_prior"])
-    return np.asarray(out)
-
-
-def _under_test_priors(comp, table, nested, members, oof, shift, priors, chosen, auto) -> str:
-    """The leaderboard scored as the test set's classes come (the applied label-shift
-    estimate): ``nested_score_test_priors`` per member (its OOF rows) and method (its nested
-    rows), fold k's rows drawn at and corrected by ``priors[k]``, estimated without fold k's
-    labels (``_fold_priors``). Returns the best method there when it beats ``chosen`` (the
-    train priors' choice) by more than one standard error (the paired gain's spread over the
-    resamples, each a bootstrap of the rows) and ``auto`` (METHOD=auto), else ``chosen``."""
-    probs = {r: softmax(lg) for r, lg in zip(members.runs, members.oof, strict=True)} | nested
-    tr, alpha = np.asarray(shift["train_prior"]), float(shift.get("alpha", 1.0))
-    each = test_prior_resamples(comp.task, oof.y, probs, tr, priors, alpha, fold=oof.fold)
-    sign = 1.0 if comp.task.greater_is_better else -1.0
-    table["nested_score_test_priors"] = table["name"].map({k: v.mean() for k, v in each.items()})
-    best = max(nested, key=lambda n: sign * each[n].mean())
-    gain = sign * (each[best] - each[chosen])
-    se = float(gain.std(ddof=1))
-    switch = auto and gain.mean() > se
-    top = sorted(each, key=lambda n: -sign * each[n].mean())[:5]
-    verdict = (
-        f"chosen {best} (under the train priors {chosen}; {gain.mean():+.4f} +- {se:.4f})"
-        if switch
-        else f"{chosen} stays"
-        + (f" ({best} leads by {gain.mean():+.4f} +- {se:.4f})" if best != chosen else "")
-    )
-    print(
-        "under the estimated test priors (resampled OOF rows, corrected as the submission): "
-        + ", ".join(f"{n} {each[n].mean():.4f}" for n in top)
-        + f"; {verdict}"
-    )
-    return best if switch else chosen
 
 
 def _write_oof(
