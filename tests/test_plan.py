@@ -507,14 +507,14 @@ def test_the_train_stage_checks_each_run_after_its_first_fold_and_a_cut_run_stay
     held-out rows (against the runs trained before it on the same rows) and checked; the
     second run, its measured gain made to fall far short, is cut: its fold kept, no oof.npz,
     not in the ensemble's members, plan-check says so, and a resumed call leaves it out."""
-    from pipeline.train import stage
+    from pipeline.train import rounds
 
     monkeypatch.chdir(tmp_path)
     feat = 'kind = "features"\nbackbone = "test_resnet"\nbatch_size = 16\n'
     feat += 'pretrained_file = "models/pretrained/test_resnet.safetensors"\n'
     recipes = {"t": feat + "image_size = 24\n", "u": feat + "image_size = 16\n"}
     toy_workspace(tmp_path, recipes, n_per_class=12, n_test=6, pretrained=("test_resnet",))
-    real = stage.measure
+    real = rounds.measure
 
     def measure(ctx, run, folds, trained):
         got = real(ctx, run, folds, trained)
@@ -524,7 +524,7 @@ def test_the_train_stage_checks_each_run_after_its_first_fold_and_a_cut_run_stay
         assert got.rows == 18 and folds == [0]  # fold 0: half of 36 rows
         return replace(got, gain=got.gain - 1.0) if trained else got  # the second falls short
 
-    monkeypatch.setattr(stage, "measure", measure)
+    monkeypatch.setattr(rounds, "measure", measure)
     comp = ["--comp", "input/toy"]
     assert main(["train", *comp, "--runs", "t,u", "--budget", "1h"]) == 0
     out = capsys.readouterr().out
